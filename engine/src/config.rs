@@ -1,0 +1,335 @@
+//! Channel settings, with Flume's key names and Flume's real defaults.
+//!
+//! The defaults here are the ones Flume's code applies (not the User Guide's stale table):
+//! see `shared/reference/flume.md` §1.16, §2 and §3. Each field's doc names the Flume key
+//! it comes from. Millrace extensions are marked as such.
+//!
+//! These structs are plain data: parsing the properties file is the server's job, and
+//! [`FileChannelConfig::validate`] checks the cross-field rules that every caller needs.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Flume's `capacity` default for a file channel.
+pub const DEFAULT_FILE_CAPACITY: u64 = 1_000_000;
+/// Flume's `transactionCapacity` default for a file channel (FLUME-2267 raised it from 1000).
+pub const DEFAULT_FILE_TRANSACTION_CAPACITY: u64 = 10_000;
+/// Flume's `keep-alive` default: how long a put waits for capacity.
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(3);
+/// Flume's `checkpointInterval` default.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(30_000);
+/// Flume floors `checkpointInterval` at one second.
+pub const MIN_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(1_000);
+/// Flume's `maxFileSize` default and ceiling: `Integer.MAX_VALUE - 500 MiB`.
+pub const DEFAULT_MAX_FILE_SIZE_BYTES: u64 = 1_623_195_647;
+/// Flume's `minimumRequiredSpace` default (500 MiB).
+pub const DEFAULT_MINIMUM_REQUIRED_SPACE_BYTES: u64 = 524_288_000;
+/// Flume raises any smaller `minimumRequiredSpace` to 1 MiB.
+pub const MIN_MINIMUM_REQUIRED_SPACE_BYTES: u64 = 1_048_576;
+/// Flume's `fsyncInterval` default (used only when `fsyncPerTransaction = false`).
+pub const DEFAULT_FSYNC_INTERVAL: Duration = Duration::from_secs(5);
+/// Smallest `maxFileSize` Millrace accepts: a segment must hold its header and at least
+/// a few small records, or every transaction would roll a new file.
+pub const MIN_MAX_FILE_SIZE_BYTES: u64 = 1_024;
+
+/// Flume's `capacity` default for a memory channel.
+pub const DEFAULT_MEMORY_CAPACITY: u64 = 100;
+/// Flume's `transactionCapacity` default for a memory channel.
+pub const DEFAULT_MEMORY_TRANSACTION_CAPACITY: u64 = 100;
+/// Flume's `byteCapacityBufferPercentage` default.
+pub const DEFAULT_BYTE_CAPACITY_BUFFER_PERCENTAGE: u8 = 20;
+/// Flume's `memoryCapacity` default for the spillable channel.
+pub const DEFAULT_SPILLABLE_MEMORY_CAPACITY: u64 = 10_000;
+/// Flume's `overflowCapacity` default for the spillable channel.
+pub const DEFAULT_OVERFLOW_CAPACITY: u64 = 100_000_000;
+/// Flume's `overflowTimeout` default.
+pub const DEFAULT_OVERFLOW_TIMEOUT: Duration = Duration::from_secs(3);
+/// Flume's `overflowDeactivationThreshold` default, in percent of free memory slots.
+pub const DEFAULT_OVERFLOW_DEACTIVATION_THRESHOLD_PERCENT: u8 = 5;
+/// Flume's `avgEventSize` default, the byte-slot size of the spillable channel.
+pub const DEFAULT_AVG_EVENT_SIZE_BYTES: u64 = 500;
+
+/// Settings of a file channel (`type = file`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileChannelConfig {
+    /// `dataDirs`: one or more directories; each transaction goes to one of them.
+    pub data_dirs: Vec<PathBuf>,
+    /// `checkpointDir`.
+    pub checkpoint_dir: PathBuf,
+    /// `useDualCheckpoints`.
+    pub use_dual_checkpoints: bool,
+    /// `backupCheckpointDir`: required when `use_dual_checkpoints`, must differ from
+    /// `checkpoint_dir`.
+    pub backup_checkpoint_dir: Option<PathBuf>,
+    /// `capacity`: the most events the channel holds (queued, being taken, and reserved by
+    /// open puts).
+    pub capacity: u64,
+    /// `transactionCapacity`: the most puts, and the most takes, in one transaction.
+    pub transaction_capacity: u64,
+    /// `keep-alive`: how long a put waits for capacity before failing.
+    pub keep_alive: Duration,
+    /// `checkpointInterval`.
+    pub checkpoint_interval: Duration,
+    /// `checkpointOnClose`.
+    pub checkpoint_on_close: bool,
+    /// `maxFileSize`: a segment is rolled before it would grow past this.
+    pub max_file_size_bytes: u64,
+    /// `minimumRequiredSpace`: puts are refused when a directory's usable space would drop
+    /// below this.
+    pub minimum_required_space_bytes: u64,
+    /// `fsyncPerTransaction`: when true a commit is acknowledged only after its records
+    /// are synced; when false the ack comes first and a background sync runs every
+    /// `fsync_interval`.
+    pub fsync_per_transaction: bool,
+    /// `fsyncInterval`.
+    pub fsync_interval: Duration,
+    /// Millrace extension `retentionTime`: keep fully taken segments this long so that a
+    /// channel can be replayed (rewound). Zero keeps nothing, as Flume does.
+    pub retention_time: Duration,
+    /// Millrace extension `retentionBytes`: keep at most this many bytes of fully taken
+    /// segments for replay. Zero keeps nothing.
+    pub retention_bytes: u64,
+}
+
+impl FileChannelConfig {
+    /// Flume's defaults, with the directories Millrace uses when none are configured:
+    /// `<base>/<channel>/data` and `<base>/<channel>/checkpoint`.
+    pub fn with_default_dirs(base_dir: impl Into<PathBuf>, channel_name: &str) -> Self {
+        let channel_dir = base_dir.into().join(channel_name);
+        Self::new(vec![channel_dir.join("data")], channel_dir.join("checkpoint"))
+    }
+
+    /// Flume's defaults for everything but the directories.
+    pub fn new(data_dirs: Vec<PathBuf>, checkpoint_dir: PathBuf) -> Self {
+        FileChannelConfig {
+            data_dirs,
+            checkpoint_dir,
+            use_dual_checkpoints: false,
+            backup_checkpoint_dir: None,
+            capacity: DEFAULT_FILE_CAPACITY,
+            transaction_capacity: DEFAULT_FILE_TRANSACTION_CAPACITY,
+            keep_alive: DEFAULT_KEEP_ALIVE,
+            checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+            checkpoint_on_close: true,
+            max_file_size_bytes: DEFAULT_MAX_FILE_SIZE_BYTES,
+            minimum_required_space_bytes: DEFAULT_MINIMUM_REQUIRED_SPACE_BYTES,
+            fsync_per_transaction: true,
+            fsync_interval: DEFAULT_FSYNC_INTERVAL,
+            retention_time: Duration::ZERO,
+            retention_bytes: 0,
+        }
+    }
+
+    /// Checks the rules that span several settings. Returns the first violation.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.data_dirs.is_empty() {
+            return Err(ConfigError::invalid("dataDirs", "at least one directory"));
+        }
+        if self.capacity == 0 {
+            return Err(ConfigError::invalid("capacity", "a positive number of events"));
+        }
+        if self.transaction_capacity == 0 {
+            return Err(ConfigError::invalid(
+                "transactionCapacity",
+                "a positive number of events",
+            ));
+        }
+        if self.transaction_capacity > self.capacity {
+            return Err(ConfigError::Invalid {
+                key: "transactionCapacity",
+                expected: format!(
+                    "at most capacity ({}), got {}",
+                    self.capacity, self.transaction_capacity
+                ),
+            });
+        }
+        if self.max_file_size_bytes < MIN_MAX_FILE_SIZE_BYTES
+            || self.max_file_size_bytes > DEFAULT_MAX_FILE_SIZE_BYTES
+        {
+            return Err(ConfigError::Invalid {
+                key: "maxFileSize",
+                expected: format!(
+                    "between {MIN_MAX_FILE_SIZE_BYTES} and {DEFAULT_MAX_FILE_SIZE_BYTES} bytes, got {}",
+                    self.max_file_size_bytes
+                ),
+            });
+        }
+        if self.use_dual_checkpoints {
+            match &self.backup_checkpoint_dir {
+                None => {
+                    return Err(ConfigError::invalid(
+                        "backupCheckpointDir",
+                        "a directory when useDualCheckpoints = true",
+                    ))
+                }
+                Some(backup) if backup == &self.checkpoint_dir => {
+                    return Err(ConfigError::invalid(
+                        "backupCheckpointDir",
+                        "a directory other than checkpointDir",
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// `minimumRequiredSpace` as Flume applies it: raised to its 1 MiB floor.
+    pub fn effective_minimum_required_space_bytes(&self) -> u64 {
+        self.minimum_required_space_bytes
+            .max(MIN_MINIMUM_REQUIRED_SPACE_BYTES)
+    }
+
+    /// `checkpointInterval` as Flume applies it: floored at one second.
+    pub fn effective_checkpoint_interval(&self) -> Duration {
+        self.checkpoint_interval.max(MIN_CHECKPOINT_INTERVAL)
+    }
+}
+
+/// Settings of a memory channel (`type = memory`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryChannelConfig {
+    /// `capacity`: the most committed events in the queue.
+    pub capacity: u64,
+    /// `transactionCapacity`.
+    pub transaction_capacity: u64,
+    /// `keep-alive`: how long a commit waits for space and a take waits for an event.
+    pub keep_alive: Duration,
+    /// `byteCapacity`: the most body bytes held; `None` means Flume's default, 80% of the
+    /// memory available to the process (Millrace reads the machine's total memory).
+    pub byte_capacity_bytes: Option<u64>,
+    /// `byteCapacityBufferPercentage`: headroom for headers, which are not counted.
+    pub byte_capacity_buffer_percentage: u8,
+}
+
+impl Default for MemoryChannelConfig {
+    fn default() -> Self {
+        MemoryChannelConfig {
+            capacity: DEFAULT_MEMORY_CAPACITY,
+            transaction_capacity: DEFAULT_MEMORY_TRANSACTION_CAPACITY,
+            keep_alive: DEFAULT_KEEP_ALIVE,
+            byte_capacity_bytes: None,
+            byte_capacity_buffer_percentage: DEFAULT_BYTE_CAPACITY_BUFFER_PERCENTAGE,
+        }
+    }
+}
+
+/// Settings of a spillable memory channel (`type = spillablememory`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpillableChannelConfig {
+    /// `memoryCapacity`: events held in the memory tier; 0 sends everything to disk.
+    pub memory_capacity: u64,
+    /// `overflowCapacity`: events held on disk; 0 disables the overflow.
+    pub overflow_capacity: u64,
+    /// `overflowTimeout`: how long a commit waits for memory before spilling.
+    pub overflow_timeout: Duration,
+    /// `overflowDeactivationThreshold`: percent of free memory slots at which spilling
+    /// stops.
+    pub overflow_deactivation_threshold_percent: u8,
+    /// `byteCapacity` of the memory tier (`None`: 80% of the machine's memory).
+    pub byte_capacity_bytes: Option<u64>,
+    /// `byteCapacityBufferPercentage`.
+    pub byte_capacity_buffer_percentage: u8,
+    /// `avgEventSize`: the byte-slot size of the memory tier.
+    pub avg_event_size_bytes: u64,
+    /// The overflow file channel. Its `capacity` is forced to `overflow_capacity` and its
+    /// `keep_alive` to zero, as in Flume.
+    pub overflow: FileChannelConfig,
+}
+
+impl SpillableChannelConfig {
+    /// Flume's defaults around the given overflow file channel settings.
+    pub fn new(overflow: FileChannelConfig) -> Self {
+        SpillableChannelConfig {
+            memory_capacity: DEFAULT_SPILLABLE_MEMORY_CAPACITY,
+            overflow_capacity: DEFAULT_OVERFLOW_CAPACITY,
+            overflow_timeout: DEFAULT_OVERFLOW_TIMEOUT,
+            overflow_deactivation_threshold_percent:
+                DEFAULT_OVERFLOW_DEACTIVATION_THRESHOLD_PERCENT,
+            byte_capacity_bytes: None,
+            byte_capacity_buffer_percentage: DEFAULT_BYTE_CAPACITY_BUFFER_PERCENTAGE,
+            avg_event_size_bytes: DEFAULT_AVG_EVENT_SIZE_BYTES,
+            overflow,
+        }
+    }
+}
+
+/// A channel's settings, whatever its type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelConfig {
+    /// `type = file`
+    File(FileChannelConfig),
+    /// `type = memory`
+    Memory(MemoryChannelConfig),
+    /// `type = spillablememory`
+    Spillable(SpillableChannelConfig),
+}
+
+/// A setting that breaks a rule spanning several keys.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The named key's value is not acceptable.
+    #[error("{key}: expected {expected}")]
+    Invalid {
+        /// Flume's name of the key.
+        key: &'static str,
+        /// What would have been accepted, with the value seen.
+        expected: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: &'static str, expected: &str) -> Self {
+        ConfigError::Invalid {
+            key,
+            expected: expected.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_defaults_are_flumes_real_defaults() {
+        let config = FileChannelConfig::with_default_dirs("base", "c1");
+        assert_eq!(config.capacity, 1_000_000);
+        assert_eq!(config.transaction_capacity, 10_000);
+        assert_eq!(config.max_file_size_bytes, 1_623_195_647);
+        assert_eq!(config.minimum_required_space_bytes, 524_288_000);
+        assert_eq!(config.data_dirs, vec![PathBuf::from("base/c1/data")]);
+        assert_eq!(config.checkpoint_dir, PathBuf::from("base/c1/checkpoint"));
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn transaction_capacity_above_capacity_is_rejected_with_both_values() {
+        let mut config = FileChannelConfig::with_default_dirs("base", "c1");
+        config.capacity = 10;
+        config.transaction_capacity = 11;
+        let message = config.validate().unwrap_err().to_string();
+        assert_eq!(
+            message,
+            "transactionCapacity: expected at most capacity (10), got 11"
+        );
+    }
+
+    #[test]
+    fn dual_checkpoints_need_a_distinct_backup_dir() {
+        let mut config = FileChannelConfig::with_default_dirs("base", "c1");
+        config.use_dual_checkpoints = true;
+        assert!(config.validate().is_err());
+        config.backup_checkpoint_dir = Some(config.checkpoint_dir.clone());
+        assert!(config.validate().is_err());
+        config.backup_checkpoint_dir = Some(PathBuf::from("elsewhere"));
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn minimum_required_space_is_floored_at_one_mebibyte() {
+        let mut config = FileChannelConfig::with_default_dirs("base", "c1");
+        config.minimum_required_space_bytes = 10;
+        assert_eq!(config.effective_minimum_required_space_bytes(), 1_048_576);
+    }
+}

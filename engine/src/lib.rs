@@ -1,0 +1,2 @@
+//! Millrace storage engine: file, memory and spillable channels.
+pub mod config;

@@ -1,0 +1,1 @@
+//! Sans-IO wire codec for the Millrace channel protocol (see docs/protocol.md).

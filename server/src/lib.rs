@@ -1,0 +1,1 @@
+//! channeld: configuration, listener, sessions, metrics and health.

@@ -1,0 +1,1 @@
+//! Shared code for channelctl and channel-bench.
