@@ -96,7 +96,10 @@ impl FileChannelConfig {
     /// `<base>/<channel>/data` and `<base>/<channel>/checkpoint`.
     pub fn with_default_dirs(base_dir: impl Into<PathBuf>, channel_name: &str) -> Self {
         let channel_dir = base_dir.into().join(channel_name);
-        Self::new(vec![channel_dir.join("data")], channel_dir.join("checkpoint"))
+        Self::new(
+            vec![channel_dir.join("data")],
+            channel_dir.join("checkpoint"),
+        )
     }
 
     /// Flume's defaults for everything but the directories.
@@ -126,7 +129,10 @@ impl FileChannelConfig {
             return Err(ConfigError::invalid("dataDirs", "at least one directory"));
         }
         if self.capacity == 0 {
-            return Err(ConfigError::invalid("capacity", "a positive number of events"));
+            return Err(ConfigError::invalid(
+                "capacity",
+                "a positive number of events",
+            ));
         }
         if self.transaction_capacity == 0 {
             return Err(ConfigError::invalid(

@@ -1,2 +1,23 @@
-//! Millrace storage engine: file, memory and spillable channels.
+//! # Millrace storage engine
+//!
+//! Channels in the sense of Apache Flume: buffers between producers and consumers, used
+//! through put/take transactions. This crate knows nothing about sockets; the server
+//! (`channeld`) joins it to the wire protocol.
+//!
+//! - [`file::FileChannel`]: durable, a write-ahead log striped over data directories.
+//! - [`storage`]: the file-operation seam, with the real filesystem and a simulated disk
+//!   for power-loss tests.
+//! - [`record`]: the on-disk layout (see `docs/format.md`).
+
+pub mod channel;
 pub mod config;
+pub mod error;
+pub mod event;
+pub mod file;
+pub mod record;
+pub mod storage;
+
+pub use channel::{Channel, ChannelHealth, ChannelStats, Transaction};
+pub use error::{ChannelError, OpenError};
+pub use event::Event;
+pub use file::FileChannel;

@@ -1,0 +1,176 @@
+//! The channel contract every channel type implements, and Flume's channel counters.
+//!
+//! A channel is used through transactions, as in Flume: `begin`, then puts and/or takes,
+//! then `commit` or `rollback`. Dropping an open transaction rolls it back. A transaction
+//! belongs to one user at a time (it is `Send`, not `Sync`); concurrency comes from many
+//! transactions.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::error::ChannelError;
+use crate::event::Event;
+
+/// A named channel that hands out transactions.
+pub trait Channel: Send + Sync {
+    /// The channel's name, as configured.
+    fn name(&self) -> &str;
+
+    /// Starts a transaction. Fails when the channel is closed or has failed.
+    fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError>;
+
+    /// A snapshot of the channel's size, capacity and counters.
+    fn stats(&self) -> ChannelStats;
+
+    /// Whether the channel serves requests, and if not, why.
+    fn health(&self) -> ChannelHealth;
+
+    /// Stops the channel: waits for commits in progress, syncs and releases its files.
+    /// Safe to call more than once.
+    fn close(&self) -> Result<(), ChannelError>;
+}
+
+/// One transaction on a channel.
+pub trait Transaction: Send {
+    /// Adds an event to the transaction. It becomes visible to takers only at commit.
+    fn put(&mut self, event: Event) -> Result<(), ChannelError>;
+
+    /// Removes the event at the head of the channel into this transaction, or returns
+    /// `None` at once when the channel is empty.
+    fn take(&mut self) -> Result<Option<Event>, ChannelError>;
+
+    /// Like [`Transaction::take`], but waits up to `wait` for an event to arrive.
+    fn take_waiting(&mut self, wait: Duration) -> Result<Option<Event>, ChannelError>;
+
+    /// Makes the transaction's puts visible and its takes final. For durable channels it
+    /// returns only once the transaction is on stable storage (unless the channel is
+    /// configured to acknowledge before syncing).
+    fn commit(self: Box<Self>) -> Result<(), ChannelError>;
+
+    /// Discards the puts and returns the taken events to the head of the channel, in
+    /// their original order.
+    fn rollback(self: Box<Self>) -> Result<(), ChannelError>;
+}
+
+/// Whether a channel is serving.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelHealth {
+    /// Serving puts and takes.
+    Open,
+    /// Serving takes, commits and rollbacks, but refusing puts (for example below the
+    /// free-space guard).
+    ReadOnly {
+        /// Why puts are refused.
+        reason: String,
+    },
+    /// Stopped after a failure that must not be papered over (fsync error, corruption).
+    Failed {
+        /// What failed, with the file and errno where known.
+        reason: String,
+    },
+    /// Closed by its owner.
+    Closed,
+}
+
+/// A snapshot of Flume's channel counters plus size and capacity.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChannelStats {
+    /// `ChannelSize`: events queued plus events taken by open transactions.
+    pub channel_size: u64,
+    /// `ChannelCapacity`.
+    pub channel_capacity: u64,
+    /// `EventPutAttemptCount`: one per put call, successful or not.
+    pub event_put_attempt_count: u64,
+    /// `EventPutSuccessCount`: events of committed put transactions.
+    pub event_put_success_count: u64,
+    /// `EventTakeAttemptCount`: one per take call, including those that found nothing.
+    pub event_take_attempt_count: u64,
+    /// `EventTakeSuccessCount`: events of committed take transactions.
+    pub event_take_success_count: u64,
+    /// `EventPutErrorCount`: puts and put commits that failed on an I/O error.
+    pub event_put_error_count: u64,
+    /// `EventTakeErrorCount`: takes that failed on an I/O error or corruption.
+    pub event_take_error_count: u64,
+    /// `CheckpointWriteErrorCount`.
+    pub checkpoint_write_error_count: u64,
+    /// `CheckpointBackupWriteErrorCount`.
+    pub checkpoint_backup_write_error_count: u64,
+    /// `StartTime`, milliseconds since the Unix epoch.
+    pub start_time_ms: u64,
+    /// `StopTime`, milliseconds since the Unix epoch; 0 while running.
+    pub stop_time_ms: u64,
+}
+
+impl ChannelStats {
+    /// `ChannelFillPercentage`: size over capacity, in percent. Flume reports
+    /// `Double.MAX_VALUE` for a zero capacity; so do we.
+    pub fn channel_fill_percentage(&self) -> f64 {
+        if self.channel_capacity == 0 {
+            f64::MAX
+        } else {
+            self.channel_size as f64 * 100.0 / self.channel_capacity as f64
+        }
+    }
+}
+
+/// Flume's channel counters, shared by every channel type. Updated with relaxed atomics:
+/// each counter is exact, but a snapshot of several is not taken atomically.
+#[derive(Debug, Default)]
+pub struct ChannelCounters {
+    pub(crate) put_attempt: AtomicU64,
+    pub(crate) put_success: AtomicU64,
+    pub(crate) take_attempt: AtomicU64,
+    pub(crate) take_success: AtomicU64,
+    pub(crate) put_error: AtomicU64,
+    pub(crate) take_error: AtomicU64,
+    pub(crate) checkpoint_write_error: AtomicU64,
+    pub(crate) checkpoint_backup_write_error: AtomicU64,
+    pub(crate) start_time_ms: AtomicU64,
+    pub(crate) stop_time_ms: AtomicU64,
+}
+
+impl ChannelCounters {
+    /// Counters starting from zero, with the start time set to now.
+    pub fn started_now() -> Self {
+        let counters = ChannelCounters::default();
+        counters
+            .start_time_ms
+            .store(unix_time_ms(), Ordering::Relaxed);
+        counters
+    }
+
+    pub(crate) fn add(counter: &AtomicU64, amount: u64) {
+        counter.fetch_add(amount, Ordering::Relaxed);
+    }
+
+    pub(crate) fn mark_stopped(&self) {
+        self.stop_time_ms.store(unix_time_ms(), Ordering::Relaxed);
+    }
+
+    /// Fills the counter fields of a stats snapshot.
+    pub fn snapshot(&self, channel_size: u64, channel_capacity: u64) -> ChannelStats {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        ChannelStats {
+            channel_size,
+            channel_capacity,
+            event_put_attempt_count: load(&self.put_attempt),
+            event_put_success_count: load(&self.put_success),
+            event_take_attempt_count: load(&self.take_attempt),
+            event_take_success_count: load(&self.take_success),
+            event_put_error_count: load(&self.put_error),
+            event_take_error_count: load(&self.take_error),
+            checkpoint_write_error_count: load(&self.checkpoint_write_error),
+            checkpoint_backup_write_error_count: load(&self.checkpoint_backup_write_error),
+            start_time_ms: load(&self.start_time_ms),
+            stop_time_ms: load(&self.stop_time_ms),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_time_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,175 @@
+//! Errors of the engine: [`ChannelError`] for work on an open channel, [`OpenError`] for
+//! opening (and recovering) one. Every variant names the channel and the values involved,
+//! so the message alone tells an operator what happened.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::config::ConfigError;
+
+/// A failure of a put, take, commit, rollback or close.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    /// A put waited `keep-alive` for capacity and none became free.
+    #[error(
+        "channel {channel} is full: capacity {capacity} events, {size} queued or reserved; \
+         waited {waited_ms} ms for space (a sink may be too slow or the capacity too low)"
+    )]
+    ChannelFull {
+        /// The channel.
+        channel: String,
+        /// Its `capacity`.
+        capacity: u64,
+        /// Events queued, being taken, or reserved by open puts when the put gave up.
+        size: u64,
+        /// How long the put waited.
+        waited_ms: u64,
+    },
+
+    /// A transaction already holds `transactionCapacity` puts (or takes).
+    #[error(
+        "transaction on channel {channel} already holds {transaction_capacity} {operation}s, \
+         its transactionCapacity; commit more often or raise transactionCapacity"
+    )]
+    TransactionFull {
+        /// The channel.
+        channel: String,
+        /// Its `transactionCapacity`.
+        transaction_capacity: u64,
+        /// `put` or `take`.
+        operation: &'static str,
+    },
+
+    /// An event is larger than the largest record a segment can hold.
+    #[error(
+        "event of {event_bytes} bytes is too large for channel {channel}: \
+         at most {max_event_bytes} bytes fit in one record (maxFileSize bounds it)"
+    )]
+    EventTooLarge {
+        /// The channel.
+        channel: String,
+        /// The event's encoded size.
+        event_bytes: u64,
+        /// The largest encoded event the channel accepts.
+        max_event_bytes: u64,
+    },
+
+    /// A directory's usable space is below `minimumRequiredSpace` plus what the write needs.
+    #[error(
+        "channel {channel} refuses puts: {dir} has {available_bytes} bytes usable, \
+         {required_bytes} bytes required (minimumRequiredSpace plus this write)"
+    )]
+    InsufficientSpace {
+        /// The channel.
+        channel: String,
+        /// The directory that is short of space.
+        dir: PathBuf,
+        /// Usable bytes seen (`f_bavail * f_frsize`).
+        available_bytes: u64,
+        /// Bytes needed.
+        required_bytes: u64,
+    },
+
+    /// The channel stopped after an earlier failure (fsync error, corruption) and
+    /// acknowledges nothing until it is reopened.
+    #[error("channel {channel} has failed and accepts no more work: {reason}")]
+    Failed {
+        /// The channel.
+        channel: String,
+        /// The original failure.
+        reason: String,
+    },
+
+    /// The channel was closed by its owner.
+    #[error("channel {channel} is closed")]
+    Closed {
+        /// The channel.
+        channel: String,
+    },
+
+    /// An I/O operation failed. For writes and syncs this also fails the channel.
+    #[error("channel {channel}: {operation} of {file} failed: {source}")]
+    Io {
+        /// The channel.
+        channel: String,
+        /// The file or directory involved.
+        file: PathBuf,
+        /// What was being done (`write`, `fdatasync`, `read`, …).
+        operation: &'static str,
+        /// The underlying error (errno).
+        #[source]
+        source: io::Error,
+    },
+
+    /// A record read back from disk failed its checksum or framing checks.
+    #[error("channel {channel}: corrupt record in {file} at offset {offset}: {detail}")]
+    Corruption {
+        /// The channel.
+        channel: String,
+        /// The segment file.
+        file: PathBuf,
+        /// Byte offset of the record.
+        offset: u64,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+/// A failure to open a channel.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The settings break a rule.
+    #[error("channel {channel}: invalid configuration: {source}")]
+    Config {
+        /// The channel.
+        channel: String,
+        /// The broken rule.
+        #[source]
+        source: ConfigError,
+    },
+
+    /// Another process (or another open channel) holds the directory's lock.
+    #[error(
+        "channel {channel}: directory {dir} is locked by another process \
+         (lock file {lock_file}); two channels cannot share a directory"
+    )]
+    Locked {
+        /// The channel.
+        channel: String,
+        /// The directory.
+        dir: PathBuf,
+        /// The lock file.
+        lock_file: PathBuf,
+    },
+
+    /// A file or directory operation failed.
+    #[error("channel {channel}: {operation} of {path} failed: {source}")]
+    Io {
+        /// The channel.
+        channel: String,
+        /// The file or directory.
+        path: PathBuf,
+        /// What was being done.
+        operation: &'static str,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Damage that recovery must not silently skip: a bad record followed by valid ones,
+    /// a bad header, an inconsistent transaction.
+    #[error(
+        "channel {channel}: corruption in {file} at offset {offset}: {detail}; \
+         refusing to start rather than lose committed events (see `channelctl verify`)"
+    )]
+    Corruption {
+        /// The channel.
+        channel: String,
+        /// The damaged file.
+        file: PathBuf,
+        /// Byte offset of the damage.
+        offset: u64,
+        /// What is wrong.
+        detail: String,
+    },
+}

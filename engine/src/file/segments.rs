@@ -1,0 +1,230 @@
+//! Segment naming, the registry of open segments, and the take path's record reads.
+//!
+//! Takes read events back by pointer. Put records hold a batch of events, and consumers
+//! usually take the events of one batch one after another, so decoded put records are
+//! kept in a small cache bounded in bytes. Freshly committed batches enter the cache at
+//! commit, so a consumer that keeps up with producers never reads the disk.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+
+use crate::event::Event;
+use crate::record::{
+    decode_put_payload, decode_record, EventPointer, RecordKind, MAX_RECORD_BYTES,
+    RECORD_HEADER_BYTES,
+};
+use crate::storage::StorageFile;
+
+/// The name of a channel's lock file in each of its directories.
+pub(crate) const LOCK_FILE_NAME: &str = "millrace.lock";
+const SEGMENT_FILE_PREFIX: &str = "segment-";
+const SEGMENT_FILE_SUFFIX: &str = ".log";
+/// Decoded put records kept for takes, in bytes of event content. Large enough to hold
+/// several seconds of a fast producer's batches, small beside the machine's memory.
+pub(crate) const RECORD_CACHE_BUDGET_BYTES: usize = 64 * 1024 * 1024;
+
+/// `segment-0000000042.log`: zero-padded so that names sort by id.
+pub(crate) fn segment_file_name(segment_id: u32) -> String {
+    format!("{SEGMENT_FILE_PREFIX}{segment_id:010}{SEGMENT_FILE_SUFFIX}")
+}
+
+/// The id in a segment file name, or `None` for any other file.
+pub(crate) fn parse_segment_file_name(name: &str) -> Option<u32> {
+    let digits = name
+        .strip_prefix(SEGMENT_FILE_PREFIX)?
+        .strip_suffix(SEGMENT_FILE_SUFFIX)?;
+    if digits.len() != 10 || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// An open segment that takes can read from.
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentHandle {
+    pub(crate) path: PathBuf,
+    pub(crate) file: Arc<dyn StorageFile>,
+}
+
+/// Why a take could not read its event.
+#[derive(Debug)]
+pub(crate) enum ReadFailure {
+    /// The I/O failed.
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The bytes are not the put record the pointer promised.
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        detail: String,
+    },
+}
+
+/// All segments of a channel by id, and the cache of decoded put records.
+#[derive(Debug, Default)]
+pub(crate) struct SegmentRegistry {
+    segments: RwLock<HashMap<u32, SegmentHandle>>,
+    cache: Mutex<RecordCache>,
+}
+
+impl SegmentRegistry {
+    pub(crate) fn insert(&self, segment_id: u32, handle: SegmentHandle) {
+        self.segments.write().insert(segment_id, handle);
+    }
+
+    pub(crate) fn path_of(&self, segment_id: u32) -> Option<PathBuf> {
+        self.segments
+            .read()
+            .get(&segment_id)
+            .map(|handle| handle.path.clone())
+    }
+
+    /// Remembers the events of a freshly committed put record.
+    pub(crate) fn cache_put_record(&self, segment_id: u32, record_offset: u32, events: Vec<Event>) {
+        self.cache
+            .lock()
+            .insert((segment_id, record_offset), Arc::new(events));
+    }
+
+    /// The event a pointer designates: from the cache, else read and verified from disk.
+    pub(crate) fn read_event(&self, pointer: EventPointer) -> Result<Event, ReadFailure> {
+        let key = (pointer.segment_id, pointer.record_offset);
+        let cached = self.cache.lock().get(&key);
+        let events = match cached {
+            Some(events) => events,
+            None => {
+                let events = Arc::new(self.read_put_record(pointer)?);
+                self.cache.lock().insert(key, Arc::clone(&events));
+                events
+            }
+        };
+        events
+            .get(pointer.event_index as usize)
+            .cloned()
+            .ok_or_else(|| ReadFailure::Corrupt {
+                path: self.path_of(pointer.segment_id).unwrap_or_default(),
+                offset: u64::from(pointer.record_offset),
+                detail: format!(
+                    "put record holds {} events, pointer asks for index {}",
+                    events.len(),
+                    pointer.event_index
+                ),
+            })
+    }
+
+    fn read_put_record(&self, pointer: EventPointer) -> Result<Vec<Event>, ReadFailure> {
+        let handle = self
+            .segments
+            .read()
+            .get(&pointer.segment_id)
+            .cloned()
+            .ok_or_else(|| ReadFailure::Corrupt {
+                path: PathBuf::from(segment_file_name(pointer.segment_id)),
+                offset: u64::from(pointer.record_offset),
+                detail: "the segment holding this event is missing".into(),
+            })?;
+        let offset = u64::from(pointer.record_offset);
+        let io_failure = |source| ReadFailure::Io {
+            path: handle.path.clone(),
+            source,
+        };
+        let corrupt = |detail: String| ReadFailure::Corrupt {
+            path: handle.path.clone(),
+            offset,
+            detail,
+        };
+        let mut header = [0u8; RECORD_HEADER_BYTES];
+        handle
+            .file
+            .read_exact_at(&mut header, offset)
+            .map_err(io_failure)?;
+        let record_bytes = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
+        if (record_bytes as usize) < RECORD_HEADER_BYTES || record_bytes > MAX_RECORD_BYTES {
+            return Err(corrupt(format!(
+                "record length {record_bytes} is impossible"
+            )));
+        }
+        let mut record = vec![0u8; record_bytes as usize];
+        handle
+            .file
+            .read_exact_at(&mut record, offset)
+            .map_err(io_failure)?;
+        let (record_header, _) = decode_record(&record, pointer.segment_id)
+            .map_err(|error| corrupt(error.to_string()))?;
+        if record_header.kind != RecordKind::Put {
+            return Err(corrupt(format!(
+                "expected a put record, found {:?}",
+                record_header.kind
+            )));
+        }
+        decode_put_payload(&Bytes::from(record), RECORD_HEADER_BYTES)
+            .map_err(|error| corrupt(error.to_string()))
+    }
+
+    /// Paths of all registered segments, by id.
+    pub(crate) fn segment_paths(&self) -> Vec<(u32, PathBuf)> {
+        let mut paths: Vec<(u32, PathBuf)> = self
+            .segments
+            .read()
+            .iter()
+            .map(|(&id, handle)| (id, handle.path.clone()))
+            .collect();
+        paths.sort();
+        paths
+    }
+}
+
+/// Decoded put records, evicted oldest first once their content exceeds the budget.
+#[derive(Debug, Default)]
+struct RecordCache {
+    entries: HashMap<(u32, u32), (Arc<Vec<Event>>, usize)>,
+    order: VecDeque<(u32, u32)>,
+    content_bytes: usize,
+}
+
+impl RecordCache {
+    fn get(&self, key: &(u32, u32)) -> Option<Arc<Vec<Event>>> {
+        self.entries.get(key).map(|(events, _)| Arc::clone(events))
+    }
+
+    fn insert(&mut self, key: (u32, u32), events: Arc<Vec<Event>>) {
+        let bytes: usize = events.iter().map(Event::content_bytes).sum::<usize>() + events.len();
+        if self.entries.insert(key, (events, bytes)).is_none() {
+            self.order.push_back(key);
+            self.content_bytes += bytes;
+        }
+        while self.content_bytes > RECORD_CACHE_BUDGET_BYTES {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some((_, evicted_bytes)) = self.entries.remove(&oldest) {
+                self.content_bytes -= evicted_bytes;
+            }
+        }
+    }
+}
+
+/// The path of a segment in a directory.
+pub(crate) fn segment_path(dir: &Path, segment_id: u32) -> PathBuf {
+    dir.join(segment_file_name(segment_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_names_round_trip_and_sort_by_id() {
+        assert_eq!(segment_file_name(42), "segment-0000000042.log");
+        assert_eq!(parse_segment_file_name("segment-0000000042.log"), Some(42));
+        assert_eq!(parse_segment_file_name("segment-42.log"), None);
+        assert_eq!(parse_segment_file_name("millrace.lock"), None);
+        assert!(segment_file_name(9) < segment_file_name(10));
+    }
+}

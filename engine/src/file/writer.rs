@@ -1,0 +1,541 @@
+//! One writer thread per data directory: it owns the directory's active segment and
+//! commits in groups.
+//!
+//! Committers encode their transaction's records (and the CRC of their bulk) on their own
+//! thread, then hand the bytes to the writer of the directory they were striped to and
+//! wait. The writer takes everything that is waiting (a *round*), places each record,
+//! stamps it with the round number and its segment id, writes the round with one write
+//! call, syncs once, and answers every committer in the round. Under load a round carries
+//! many transactions for one `fdatasync`; when idle a round is a single transaction and
+//! pays a single sync, so latency stays low.
+//!
+//! Failure rules:
+//! - a failed sync is fail-stop for the channel: nothing in the round is acknowledged,
+//!   the channel reports the errno and file, and every later job is refused. A sync is
+//!   never retried, since Linux may have dropped the dirty pages already;
+//! - a failed write (ENOSPC, say) fails the round's transactions but not the channel:
+//!   nothing was acknowledged, and the next round overwrites the same offsets;
+//! - a segment is synced before the writer moves to the next one, so only a directory's
+//!   newest segment can end in a torn write.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use parking_lot::Mutex;
+use tracing::{debug, error, warn};
+
+use super::health::Health;
+use super::segments::{segment_path, SegmentHandle, SegmentRegistry};
+use crate::channel::unix_time_ms;
+use crate::error::ChannelError;
+use crate::record::{peek_record_bytes, seal_record, SegmentHeader, SEGMENT_HEADER_BYTES};
+use crate::storage::{Storage, StorageFile};
+
+/// Space reserved ahead of the write position, so that most syncs carry no size change.
+pub(crate) const PREALLOCATION_CHUNK_BYTES: u64 = 16 * 1024 * 1024;
+/// The most jobs one round takes, so that one round's latency stays bounded under load.
+const MAX_JOBS_PER_ROUND: usize = 4096;
+/// The most bytes one round takes (a round may exceed it by one job).
+const MAX_ROUND_BYTES: usize = 32 * 1024 * 1024;
+
+/// Where a record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecordLocation {
+    pub(crate) segment_id: u32,
+    pub(crate) offset: u32,
+}
+
+/// A transaction's encoded records, waiting to be written.
+pub(crate) struct WriteJob {
+    pub(crate) records: Vec<u8>,
+    pub(crate) record_count: usize,
+    pub(crate) reply: Sender<Result<Vec<RecordLocation>, ChannelError>>,
+}
+
+enum WriterMessage {
+    Job(WriteJob),
+    Shutdown,
+}
+
+/// Per-directory figures, read by metrics.
+#[derive(Debug, Default)]
+pub struct DirStats {
+    /// Bytes of records written.
+    pub bytes_written: AtomicU64,
+    /// `fdatasync` calls on segments.
+    pub syncs: AtomicU64,
+    /// Total time spent in those syncs.
+    pub sync_time_us: AtomicU64,
+    /// Rounds written (each one write and at most one sync).
+    pub rounds: AtomicU64,
+    /// Transactions committed through this directory.
+    pub transactions: AtomicU64,
+    /// Segments created.
+    pub segments_created: AtomicU64,
+}
+
+/// The committers' side of a directory writer.
+#[derive(Debug)]
+pub(crate) struct DirWriterHandle {
+    sender: Sender<WriterMessage>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    /// Bytes handed to the writer and not yet answered: the directory's load.
+    pub(crate) pending_bytes: Arc<AtomicU64>,
+    pub(crate) stats: Arc<DirStats>,
+}
+
+impl std::fmt::Debug for WriterMessage {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriterMessage::Job(job) => write!(formatter, "Job({} bytes)", job.records.len()),
+            WriterMessage::Shutdown => write!(formatter, "Shutdown"),
+        }
+    }
+}
+
+/// What a writer needs to know.
+pub(crate) struct WriterSettings {
+    pub(crate) channel: String,
+    pub(crate) dir: PathBuf,
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) registry: Arc<SegmentRegistry>,
+    pub(crate) next_segment_id: Arc<AtomicU32>,
+    pub(crate) max_file_size_bytes: u64,
+    pub(crate) fsync_per_transaction: bool,
+    pub(crate) fsync_interval: Duration,
+    pub(crate) health: Arc<Health>,
+}
+
+impl DirWriterHandle {
+    /// Starts the writer thread of one directory.
+    pub(crate) fn spawn(settings: WriterSettings) -> io::Result<Self> {
+        let (sender, receiver) = crossbeam_channel::unbounded();
+        let stats = Arc::new(DirStats::default());
+        let pending_bytes = Arc::new(AtomicU64::new(0));
+        let thread_name = format!("millrace-writer-{}", settings.channel);
+        let writer = DirWriter {
+            settings,
+            stats: Arc::clone(&stats),
+            pending_bytes: Arc::clone(&pending_bytes),
+            active: None,
+            round: 0,
+            unsynced_since: None,
+            round_buffer: Vec::new(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(thread_name)
+            .spawn(move || writer.run(receiver))?;
+        Ok(DirWriterHandle {
+            sender,
+            thread: Mutex::new(Some(thread)),
+            pending_bytes,
+            stats,
+        })
+    }
+
+    /// Queues a job. Fails (returning the job) when the writer has stopped.
+    pub(crate) fn submit(&self, job: WriteJob) -> Result<(), WriteJob> {
+        let job_bytes = job.records.len() as u64;
+        self.pending_bytes.fetch_add(job_bytes, Ordering::Relaxed);
+        self.sender
+            .send(WriterMessage::Job(job))
+            .map_err(|rejected| {
+                self.pending_bytes.fetch_sub(job_bytes, Ordering::Relaxed);
+                match rejected.0 {
+                    WriterMessage::Job(job) => job,
+                    WriterMessage::Shutdown => unreachable!("only jobs are submitted"),
+                }
+            })
+    }
+
+    /// Asks the writer to finish the jobs queued so far, sync, trim its segment's
+    /// preallocation, and stop; waits for it. Safe to call more than once.
+    pub(crate) fn shutdown(&self) {
+        let _ = self.sender.send(WriterMessage::Shutdown);
+        if let Some(thread) = self.thread.lock().take() {
+            if thread.join().is_err() {
+                error!("a segment writer thread panicked");
+            }
+        }
+    }
+}
+
+struct ActiveSegment {
+    segment_id: u32,
+    path: PathBuf,
+    file: Arc<dyn StorageFile>,
+    /// Where the next record goes.
+    position: u64,
+    /// Bytes reserved in the file.
+    allocated: u64,
+}
+
+struct DirWriter {
+    settings: WriterSettings,
+    stats: Arc<DirStats>,
+    pending_bytes: Arc<AtomicU64>,
+    active: Option<ActiveSegment>,
+    round: u32,
+    /// When unsynced data was first written (only with `fsyncPerTransaction = false`).
+    unsynced_since: Option<Instant>,
+    round_buffer: Vec<u8>,
+}
+
+/// Why a round failed, and whether the channel must stop.
+struct RoundFailure {
+    error: ChannelError,
+    fatal: bool,
+}
+
+impl DirWriter {
+    fn run(mut self, receiver: Receiver<WriterMessage>) {
+        let mut shutting_down = false;
+        while !shutting_down {
+            let first = match self.next_message(&receiver) {
+                Some(message) => message,
+                None => break,
+            };
+            let mut jobs = Vec::new();
+            let mut round_bytes = 0;
+            let mut message = Some(first);
+            while let Some(current) = message.take() {
+                match current {
+                    WriterMessage::Job(job) => {
+                        round_bytes += job.records.len();
+                        jobs.push(job);
+                    }
+                    WriterMessage::Shutdown => {
+                        shutting_down = true;
+                        break;
+                    }
+                }
+                if jobs.len() >= MAX_JOBS_PER_ROUND || round_bytes >= MAX_ROUND_BYTES {
+                    break;
+                }
+                message = receiver.try_recv().ok();
+            }
+            if !jobs.is_empty() {
+                self.write_round(jobs);
+            }
+        }
+        // Jobs that arrived after the shutdown request are refused by dropping them: their
+        // committers see the reply channel close and report the channel closed.
+        self.finish();
+    }
+
+    /// The next message, running the background sync when `fsyncPerTransaction = false`.
+    fn next_message(&mut self, receiver: &Receiver<WriterMessage>) -> Option<WriterMessage> {
+        loop {
+            let Some(since) = self.unsynced_since else {
+                return receiver.recv().ok();
+            };
+            let due = since + self.settings.fsync_interval;
+            match receiver.recv_timeout(due.saturating_duration_since(Instant::now())) {
+                Ok(message) => return Some(message),
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Err(failure) = self.sync_active() {
+                        self.settings.health.fail(failure.error.to_string());
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    fn write_round(&mut self, mut jobs: Vec<WriteJob>) {
+        let job_bytes: u64 = jobs.iter().map(|job| job.records.len() as u64).sum();
+        let outcome = match self.settings.health.failure() {
+            Some(reason) => Err(RoundFailure {
+                error: ChannelError::Failed {
+                    channel: self.settings.channel.clone(),
+                    reason,
+                },
+                fatal: false,
+            }),
+            None => self.place_and_write(&mut jobs),
+        };
+        match outcome {
+            Ok(locations) => {
+                self.stats.rounds.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .transactions
+                    .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+                for (job, job_locations) in jobs.into_iter().zip(locations) {
+                    let _ = job.reply.send(Ok(job_locations));
+                }
+            }
+            Err(failure) => {
+                if failure.fatal {
+                    self.settings.health.fail(failure.error.to_string());
+                }
+                for job in jobs {
+                    let _ = job.reply.send(Err(clone_error(&failure.error)));
+                }
+            }
+        }
+        // Answered: the directory's load drops. Relaxed is enough: the figure only
+        // steers the choice of directory.
+        self.pending_bytes.fetch_sub(job_bytes, Ordering::Relaxed);
+    }
+
+    /// Places every record, writes the round and syncs it. Returns each job's record
+    /// locations.
+    fn place_and_write(
+        &mut self,
+        jobs: &mut [WriteJob],
+    ) -> Result<Vec<Vec<RecordLocation>>, RoundFailure> {
+        self.round = self.round.wrapping_add(1);
+        let round = self.round;
+        let mut buffer = std::mem::take(&mut self.round_buffer);
+        buffer.clear();
+        let mut all_locations = Vec::with_capacity(jobs.len());
+        let result = (|| {
+            if self.active.is_none() {
+                self.roll()?;
+            }
+            let mut buffer_start = self.active_ref().position;
+            for job in jobs.iter_mut() {
+                let mut locations = Vec::with_capacity(job.record_count);
+                let mut cursor = 0;
+                while cursor < job.records.len() {
+                    let record_bytes = peek_record_bytes(&job.records[cursor..])
+                        .expect("committers encode whole records")
+                        as usize;
+                    let end_position = buffer_start + (buffer.len() + record_bytes) as u64;
+                    if end_position > self.settings.max_file_size_bytes {
+                        self.write_buffer(&buffer, buffer_start)?;
+                        buffer.clear();
+                        self.roll()?;
+                        buffer_start = self.active_ref().position;
+                    }
+                    let active = self.active_ref();
+                    let record = &mut job.records[cursor..cursor + record_bytes];
+                    seal_record(record, round, active.segment_id);
+                    let offset = buffer_start + buffer.len() as u64;
+                    locations.push(RecordLocation {
+                        segment_id: active.segment_id,
+                        offset: offset as u32,
+                    });
+                    buffer.extend_from_slice(record);
+                    cursor += record_bytes;
+                }
+                all_locations.push(locations);
+            }
+            self.write_buffer(&buffer, buffer_start)?;
+            if self.settings.fsync_per_transaction {
+                self.sync_active()?;
+            } else if self.unsynced_since.is_none() {
+                self.unsynced_since = Some(Instant::now());
+            }
+            Ok(all_locations)
+        })();
+        self.round_buffer = buffer;
+        result
+    }
+
+    fn active_ref(&self) -> &ActiveSegment {
+        self.active
+            .as_ref()
+            .expect("a segment is active after roll")
+    }
+
+    /// Writes `buffer` at `position` of the active segment, reserving space ahead first.
+    fn write_buffer(&mut self, buffer: &[u8], position: u64) -> Result<(), RoundFailure> {
+        if buffer.is_empty() {
+            return Ok(());
+        }
+        let max_file_size = self.settings.max_file_size_bytes;
+        let channel = self.settings.channel.clone();
+        let active = self.active.as_mut().expect("a segment is active");
+        let end = position + buffer.len() as u64;
+        if end > active.allocated {
+            let target = (end + PREALLOCATION_CHUNK_BYTES).min(max_file_size.max(end));
+            active.file.allocate(target).map_err(|source| {
+                recoverable(io_error(&channel, &active.path, "fallocate", source))
+            })?;
+            active.allocated = target;
+        }
+        active
+            .file
+            .write_all_at(buffer, position)
+            .map_err(|source| recoverable(io_error(&channel, &active.path, "write", source)))?;
+        active.position = end;
+        self.stats
+            .bytes_written
+            .fetch_add(buffer.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// `fdatasync` of the active segment. A failure is fail-stop.
+    fn sync_active(&mut self) -> Result<(), RoundFailure> {
+        self.unsynced_since = None;
+        let Some(active) = self.active.as_ref() else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        active.file.sync_data().map_err(|source| RoundFailure {
+            error: io_error(&self.settings.channel, &active.path, "fdatasync", source),
+            fatal: true,
+        })?;
+        self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .sync_time_us
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Closes the active segment (synced, preallocation trimmed) and starts a new one:
+    /// header written, space reserved, file synced, directory synced — in that order, so
+    /// that a segment that exists after a crash always has a valid header.
+    fn roll(&mut self) -> Result<(), RoundFailure> {
+        self.close_active()?;
+        let settings = &self.settings;
+        let segment_id = settings.next_segment_id.fetch_add(1, Ordering::Relaxed);
+        let path = segment_path(&settings.dir, segment_id);
+        let header = SegmentHeader {
+            segment_id,
+            created_unix_ms: unix_time_ms(),
+            cipher: 0,
+            key_id: String::new(),
+        };
+        let initial_bytes = (SEGMENT_HEADER_BYTES as u64 + PREALLOCATION_CHUNK_BYTES)
+            .min(settings.max_file_size_bytes);
+        let io = |operation, source| io_error(&settings.channel, &path, operation, source);
+        let file = settings
+            .storage
+            .create_file(&path)
+            .map_err(|source| recoverable(io("create", source)))?;
+        let prepared = file
+            .write_all_at(&header.encode(), 0)
+            .map_err(|source| io("write header", source))
+            .and_then(|()| {
+                file.allocate(initial_bytes)
+                    .map_err(|source| io("fallocate", source))
+            });
+        if let Err(error) = prepared {
+            // Leave no empty segment behind when the disk is full.
+            if settings.storage.remove_file(&path).is_ok() {
+                let _ = settings.storage.sync_dir(&settings.dir);
+            }
+            return Err(recoverable(error));
+        }
+        file.sync_all().map_err(|source| RoundFailure {
+            error: io("fsync", source),
+            fatal: true,
+        })?;
+        settings
+            .storage
+            .sync_dir(&settings.dir)
+            .map_err(|source| RoundFailure {
+                error: io_error(&settings.channel, &settings.dir, "fsync directory", source),
+                fatal: true,
+            })?;
+        settings.registry.insert(
+            segment_id,
+            SegmentHandle {
+                path: path.clone(),
+                file: Arc::clone(&file),
+            },
+        );
+        self.stats.segments_created.fetch_add(1, Ordering::Relaxed);
+        debug!(channel = %settings.channel, segment = %path.display(), "segment created");
+        self.active = Some(ActiveSegment {
+            segment_id,
+            path,
+            file,
+            position: SEGMENT_HEADER_BYTES as u64,
+            allocated: initial_bytes,
+        });
+        Ok(())
+    }
+
+    /// Syncs the active segment and trims its unused preallocation.
+    fn close_active(&mut self) -> Result<(), RoundFailure> {
+        if self.active.is_none() {
+            return Ok(());
+        }
+        self.sync_active()?;
+        let active = self.active.take().expect("checked above");
+        if active.allocated > active.position {
+            let trimmed = active
+                .file
+                .set_len(active.position)
+                .and_then(|()| active.file.sync_data());
+            if let Err(source) = trimmed {
+                // The data is synced; an untrimmed tail is zeros that recovery reads as
+                // end of data. Not worth failing the channel over.
+                warn!(
+                    channel = %self.settings.channel,
+                    segment = %active.path.display(),
+                    error = %source,
+                    "could not trim a closed segment's preallocated tail"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) {
+        if self.settings.health.failure().is_some() {
+            return;
+        }
+        if let Err(failure) = self.close_active() {
+            self.settings.health.fail(failure.error.to_string());
+        }
+    }
+}
+
+fn recoverable(error: ChannelError) -> RoundFailure {
+    RoundFailure {
+        error,
+        fatal: false,
+    }
+}
+
+pub(crate) fn io_error(
+    channel: &str,
+    path: &std::path::Path,
+    operation: &'static str,
+    source: io::Error,
+) -> ChannelError {
+    ChannelError::Io {
+        channel: channel.to_string(),
+        file: path.to_path_buf(),
+        operation,
+        source,
+    }
+}
+
+/// Errors are answered to every job of a failed round; `io::Error` is not `Clone`, so
+/// each copy keeps the kind, errno and message.
+fn clone_error(error: &ChannelError) -> ChannelError {
+    match error {
+        ChannelError::Io {
+            channel,
+            file,
+            operation,
+            source,
+        } => ChannelError::Io {
+            channel: channel.clone(),
+            file: file.clone(),
+            operation,
+            source: match source.raw_os_error() {
+                Some(errno) => io::Error::from_raw_os_error(errno),
+                None => io::Error::new(source.kind(), source.to_string()),
+            },
+        },
+        ChannelError::Failed { channel, reason } => ChannelError::Failed {
+            channel: channel.clone(),
+            reason: reason.clone(),
+        },
+        other => ChannelError::Failed {
+            channel: String::new(),
+            reason: other.to_string(),
+        },
+    }
+}

@@ -1,0 +1,97 @@
+//! The storage seam: every file operation the engine performs goes through [`Storage`]
+//! and [`StorageFile`], so tests can run the engine on [`SimFs`], a simulated disk that
+//! loses unsynced writes, tears the last write and injects errors, as well as on the real
+//! filesystem ([`RealFs`]).
+//!
+//! The contract mirrors POSIX as the engine relies on it:
+//! - data written to a file is durable only after `sync_data` / `sync_all` on that file;
+//! - creating, renaming or removing a file is durable only after `sync_dir` on its parent;
+//! - `close` (dropping a handle) syncs nothing.
+
+mod real;
+mod sim;
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+pub use real::RealFs;
+pub use sim::{CrashMode, SimFs, SimFsOptions};
+
+/// A directory tree the engine can create files in.
+pub trait Storage: Send + Sync + fmt::Debug {
+    /// Creates the directory and its parents (like `mkdir -p`).
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+
+    /// Names of the entries in a directory, sorted.
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
+
+    /// Creates a new, empty file opened for reading and writing. Fails if it exists.
+    fn create_file(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>>;
+
+    /// Opens an existing file for reading and writing.
+    fn open_file(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>>;
+
+    /// Removes a file.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+
+    /// Renames a file, replacing the target if it exists.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+
+    /// Makes creates, renames and removes in this directory durable.
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+
+    /// Bytes an unprivileged process can still write on the directory's filesystem.
+    fn available_space_bytes(&self, path: &Path) -> io::Result<u64>;
+
+    /// Takes an exclusive lock on `lock_file` (created if missing), held until the
+    /// returned guard is dropped. Fails with `ErrorKind::WouldBlock` when held elsewhere.
+    fn lock_file(&self, lock_file: &Path) -> io::Result<Box<dyn DirLock>>;
+}
+
+/// An open file.
+pub trait StorageFile: Send + Sync + fmt::Debug {
+    /// Writes all of `buf` at `offset`, extending the file if needed.
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+
+    /// Reads up to `buf.len()` bytes at `offset`; returns how many were read (0 at EOF).
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+
+    /// The file's size in bytes.
+    fn len_bytes(&self) -> io::Result<u64>;
+
+    /// Truncates or extends the file to `len` bytes.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+
+    /// Reserves space so that the file is at least `len` bytes long (fallocate).
+    fn allocate(&self, len: u64) -> io::Result<()>;
+
+    /// Makes written data (and the size, if it changed) durable: `fdatasync`.
+    fn sync_data(&self) -> io::Result<()>;
+
+    /// Makes data and all metadata durable: `fsync`.
+    fn sync_all(&self) -> io::Result<()>;
+
+    /// Reads exactly `buf.len()` bytes at `offset`, or fails with `UnexpectedEof`.
+    fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.read_at(buf, offset)? {
+                0 => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("file ends before offset {}", offset + buf.len() as u64),
+                    ))
+                }
+                read => {
+                    buf = &mut buf[read..];
+                    offset += read as u64;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A held directory lock; dropping it releases the lock.
+pub trait DirLock: Send + Sync + fmt::Debug {}
