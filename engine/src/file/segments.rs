@@ -180,31 +180,47 @@ impl SegmentRegistry {
     }
 }
 
+/// A put record's place: segment id and byte offset.
+type RecordKey = (u32, u32);
+
+/// A decoded put record and the bytes it counts against the cache budget.
+#[derive(Debug)]
+struct CachedRecord {
+    events: Arc<Vec<Event>>,
+    content_bytes: usize,
+}
+
 /// Decoded put records, evicted oldest first once their content exceeds the budget.
 #[derive(Debug, Default)]
 struct RecordCache {
-    entries: HashMap<(u32, u32), (Arc<Vec<Event>>, usize)>,
-    order: VecDeque<(u32, u32)>,
+    entries: HashMap<RecordKey, CachedRecord>,
+    order: VecDeque<RecordKey>,
     content_bytes: usize,
 }
 
 impl RecordCache {
-    fn get(&self, key: &(u32, u32)) -> Option<Arc<Vec<Event>>> {
-        self.entries.get(key).map(|(events, _)| Arc::clone(events))
+    fn get(&self, key: &RecordKey) -> Option<Arc<Vec<Event>>> {
+        self.entries
+            .get(key)
+            .map(|cached| Arc::clone(&cached.events))
     }
 
-    fn insert(&mut self, key: (u32, u32), events: Arc<Vec<Event>>) {
-        let bytes: usize = events.iter().map(Event::content_bytes).sum::<usize>() + events.len();
-        if self.entries.insert(key, (events, bytes)).is_none() {
+    fn insert(&mut self, key: RecordKey, events: Arc<Vec<Event>>) {
+        let content_bytes = events.iter().map(Event::content_bytes).sum::<usize>() + events.len();
+        let cached = CachedRecord {
+            events,
+            content_bytes,
+        };
+        if self.entries.insert(key, cached).is_none() {
             self.order.push_back(key);
-            self.content_bytes += bytes;
+            self.content_bytes += content_bytes;
         }
         while self.content_bytes > RECORD_CACHE_BUDGET_BYTES {
             let Some(oldest) = self.order.pop_front() else {
                 break;
             };
-            if let Some((_, evicted_bytes)) = self.entries.remove(&oldest) {
-                self.content_bytes -= evicted_bytes;
+            if let Some(evicted) = self.entries.remove(&oldest) {
+                self.content_bytes -= evicted.content_bytes;
             }
         }
     }

@@ -1,0 +1,1 @@
+//! Criterion micro-benchmarks live in `benches/`; see docs/perf.md for how to run them.
