@@ -1,1 +1,2 @@
 //! channeld: configuration, listener, sessions, metrics and health.
+pub mod config;

@@ -1,0 +1,296 @@
+//! channeld's configuration: Flume's agent properties format, read strictly.
+//!
+//! # Constraints
+//!
+//! - **Flume's format, Flume's names.** `channeld -f FILE -n AGENT` reads the same
+//!   Java-properties file a Flume agent reads. Every Flume channel key is accepted under
+//!   its Flume name with Flume's real default; sources, sinks, sink groups and selectors
+//!   use Flume's keys. Millrace additions (`AGENT.server.*`, `retentionTime`,
+//!   `retentionBytes`) are documented as extensions in `docs/configuration.md`.
+//! - **Several agents per file.** `-n` picks one; keys of the other agents are not read.
+//! - **Nothing is silently dropped.** Where Flume logs a warning and carries on (an
+//!   unknown key, an unparsable number replaced by its default, a component missing
+//!   from its list, a duplicate key), Millrace refuses the file. Every problem names the
+//!   file, the line, the full key and what was expected:
+//!
+//!   ```text
+//!   agent.conf:12: a1.channels.c1.capacity: expected a positive integer, got "ten"
+//!   ```
+//!
+//!   All problems of a file are reported together ([`ConfigErrors`]); warnings (values
+//!   Flume clamps, keys accepted but not acted on) come back separately.
+//!
+//! # Layers
+//!
+//! ```text
+//!  text ──► properties ──► agent ─┬─► server_settings ──► ServerSettings
+//!           (Java rules,   (split │
+//!            line numbers)  keys) ├─► channel ──────────► millrace_engine::config::ChannelConfig
+//!                                 │
+//!                                 └─► components ───────► SourceConfig, SinkConfig, SinkGroupConfig
+//! ```
+//!
+//! - [`properties`] reproduces `java.util.Properties.load` (comments, continuations,
+//!   escapes, separators) and keeps each entry's line.
+//! - `agent` trims keys and values as Flume does (`String.trim()`, so Java's kept
+//!   trailing whitespace goes), keeps the chosen agent's keys, refuses duplicates, and
+//!   sorts keys into declarations, server settings and component keys.
+//! - `channel` turns channel keys into the engine's typed settings and checks the rules
+//!   that span keys, before handing the result to the engine's `validate()`.
+//! - `components` reads the wiring of sources, sinks and sink groups and checks every
+//!   reference; adapter-specific keys are kept raw, with lines, for the adapters to
+//!   validate.
+//!
+//! # Values
+//!
+//! Flume trims every value, and so does Millrace; a value that is empty after trimming
+//! is refused for any key Millrace reads (Flume ignores such keys) and kept with a
+//! warning for keys it hands to an adapter. Numbers follow Java's `Long.parseLong`.
+//! Durations carry Flume's unit for the key (`keep-alive` in seconds,
+//! `checkpointInterval` in milliseconds). Relative paths are relative to the working
+//! directory, as in Flume.
+//!
+//! Where Millrace departs from Flume (besides strictness): a file channel without
+//! `checkpointDir`/`dataDirs` keeps them under `<dataBaseDir>/<channel>/` rather than
+//! `~/.flume/file-channel/`, so two channels never collide; an agent needs channels but
+//! no sources or sinks, since clients reach channels over the network; the file must be
+//! UTF-8 (a byte-order mark is skipped).
+
+mod agent;
+mod channel;
+mod components;
+mod error;
+pub mod properties;
+mod server_settings;
+mod setting;
+mod values;
+
+use std::path::Path;
+
+pub use agent::AgentConfig;
+pub use channel::{channel_key_names, ChannelKind, MEMORY_BYTE_SLOT_SIZE_BYTES};
+pub use components::{
+    ChannelSelector, HeaderRoute, LoadBalancingPolicy, SinkConfig, SinkGroupConfig, SinkProcessor,
+    SinkSelector, SourceConfig, DEFAULT_FAILOVER_MAX_PENALTY, DEFAULT_LOAD_BALANCE_MAX_BACKOFF,
+    DEFAULT_MULTIPLEX_HEADER,
+};
+pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, ConfigWarning};
+pub use millrace_engine::config::{
+    ChannelConfig, FileChannelConfig, MemoryChannelConfig, SpillableChannelConfig,
+};
+pub use properties::{EscapeProblem, PropertiesError};
+pub use server_settings::{
+    AuthToken, HostPort, HostPortError, ServerSettingSpec, ServerSettings, DEFAULT_DATA_BASE_DIR,
+    DEFAULT_FRAME_DEADLINE, DEFAULT_HTTP_PORT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN_HOST,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_BYTES, DEFAULT_PROTOCOL_PORT,
+    DEFAULT_SHUTDOWN_GRACE, SERVER_SETTINGS,
+};
+pub use setting::RawSetting;
+
+/// The agent name of the embedded default configuration.
+pub const EMBEDDED_AGENT_NAME: &str = "channeld";
+
+/// The configuration channeld runs with when no file is given: one file channel named
+/// `default` with its directories under `./millrace-data/default/`, and every server
+/// setting at its default. It is ordinary config text, so it can be printed and edited.
+pub const EMBEDDED_DEFAULT_CONFIG: &str = "\
+# channeld's built-in configuration, used when no -f FILE is given.
+channeld.channels = default
+channeld.channels.default.type = file
+";
+
+/// The name used for the embedded default in messages.
+const EMBEDDED_DEFAULT_FILE_NAME: &str = "<embedded default>";
+
+/// UTF-8 byte-order mark, which some editors write at the start of a file.
+const BYTE_ORDER_MARK: char = '\u{FEFF}';
+
+/// Reads `agent` from the file at `path`.
+///
+/// `base_dir` is where file channels without configured directories keep them
+/// (`<base_dir>/<channel>/{checkpoint,data}`), unless the file sets
+/// `AGENT.server.dataBaseDir`; pass [`DEFAULT_DATA_BASE_DIR`] for the usual
+/// `./millrace-data`. Messages name the file as `path` is written.
+pub fn load_agent_config(
+    path: &Path,
+    agent: &str,
+    base_dir: &Path,
+) -> Result<AgentConfig, ConfigErrors> {
+    let file_name = path.display().to_string();
+    let file_level_error = |kind| ConfigErrors {
+        errors: vec![ConfigError {
+            file: file_name.clone(),
+            line: None,
+            kind,
+        }],
+        warnings: Vec::new(),
+    };
+    let bytes = std::fs::read(path).map_err(|error| {
+        file_level_error(ConfigErrorKind::Unreadable {
+            reason: error.to_string(),
+        })
+    })?;
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(error) => {
+            let byte_offset = error.utf8_error().valid_up_to();
+            let bytes = error.into_bytes();
+            let line = 1 + bytes[..byte_offset].iter().filter(|&&b| b == b'\n').count();
+            let mut errors = file_level_error(ConfigErrorKind::NotUtf8 {
+                byte: bytes[byte_offset],
+                byte_offset,
+            });
+            errors.errors[0].line = Some(line);
+            return Err(errors);
+        }
+    };
+    parse_agent_config(&text, &file_name, agent, base_dir)
+}
+
+/// Reads `agent` from configuration text; `file_name` is used in messages. See
+/// [`load_agent_config`] for `base_dir`.
+pub fn parse_agent_config(
+    text: &str,
+    file_name: &str,
+    agent: &str,
+    base_dir: &Path,
+) -> Result<AgentConfig, ConfigErrors> {
+    let text = text.strip_prefix(BYTE_ORDER_MARK).unwrap_or(text);
+    agent::assemble_agent_config(text, file_name, agent, base_dir)
+}
+
+impl AgentConfig {
+    /// The configuration channeld runs with when no file is given
+    /// ([`EMBEDDED_DEFAULT_CONFIG`]).
+    pub fn embedded_default() -> AgentConfig {
+        parse_agent_config(
+            EMBEDDED_DEFAULT_CONFIG,
+            EMBEDDED_DEFAULT_FILE_NAME,
+            EMBEDDED_AGENT_NAME,
+            Path::new(DEFAULT_DATA_BASE_DIR),
+        )
+        .expect("the embedded default configuration is valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_one_default_file_channel_and_default_server_settings() {
+        let config = AgentConfig::embedded_default();
+        assert_eq!(config.warnings, vec![]);
+        assert_eq!(config.server, ServerSettings::default());
+        assert_eq!(config.server.bind.to_string(), "127.0.0.1:41450");
+        assert_eq!(config.server.http.to_string(), "127.0.0.1:41451");
+        assert_eq!(config.channels.len(), 1);
+        let (name, channel) = &config.channels[0];
+        assert_eq!(name, "default");
+        assert_eq!(
+            channel,
+            &ChannelConfig::File(FileChannelConfig::with_default_dirs(
+                "millrace-data",
+                "default"
+            ))
+        );
+        let ChannelConfig::File(file) = channel else {
+            unreachable!()
+        };
+        assert_eq!(
+            file.checkpoint_dir,
+            PathBuf::from("millrace-data/default/checkpoint")
+        );
+        assert_eq!(
+            file.data_dirs,
+            vec![PathBuf::from("millrace-data/default/data")]
+        );
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped() {
+        let text = format!("{BYTE_ORDER_MARK}a1.channels = c1\na1.channels.c1.type = memory\n");
+        let config = parse_agent_config(&text, "bom.conf", "a1", Path::new("base")).unwrap();
+        assert_eq!(config.channels.len(), 1);
+    }
+
+    /// The text of a `## heading` section of the configuration document.
+    fn document_section<'a>(document: &'a str, heading: &str) -> &'a str {
+        let start = document
+            .find(&format!("\n## {heading}\n"))
+            .unwrap_or_else(|| panic!("docs/configuration.md has no section {heading:?}"));
+        let body = &document[start + 1..];
+        let end = body[3..].find("\n## ").map_or(body.len(), |end| end + 3);
+        &body[..end]
+    }
+
+    /// The keys in a section's tables: the first backticked word of the row's key column
+    /// (the second column for the selector and sink group tables, whose first is a type).
+    fn documented_keys(section: &str) -> Vec<String> {
+        section
+            .lines()
+            .filter(|line| line.starts_with("| "))
+            .filter_map(|line| {
+                line.split('|')
+                    .map(str::trim)
+                    .find(|cell| cell.starts_with('`') && cell.ends_with('`') && cell.len() > 2)
+                    .map(|cell| cell.trim_matches('`').to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_configuration_document_lists_exactly_the_accepted_keys() {
+        let document = include_str!("../../../docs/configuration.md");
+        let encryption = documented_keys(document_section(document, "Encryption keys"));
+        let file = documented_keys(document_section(document, "File channel"));
+        for (kind, heading) in [
+            (ChannelKind::Memory, "Memory channel"),
+            (ChannelKind::File, "File channel"),
+            (ChannelKind::Spillable, "Spillable memory channel"),
+        ] {
+            let accepted = channel_key_names(kind);
+            let own_section = documented_keys(document_section(document, heading));
+            for key in &own_section {
+                let is_encryption_row = key == "encryption.*";
+                assert!(
+                    is_encryption_row || accepted.contains(&key.as_str()),
+                    "{heading} documents {key}, which is not accepted"
+                );
+            }
+            let mut documented = own_section.clone();
+            if kind != ChannelKind::Memory {
+                documented.extend(encryption.iter().cloned());
+            }
+            if kind == ChannelKind::Spillable {
+                documented.extend(file.iter().cloned());
+            }
+            for key in accepted {
+                assert!(
+                    documented.iter().any(|documented| documented == key),
+                    "{heading}: {key} is accepted but not documented"
+                );
+            }
+        }
+        let server_section = documented_keys(document_section(document, "Server settings"));
+        let server_keys: Vec<String> = SERVER_SETTINGS
+            .iter()
+            .map(|spec| format!("server.{}", spec.key))
+            .collect();
+        assert_eq!(server_section, server_keys);
+    }
+
+    #[test]
+    fn the_documented_embedded_default_is_the_real_one() {
+        let document = include_str!("../../../docs/configuration.md");
+        let section = document_section(document, "Embedded default");
+        for line in EMBEDDED_DEFAULT_CONFIG
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+        {
+            assert!(section.contains(line), "docs lack {line:?}");
+        }
+    }
+}

@@ -1,0 +1,558 @@
+//! Bad configurations and the exact messages they produce. Each message must name the
+//! file, the line, the key and what was expected, so an operator can fix it unaided.
+
+use std::path::Path;
+
+use millrace_server::config::{load_agent_config, parse_agent_config, ConfigErrors};
+
+const FILE: &str = "agent.conf";
+
+fn errors_of(text: &str) -> ConfigErrors {
+    errors_of_agent(text, "a1")
+}
+
+fn errors_of_agent(text: &str, agent: &str) -> ConfigErrors {
+    match parse_agent_config(text, FILE, agent, Path::new("base")) {
+        Ok(config) => panic!("expected errors for:\n{text}\ngot {config:#?}"),
+        Err(errors) => errors,
+    }
+}
+
+/// Each row: a configuration and the one message it must produce.
+#[test]
+fn each_kind_of_mistake_gets_a_precise_message() {
+    let table: &[(&str, &str, &str)] = &[
+        (
+            "unknown channel key, with a suggestion",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = file\n\
+             a1.channels.c1.capasity = 10\n",
+            "agent.conf:3: a1.channels.c1.capasity: unknown key; expected a file channel key \
+             (did you mean \"capacity\"?)",
+        ),
+        (
+            "unknown channel key, far from any known key",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = memory\n\
+             a1.channels.c1.colour = blue\n",
+            "agent.conf:3: a1.channels.c1.colour: unknown key; expected a memory channel key: \
+             type, capacity, transactionCapacity, keep-alive, byteCapacity, \
+             byteCapacityBufferPercentage",
+        ),
+        (
+            "bad number",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = memory\n\
+             a1.channels.c1.capacity = ten\n",
+            "agent.conf:3: a1.channels.c1.capacity: expected a positive integer, got \"ten\"",
+        ),
+        (
+            "zero, which Flume would silently replace by the default",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = file\n\
+             a1.channels.c1.transactionCapacity = 0\n",
+            "agent.conf:3: a1.channels.c1.transactionCapacity: expected a positive integer, \
+             got \"0\"",
+        ),
+        (
+            "bad boolean, which Flume would read as false",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = file\n\
+             a1.channels.c1.fsyncPerTransaction = yes\n",
+            "agent.conf:3: a1.channels.c1.fsyncPerTransaction: expected true or false, got \
+             \"yes\"",
+        ),
+        (
+            "missing type, reported on the declaration",
+            "a1.channels = c1\n\
+             a1.channels.c1.capacity = 10\n",
+            "agent.conf:1: a1.channels.c1.type: expected a channel type: memory, file or \
+             spillablememory (or Flume's class name for one of them), but the key is missing",
+        ),
+        (
+            "declared channel with no keys at all",
+            "a1.channels = c1 c2\n\
+             a1.channels.c1.type = memory\n",
+            "agent.conf:1: a1.channels.c2.type: expected a channel type: memory, file or \
+             spillablememory (or Flume's class name for one of them), but the key is missing",
+        ),
+        (
+            "unsupported channel type",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = jdbc\n",
+            "agent.conf:2: a1.channels.c1.type: expected a channel type: memory, file or \
+             spillablememory (or Flume's class name for one of them), got \"jdbc\"",
+        ),
+        (
+            "transactionCapacity above capacity",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = memory\n\
+             a1.channels.c1.capacity = 10\n\
+             a1.channels.c1.transactionCapacity = 11\n",
+            "agent.conf:4: a1.channels.c1.transactionCapacity: expected at most capacity (10), \
+             got 11",
+        ),
+        (
+            "capacity below the default transactionCapacity",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = file\n\
+             a1.channels.c1.capacity = 500\n",
+            "agent.conf:3: a1.channels.c1.capacity: expected at least transactionCapacity \
+             (10000, its default), got 500",
+        ),
+        (
+            "spillable overflow smaller than a transaction",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = spillablememory\n\
+             a1.channels.c1.overflowCapacity = 5000\n",
+            "agent.conf:3: a1.channels.c1.overflowCapacity: expected at least \
+             transactionCapacity (10000, its default), got 5000",
+        ),
+        (
+            "spillable channel that can hold nothing",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = spillablememory\n\
+             a1.channels.c1.memoryCapacity = 0\n\
+             a1.channels.c1.overflowCapacity = 0\n",
+            "agent.conf:4: a1.channels.c1.overflowCapacity: expected memoryCapacity or \
+             overflowCapacity to be positive, got 0 for both (the channel could hold nothing)",
+        ),
+        (
+            "byteCapacity too small for one slot",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = memory\n\
+             a1.channels.c1.byteCapacity = 100\n",
+            "agent.conf:3: a1.channels.c1.byteCapacity: expected at least 125 bytes, enough \
+             for the 100-byte slot Flume counts bodies in after byteCapacityBufferPercentage \
+             (20%), got 100",
+        ),
+        (
+            "maxFileSize below the smallest useful segment",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = file\n\
+             a1.channels.c1.maxFileSize = 100\n",
+            "agent.conf:3: a1.channels.c1.maxFileSize: expected at least 1024 bytes (a segment \
+             must hold its header and a few records), got \"100\"",
+        ),
+        (
+            "empty dataDirs entry",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = file\n\
+             a1.channels.c1.dataDirs = /d1,,/d2\n",
+            "agent.conf:3: a1.channels.c1.dataDirs: expected a comma-separated list of \
+             directories without empty entries, got \"/d1,,/d2\"",
+        ),
+        (
+            "checkpoint directory inside the data directories",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = file\n\
+             a1.channels.c1.checkpointDir = /flume/c1\n\
+             a1.channels.c1.dataDirs = /flume/d1, /flume/c1/\n",
+            "agent.conf:4: a1.channels.c1.dataDirs: expected a directory not already used as \
+             a1.channels.c1.checkpointDir (line 3), got \"/flume/c1/\"",
+        ),
+        (
+            "two channels sharing a directory",
+            "a1.channels = c1 c2\n\
+             a1.channels.c1.type = file\n\
+             a1.channels.c1.dataDirs = /flume/data\n\
+             a1.channels.c2.type = file\n\
+             a1.channels.c2.dataDirs = /flume/data\n",
+            "agent.conf:5: a1.channels.c2.dataDirs: expected a directory not already used as \
+             a1.channels.c1.dataDirs (line 3), got \"/flume/data\"",
+        ),
+        (
+            "a directory that is another channel's default",
+            "a1.channels = c1 c2\n\
+             a1.channels.c1.type = file\n\
+             a1.channels.c2.type = file\n\
+             a1.channels.c2.checkpointDir = base/c1/data\n",
+            "agent.conf:4: a1.channels.c2.checkpointDir: expected a directory not already used \
+             as a1.channels.c1.dataDirs (default), got \"base/c1/data\"",
+        ),
+        (
+            "dual checkpoints without a backup directory",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = file\n\
+             a1.channels.c1.useDualCheckpoints = true\n",
+            "agent.conf:3: a1.channels.c1.backupCheckpointDir: expected a directory for the \
+             backup checkpoint because useDualCheckpoints = true, but the key is missing",
+        ),
+        (
+            "backup checkpoint in the checkpoint directory",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = file\n\
+             a1.channels.c1.checkpointDir = /cp\n\
+             a1.channels.c1.useDualCheckpoints = true\n\
+             a1.channels.c1.backupCheckpointDir = /cp/\n",
+            "agent.conf:5: a1.channels.c1.backupCheckpointDir: expected a directory not already \
+             used as a1.channels.c1.checkpointDir (line 3), got \"/cp/\"",
+        ),
+        (
+            "source writing to an unknown channel",
+            "a1.channels = c1\n\
+             a1.sources = r1\n\
+             a1.channels.c1.type = memory\n\
+             a1.sources.r1.type = netcat\n\
+             a1.sources.r1.channels = c1 c2\n",
+            "agent.conf:5: a1.sources.r1.channels: expected a channel listed in a1.channels \
+             (c1), got \"c2\"",
+        ),
+        (
+            "sink reading from an unknown channel",
+            "a1.channels = c1\n\
+             a1.sinks = k1\n\
+             a1.channels.c1.type = memory\n\
+             a1.sinks.k1.type = logger\n\
+             a1.sinks.k1.channel = c9\n",
+            "agent.conf:5: a1.sinks.k1.channel: expected a channel listed in a1.channels (c1), \
+             got \"c9\"",
+        ),
+        (
+            "sink with the plural key of sources",
+            "a1.channels = c1\n\
+             a1.sinks = k1\n\
+             a1.channels.c1.type = memory\n\
+             a1.sinks.k1.type = logger\n\
+             a1.sinks.k1.channels = c1\n",
+            "agent.conf:2: a1.sinks.k1.channel: expected exactly one channel name (sinks use \
+             the singular key channel; channels is for sources), but the key is missing",
+        ),
+        (
+            "sink with two channels",
+            "a1.channels = c1 c2\n\
+             a1.sinks = k1\n\
+             a1.channels.c1.type = memory\n\
+             a1.channels.c2.type = memory\n\
+             a1.sinks.k1.type = logger\n\
+             a1.sinks.k1.channel = c1 c2\n",
+            "agent.conf:6: a1.sinks.k1.channel: expected exactly one channel name, got \"c1 c2\"",
+        ),
+        (
+            "selector routing to a channel its source does not write to",
+            "a1.channels = c1 c2\n\
+             a1.sources = r1\n\
+             a1.channels.c1.type = memory\n\
+             a1.channels.c2.type = memory\n\
+             a1.sources.r1.type = http\n\
+             a1.sources.r1.channels = c1\n\
+             a1.sources.r1.selector.type = multiplexing\n\
+             a1.sources.r1.selector.mapping.CA = c2\n\
+             a1.sources.r1.selector.default = c1\n",
+            "agent.conf:8: a1.sources.r1.selector.mapping.CA: expected a channel listed in \
+             a1.sources.r1.channels (c1), got \"c2\"",
+        ),
+        (
+            "misspelt selector type",
+            "a1.channels = c1\n\
+             a1.sources = r1\n\
+             a1.channels.c1.type = memory\n\
+             a1.sources.r1.type = http\n\
+             a1.sources.r1.channels = c1\n\
+             a1.sources.r1.selector.type = replicatng\n",
+            "agent.conf:6: a1.sources.r1.selector.type: expected replicating, multiplexing, \
+             load_balancing or a channel selector class name, got \"replicatng\"",
+        ),
+        (
+            "duplicate key",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = memory\n\
+             a1.channels.c1.capacity = 1000\n\
+             a1.channels.c1.capacity = 2000\n",
+            "agent.conf:4: a1.channels.c1.capacity: expected each key once, but it was already \
+             set on line 3",
+        ),
+        (
+            "duplicate key spelt differently but equal after Java unescaping",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = memory\n\
+             a1.channels.c1.capacity = 1000\n\
+             a1.channels.c1.capa\\u0063ity = 2000\n",
+            "agent.conf:4: a1.channels.c1.capacity: expected each key once, but it was already \
+             set on line 3",
+        ),
+        (
+            "bad host:port",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = memory\n\
+             a1.server.bind = localhost\n",
+            "agent.conf:3: a1.server.bind: expected a host:port address such as \
+             127.0.0.1:41450 (IPv6 in brackets, as [::1]:41450), got \"localhost\"",
+        ),
+        (
+            "unbracketed IPv6 address",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = memory\n\
+             a1.server.http = ::1:9000\n",
+            "agent.conf:3: a1.server.http: expected a host:port address such as \
+             127.0.0.1:41450 (IPv6 in brackets, as [::1]:41450), got \"::1:9000\"",
+        ),
+        (
+            "both listeners on one address",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = memory\n\
+             a1.server.http = 127.0.0.1:41450\n",
+            "agent.conf:3: a1.server.http: expected server.bind and server.http to differ, got \
+             127.0.0.1:41450 for both",
+        ),
+        (
+            "unknown server setting",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = memory\n\
+             a1.server.maxConnection = 10\n",
+            "agent.conf:3: a1.server.maxConnection: unknown key; expected a server setting \
+             (did you mean \"maxConnections\"?)",
+        ),
+        (
+            "undeclared channel",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = memory\n\
+             a1.channels.c2.type = memory\n",
+            "agent.conf:3: a1.channels.c2.type: expected a channel listed in a1.channels (c1), \
+             got \"c2\"",
+        ),
+        (
+            "undeclared sink when the agent lists no sinks",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = memory\n\
+             a1.sinks.k1.type = logger\n",
+            "agent.conf:3: a1.sinks.k1.type: expected a sink listed in a1.sinks, which lists \
+             none, got \"k1\"",
+        ),
+        (
+            "unknown top-level key, with a suggestion",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = memory\n\
+             a1.sink = k1\n",
+            "agent.conf:3: a1.sink: unknown key; expected a key starting a1.sources, \
+             a1.channels, a1.sinks, a1.sinkgroups or a1.server (did you mean a1.sinks?)",
+        ),
+        (
+            "component key without a setting",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = memory\n\
+             a1.channels.c1 = memory\n",
+            "agent.conf:3: a1.channels.c1: unknown key; expected a key of the form \
+             a1.channels.<name>.<setting>",
+        ),
+        (
+            "key without an agent",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = memory\n\
+             channels = c1\n",
+            "agent.conf:3: channels: unknown key; expected a key of the form AGENT.KEY, such as \
+             a1.channels",
+        ),
+        (
+            "component name with a dot",
+            "a1.channels = c1 c.2\n\
+             a1.channels.c1.type = memory\n",
+            "agent.conf:1: a1.channels: expected channel names without dots (a dot ends the \
+             name in keys), got \"c.2\"",
+        ),
+        (
+            "component listed twice",
+            "a1.channels = c1 c1\n\
+             a1.channels.c1.type = memory\n",
+            "agent.conf:1: a1.channels: expected each channel once, got \"c1\"",
+        ),
+        (
+            "agent without channels",
+            "a1.server.bind = 127.0.0.1:5000\n",
+            "agent.conf: a1.channels: expected a space-separated list of channel names, but \
+             the key is missing",
+        ),
+        (
+            "malformed unicode escape (Java refuses the whole file)",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = memory\n\
+             other.note = caf\\u00e\n",
+            "agent.conf:3: other.note: expected four hexadecimal digits after \\u, got \
+             \"\\u00e\"",
+        ),
+        (
+            "sink group with a sink of another group",
+            "a1.channels = c1\n\
+             a1.sinks = k1 k2\n\
+             a1.sinkgroups = g1 g2\n\
+             a1.channels.c1.type = memory\n\
+             a1.sinks.k1.type = logger\n\
+             a1.sinks.k1.channel = c1\n\
+             a1.sinks.k2.type = logger\n\
+             a1.sinks.k2.channel = c1\n\
+             a1.sinkgroups.g1.sinks = k1 k2\n\
+             a1.sinkgroups.g1.processor.type = failover\n\
+             a1.sinkgroups.g2.sinks = k2\n\
+             a1.sinkgroups.g2.processor.type = default\n",
+            "agent.conf:11: a1.sinkgroups.g2.sinks: expected a sink in no other group (k2 is \
+             already in g1), got \"k2\"",
+        ),
+        (
+            "failover priorities that collide",
+            "a1.channels = c1\n\
+             a1.sinks = k1 k2\n\
+             a1.sinkgroups = g1\n\
+             a1.channels.c1.type = memory\n\
+             a1.sinks.k1.type = logger\n\
+             a1.sinks.k1.channel = c1\n\
+             a1.sinks.k2.type = logger\n\
+             a1.sinks.k2.channel = c1\n\
+             a1.sinkgroups.g1.sinks = k1 k2\n\
+             a1.sinkgroups.g1.processor.type = failover\n\
+             a1.sinkgroups.g1.processor.priority.k1 = 5\n\
+             a1.sinkgroups.g1.processor.priority.k2 = 5\n",
+            "agent.conf:12: a1.sinkgroups.g1.processor.priority.k2: expected a priority no \
+             other sink of the group has (k1 has 5), got \"5\"",
+        ),
+        (
+            "default processor with two sinks",
+            "a1.channels = c1\n\
+             a1.sinks = k1 k2\n\
+             a1.sinkgroups = g1\n\
+             a1.channels.c1.type = memory\n\
+             a1.sinks.k1.type = logger\n\
+             a1.sinks.k1.channel = c1\n\
+             a1.sinks.k2.type = logger\n\
+             a1.sinks.k2.channel = c1\n\
+             a1.sinkgroups.g1.sinks = k1 k2\n\
+             a1.sinkgroups.g1.processor.type = default\n",
+            "agent.conf:9: a1.sinkgroups.g1.sinks: expected exactly one sink for \
+             processor.type = default, got 2 (failover and load_balance take several)",
+        ),
+        (
+            "encryption without its companions",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = file\n\
+             a1.channels.c1.encryption.activeKey = key-0\n\
+             a1.channels.c1.encryption.keyProvider = JCEKSFILE\n\
+             a1.channels.c1.encryption.keyProvider.keyStoreFile = /keys/ks\n\
+             a1.channels.c1.encryption.keyProvider.keyStorePasswordFile = /keys/pw\n\
+             a1.channels.c1.encryption.keyProvider.keys = key-0\n",
+            "agent.conf:3: a1.channels.c1.encryption.cipherProvider: expected AESCTRNOPADDING \
+             or a cipher provider class (the three of keyProvider, activeKey and \
+             cipherProvider are set together), but the key is missing",
+        ),
+        (
+            "unknown encryption key",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = file\n\
+             a1.channels.c1.encryption.keyProvider.keyStore = /keys/ks\n",
+            "agent.conf:3: a1.channels.c1.encryption.keyProvider.keyStore: unknown key; \
+             expected a file channel key (did you mean \
+             \"encryption.keyProvider.keyStoreFile\"?)",
+        ),
+    ];
+    for (case, text, expected) in table {
+        let errors = errors_of(text);
+        assert_eq!(
+            errors.messages(),
+            vec![expected.to_string()],
+            "case: {case}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_agent_lists_the_agents_present() {
+    let text = "a1.channels = c1\na1.channels.c1.type = memory\nother.channels = x\n";
+    let errors = errors_of_agent(text, "a2");
+    assert_eq!(
+        errors.messages(),
+        vec!["agent.conf: agent \"a2\" not found; the file describes: a1, other"]
+    );
+    let errors = errors_of_agent("# nothing here\n", "a1");
+    assert_eq!(
+        errors.messages(),
+        vec!["agent.conf: agent \"a1\" not found; the file describes no agents"]
+    );
+}
+
+#[test]
+fn every_error_in_a_file_is_reported_in_line_order() {
+    let text = "\
+a1.channels = c1 c2
+a1.sources = r1
+a1.channels.c1.type = memory
+a1.channels.c1.capacity = -1
+a1.channels.c1.keep-alive = 3s
+a1.channels.c2.type = fiel
+a1.sources.r1.type = netcat
+a1.sources.r1.channels = c3
+a1.server.maxFrameBytes = 0
+a1.server.bind = 127.0.0.1:41450
+a1.server.bind = 127.0.0.1:41460
+";
+    let errors = errors_of(text);
+    assert_eq!(
+        errors.messages(),
+        vec![
+            "agent.conf:4: a1.channels.c1.capacity: expected a positive integer, got \"-1\"",
+            "agent.conf:5: a1.channels.c1.keep-alive: expected a non-negative whole number of \
+             seconds, got \"3s\"",
+            "agent.conf:6: a1.channels.c2.type: expected a channel type: memory, file or \
+             spillablememory (or Flume's class name for one of them), got \"fiel\"",
+            "agent.conf:8: a1.sources.r1.channels: expected a channel listed in a1.channels (c1 \
+             c2), got \"c3\"",
+            "agent.conf:9: a1.server.maxFrameBytes: expected a positive integer, got \"0\"",
+            "agent.conf:11: a1.server.bind: expected each key once, but it was already set on \
+             line 10",
+        ]
+    );
+}
+
+#[test]
+fn other_agents_keys_are_not_judged() {
+    let text = "\
+a1.channels = c1
+a1.channels.c1.type = memory
+a2.channels = c1
+a2.channels.c1.type = nonsense
+a2.channels.c1.capacity = 1
+a2.channels.c1.capacity = 2
+a2.whatever = x
+";
+    let config = parse_agent_config(text, FILE, "a1", Path::new("base")).unwrap();
+    assert_eq!(config.channels.len(), 1);
+    assert_eq!(config.warnings, vec![]);
+}
+
+#[test]
+fn warnings_travel_with_the_errors() {
+    let text = "\
+a1.channels = c1
+a1.channels.c1.type = file
+a1.channels.c1.maxFileSize = 2146435071
+a1.channels.c1.capacity = none
+";
+    let errors = errors_of(text);
+    assert_eq!(errors.errors.len(), 1);
+    assert_eq!(errors.warnings.len(), 1);
+    assert_eq!(errors.warnings[0].line, 3);
+}
+
+#[test]
+fn unreadable_and_non_utf8_files_are_named() {
+    let directory = tempfile::tempdir().unwrap();
+    let missing = directory.path().join("missing.conf");
+    let errors = load_agent_config(&missing, "a1", Path::new("base")).unwrap_err();
+    let message = errors.messages().join("\n");
+    assert!(
+        message.starts_with(&format!("{}: cannot read the file: ", missing.display())),
+        "{message}"
+    );
+
+    let latin1 = directory.path().join("latin1.conf");
+    std::fs::write(
+        &latin1,
+        b"a1.channels = c1\na1.channels.c1.type = caf\xe9\n",
+    )
+    .unwrap();
+    let errors = load_agent_config(&latin1, "a1", Path::new("base")).unwrap_err();
+    assert_eq!(
+        errors.messages(),
+        vec![format!(
+            "{}:2: expected UTF-8 text, got byte 0xE9 at offset 42 (save the file as UTF-8)",
+            latin1.display()
+        )]
+    );
+}
