@@ -1,0 +1,147 @@
+//! Protocol versions and the limits a peer enforces, with their defaults.
+//!
+//! The codec itself enforces only [`DecodeLimits::max_frame_bytes`]; every other number the
+//! decoder relies on is a width on the wire (a `u8` or `u16` length). The timeouts and caps
+//! at the bottom are enforced by the server's connection loop; they live here so the
+//! server, the client and `docs/protocol.md` share one set of numbers.
+
+use thiserror::Error;
+
+/// The protocol version this crate speaks. Bumped for any change to a frame's layout or
+/// meaning after the handshake; the handshake itself (magic, `Hello`, the reply) is frozen
+/// so that every version can read it.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// The oldest version this crate can speak. Version 0 is never valid, so a zeroed field is
+/// caught.
+pub const OLDEST_SUPPORTED_VERSION: u16 = 1;
+/// The newest version this crate can speak.
+pub const NEWEST_SUPPORTED_VERSION: u16 = PROTOCOL_VERSION;
+
+/// Picks the version both sides speak: the newest one inside the client's offered range
+/// `[offered_oldest, offered_newest]` that this crate supports, or `None` when the ranges do
+/// not overlap (answer with `ErrorCode::UnsupportedVersion`).
+pub fn negotiate_version(offered_oldest: u16, offered_newest: u16) -> Option<u16> {
+    let newest = offered_newest.min(NEWEST_SUPPORTED_VERSION);
+    let oldest = offered_oldest.max(OLDEST_SUPPORTED_VERSION);
+    (oldest <= newest).then_some(newest)
+}
+
+const KIB: u32 = 1024;
+const MIB: u32 = 1024 * KIB;
+
+/// Default for the largest frame (length prefix included) a peer accepts: 16 MiB. A put of
+/// 10 000 events of 1 KiB each (Flume's batch sizes are usually 100 to 1 000) fits with
+/// room to spare, and a garbage length prefix can never make a peer buffer more than this.
+pub const DEFAULT_MAX_FRAME_BYTES: u32 = 16 * MIB;
+
+/// The smallest `max_frame_bytes` a peer may configure or announce: 256 KiB. Every frame
+/// whose size the protocol bounds (a `Hello` with the longest names and token, an error
+/// with the longest message and 255 fields, a stats reply with 255 counters) fits below
+/// it, so a handshake or an error can always be delivered, and a sender that does not yet
+/// know its peer's limit can always send frames up to this size.
+pub const MIN_MAX_FRAME_BYTES: u32 = 256 * KIB;
+
+/// Limits a decoder enforces on untrusted input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimits {
+    max_frame_bytes: u32,
+}
+
+impl DecodeLimits {
+    /// Limits with the given largest accepted frame, length prefix included.
+    ///
+    /// Fails when `max_frame_bytes` is below [`MIN_MAX_FRAME_BYTES`], because such a peer
+    /// could not receive a handshake or an error frame.
+    pub fn new(max_frame_bytes: u32) -> Result<Self, InvalidLimit> {
+        if max_frame_bytes < MIN_MAX_FRAME_BYTES {
+            return Err(InvalidLimit::MaxFrameBytesTooSmall {
+                max_frame_bytes,
+                min_max_frame_bytes: MIN_MAX_FRAME_BYTES,
+            });
+        }
+        Ok(DecodeLimits { max_frame_bytes })
+    }
+
+    /// The largest accepted frame, length prefix included.
+    pub fn max_frame_bytes(&self) -> u32 {
+        self.max_frame_bytes
+    }
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        DecodeLimits {
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+        }
+    }
+}
+
+/// A limit that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum InvalidLimit {
+    /// `max_frame_bytes` is below [`MIN_MAX_FRAME_BYTES`].
+    #[error(
+        "max_frame_bytes {max_frame_bytes} is below the protocol minimum of \
+         {min_max_frame_bytes} bytes needed to carry a handshake or an error frame"
+    )]
+    MaxFrameBytesTooSmall {
+        /// The value asked for.
+        max_frame_bytes: u32,
+        /// [`MIN_MAX_FRAME_BYTES`].
+        min_max_frame_bytes: u32,
+    },
+}
+
+/// Server default: a frame whose first byte has arrived must be complete within 30 s, or
+/// the connection is closed with `ErrorCode::TimedOut` (defence against a slow-loris
+/// client that trickles one byte at a time; an idle timeout alone would never fire).
+pub const DEFAULT_FRAME_COMPLETION_DEADLINE_MS: u64 = 30_000;
+
+/// Server default: a connection on which no request is being read or served for 10
+/// minutes is closed (Kafka's `connections.max.idle.ms`), and its open transaction, if
+/// any, rolled back, so an abandoned transaction cannot hold taken events forever.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 10 * 60 * 1_000;
+
+/// Server default: connections beyond 1 024 are answered with a handshake rejection
+/// (`ErrorCode::TooManyConnections`) and closed.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 1_024;
+
+/// Server default: the longest a `Take` may wait for an event; a longer `wait_ms` is
+/// clamped to it. One minute keeps a waiting connection well inside the idle timeout, and
+/// a client that wants to follow a channel simply takes again.
+pub const DEFAULT_MAX_TAKE_WAIT_MS: u32 = 60_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiation_picks_the_newest_common_version() {
+        assert_eq!(negotiate_version(1, 1), Some(1));
+        assert_eq!(negotiate_version(1, 7), Some(NEWEST_SUPPORTED_VERSION));
+    }
+
+    #[test]
+    fn negotiation_fails_when_ranges_do_not_overlap() {
+        assert_eq!(
+            negotiate_version(NEWEST_SUPPORTED_VERSION + 1, u16::MAX),
+            None
+        );
+        assert_eq!(negotiate_version(0, 0), None);
+        assert_eq!(negotiate_version(5, 2), None);
+    }
+
+    #[test]
+    fn max_frame_bytes_below_the_protocol_minimum_is_refused() {
+        assert!(DecodeLimits::new(MIN_MAX_FRAME_BYTES - 1).is_err());
+        assert_eq!(
+            DecodeLimits::new(MIN_MAX_FRAME_BYTES).map(|limits| limits.max_frame_bytes()),
+            Ok(MIN_MAX_FRAME_BYTES)
+        );
+    }
+
+    #[test]
+    fn default_max_frame_is_sixteen_mebibytes() {
+        assert_eq!(DecodeLimits::default().max_frame_bytes(), 16 * 1024 * 1024);
+    }
+}
