@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::ChannelError;
 use crate::event::Event;
+use crate::file::{DirStats, RecoveryReport};
 
 /// A named channel that hands out transactions.
 pub trait Channel: Send + Sync {
@@ -28,6 +29,21 @@ pub trait Channel: Send + Sync {
     /// Stops the channel: waits for commits in progress, syncs and releases its files.
     /// Safe to call more than once.
     fn close(&self) -> Result<(), ChannelError>;
+
+    /// Writes a checkpoint now (durable channels); channels without one return at once.
+    fn checkpoint(&self) -> Result<(), ChannelError> {
+        Ok(())
+    }
+
+    /// How the last start rebuilt the channel (durable channels only).
+    fn recovery_report(&self) -> Option<RecoveryReport> {
+        None
+    }
+
+    /// Per data directory: path and write figures (file-backed channels only).
+    fn dir_stats(&self) -> Vec<(std::path::PathBuf, std::sync::Arc<DirStats>)> {
+        Vec::new()
+    }
 }
 
 /// One transaction on a channel.

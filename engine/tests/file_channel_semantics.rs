@@ -208,7 +208,7 @@ fn restart_after_a_clean_close_keeps_untaken_events_in_order() {
     let channel = open(root.path(), &config);
     assert_eq!(channel.stats().channel_size, 75);
     assert_eq!(peek_all(&channel), bodies(25..100, "e"));
-    assert_eq!(channel.recovery_report().events_recovered, 75);
+    assert_eq!(channel.recovery_report().unwrap().events_recovered, 75);
 }
 
 #[test]

@@ -156,7 +156,7 @@ fn a_torn_tail_on_real_files_is_truncated_with_its_file_and_offset_reported() {
     std::fs::write(&segment_path, &bytes).unwrap();
     let channel = open(root.path(), &config);
     assert_eq!(peek_all(&channel), names);
-    let report = channel.recovery_report();
+    let report = channel.recovery_report().unwrap();
     assert_eq!(report.truncated_tails.len(), 1);
     assert_eq!(report.truncated_tails[0].file, segment_path);
     assert_eq!(report.truncated_tails[0].offset, clean_len);
@@ -251,7 +251,10 @@ fn a_segment_whose_creation_never_finished_is_removed() {
     let channel = open(root.path(), &config);
     assert_eq!(peek_all(&channel), ["kept"]);
     assert_eq!(
-        channel.recovery_report().removed_unfinished_segments,
+        channel
+            .recovery_report()
+            .unwrap()
+            .removed_unfinished_segments,
         vec![stray.clone()]
     );
     assert!(!stray.exists());

@@ -258,20 +258,6 @@ impl FileChannel {
         })
     }
 
-    /// What the last open did to rebuild the channel.
-    pub fn recovery_report(&self) -> &RecoveryReport {
-        &self.shared.recovery
-    }
-
-    /// Per data directory: its path and its writer's figures.
-    pub fn dir_stats(&self) -> Vec<(PathBuf, Arc<DirStats>)> {
-        self.shared
-            .dirs
-            .iter()
-            .map(|dir| (dir.path.clone(), Arc::clone(&dir.writer.stats)))
-            .collect()
-    }
-
     /// The settings the channel runs with.
     pub fn config(&self) -> &FileChannelConfig {
         &self.shared.config
@@ -325,6 +311,18 @@ impl Channel for FileChannel {
 
     fn close(&self) -> Result<(), ChannelError> {
         self.shared.close()
+    }
+
+    fn recovery_report(&self) -> Option<RecoveryReport> {
+        Some(self.shared.recovery.clone())
+    }
+
+    fn dir_stats(&self) -> Vec<(PathBuf, Arc<DirStats>)> {
+        self.shared
+            .dirs
+            .iter()
+            .map(|dir| (dir.path.clone(), Arc::clone(&dir.writer.stats)))
+            .collect()
     }
 }
 
