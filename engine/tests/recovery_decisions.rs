@@ -24,6 +24,15 @@ fn sim_config() -> FileChannelConfig {
     config.capacity = 10_000;
     config.transaction_capacity = 1_000;
     config.max_file_size_bytes = 1024 * 1024;
+    // These tests are about reading the log: no checkpoint lets a restart skip it.
+    config.checkpoint_on_close = false;
+    config
+}
+
+/// The shared test config, without a checkpoint at close (see `sim_config`).
+fn log_only_config(root: &Path, dir_count: usize) -> FileChannelConfig {
+    let mut config = test_config(root, dir_count);
+    config.checkpoint_on_close = false;
     config
 }
 
@@ -138,7 +147,7 @@ fn record_starts(segment: &[u8], segment_id: u32) -> Vec<usize> {
 #[test]
 fn a_torn_tail_on_real_files_is_truncated_with_its_file_and_offset_reported() {
     let root = tempfile::tempdir().unwrap();
-    let config = test_config(root.path(), 1);
+    let config = log_only_config(root.path(), 1);
     let names = bodies(0..10, "t");
     {
         let channel = open(root.path(), &config);
@@ -167,7 +176,7 @@ fn a_torn_tail_on_real_files_is_truncated_with_its_file_and_offset_reported() {
 #[test]
 fn damage_followed_by_valid_records_refuses_to_start_naming_file_and_offset() {
     let root = tempfile::tempdir().unwrap();
-    let config = test_config(root.path(), 1);
+    let config = log_only_config(root.path(), 1);
     {
         let channel = open(root.path(), &config);
         for name in bodies(0..10, "m") {
@@ -208,7 +217,7 @@ fn damage_followed_by_valid_records_refuses_to_start_naming_file_and_offset() {
 #[test]
 fn damage_in_an_older_segment_is_corruption_even_at_its_end() {
     let root = tempfile::tempdir().unwrap();
-    let config = test_config(root.path(), 1);
+    let config = log_only_config(root.path(), 1);
     {
         let channel = open(root.path(), &config);
         put_committed(&channel, &["first-session"]);
@@ -229,6 +238,8 @@ fn damage_in_an_older_segment_is_corruption_even_at_its_end() {
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
     std::fs::write(older, &bytes).unwrap();
+    // Without a checkpoint to skip the old segment, the full replay must find the damage.
+    let _ = std::fs::remove_file(config.checkpoint_dir.join("checkpoint"));
     let error = FileChannel::open("c1", config.clone())
         .err()
         .expect("corruption");
@@ -241,7 +252,7 @@ fn damage_in_an_older_segment_is_corruption_even_at_its_end() {
 #[test]
 fn a_segment_whose_creation_never_finished_is_removed() {
     let root = tempfile::tempdir().unwrap();
-    let config = test_config(root.path(), 1);
+    let config = log_only_config(root.path(), 1);
     {
         let channel = open(root.path(), &config);
         put_committed(&channel, &["kept"]);

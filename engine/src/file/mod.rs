@@ -1,7 +1,7 @@
 //! # The file channel
 //!
-//! A durable channel: a write-ahead log striped over one or more data directories, and an
-//! in-memory queue of pointers into it.
+//! A durable channel: a write-ahead log striped over one or more data directories, an
+//! in-memory queue of pointers into it, and checkpoints of that queue.
 //!
 //! ## Constraints
 //! - A commit is acknowledged only once its records are on stable storage (one
@@ -13,6 +13,8 @@
 //!   put records, a take record, the commit record — so a rolled-back transaction leaves
 //!   no trace on disk and recovery needs no rollback records.
 //! - Capacity is reserved at put time and waits up to `keep-alive`, as in Flume.
+//! - A checkpoint never stops puts and takes for longer than it takes to copy the queue
+//!   of pointers; it is written, synced and renamed outside the channel's lock.
 //!
 //! ## Ordering across directories
 //! Each commit draws a contiguous range of write-order ids before it is written. Writers
@@ -20,13 +22,25 @@
 //! sequencer that applies them to the queue strictly in write-order-id order — the same
 //! order recovery uses — and a commit returns once it is applied. A slow directory delays
 //! the visibility of later commits, never their durability.
+//!
+//! ## Segment accounting
+//! For every segment the channel counts the queued and in-flight events that point into
+//! it, and records which other segments it must outlive: a segment holding a take record
+//! must outlive the segments holding the taken events' puts, and a segment holding a
+//! commit record must outlive the segments holding that transaction's puts. Cleanup (see
+//! [`maintenance`]) deletes a segment only when nothing points into it, a checkpoint
+//! covers it, and every segment it must outlive is gone — so even a full replay of what
+//! remains never resurrects a taken event or loses a committed one.
 
+mod checkpoint;
 mod health;
+mod maintenance;
 mod recovery;
 mod segments;
+mod space;
 mod writer;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -35,12 +49,15 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use tracing::info;
 
-pub use recovery::{RecoveryPath, RecoveryReport, TruncatedTail};
+pub use maintenance::CheckpointReport;
+pub use recovery::{RecoveryPath, RecoveryProgress, RecoveryReport, TruncatedTail};
 pub use writer::DirStats;
 
+use self::checkpoint::CHECKPOINT_FILE_NAME;
 use self::health::Health;
-use self::recovery::recover;
-use self::segments::{SegmentHandle, SegmentRegistry, LOCK_FILE_NAME};
+use self::recovery::{recover, RecoveryInput};
+use self::segments::{SegmentHandle, SegmentMeta, SegmentRegistry, LOCK_FILE_NAME};
+use self::space::SpaceGuard;
 use self::writer::{DirWriterHandle, RecordLocation, WriteJob, WriterSettings};
 use crate::channel::{Channel, ChannelCounters, ChannelHealth, ChannelStats, Transaction};
 use crate::config::FileChannelConfig;
@@ -57,6 +74,8 @@ use crate::storage::{DirLock, Storage};
 const PUT_RECORD_TARGET_BYTES: usize = 1024 * 1024;
 /// Bytes of a put payload before its events (the event count).
 const PUT_PAYLOAD_PREFIX_BYTES: usize = 4;
+/// How long `close` waits for commits already handed to the writers to be applied.
+const CLOSE_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A durable, file-backed channel.
 pub struct FileChannel {
@@ -72,6 +91,7 @@ struct DataDir {
 struct Shared {
     name: String,
     config: FileChannelConfig,
+    storage: Arc<dyn Storage>,
     dirs: Vec<DataDir>,
     registry: Arc<SegmentRegistry>,
     state: Mutex<QueueState>,
@@ -83,30 +103,68 @@ struct Shared {
     commits_applied: Condvar,
     next_transaction_id: AtomicU64,
     next_write_order_id: AtomicU64,
+    next_segment_id: Arc<AtomicU32>,
     stripe_cursor: AtomicUsize,
     max_event_bytes: u64,
     health: Arc<Health>,
+    space: Arc<SpaceGuard>,
     counters: ChannelCounters,
     closed: AtomicBool,
     locks: Mutex<Vec<Box<dyn DirLock>>>,
     recovery: RecoveryReport,
+    /// Checkpoint files: primary, then backup when `useDualCheckpoints`.
+    checkpoint_files: Vec<PathBuf>,
+    checkpoints: Mutex<maintenance::CheckpointState>,
+    maintenance: maintenance::MaintenanceHandle,
 }
 
 struct QueueState {
     queue: VecDeque<EventPointer>,
-    /// Events taken by open transactions: still counted in the channel's size.
-    in_flight_takes: u64,
+    /// Events taken by open transactions, by take sequence: still counted in the
+    /// channel's size, and put back at the head of a checkpoint's queue in this order.
+    in_flight: BTreeMap<u64, EventPointer>,
+    next_take_sequence: u64,
     /// Capacity reserved by puts of open transactions.
     reserved_puts: u64,
     /// The write-order id the sequencer applies next.
     next_apply_write_order_id: u64,
     /// Finished commits waiting for earlier ones, by their first write-order id.
     finished: BTreeMap<u64, FinishedCommit>,
+    /// Queued and in-flight events per segment.
+    live_events: HashMap<u32, u64>,
+    /// Segments each segment must outlive (see the module doc).
+    outlives: HashMap<u32, HashSet<u32>>,
 }
 
 impl QueueState {
     fn occupied(&self) -> u64 {
-        self.queue.len() as u64 + self.in_flight_takes + self.reserved_puts
+        self.queue.len() as u64 + self.in_flight.len() as u64 + self.reserved_puts
+    }
+
+    fn size(&self) -> u64 {
+        self.queue.len() as u64 + self.in_flight.len() as u64
+    }
+
+    fn add_live(&mut self, pointers: &[EventPointer]) {
+        for pointer in pointers {
+            *self.live_events.entry(pointer.segment_id).or_default() += 1;
+        }
+    }
+
+    fn remove_live(&mut self, pointers: impl Iterator<Item = EventPointer>) {
+        for pointer in pointers {
+            if let Some(count) = self.live_events.get_mut(&pointer.segment_id) {
+                *count -= 1;
+                if *count == 0 {
+                    self.live_events.remove(&pointer.segment_id);
+                }
+            }
+        }
+    }
+
+    fn add_outlives(&mut self, segment_id: u32, others: impl Iterator<Item = u32>) {
+        let set = self.outlives.entry(segment_id).or_default();
+        set.extend(others.filter(|&other| other != segment_id));
     }
 }
 
@@ -120,12 +178,14 @@ enum CommitEffect {
     /// Durable: the puts join the queue, the takes are final.
     Applied {
         put_pointers: Vec<EventPointer>,
-        take_count: u64,
+        takes: Vec<(u64, EventPointer)>,
+        /// `(segment, segments it must outlive)` learned from where the records landed.
+        dependencies: Vec<(u32, Vec<u32>)>,
     },
     /// Failed: the puts are dropped, the takes return to the head in order.
     Abandoned {
         put_count: u64,
-        takes: Vec<EventPointer>,
+        takes: Vec<(u64, EventPointer)>,
     },
 }
 
@@ -135,12 +195,24 @@ impl FileChannel {
         Self::open_with_storage(name, config, Arc::new(crate::storage::RealFs))
     }
 
-    /// Opens the channel on the given storage: locks every data directory, replays the
-    /// log, and starts one writer per directory.
+    /// Opens the channel on the given storage.
     pub fn open_with_storage(
         name: &str,
         config: FileChannelConfig,
         storage: Arc<dyn Storage>,
+    ) -> Result<Self, OpenError> {
+        Self::open_with_progress(name, config, storage, Arc::new(RecoveryProgress::default()))
+    }
+
+    /// Opens the channel: locks every data directory, recovers from the newest valid
+    /// checkpoint (or a full replay), and starts one writer per directory plus the
+    /// background checkpoint thread. `progress` can be read from another thread while
+    /// this runs.
+    pub fn open_with_progress(
+        name: &str,
+        config: FileChannelConfig,
+        storage: Arc<dyn Storage>,
+        progress: Arc<RecoveryProgress>,
     ) -> Result<Self, OpenError> {
         config.validate().map_err(|source| OpenError::Config {
             channel: name.to_string(),
@@ -152,8 +224,12 @@ impl FileChannel {
             operation,
             source,
         };
+        let mut checkpoint_dirs = vec![config.checkpoint_dir.clone()];
+        if config.use_dual_checkpoints {
+            checkpoint_dirs.extend(config.backup_checkpoint_dir.clone());
+        }
         let mut locks = Vec::new();
-        for dir in &config.data_dirs {
+        for dir in config.data_dirs.iter().chain(&checkpoint_dirs) {
             storage
                 .create_dir_all(dir)
                 .map_err(|source| io_error(dir, "create directory", source))?;
@@ -170,29 +246,50 @@ impl FileChannel {
                 Err(source) => return Err(io_error(&lock_file, "lock", source)),
             }
         }
-        let recovered = recover(
-            name,
-            storage.as_ref(),
-            &config.data_dirs,
-            !config.fsync_per_transaction,
-        )?;
+        let checkpoint_files: Vec<PathBuf> = checkpoint_dirs
+            .iter()
+            .map(|dir| dir.join(CHECKPOINT_FILE_NAME))
+            .collect();
+        let recovered = recover(&RecoveryInput {
+            channel: name,
+            storage: storage.as_ref(),
+            data_dirs: &config.data_dirs,
+            checkpoint_files: checkpoint_files.clone(),
+            tolerate_tail_damage: !config.fsync_per_transaction,
+            progress: &progress,
+        })?;
         let registry = Arc::new(SegmentRegistry::default());
+        let opened_at_ms = crate::channel::unix_time_ms();
         for segment in recovered.segments {
+            let meta = SegmentMeta::default();
+            meta.max_write_order_id
+                .store(segment.max_write_order_id, Ordering::Relaxed);
+            // A recovered segment is never appended to again.
+            meta.close(segment.size_bytes, opened_at_ms);
             registry.insert(
                 segment.segment_id,
                 SegmentHandle {
                     path: segment.path,
                     file: segment.file,
+                    meta: Arc::new(meta),
                 },
             );
         }
+        let space = Arc::new(SpaceGuard::new(
+            config.effective_minimum_required_space_bytes(),
+            &config.data_dirs,
+            &checkpoint_dirs,
+        ));
+        space.refresh(storage.as_ref());
         let health = Arc::new(Health::default());
         let next_segment_id = Arc::new(AtomicU32::new(recovered.next_segment_id));
         let mut dirs = Vec::new();
-        for dir in &config.data_dirs {
+        for (dir_index, dir) in config.data_dirs.iter().enumerate() {
             let writer = DirWriterHandle::spawn(WriterSettings {
                 channel: name.to_string(),
+                dir_index,
                 dir: dir.clone(),
+                space: Arc::clone(&space),
                 storage: Arc::clone(&storage),
                 registry: Arc::clone(&registry),
                 next_segment_id: Arc::clone(&next_segment_id),
@@ -211,40 +308,62 @@ impl FileChannel {
             .min(u64::from(MAX_RECORD_BYTES));
         let max_event_bytes =
             max_record_bytes - (RECORD_HEADER_BYTES + PUT_PAYLOAD_PREFIX_BYTES) as u64;
+        let mut state = QueueState {
+            queue: recovered.queue.into(),
+            in_flight: BTreeMap::new(),
+            next_take_sequence: 0,
+            reserved_puts: 0,
+            next_apply_write_order_id: recovered.next_write_order_id,
+            finished: BTreeMap::new(),
+            live_events: HashMap::new(),
+            outlives: recovered.outlives,
+        };
+        let queued: Vec<EventPointer> = state.queue.iter().copied().collect();
+        state.add_live(&queued);
         info!(
             channel = name,
-            events = recovered.queue.len(),
+            events = state.queue.len(),
             data_dirs = config.data_dirs.len(),
+            recovery = recovered.report.path.as_str(),
             "file channel open"
         );
-        let shared = Shared {
+        let replayed_records = recovered.report.records_replayed;
+        let shared = Arc::new(Shared {
             name: name.to_string(),
+            storage,
             dirs,
             registry,
-            state: Mutex::new(QueueState {
-                queue: recovered.queue.into(),
-                in_flight_takes: 0,
-                reserved_puts: 0,
-                next_apply_write_order_id: recovered.next_write_order_id,
-                finished: BTreeMap::new(),
-            }),
+            state: Mutex::new(state),
             events_available: Condvar::new(),
             space_freed: Condvar::new(),
             commits_applied: Condvar::new(),
             next_transaction_id: AtomicU64::new(recovered.next_transaction_id),
             next_write_order_id: AtomicU64::new(recovered.next_write_order_id),
+            next_segment_id,
             stripe_cursor: AtomicUsize::new(0),
             max_event_bytes,
             health,
+            space,
             counters: ChannelCounters::started_now(),
             closed: AtomicBool::new(false),
             locks: Mutex::new(locks),
             recovery: recovered.report,
+            checkpoint_files,
+            checkpoints: Mutex::new(maintenance::CheckpointState {
+                sequence: recovered.checkpoint_sequence,
+                slot_coverage: recovered.slot_coverage,
+            }),
+            maintenance: maintenance::MaintenanceHandle::default(),
             config,
-        };
-        Ok(FileChannel {
-            shared: Arc::new(shared),
-        })
+        });
+        maintenance::start(&shared, replayed_records > 0).map_err(|source| {
+            io_error(
+                &shared.config.checkpoint_dir,
+                "start checkpoint thread",
+                source,
+            )
+        })?;
+        Ok(FileChannel { shared })
     }
 
     /// Starts a transaction with the concrete type (the [`Channel`] trait boxes it).
@@ -256,6 +375,11 @@ impl FileChannel {
             takes: Vec::new(),
             finished: false,
         })
+    }
+
+    /// Writes a checkpoint now and deletes the segments it makes unnecessary.
+    pub fn checkpoint_now(&self) -> Result<CheckpointReport, ChannelError> {
+        self.shared.checkpoint()
     }
 
     /// The settings the channel runs with.
@@ -271,6 +395,11 @@ impl FileChannel {
     /// Segment files currently known, by id.
     pub fn segment_paths(&self) -> Vec<(u32, PathBuf)> {
         self.shared.registry.segment_paths()
+    }
+
+    /// Re-reads free space now instead of waiting for the background refresh.
+    pub fn refresh_free_space(&self) {
+        self.shared.space.refresh(self.shared.storage.as_ref());
     }
 }
 
@@ -290,10 +419,7 @@ impl Channel for FileChannel {
     }
 
     fn stats(&self) -> ChannelStats {
-        let size = {
-            let state = self.shared.state.lock();
-            state.queue.len() as u64 + state.in_flight_takes
-        };
+        let size = self.shared.state.lock().size();
         self.shared
             .counters
             .snapshot(size, self.shared.config.capacity)
@@ -304,6 +430,10 @@ impl Channel for FileChannel {
             ChannelHealth::Failed { reason }
         } else if self.shared.closed.load(Ordering::Acquire) {
             ChannelHealth::Closed
+        } else if let Err(error) = self.shared.space.check_put(&self.shared.name, 0) {
+            ChannelHealth::ReadOnly {
+                reason: error.to_string(),
+            }
         } else {
             ChannelHealth::Open
         }
@@ -311,6 +441,10 @@ impl Channel for FileChannel {
 
     fn close(&self) -> Result<(), ChannelError> {
         self.shared.close()
+    }
+
+    fn checkpoint(&self) -> Result<(), ChannelError> {
+        self.shared.checkpoint().map(|_| ())
     }
 
     fn recovery_report(&self) -> Option<RecoveryReport> {
@@ -342,12 +476,23 @@ impl Shared {
         Ok(())
     }
 
+    /// Stops the channel: no new transactions, background work stopped, writers drained
+    /// and their segments closed, commits in flight applied, then (with
+    /// `checkpointOnClose`) a final checkpoint, so that the next start replays nothing.
     fn close(&self) -> Result<(), ChannelError> {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        self.maintenance.stop();
         for dir in &self.dirs {
             dir.writer.shutdown();
+        }
+        self.wait_for_allocated_commits();
+        let mut result = Ok(());
+        if self.config.checkpoint_on_close && self.health.failure().is_none() {
+            if let Err(error) = self.checkpoint() {
+                result = Err(error);
+            }
         }
         self.counters.mark_stopped();
         self.locks.lock().clear();
@@ -356,24 +501,55 @@ impl Shared {
         self.space_freed.notify_all();
         self.commits_applied.notify_all();
         info!(channel = %self.name, "file channel closed");
-        match self.health.failure() {
-            Some(reason) => Err(ChannelError::Failed {
+        if let Some(reason) = self.health.failure() {
+            return Err(ChannelError::Failed {
                 channel: self.name.clone(),
                 reason,
-            }),
-            None => Ok(()),
+            });
+        }
+        result
+    }
+
+    /// Waits until every write-order range handed out has been applied or abandoned.
+    fn wait_for_allocated_commits(&self) {
+        let deadline = Instant::now() + CLOSE_DRAIN_TIMEOUT;
+        let mut state = self.state.lock();
+        while state.next_apply_write_order_id < self.next_write_order_id.load(Ordering::Acquire) {
+            if self
+                .commits_applied
+                .wait_until(&mut state, deadline)
+                .timed_out()
+            {
+                break;
+            }
         }
     }
 
-    /// The directory for the next transaction: the one with the fewest bytes waiting to
-    /// be written; ties go round-robin so idle directories share the work.
-    fn pick_dir(&self) -> &DataDir {
+    /// The directory for a transaction writing `bytes`: among the directories with room
+    /// above the space guard (any, when the transaction only takes), the one with the
+    /// fewest bytes waiting to be written; ties go round-robin.
+    fn pick_dir(&self, bytes: u64, needs_space: bool) -> Result<&DataDir, ChannelError> {
         let start = self.stripe_cursor.fetch_add(1, Ordering::Relaxed);
         let count = self.dirs.len();
         (0..count)
-            .map(|step| &self.dirs[(start + step) % count])
-            .min_by_key(|dir| dir.writer.pending_bytes.load(Ordering::Relaxed))
-            .expect("a channel has at least one data directory")
+            .map(|step| (start + step) % count)
+            .filter(|&index| !needs_space || self.space.data_dir_has_room(index, bytes))
+            .min_by_key(|&index| {
+                self.dirs[index]
+                    .writer
+                    .pending_bytes
+                    .load(Ordering::Relaxed)
+            })
+            .map(|index| &self.dirs[index])
+            .ok_or_else(|| {
+                self.space
+                    .check_put(&self.name, bytes)
+                    .err()
+                    .unwrap_or_else(|| ChannelError::Failed {
+                        channel: self.name.clone(),
+                        reason: "no data directory has room".into(),
+                    })
+            })
     }
 
     /// Reserves capacity for one put, waiting up to `keep-alive`.
@@ -428,12 +604,21 @@ impl Shared {
         match effect {
             CommitEffect::Applied {
                 put_pointers,
-                take_count,
+                takes,
+                dependencies,
             } => {
                 let put_count = put_pointers.len() as u64;
                 state.reserved_puts -= put_count;
+                state.add_live(&put_pointers);
                 state.queue.extend(put_pointers);
-                state.in_flight_takes -= take_count;
+                for (sequence, _) in &takes {
+                    state.in_flight.remove(sequence);
+                }
+                state.remove_live(takes.iter().map(|(_, pointer)| *pointer));
+                for (segment_id, others) in dependencies {
+                    state.add_outlives(segment_id, others.into_iter());
+                }
+                let take_count = takes.len() as u64;
                 ChannelCounters::add(&self.counters.put_success, put_count);
                 ChannelCounters::add(&self.counters.take_success, take_count);
                 if put_count > 0 {
@@ -454,11 +639,11 @@ impl Shared {
     }
 
     /// Puts taken events back at the head of the queue, in their original order.
-    fn return_takes(&self, state: &mut QueueState, takes: &[EventPointer]) {
-        for pointer in takes.iter().rev() {
+    fn return_takes(&self, state: &mut QueueState, takes: &[(u64, EventPointer)]) {
+        for (sequence, pointer) in takes.iter().rev() {
+            state.in_flight.remove(sequence);
             state.queue.push_front(*pointer);
         }
-        state.in_flight_takes -= takes.len() as u64;
         if !takes.is_empty() {
             self.events_available.notify_all();
         }
@@ -469,7 +654,8 @@ impl Shared {
 pub struct FileTransaction {
     shared: Arc<Shared>,
     puts: Vec<Event>,
-    takes: Vec<EventPointer>,
+    /// Taken events with their take sequence.
+    takes: Vec<(u64, EventPointer)>,
     finished: bool,
 }
 
@@ -485,13 +671,15 @@ impl FileTransaction {
                 operation: "take",
             });
         }
-        let pointer = {
+        let (sequence, pointer) = {
             let mut state = shared.state.lock();
             let deadline = wait.map(|wait| Instant::now() + wait);
             loop {
                 if let Some(pointer) = state.queue.pop_front() {
-                    state.in_flight_takes += 1;
-                    break pointer;
+                    let sequence = state.next_take_sequence;
+                    state.next_take_sequence += 1;
+                    state.in_flight.insert(sequence, pointer);
+                    break (sequence, pointer);
                 }
                 let Some(deadline) = deadline else {
                     return Ok(None);
@@ -509,14 +697,14 @@ impl FileTransaction {
         };
         match shared.registry.read_event(pointer) {
             Ok(event) => {
-                self.takes.push(pointer);
+                self.takes.push((sequence, pointer));
                 Ok(Some(event))
             }
             Err(failure) => {
                 ChannelCounters::add(&shared.counters.take_error, 1);
                 {
                     let mut state = shared.state.lock();
-                    shared.return_takes(&mut state, &[pointer]);
+                    shared.return_takes(&mut state, &[(sequence, pointer)]);
                 }
                 let error = match failure {
                     segments::ReadFailure::Io { path, source } => ChannelError::Io {
@@ -565,12 +753,14 @@ impl FileTransaction {
             write_order_id += 1;
         }
         if !self.takes.is_empty() {
+            let pointers: Vec<EventPointer> =
+                self.takes.iter().map(|(_, pointer)| *pointer).collect();
             encode_record(
                 &mut buffer,
                 RecordKind::Take,
                 transaction_id,
                 write_order_id,
-                |buffer| encode_take_payload(buffer, &self.takes),
+                |buffer| encode_take_payload(buffer, &pointers),
             );
             write_order_id += 1;
         }
@@ -626,6 +816,66 @@ impl FileTransaction {
         self.takes.clear();
         self.puts.clear();
     }
+
+    /// Pointers to the committed events (one per event, in order), and the decoded
+    /// batches handed to the take cache so fresh events are served from memory.
+    fn cache_and_point(
+        &self,
+        put_batches: &[std::ops::Range<usize>],
+        puts: Vec<Event>,
+        locations: &[RecordLocation],
+    ) -> Vec<EventPointer> {
+        let mut pointers = Vec::with_capacity(puts.len());
+        let mut events = puts.into_iter();
+        for (batch, location) in put_batches.iter().zip(locations) {
+            let batch_events: Vec<Event> = events.by_ref().take(batch.len()).collect();
+            pointers.extend((0..batch.len() as u32).map(|event_index| EventPointer {
+                segment_id: location.segment_id,
+                record_offset: location.offset,
+                event_index,
+            }));
+            self.shared.registry.cache_put_record(
+                location.segment_id,
+                location.offset,
+                batch_events,
+            );
+        }
+        pointers
+    }
+}
+
+/// Which segments must outlive which, from where a transaction's records landed: the
+/// take record's segment outlives the taken events' segments, and the commit record's
+/// segment outlives the put records' segments.
+fn record_dependencies(
+    locations: &[RecordLocation],
+    put_record_count: usize,
+    takes: &[(u64, EventPointer)],
+) -> Vec<(u32, Vec<u32>)> {
+    let mut dependencies = Vec::new();
+    let commit_segment = locations.last().expect("a commit record").segment_id;
+    let put_segments: Vec<u32> = locations[..put_record_count]
+        .iter()
+        .map(|location| location.segment_id)
+        .filter(|&segment| segment != commit_segment)
+        .collect();
+    if !put_segments.is_empty() {
+        dependencies.push((commit_segment, put_segments));
+    }
+    if !takes.is_empty() {
+        let take_segment = locations[put_record_count].segment_id;
+        let mut taken_segments: Vec<u32> = takes
+            .iter()
+            .map(|(_, pointer)| pointer.segment_id)
+            .collect();
+        taken_segments.sort_unstable();
+        taken_segments.dedup();
+        dependencies.push((take_segment, taken_segments));
+        if take_segment != commit_segment {
+            dependencies.push((commit_segment, vec![take_segment]));
+        }
+    }
+    dependencies
 }
 
 impl Transaction for FileTransaction {
@@ -648,6 +898,7 @@ impl Transaction for FileTransaction {
                 max_event_bytes: shared.max_event_bytes,
             });
         }
+        shared.space.check_put(&shared.name, event_bytes)?;
         shared.reserve_put()?;
         self.puts.push(event);
         Ok(())
@@ -672,17 +923,29 @@ impl Transaction for FileTransaction {
         }
         let shared = Arc::clone(&self.shared);
         let put_batches = self.put_batches();
+        let put_bytes: u64 = self
+            .puts
+            .iter()
+            .map(|event| encoded_event_bytes(event) as u64)
+            .sum();
+        let dir = match shared.pick_dir(put_bytes, !self.puts.is_empty()) {
+            Ok(dir) => dir,
+            Err(error) => {
+                ChannelCounters::add(&shared.counters.put_error, 1);
+                self.rollback_in_memory();
+                return Err(error);
+            }
+        };
         let record_count = put_batches.len() + usize::from(!self.takes.is_empty()) + 1;
         let transaction_id = shared.next_transaction_id.fetch_add(1, Ordering::Relaxed);
         // From here on the write-order range must reach the sequencer, whatever happens,
         // or later commits would wait for it forever.
         let first_write_order_id = shared
             .next_write_order_id
-            .fetch_add(record_count as u64, Ordering::Relaxed);
+            .fetch_add(record_count as u64, Ordering::AcqRel);
         let last_write_order_id = first_write_order_id + record_count as u64 - 1;
         let records = self.encode(transaction_id, first_write_order_id, &put_batches);
         let (reply_sender, reply_receiver) = crossbeam_channel::bounded(1);
-        let dir = shared.pick_dir();
         let outcome = match dir.writer.submit(WriteJob {
             records,
             record_count,
@@ -702,6 +965,7 @@ impl Transaction for FileTransaction {
         let takes = std::mem::take(&mut self.takes);
         match outcome {
             Ok(locations) => {
+                let dependencies = record_dependencies(&locations, put_batches.len(), &takes);
                 let put_pointers = self.cache_and_point(&put_batches, puts, &locations);
                 shared.finish_commit(
                     first_write_order_id,
@@ -709,7 +973,8 @@ impl Transaction for FileTransaction {
                         last_write_order_id,
                         effect: CommitEffect::Applied {
                             put_pointers,
-                            take_count: takes.len() as u64,
+                            takes,
+                            dependencies,
                         },
                     },
                 );
@@ -737,34 +1002,6 @@ impl Transaction for FileTransaction {
     fn rollback(mut self: Box<Self>) -> Result<(), ChannelError> {
         self.rollback_in_memory();
         Ok(())
-    }
-}
-
-impl FileTransaction {
-    /// Pointers to the committed events (one per event, in order), and the decoded
-    /// batches handed to the take cache so fresh events are served from memory.
-    fn cache_and_point(
-        &self,
-        put_batches: &[std::ops::Range<usize>],
-        puts: Vec<Event>,
-        locations: &[RecordLocation],
-    ) -> Vec<EventPointer> {
-        let mut pointers = Vec::with_capacity(puts.len());
-        let mut events = puts.into_iter();
-        for (batch, location) in put_batches.iter().zip(locations) {
-            let batch_events: Vec<Event> = events.by_ref().take(batch.len()).collect();
-            pointers.extend((0..batch.len() as u32).map(|event_index| EventPointer {
-                segment_id: location.segment_id,
-                record_offset: location.offset,
-                event_index,
-            }));
-            self.shared.registry.cache_put_record(
-                location.segment_id,
-                location.offset,
-                batch_events,
-            );
-        }
-        pointers
     }
 }
 

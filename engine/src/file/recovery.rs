@@ -1,11 +1,21 @@
-//! Recovery by replaying the segments of every data directory.
+//! Recovery: rebuild a file channel from its newest valid checkpoint plus the log written
+//! after it, or from the log alone.
+//!
+//! Order of attempts: the checkpoint slot with the highest sequence, then the other slot
+//! (with `useDualCheckpoints`), then a full replay. A checkpoint is unusable when it does
+//! not decode (checksum, truncation, version) or when a segment it needs is missing; the
+//! reason is logged and the next attempt made. The log is never the reason to fall back:
+//! damage in it is found the same way by every attempt.
+//!
+//! A checkpoint covers every commit below its `covered_write_order_id`. Segments it lists
+//! as closed with all records below that id are not read at all — after a clean stop that
+//! is every segment, so a restart replays nothing. Every other segment is read in full;
+//! transactions below the covered id are skipped (they are in the checkpoint's queue),
+//! the rest applied in write-order-id order.
 //!
 //! Each directory is read oldest segment first. A transaction's records sit together in
 //! one directory, its commit record last; a transaction is applied only if its commit
-//! record is present, valid, and vouches for exactly the records seen. Committed
-//! transactions from all directories are then ordered by the write-order id of their
-//! commit record, which is the order the live channel applied them in: puts join the
-//! queue in that order, and committed takes remove their events.
+//! record is present, valid, and vouches for exactly the records seen.
 //!
 //! Where a segment stops being valid, recovery decides between a torn tail and corruption
 //! (see `docs/format.md`, "Recovery decisions"):
@@ -21,15 +31,17 @@
 //! With `fsyncPerTransaction = false` acknowledged data may be unsynced by contract, so
 //! damage anywhere in a directory's newest segment is treated as a torn tail.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::{info, warn};
 
-use super::segments::parse_segment_file_name;
+use super::checkpoint::Checkpoint;
+use super::segments::{parse_segment_file_name, segment_file_name};
 use crate::error::OpenError;
 use crate::record::{
     decode_record, decode_take_payload, peek_record_bytes, put_event_count, CommitSummary,
@@ -40,6 +52,8 @@ use crate::storage::{Storage, StorageFile};
 
 /// Bytes read from a segment at a time during replay.
 const SCAN_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+/// Replay logs its progress each time another tenth of the log has been read.
+const PROGRESS_LOG_STEPS: u64 = 10;
 
 /// How the last start rebuilt the channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,14 +93,19 @@ pub struct TruncatedTail {
 pub struct RecoveryReport {
     /// How the state was rebuilt.
     pub path: RecoveryPath,
-    /// Log records read and applied or skipped.
+    /// Checkpoints that could not be used, with the reason.
+    pub unusable_checkpoints: Vec<String>,
+    /// Log records read (applied or skipped).
     pub records_replayed: u64,
     /// Bytes of those records.
     pub bytes_replayed: u64,
-    /// Committed transactions found.
+    /// Committed transactions applied on top of the checkpoint (all of them on a full
+    /// replay).
     pub transactions_committed: u64,
     /// Segments read.
     pub segments_scanned: u64,
+    /// Segments the checkpoint made it unnecessary to read.
+    pub segments_skipped: u64,
     /// Events in the queue after recovery.
     pub events_recovered: u64,
     /// Torn tails cut off.
@@ -98,11 +117,24 @@ pub struct RecoveryReport {
     pub duration_ms: u64,
 }
 
+/// Replay progress, readable while a channel opens (for `/health` and metrics).
+#[derive(Debug, Default)]
+pub struct RecoveryProgress {
+    /// Bytes of log to read.
+    pub bytes_total: AtomicU64,
+    /// Bytes of log read so far.
+    pub bytes_replayed: AtomicU64,
+    /// Records read so far.
+    pub records_replayed: AtomicU64,
+}
+
 /// A segment found on disk.
 pub(crate) struct RecoveredSegment {
     pub(crate) segment_id: u32,
     pub(crate) path: PathBuf,
     pub(crate) file: Arc<dyn StorageFile>,
+    pub(crate) max_write_order_id: u64,
+    pub(crate) size_bytes: u64,
 }
 
 /// The channel state rebuilt from disk.
@@ -111,8 +143,30 @@ pub(crate) struct RecoveredLog {
     pub(crate) next_transaction_id: u64,
     pub(crate) next_write_order_id: u64,
     pub(crate) next_segment_id: u32,
+    pub(crate) checkpoint_sequence: u64,
+    /// Covered write-order ids of the checkpoint slots that are valid (primary, backup).
+    pub(crate) slot_coverage: [Option<u64>; 2],
     pub(crate) segments: Vec<RecoveredSegment>,
+    pub(crate) outlives: HashMap<u32, HashSet<u32>>,
     pub(crate) report: RecoveryReport,
+}
+
+/// Where recovery looks.
+pub(crate) struct RecoveryInput<'a> {
+    pub(crate) channel: &'a str,
+    pub(crate) storage: &'a dyn Storage,
+    pub(crate) data_dirs: &'a [PathBuf],
+    /// Checkpoint files: the primary, then the backup if there is one.
+    pub(crate) checkpoint_files: Vec<PathBuf>,
+    pub(crate) tolerate_tail_damage: bool,
+    pub(crate) progress: &'a RecoveryProgress,
+}
+
+struct DiskSegment {
+    segment_id: u32,
+    path: PathBuf,
+    file: Arc<dyn StorageFile>,
+    size_bytes: u64,
 }
 
 struct CommittedTransaction {
@@ -123,225 +177,500 @@ struct CommittedTransaction {
 
 struct PendingTransaction {
     transaction_id: u64,
+    /// Below the checkpoint's coverage: read only for segment dependencies.
+    covered: bool,
     puts: Vec<EventPointer>,
     put_records: u32,
+    put_segments: HashSet<u32>,
     takes: Vec<EventPointer>,
 }
 
-/// Replay state shared across directories.
-struct Replay<'a> {
-    channel: &'a str,
-    storage: &'a dyn Storage,
-    tolerate_tail_damage: bool,
-    committed: Vec<CommittedTransaction>,
-    max_transaction_id: Option<u64>,
-    max_write_order_id: Option<u64>,
-    max_segment_id: Option<u32>,
-    report: RecoveryReport,
+/// Why an attempt failed.
+enum AttemptError {
+    /// Try the next checkpoint, or a full replay.
+    CheckpointUnusable(String),
+    /// Stop: the log itself is damaged or unreadable.
+    Fatal(OpenError),
 }
 
-/// Rebuilds the channel from the segments in `data_dirs`.
-pub(crate) fn recover(
-    channel: &str,
-    storage: &dyn Storage,
-    data_dirs: &[PathBuf],
-    tolerate_tail_damage: bool,
-) -> Result<RecoveredLog, OpenError> {
+impl From<OpenError> for AttemptError {
+    fn from(error: OpenError) -> Self {
+        AttemptError::Fatal(error)
+    }
+}
+
+/// Rebuilds the channel. See the module doc for the order of attempts.
+pub(crate) fn recover(input: &RecoveryInput<'_>) -> Result<RecoveredLog, OpenError> {
     let started = Instant::now();
-    let mut replay = Replay {
-        channel,
-        storage,
-        tolerate_tail_damage,
-        committed: Vec::new(),
-        max_transaction_id: None,
-        max_write_order_id: None,
-        max_segment_id: None,
-        report: RecoveryReport {
-            path: RecoveryPath::FullReplay,
-            records_replayed: 0,
-            bytes_replayed: 0,
-            transactions_committed: 0,
-            segments_scanned: 0,
-            events_recovered: 0,
-            truncated_tails: Vec::new(),
-            removed_unfinished_segments: Vec::new(),
-            duration_ms: 0,
-        },
+    let mut report = RecoveryReport {
+        path: RecoveryPath::FullReplay,
+        unusable_checkpoints: Vec::new(),
+        records_replayed: 0,
+        bytes_replayed: 0,
+        transactions_committed: 0,
+        segments_scanned: 0,
+        segments_skipped: 0,
+        events_recovered: 0,
+        truncated_tails: Vec::new(),
+        removed_unfinished_segments: Vec::new(),
+        duration_ms: 0,
     };
-    let mut segments = Vec::new();
-    for dir in data_dirs {
-        segments.extend(replay.recover_dir(dir)?);
+    let mut dirs = Vec::new();
+    for dir in input.data_dirs {
+        dirs.push(discover_segments(input, dir, &mut report)?);
     }
-    replay
-        .committed
-        .sort_by_key(|transaction| transaction.commit_write_order_id);
-    let taken: HashSet<EventPointer> = replay
-        .committed
-        .iter()
-        .flat_map(|transaction| transaction.takes.iter().copied())
-        .collect();
-    let queue: Vec<EventPointer> = replay
-        .committed
-        .iter()
-        .flat_map(|transaction| transaction.puts.iter().copied())
-        .filter(|pointer| !taken.contains(pointer))
-        .collect();
-    let mut report = replay.report;
-    report.transactions_committed = replay.committed.len() as u64;
-    report.events_recovered = queue.len() as u64;
-    report.duration_ms = started.elapsed().as_millis() as u64;
-    info!(
-        channel,
-        path = report.path.as_str(),
-        records = report.records_replayed,
-        bytes = report.bytes_replayed,
-        events = report.events_recovered,
-        duration_ms = report.duration_ms,
-        "channel recovered"
-    );
-    Ok(RecoveredLog {
-        queue,
-        next_transaction_id: replay.max_transaction_id.map_or(1, |id| id + 1),
-        next_write_order_id: replay.max_write_order_id.map_or(1, |id| id + 1),
-        next_segment_id: replay.max_segment_id.map_or(1, |id| id + 1),
-        segments,
-        report,
-    })
-}
-
-impl Replay<'_> {
-    fn io_error(&self, path: &Path, operation: &'static str, source: io::Error) -> OpenError {
-        OpenError::Io {
-            channel: self.channel.to_string(),
-            path: path.to_path_buf(),
-            operation,
-            source,
-        }
-    }
-
-    fn corruption(&self, file: &Path, offset: u64, detail: String) -> OpenError {
-        OpenError::Corruption {
-            channel: self.channel.to_string(),
-            file: file.to_path_buf(),
-            offset,
-            detail,
-        }
-    }
-
-    fn recover_dir(&mut self, dir: &Path) -> Result<Vec<RecoveredSegment>, OpenError> {
-        let names = self
-            .storage
-            .list_dir(dir)
-            .map_err(|source| self.io_error(dir, "list", source))?;
-        let mut ids: Vec<u32> = names
-            .iter()
-            .filter_map(|name| parse_segment_file_name(name))
-            .collect();
-        ids.sort_unstable();
-        let mut segments = Vec::new();
-        for segment_id in ids {
-            self.max_segment_id = self.max_segment_id.max(Some(segment_id));
-            let path = dir.join(super::segments::segment_file_name(segment_id));
-            if let Some(segment) = self.open_segment(dir, segment_id, path)? {
-                segments.push(segment);
+    let mut slots: Vec<(RecoveryPath, Checkpoint)> = Vec::new();
+    let mut slot_coverage = [None, None];
+    for (slot_index, path) in input.checkpoint_files.iter().enumerate() {
+        let slot_path = if slot_index == 0 {
+            RecoveryPath::Checkpoint
+        } else {
+            RecoveryPath::BackupCheckpoint
+        };
+        match load_checkpoint(input, path) {
+            Ok(Some(checkpoint)) => {
+                slot_coverage[slot_index] = Some(checkpoint.covered_write_order_id);
+                slots.push((slot_path, checkpoint));
+            }
+            Ok(None) => {}
+            Err(reason) => {
+                warn!(channel = input.channel, checkpoint = %path.display(), %reason, "checkpoint unusable");
+                report
+                    .unusable_checkpoints
+                    .push(format!("{}: {reason}", path.display()));
             }
         }
-        let mut pending = None;
-        let newest_index = segments.len().checked_sub(1);
-        for (index, segment) in segments.iter().enumerate() {
-            self.scan_segment(segment, Some(index) == newest_index, &mut pending)?;
-        }
-        // A transaction still pending here never committed.
-        Ok(segments)
     }
+    // Newest first; the primary wins a tie.
+    slots.sort_by_key(|(_, checkpoint)| std::cmp::Reverse(checkpoint.sequence));
+    let mut attempts: Vec<(RecoveryPath, Option<Checkpoint>)> = slots
+        .into_iter()
+        .map(|(path, checkpoint)| (path, Some(checkpoint)))
+        .collect();
+    attempts.push((RecoveryPath::FullReplay, None));
+    for (path, checkpoint) in attempts {
+        let checkpoint_sequence = checkpoint
+            .as_ref()
+            .map_or(0, |checkpoint| checkpoint.sequence);
+        let mut replay = Replay::new(input, checkpoint.as_ref());
+        match replay.run(&dirs, checkpoint.as_ref()) {
+            Ok(()) => {
+                report.path = path;
+                return Ok(replay.finish(
+                    input,
+                    dirs,
+                    checkpoint,
+                    checkpoint_sequence,
+                    slot_coverage,
+                    report,
+                    started,
+                ));
+            }
+            Err(AttemptError::CheckpointUnusable(reason)) => {
+                warn!(channel = input.channel, path = path.as_str(), %reason, "checkpoint unusable, trying the next way");
+                report
+                    .unusable_checkpoints
+                    .push(format!("{}: {reason}", path.as_str()));
+                report.truncated_tails.extend(replay.truncated_tails);
+            }
+            Err(AttemptError::Fatal(error)) => return Err(error),
+        }
+    }
+    unreachable!("a full replay either succeeds or fails fatally")
+}
 
-    /// Opens a segment and checks its header. A file whose header never became valid and
-    /// that holds nothing after it is a segment whose creation was cut short: removed.
-    fn open_segment(
-        &mut self,
-        dir: &Path,
-        segment_id: u32,
-        path: PathBuf,
-    ) -> Result<Option<RecoveredSegment>, OpenError> {
-        let file = self
+/// Reads a checkpoint slot: `Ok(None)` when the file does not exist.
+fn load_checkpoint(input: &RecoveryInput<'_>, path: &Path) -> Result<Option<Checkpoint>, String> {
+    let file = match input.storage.open_file(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(format!("cannot open: {error}")),
+    };
+    let len = file
+        .len_bytes()
+        .map_err(|error| format!("cannot stat: {error}"))?;
+    let mut bytes = vec![0u8; len as usize];
+    file.read_exact_at(&mut bytes, 0)
+        .map_err(|error| format!("cannot read: {error}"))?;
+    Checkpoint::decode(&bytes).map(Some)
+}
+
+fn io_error(channel: &str, path: &Path, operation: &'static str, source: io::Error) -> OpenError {
+    OpenError::Io {
+        channel: channel.to_string(),
+        path: path.to_path_buf(),
+        operation,
+        source,
+    }
+}
+
+fn corruption(channel: &str, file: &Path, offset: u64, detail: String) -> OpenError {
+    OpenError::Corruption {
+        channel: channel.to_string(),
+        file: file.to_path_buf(),
+        offset,
+        detail,
+    }
+}
+
+/// Lists a directory's segments, oldest first, checking each header. A file whose header
+/// never became valid and that holds nothing after it is a segment whose creation was
+/// cut short: removed.
+fn discover_segments(
+    input: &RecoveryInput<'_>,
+    dir: &Path,
+    report: &mut RecoveryReport,
+) -> Result<Vec<DiskSegment>, OpenError> {
+    let channel = input.channel;
+    let names = input
+        .storage
+        .list_dir(dir)
+        .map_err(|source| io_error(channel, dir, "list", source))?;
+    let mut ids: Vec<u32> = names
+        .iter()
+        .filter_map(|name| parse_segment_file_name(name))
+        .collect();
+    ids.sort_unstable();
+    let mut segments = Vec::new();
+    for segment_id in ids {
+        let path = dir.join(segment_file_name(segment_id));
+        let file = input
             .storage
             .open_file(&path)
-            .map_err(|source| self.io_error(&path, "open", source))?;
-        let file_len = file
+            .map_err(|source| io_error(channel, &path, "open", source))?;
+        let size_bytes = file
             .len_bytes()
-            .map_err(|source| self.io_error(&path, "stat", source))?;
-        let mut header = vec![0u8; (file_len as usize).min(SEGMENT_HEADER_BYTES)];
+            .map_err(|source| io_error(channel, &path, "stat", source))?;
+        let mut header = vec![0u8; (size_bytes as usize).min(SEGMENT_HEADER_BYTES)];
         file.read_exact_at(&mut header, 0)
-            .map_err(|source| self.io_error(&path, "read", source))?;
+            .map_err(|source| io_error(channel, &path, "read", source))?;
         match SegmentHeader::decode(&header) {
-            Ok(decoded) if decoded.segment_id == segment_id => Ok(Some(RecoveredSegment {
+            Ok(decoded) if decoded.segment_id == segment_id => segments.push(DiskSegment {
                 segment_id,
                 path,
                 file,
-            })),
-            Ok(decoded) => Err(self.corruption(
-                &path,
-                0,
-                format!(
-                    "header names segment {}, but the file name says {segment_id}",
-                    decoded.segment_id
-                ),
-            )),
+                size_bytes,
+            }),
+            Ok(decoded) => {
+                return Err(corruption(
+                    channel,
+                    &path,
+                    0,
+                    format!(
+                        "header names segment {}, but the file name says {segment_id}",
+                        decoded.segment_id
+                    ),
+                ))
+            }
             Err(header_error) => {
-                let mut reader = ChunkReader::new(Arc::clone(&file), file_len);
+                let mut reader = ChunkReader::new(Arc::clone(&file), size_bytes);
                 let data_after_header = reader
                     .first_nonzero_at_or_after(SEGMENT_HEADER_BYTES as u64)
-                    .map_err(|source| self.io_error(&path, "read", source))?;
+                    .map_err(|source| io_error(channel, &path, "read", source))?;
                 if data_after_header.is_some() {
-                    return Err(self.corruption(
+                    return Err(corruption(
+                        channel,
                         &path,
                         0,
                         format!("bad segment header ({header_error}) before data"),
                     ));
                 }
                 warn!(
-                    channel = self.channel,
+                    channel,
                     segment = %path.display(),
                     "removing a segment whose creation did not finish (no valid header, no data)"
                 );
-                self.storage
+                input
+                    .storage
                     .remove_file(&path)
-                    .and_then(|()| self.storage.sync_dir(dir))
-                    .map_err(|source| self.io_error(&path, "remove", source))?;
-                self.report.removed_unfinished_segments.push(path);
-                Ok(None)
+                    .and_then(|()| input.storage.sync_dir(dir))
+                    .map_err(|source| io_error(channel, &path, "remove", source))?;
+                report.removed_unfinished_segments.push(path);
             }
+        }
+    }
+    Ok(segments)
+}
+
+/// One attempt at rebuilding the state, from a checkpoint or from nothing.
+struct Replay<'a> {
+    channel: &'a str,
+    tolerate_tail_damage: bool,
+    progress: &'a RecoveryProgress,
+    covered_write_order_id: u64,
+    /// Segments the checkpoint covers whole, with their largest write-order id.
+    covered_segments: HashMap<u32, u64>,
+    committed: Vec<CommittedTransaction>,
+    max_transaction_id: Option<u64>,
+    max_write_order_id: Option<u64>,
+    segment_max_write_order_id: HashMap<u32, u64>,
+    outlives: HashMap<u32, HashSet<u32>>,
+    records_replayed: u64,
+    bytes_replayed: u64,
+    segments_scanned: u64,
+    truncated_tails: Vec<TruncatedTail>,
+    next_progress_log_bytes: u64,
+}
+
+impl<'a> Replay<'a> {
+    fn new(input: &'a RecoveryInput<'a>, checkpoint: Option<&Checkpoint>) -> Self {
+        let covered_write_order_id =
+            checkpoint.map_or(0, |checkpoint| checkpoint.covered_write_order_id);
+        let covered_segments = checkpoint
+            .map(|checkpoint| {
+                checkpoint
+                    .segments
+                    .iter()
+                    .filter(|entry| {
+                        entry.closed && entry.max_write_order_id < covered_write_order_id
+                    })
+                    .map(|entry| (entry.segment_id, entry.max_write_order_id))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Replay {
+            channel: input.channel,
+            tolerate_tail_damage: input.tolerate_tail_damage,
+            progress: input.progress,
+            covered_write_order_id,
+            covered_segments,
+            committed: Vec::new(),
+            max_transaction_id: None,
+            max_write_order_id: None,
+            segment_max_write_order_id: HashMap::new(),
+            outlives: HashMap::new(),
+            records_replayed: 0,
+            bytes_replayed: 0,
+            segments_scanned: 0,
+            truncated_tails: Vec::new(),
+            next_progress_log_bytes: 0,
+        }
+    }
+
+    fn run(
+        &mut self,
+        dirs: &[Vec<DiskSegment>],
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<(), AttemptError> {
+        let on_disk: HashMap<u32, u64> = dirs
+            .iter()
+            .flatten()
+            .map(|segment| (segment.segment_id, segment.size_bytes))
+            .collect();
+        if let Some(checkpoint) = checkpoint {
+            for pointer in &checkpoint.queue {
+                match on_disk.get(&pointer.segment_id) {
+                    None => {
+                        return Err(AttemptError::CheckpointUnusable(format!(
+                            "its queue points into segment {}, which is missing",
+                            pointer.segment_id
+                        )))
+                    }
+                    Some(&size_bytes) if u64::from(pointer.record_offset) + RECORD_HEADER_BYTES as u64 > size_bytes => {
+                        return Err(AttemptError::CheckpointUnusable(format!(
+                            "its queue points to offset {} of segment {}, which is only {size_bytes} bytes",
+                            pointer.record_offset, pointer.segment_id
+                        )))
+                    }
+                    Some(_) => {}
+                }
+            }
+            if let Some(missing) = checkpoint.segments.iter().find(|entry| {
+                !self.covered_segments.contains_key(&entry.segment_id)
+                    && !on_disk.contains_key(&entry.segment_id)
+            }) {
+                return Err(AttemptError::CheckpointUnusable(format!(
+                    "segment {} holds log it does not cover, and is missing",
+                    missing.segment_id
+                )));
+            }
+        }
+        let to_scan_bytes: u64 = dirs
+            .iter()
+            .flatten()
+            .filter(|segment| !self.covered_segments.contains_key(&segment.segment_id))
+            .map(|segment| segment.size_bytes)
+            .sum();
+        self.progress
+            .bytes_total
+            .store(to_scan_bytes, Ordering::Relaxed);
+        self.progress.bytes_replayed.store(0, Ordering::Relaxed);
+        self.progress.records_replayed.store(0, Ordering::Relaxed);
+        self.next_progress_log_bytes = to_scan_bytes / PROGRESS_LOG_STEPS;
+        for segments in dirs {
+            let mut pending = None;
+            let mut previous_segment = None;
+            for (index, segment) in segments.iter().enumerate() {
+                if let Some(&max_write_order_id) = self.covered_segments.get(&segment.segment_id) {
+                    self.segment_max_write_order_id
+                        .insert(segment.segment_id, max_write_order_id);
+                    pending = None;
+                } else {
+                    let newest = index + 1 == segments.len();
+                    self.scan_segment(
+                        segment,
+                        newest,
+                        previous_segment,
+                        &mut pending,
+                        to_scan_bytes,
+                    )?;
+                }
+                previous_segment = Some(segment.segment_id);
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        mut self,
+        input: &RecoveryInput<'_>,
+        dirs: Vec<Vec<DiskSegment>>,
+        checkpoint: Option<Checkpoint>,
+        checkpoint_sequence: u64,
+        slot_coverage: [Option<u64>; 2],
+        mut report: RecoveryReport,
+        started: Instant,
+    ) -> RecoveredLog {
+        self.committed
+            .sort_by_key(|transaction| transaction.commit_write_order_id);
+        let taken: HashSet<EventPointer> = self
+            .committed
+            .iter()
+            .flat_map(|transaction| transaction.takes.iter().copied())
+            .collect();
+        let (
+            base_queue,
+            checkpoint_next_transaction_id,
+            checkpoint_next_segment_id,
+            checkpoint_segments,
+        ) = match checkpoint {
+            Some(checkpoint) => (
+                checkpoint.queue,
+                checkpoint.next_transaction_id,
+                checkpoint.next_segment_id,
+                checkpoint.segments,
+            ),
+            None => (Vec::new(), 0, 0, Vec::new()),
+        };
+        let appended = self
+            .committed
+            .iter()
+            .flat_map(|transaction| transaction.puts.iter().copied());
+        let queue: Vec<EventPointer> = if taken.is_empty() {
+            base_queue.into_iter().chain(appended).collect()
+        } else {
+            base_queue
+                .into_iter()
+                .chain(appended)
+                .filter(|pointer| !taken.contains(pointer))
+                .collect()
+        };
+        for entry in checkpoint_segments {
+            self.outlives
+                .entry(entry.segment_id)
+                .or_default()
+                .extend(entry.outlives);
+        }
+        let max_segment_on_disk = dirs
+            .iter()
+            .flatten()
+            .map(|segment| segment.segment_id)
+            .max();
+        let segments: Vec<RecoveredSegment> = dirs
+            .into_iter()
+            .flatten()
+            .map(|segment| RecoveredSegment {
+                max_write_order_id: self
+                    .segment_max_write_order_id
+                    .get(&segment.segment_id)
+                    .copied()
+                    .unwrap_or(0),
+                segment_id: segment.segment_id,
+                path: segment.path,
+                file: segment.file,
+                size_bytes: segment.size_bytes,
+            })
+            .collect();
+        let live_segments: HashSet<u32> =
+            segments.iter().map(|segment| segment.segment_id).collect();
+        self.outlives.retain(|id, _| live_segments.contains(id));
+        report.records_replayed = self.records_replayed;
+        report.bytes_replayed = self.bytes_replayed;
+        report.segments_scanned = self.segments_scanned;
+        report.segments_skipped = self.covered_segments.len() as u64;
+        report.transactions_committed = self.committed.len() as u64;
+        report.events_recovered = queue.len() as u64;
+        report.truncated_tails.extend(self.truncated_tails);
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        info!(
+            channel = input.channel,
+            path = report.path.as_str(),
+            records = report.records_replayed,
+            bytes = report.bytes_replayed,
+            segments_skipped = report.segments_skipped,
+            events = report.events_recovered,
+            duration_ms = report.duration_ms,
+            "channel recovered"
+        );
+        RecoveredLog {
+            queue,
+            next_transaction_id: self
+                .max_transaction_id
+                .map_or(1, |id| id + 1)
+                .max(checkpoint_next_transaction_id),
+            next_write_order_id: self
+                .max_write_order_id
+                .map_or(1, |id| id + 1)
+                .max(self.covered_write_order_id),
+            next_segment_id: max_segment_on_disk
+                .map_or(1, |id| id + 1)
+                .max(checkpoint_next_segment_id),
+            checkpoint_sequence,
+            slot_coverage,
+            segments,
+            outlives: self.outlives,
+            report,
         }
     }
 
     fn scan_segment(
         &mut self,
-        segment: &RecoveredSegment,
+        segment: &DiskSegment,
         newest_in_dir: bool,
+        previous_segment: Option<u32>,
         pending: &mut Option<PendingTransaction>,
+        bytes_total: u64,
     ) -> Result<(), OpenError> {
-        self.report.segments_scanned += 1;
+        self.segments_scanned += 1;
         let path = &segment.path;
-        let file_len = segment
-            .file
-            .len_bytes()
-            .map_err(|source| self.io_error(path, "stat", source))?;
-        let mut reader = ChunkReader::new(Arc::clone(&segment.file), file_len);
+        let mut reader = ChunkReader::new(Arc::clone(&segment.file), segment.size_bytes);
         let mut offset = SEGMENT_HEADER_BYTES as u64;
         let mut last_round = None;
+        let mut segment_max = 0;
         loop {
             let outcome = reader
                 .record_at(offset, segment.segment_id)
-                .map_err(|source| self.io_error(path, "read", source))?;
+                .map_err(|source| io_error(self.channel, path, "read", source))?;
             match outcome {
-                ScanOutcome::Record(header, payload) => {
-                    self.apply(segment, offset, &header, &payload, pending)?;
-                    self.report.records_replayed += 1;
-                    self.report.bytes_replayed += u64::from(header.record_bytes);
+                ScanOutcome::Record(header) => {
+                    let payload = reader
+                        .bytes_at(
+                            offset + RECORD_HEADER_BYTES as u64,
+                            header.record_bytes as usize - RECORD_HEADER_BYTES,
+                        )
+                        .map_err(|source| io_error(self.channel, path, "read", source))?;
+                    self.apply(segment, previous_segment, offset, &header, payload, pending)?;
+                    segment_max = segment_max.max(header.write_order_id);
+                    self.records_replayed += 1;
+                    self.bytes_replayed += u64::from(header.record_bytes);
+                    self.report_progress(u64::from(header.record_bytes), bytes_total);
                     last_round = Some(header.write_round);
                     offset += u64::from(header.record_bytes);
                 }
                 ScanOutcome::Stop(reason) => {
+                    self.segment_max_write_order_id
+                        .insert(segment.segment_id, segment_max);
                     return self.handle_stop(
                         segment,
                         &mut reader,
@@ -355,10 +684,29 @@ impl Replay<'_> {
         }
     }
 
+    fn report_progress(&mut self, record_bytes: u64, bytes_total: u64) {
+        self.progress
+            .bytes_replayed
+            .fetch_add(record_bytes, Ordering::Relaxed);
+        self.progress
+            .records_replayed
+            .fetch_add(1, Ordering::Relaxed);
+        if self.next_progress_log_bytes > 0 && self.bytes_replayed >= self.next_progress_log_bytes {
+            info!(
+                channel = self.channel,
+                bytes_replayed = self.bytes_replayed,
+                bytes_total,
+                percent = self.bytes_replayed * 100 / bytes_total.max(1),
+                "replaying the log"
+            );
+            self.next_progress_log_bytes += bytes_total / PROGRESS_LOG_STEPS;
+        }
+    }
+
     /// Decides what the end of valid data at `offset` means (see the module doc).
     fn handle_stop(
         &mut self,
-        segment: &RecoveredSegment,
+        segment: &DiskSegment,
         reader: &mut ChunkReader,
         newest_in_dir: bool,
         offset: u64,
@@ -366,7 +714,7 @@ impl Replay<'_> {
         reason: String,
     ) -> Result<(), OpenError> {
         let path = &segment.path;
-        let read_error = |source| self.io_error(path, "read", source);
+        let read_error = |source| io_error(self.channel, path, "read", source);
         if reader
             .first_nonzero_at_or_after(offset)
             .map_err(read_error)?
@@ -375,7 +723,8 @@ impl Replay<'_> {
             return Ok(());
         }
         if !newest_in_dir {
-            return Err(self.corruption(
+            return Err(corruption(
+                self.channel,
                 path,
                 offset,
                 format!("{reason}, in a segment that was synced before a newer one began"),
@@ -396,7 +745,8 @@ impl Replay<'_> {
             }
         };
         if !torn {
-            return Err(self.corruption(
+            return Err(corruption(
+                self.channel,
                 path,
                 offset,
                 format!(
@@ -419,8 +769,8 @@ impl Replay<'_> {
             .file
             .set_len(offset)
             .and_then(|()| segment.file.sync_all())
-            .map_err(|source| self.io_error(path, "truncate", source))?;
-        self.report.truncated_tails.push(TruncatedTail {
+            .map_err(|source| io_error(self.channel, path, "truncate", source))?;
+        self.truncated_tails.push(TruncatedTail {
             file: path.clone(),
             offset,
             discarded_bytes,
@@ -430,7 +780,8 @@ impl Replay<'_> {
 
     fn apply(
         &mut self,
-        segment: &RecoveredSegment,
+        segment: &DiskSegment,
+        previous_segment: Option<u32>,
         offset: u64,
         header: &RecordHeader,
         payload: &[u8],
@@ -438,19 +789,22 @@ impl Replay<'_> {
     ) -> Result<(), OpenError> {
         self.max_transaction_id = self.max_transaction_id.max(Some(header.transaction_id));
         self.max_write_order_id = self.max_write_order_id.max(Some(header.write_order_id));
-        let malformed = |detail: String| self.corruption(&segment.path, offset, detail);
+        let channel = self.channel;
+        let malformed = |detail: String| corruption(channel, &segment.path, offset, detail);
         if pending
             .as_ref()
             .is_some_and(|transaction| transaction.transaction_id != header.transaction_id)
         {
-            // The earlier transaction's records end without a commit: it never committed
-            // (its write failed and a later round overwrote nothing of it).
+            // The earlier transaction's records end without a commit: it never committed.
             *pending = None;
         }
+        let covered = header.write_order_id < self.covered_write_order_id;
         let transaction = pending.get_or_insert_with(|| PendingTransaction {
             transaction_id: header.transaction_id,
+            covered,
             puts: Vec::new(),
             put_records: 0,
+            put_segments: HashSet::new(),
             takes: Vec::new(),
         });
         match header.kind {
@@ -458,23 +812,42 @@ impl Replay<'_> {
                 let count =
                     put_event_count(payload).map_err(|error| malformed(error.to_string()))?;
                 transaction.put_records += 1;
-                transaction
-                    .puts
-                    .extend((0..count).map(|event_index| EventPointer {
-                        segment_id: segment.segment_id,
-                        record_offset: offset as u32,
-                        event_index,
-                    }));
+                transaction.put_segments.insert(segment.segment_id);
+                if !transaction.covered {
+                    transaction
+                        .puts
+                        .extend((0..count).map(|event_index| EventPointer {
+                            segment_id: segment.segment_id,
+                            record_offset: offset as u32,
+                            event_index,
+                        }));
+                }
             }
             RecordKind::Take => {
                 let pointers =
                     decode_take_payload(payload).map_err(|error| malformed(error.to_string()))?;
-                transaction.takes.extend(pointers);
+                let outlives = self.outlives.entry(segment.segment_id).or_default();
+                outlives.extend(pointers.iter().map(|pointer| pointer.segment_id));
+                outlives.remove(&segment.segment_id);
+                if !transaction.covered {
+                    transaction.takes.extend(pointers);
+                }
             }
             RecordKind::Commit => {
                 let summary =
                     CommitSummary::decode(payload).map_err(|error| malformed(error.to_string()))?;
                 let transaction = pending.take().expect("inserted above");
+                let outlives = self.outlives.entry(segment.segment_id).or_default();
+                outlives.extend(transaction.put_segments.iter().copied());
+                if transaction.put_records < summary.put_records {
+                    // The transaction began in a segment this attempt did not read (it is
+                    // covered by the checkpoint); it spans from the previous segment.
+                    outlives.extend(previous_segment);
+                }
+                outlives.remove(&segment.segment_id);
+                if transaction.covered {
+                    return Ok(());
+                }
                 let found = CommitSummary {
                     put_records: transaction.put_records,
                     put_events: transaction.puts.len() as u32,
@@ -499,7 +872,8 @@ impl Replay<'_> {
 }
 
 enum ScanOutcome {
-    Record(RecordHeader, Vec<u8>),
+    /// A valid record; its payload follows the header at the same offset.
+    Record(RecordHeader),
     /// Valid data ends here, for this reason.
     Stop(String),
 }
@@ -556,7 +930,7 @@ impl ChunkReader {
         }
         let bytes = self.bytes_at(offset, record_bytes as usize)?;
         match decode_record(bytes, segment_id) {
-            Ok((header, payload)) => Ok(ScanOutcome::Record(header, payload.to_vec())),
+            Ok((header, _)) => Ok(ScanOutcome::Record(header)),
             Err(error) => Ok(ScanOutcome::Stop(format!("invalid record ({error})"))),
         }
     }
@@ -590,7 +964,7 @@ impl ChunkReader {
                     && position + u64::from(length) <= self.file_len
             });
             if plausible {
-                if let ScanOutcome::Record(header, _) = self.record_at(position, segment_id)? {
+                if let ScanOutcome::Record(header) = self.record_at(position, segment_id)? {
                     rounds.push(header.write_round);
                     position += u64::from(header.record_bytes);
                     continue;

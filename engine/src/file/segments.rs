@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -48,6 +49,31 @@ pub(crate) fn parse_segment_file_name(name: &str) -> Option<u32> {
 pub(crate) struct SegmentHandle {
     pub(crate) path: PathBuf,
     pub(crate) file: Arc<dyn StorageFile>,
+    pub(crate) meta: Arc<SegmentMeta>,
+}
+
+/// What checkpoints and cleanup need to know about a segment. The writer publishes
+/// `max_write_order_id` before `closed` (release), so a reader that sees `closed` (acquire)
+/// sees the final maximum.
+#[derive(Debug, Default)]
+pub(crate) struct SegmentMeta {
+    pub(crate) max_write_order_id: AtomicU64,
+    pub(crate) closed: AtomicBool,
+    pub(crate) closed_at_ms: AtomicU64,
+    pub(crate) size_bytes: AtomicU64,
+}
+
+impl SegmentMeta {
+    /// Marks the segment finished: it will receive no more records.
+    pub(crate) fn close(&self, size_bytes: u64, closed_at_ms: u64) {
+        self.size_bytes.store(size_bytes, Ordering::Relaxed);
+        self.closed_at_ms.store(closed_at_ms, Ordering::Relaxed);
+        self.closed.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
 }
 
 /// Why a take could not read its event.
@@ -76,6 +102,22 @@ pub(crate) struct SegmentRegistry {
 impl SegmentRegistry {
     pub(crate) fn insert(&self, segment_id: u32, handle: SegmentHandle) {
         self.segments.write().insert(segment_id, handle);
+    }
+
+    pub(crate) fn remove(&self, segment_id: u32) -> Option<SegmentHandle> {
+        self.segments.write().remove(&segment_id)
+    }
+
+    /// Every registered segment with its handle, by id.
+    pub(crate) fn handles(&self) -> Vec<(u32, SegmentHandle)> {
+        let mut handles: Vec<(u32, SegmentHandle)> = self
+            .segments
+            .read()
+            .iter()
+            .map(|(&id, handle)| (id, handle.clone()))
+            .collect();
+        handles.sort_by_key(|(id, _)| *id);
+        handles
     }
 
     pub(crate) fn path_of(&self, segment_id: u32) -> Option<PathBuf> {

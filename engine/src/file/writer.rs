@@ -30,7 +30,8 @@ use parking_lot::Mutex;
 use tracing::{debug, error, warn};
 
 use super::health::Health;
-use super::segments::{segment_path, SegmentHandle, SegmentRegistry};
+use super::segments::{segment_path, SegmentHandle, SegmentMeta, SegmentRegistry};
+use super::space::SpaceGuard;
 use crate::channel::unix_time_ms;
 use crate::error::ChannelError;
 use crate::record::{peek_record_bytes, seal_record, SegmentHeader, SEGMENT_HEADER_BYTES};
@@ -101,7 +102,9 @@ impl std::fmt::Debug for WriterMessage {
 /// What a writer needs to know.
 pub(crate) struct WriterSettings {
     pub(crate) channel: String,
+    pub(crate) dir_index: usize,
     pub(crate) dir: PathBuf,
+    pub(crate) space: Arc<SpaceGuard>,
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) registry: Arc<SegmentRegistry>,
     pub(crate) next_segment_id: Arc<AtomicU32>,
@@ -169,6 +172,7 @@ struct ActiveSegment {
     segment_id: u32,
     path: PathBuf,
     file: Arc<dyn StorageFile>,
+    meta: Arc<SegmentMeta>,
     /// Where the next record goes.
     position: u64,
     /// Bytes reserved in the file.
@@ -299,8 +303,22 @@ impl DirWriter {
                 self.roll()?;
             }
             let mut buffer_start = self.active_ref().position;
+            let segment_capacity = self.settings.max_file_size_bytes - SEGMENT_HEADER_BYTES as u64;
             for job in jobs.iter_mut() {
                 let mut locations = Vec::with_capacity(job.record_count);
+                // A transaction that fits in one segment is never split across two: roll
+                // first. (Only a transaction larger than a segment spans several.)
+                let job_bytes = job.records.len() as u64;
+                let end_position = buffer_start + buffer.len() as u64 + job_bytes;
+                if job_bytes <= segment_capacity
+                    && end_position > self.settings.max_file_size_bytes
+                    && buffer_start + (buffer.len() as u64) > SEGMENT_HEADER_BYTES as u64
+                {
+                    self.write_buffer(&buffer, buffer_start)?;
+                    buffer.clear();
+                    self.roll()?;
+                    buffer_start = self.active_ref().position;
+                }
                 let mut cursor = 0;
                 while cursor < job.records.len() {
                     let record_bytes = peek_record_bytes(&job.records[cursor..])
@@ -316,6 +334,10 @@ impl DirWriter {
                     let active = self.active_ref();
                     let record = &mut job.records[cursor..cursor + record_bytes];
                     seal_record(record, round, active.segment_id);
+                    active
+                        .meta
+                        .max_write_order_id
+                        .fetch_max(record_write_order_id(record), Ordering::Relaxed);
                     let offset = buffer_start + buffer.len() as u64;
                     locations.push(RecordLocation {
                         segment_id: active.segment_id,
@@ -365,9 +387,13 @@ impl DirWriter {
             .write_all_at(buffer, position)
             .map_err(|source| recoverable(io_error(&channel, &active.path, "write", source)))?;
         active.position = end;
+        active.meta.size_bytes.store(end, Ordering::Relaxed);
         self.stats
             .bytes_written
             .fetch_add(buffer.len() as u64, Ordering::Relaxed);
+        self.settings
+            .space
+            .consume(self.settings.dir_index, buffer.len() as u64);
         Ok(())
     }
 
@@ -435,11 +461,15 @@ impl DirWriter {
                 error: io_error(&settings.channel, &settings.dir, "fsync directory", source),
                 fatal: true,
             })?;
+        let meta = Arc::new(SegmentMeta::default());
+        meta.size_bytes
+            .store(SEGMENT_HEADER_BYTES as u64, Ordering::Relaxed);
         settings.registry.insert(
             segment_id,
             SegmentHandle {
                 path: path.clone(),
                 file: Arc::clone(&file),
+                meta: Arc::clone(&meta),
             },
         );
         self.stats.segments_created.fetch_add(1, Ordering::Relaxed);
@@ -448,6 +478,7 @@ impl DirWriter {
             segment_id,
             path,
             file,
+            meta,
             position: SEGMENT_HEADER_BYTES as u64,
             allocated: initial_bytes,
         });
@@ -461,6 +492,8 @@ impl DirWriter {
         }
         self.sync_active()?;
         let active = self.active.take().expect("checked above");
+        // Published after the sync: a closed segment's records are all durable.
+        active.meta.close(active.position, unix_time_ms());
         if active.allocated > active.position {
             let trimmed = active
                 .file
@@ -488,6 +521,15 @@ impl DirWriter {
             self.settings.health.fail(failure.error.to_string());
         }
     }
+}
+
+/// The write-order id field of an encoded record (bytes 24..32 of its header).
+fn record_write_order_id(record: &[u8]) -> u64 {
+    u64::from_le_bytes(
+        record[24..32]
+            .try_into()
+            .expect("a record header is 32 bytes"),
+    )
 }
 
 fn recoverable(error: ChannelError) -> RoundFailure {
