@@ -52,6 +52,9 @@ use crate::storage::{Storage, StorageFile};
 
 /// Bytes read from a segment at a time during replay.
 const SCAN_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+/// Chunks asked of the kernel ahead of the one being parsed, so reading and parsing
+/// overlap.
+const PREFETCH_CHUNKS: usize = 4;
 /// Replay logs its progress each time another tenth of the log has been read.
 const PROGRESS_LOG_STEPS: u64 = 10;
 
@@ -908,6 +911,12 @@ impl ChunkReader {
             self.buffer.resize(read_len, 0);
             self.file.read_exact_at(&mut self.buffer, offset)?;
             self.buffer_start = offset;
+            // Let the disk fetch what comes next while this chunk is parsed.
+            let next = offset + read_len as u64;
+            if next < self.file_len {
+                self.file
+                    .prefetch(next, (SCAN_CHUNK_BYTES * PREFETCH_CHUNKS) as u64);
+            }
         }
         let start = (offset - self.buffer_start) as usize;
         Ok(&self.buffer[start..start + available])

@@ -73,6 +73,10 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     /// Makes data and all metadata durable: `fsync`.
     fn sync_all(&self) -> io::Result<()>;
 
+    /// Hints that `len` bytes at `offset` will be read soon, so the system can start
+    /// reading them in the background. Only a hint: the default does nothing.
+    fn prefetch(&self, _offset: u64, _len: u64) {}
+
     /// Reads exactly `buf.len()` bytes at `offset`, or fails with `UnexpectedEof`.
     fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
         while !buf.is_empty() {

@@ -123,6 +123,16 @@ impl StorageFile for RealFile {
         }
     }
 
+    fn prefetch(&self, offset: u64, len: u64) {
+        // A hint: if the kernel declines, reads simply are not overlapped.
+        let _ = rustix::fs::fadvise(
+            &self.file,
+            offset,
+            std::num::NonZeroU64::new(len),
+            rustix::fs::Advice::WillNeed,
+        );
+    }
+
     fn sync_data(&self) -> io::Result<()> {
         self.file.sync_data()
     }
