@@ -5,6 +5,8 @@
 //! (`channeld`) joins it to the wire protocol.
 //!
 //! - [`file::FileChannel`]: durable, a write-ahead log striped over data directories.
+//! - [`spillable::SpillableChannel`]: a memory tier that overflows into a file channel,
+//!   in one global order.
 //! - [`storage`]: the file-operation seam, with the real filesystem and a simulated disk
 //!   for power-loss tests.
 //! - [`record`]: the on-disk layout (see `docs/format.md`).
@@ -15,9 +17,11 @@ pub mod error;
 pub mod event;
 pub mod file;
 pub mod record;
+pub mod spillable;
 pub mod storage;
 
 pub use channel::{Channel, ChannelHealth, ChannelStats, Transaction};
 pub use error::{ChannelError, OpenError};
 pub use event::Event;
 pub use file::FileChannel;
+pub use spillable::SpillableChannel;

@@ -1,0 +1,587 @@
+//! # The spillable memory channel
+//!
+//! A memory tier of `memoryCapacity` events in front of an embedded file channel (the
+//! overflow, `overflowCapacity` events). Flume's `SpillableMemoryChannel`, with two
+//! differences: takes follow one global put-commit order across both tiers *within* a
+//! transaction (Flume binds a take transaction to one tier and returns nothing at the
+//! boundary), and the overflow's puts and takes commit atomically in one file transaction.
+//!
+//! ## Durability, stated plainly
+//! Events in the memory tier are lost on a crash or a stop; events that spilled to the
+//! overflow survive like any file channel's. A restart brings back exactly the spilled
+//! events that were not taken.
+//!
+//! ## How order is kept
+//! A run-length *drain order* (`Memory(n)`, `Overflow(m)`, …) records which tier holds
+//! the next events. A put commit goes whole to one tier and appends its run; a take reads
+//! the head run and takes from that tier; a rollback puts its takes back at the head of
+//! each tier and their runs back at the head of the drain order, in the original order.
+//! Overflow commits that put events hold a lock across the file commit and the append of
+//! their run, so the overflow's own queue order and the drain order agree. (This
+//! serialises spilling producers: under heavy spilling each spill commit pays its own
+//! sync.)
+//!
+//! ## Which tier a commit goes to
+//! As in Flume: the memory tier if it has room for the whole transaction (events and byte
+//! slots of `avgEventSize`), waiting up to `overflowTimeout`; otherwise the overflow,
+//! which then stays active (puts spill at once) until a take commit leaves at least
+//! `overflowDeactivationThreshold` percent of the memory tier free. `memoryCapacity = 0`
+//! sends everything to the overflow (a file channel); `overflowCapacity = 0` disables it
+//! (a memory channel, refusing commits it cannot hold).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::channel::{Channel, ChannelCounters, ChannelHealth, ChannelStats, Transaction};
+use crate::config::SpillableChannelConfig;
+use crate::error::{ChannelError, OpenError};
+use crate::event::Event;
+use crate::file::{DirStats, FileChannel, FileTransaction, RecoveryReport};
+use crate::storage::Storage;
+
+/// Used when `byteCapacity` is not set: Flume's default is 80% of the JVM heap; Millrace
+/// takes 80% of the machine's memory.
+const DEFAULT_BYTE_CAPACITY_PERCENT_OF_MEMORY: u64 = 80;
+/// Fallback when the machine's memory cannot be read.
+const FALLBACK_MEMORY_BYTES: u64 = 1 << 30;
+
+/// Which tier holds a run of events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tier {
+    Memory,
+    Overflow,
+}
+
+/// A memory tier in front of a file channel, in one global order.
+pub struct SpillableChannel {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    name: String,
+    config: SpillableChannelConfig,
+    overflow: Option<FileChannel>,
+    state: Mutex<SpillState>,
+    events_available: Condvar,
+    memory_freed: Condvar,
+    /// Held across an overflow commit with puts and the append of its run.
+    spill_lock: Mutex<()>,
+    byte_slot_capacity: u64,
+    counters: ChannelCounters,
+    closed: AtomicBool,
+}
+
+#[derive(Default)]
+struct SpillState {
+    memory: VecDeque<Event>,
+    /// Memory-tier events taken by open transactions (still holding their slots).
+    memory_in_flight: u64,
+    byte_slots_used: u64,
+    drain_order: VecDeque<(Tier, u64)>,
+    overflow_active: bool,
+}
+
+impl SpillState {
+    fn push_back_run(&mut self, tier: Tier, count: u64) {
+        match self.drain_order.back_mut() {
+            Some((last, run)) if *last == tier => *run += count,
+            _ => self.drain_order.push_back((tier, count)),
+        }
+    }
+
+    fn push_front_run(&mut self, tier: Tier, count: u64) {
+        match self.drain_order.front_mut() {
+            Some((first, run)) if *first == tier => *run += count,
+            _ => self.drain_order.push_front((tier, count)),
+        }
+    }
+
+    fn pop_front_one(&mut self) -> Option<Tier> {
+        let (tier, run) = self.drain_order.front_mut()?;
+        let tier = *tier;
+        *run -= 1;
+        if *run == 0 {
+            self.drain_order.pop_front();
+        }
+        Some(tier)
+    }
+}
+
+/// Byte slots an event costs in the memory tier: `ceil(body / avgEventSize)`, at least 1.
+fn byte_slots(event: &Event, avg_event_size_bytes: u64) -> u64 {
+    (event.body.len() as u64)
+        .div_ceil(avg_event_size_bytes.max(1))
+        .max(1)
+}
+
+/// Total memory of the machine from `/proc/meminfo`.
+fn machine_memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|line| line.starts_with("MemTotal:"))?;
+            let kibibytes: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kibibytes * 1024)
+        })
+        .unwrap_or(FALLBACK_MEMORY_BYTES)
+}
+
+impl SpillableChannel {
+    /// Opens the channel on the real filesystem.
+    pub fn open(name: &str, config: SpillableChannelConfig) -> Result<Self, OpenError> {
+        Self::open_with_storage(name, config, Arc::new(crate::storage::RealFs))
+    }
+
+    /// Opens the channel; the overflow recovers its spilled events, the memory tier
+    /// starts empty.
+    pub fn open_with_storage(
+        name: &str,
+        config: SpillableChannelConfig,
+        storage: Arc<dyn Storage>,
+    ) -> Result<Self, OpenError> {
+        let overflow = if config.overflow_capacity == 0 {
+            None
+        } else {
+            let mut file_config = config.overflow.clone();
+            file_config.capacity = config.overflow_capacity;
+            file_config.transaction_capacity = file_config
+                .transaction_capacity
+                .min(config.overflow_capacity);
+            file_config.keep_alive = config.overflow_timeout;
+            Some(FileChannel::open_with_storage(name, file_config, storage)?)
+        };
+        let byte_capacity = config.byte_capacity_bytes.unwrap_or_else(|| {
+            machine_memory_bytes() / 100 * DEFAULT_BYTE_CAPACITY_PERCENT_OF_MEMORY
+        });
+        let usable_percent = 100 - u64::from(config.byte_capacity_buffer_percentage.min(100));
+        let byte_slot_capacity =
+            (byte_capacity / 100 * usable_percent / config.avg_event_size_bytes.max(1)).max(1);
+        let mut state = SpillState::default();
+        if let Some(overflow) = &overflow {
+            let recovered = overflow.queued_events();
+            if recovered > 0 {
+                state.drain_order.push_back((Tier::Overflow, recovered));
+            }
+        }
+        Ok(SpillableChannel {
+            shared: Arc::new(Shared {
+                name: name.to_string(),
+                config,
+                overflow,
+                state: Mutex::new(state),
+                events_available: Condvar::new(),
+                memory_freed: Condvar::new(),
+                spill_lock: Mutex::new(()),
+                byte_slot_capacity,
+                counters: ChannelCounters::started_now(),
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Events in the memory tier (queued, not taken).
+    pub fn memory_events(&self) -> u64 {
+        self.shared.state.lock().memory.len() as u64
+    }
+
+    /// Events queued in the overflow.
+    pub fn overflow_events(&self) -> u64 {
+        self.shared
+            .overflow
+            .as_ref()
+            .map_or(0, FileChannel::queued_events)
+    }
+}
+
+impl Shared {
+    fn check_open(&self) -> Result<(), ChannelError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(ChannelError::Closed {
+                channel: self.name.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn transaction_capacity(&self) -> u64 {
+        self.config.overflow.transaction_capacity
+    }
+
+    /// Moves puts into the memory tier if it can hold them, waiting up to `wait`.
+    /// Returns the puts back when it cannot.
+    fn try_memory(&self, puts: Vec<Event>, wait: Duration) -> Result<(), Vec<Event>> {
+        if self.config.memory_capacity == 0 {
+            return Err(puts);
+        }
+        let slots: u64 = puts
+            .iter()
+            .map(|event| byte_slots(event, self.config.avg_event_size_bytes))
+            .sum();
+        let count = puts.len() as u64;
+        let deadline = Instant::now() + wait;
+        let mut state = self.state.lock();
+        loop {
+            let held = state.memory.len() as u64 + state.memory_in_flight;
+            let fits = held + count <= self.config.memory_capacity
+                && state.byte_slots_used + slots <= self.byte_slot_capacity;
+            if fits {
+                state.byte_slots_used += slots;
+                state.memory.extend(puts);
+                state.push_back_run(Tier::Memory, count);
+                self.events_available.notify_all();
+                return Ok(());
+            }
+            if self
+                .memory_freed
+                .wait_until(&mut state, deadline)
+                .timed_out()
+            {
+                return Err(puts);
+            }
+        }
+    }
+
+    fn memory_full_error(&self) -> ChannelError {
+        let state = self.state.lock();
+        ChannelError::ChannelFull {
+            channel: self.name.clone(),
+            capacity: self.config.memory_capacity,
+            size: state.memory.len() as u64 + state.memory_in_flight,
+            waited_ms: self.config.overflow_timeout.as_millis() as u64,
+        }
+    }
+
+    /// Releases the memory tier's hold on taken events; deactivates the overflow once
+    /// enough memory is free.
+    fn release_memory_takes(&self, taken: &[Event]) {
+        if taken.is_empty() {
+            return;
+        }
+        let slots: u64 = taken
+            .iter()
+            .map(|event| byte_slots(event, self.config.avg_event_size_bytes))
+            .sum();
+        let mut state = self.state.lock();
+        state.memory_in_flight -= taken.len() as u64;
+        state.byte_slots_used -= slots;
+        if state.overflow_active && self.config.memory_capacity > 0 {
+            let held = state.memory.len() as u64 + state.memory_in_flight;
+            let free_percent =
+                (self.config.memory_capacity - held.min(self.config.memory_capacity)) * 100
+                    / self.config.memory_capacity;
+            if free_percent >= u64::from(self.config.overflow_deactivation_threshold_percent) {
+                state.overflow_active = false;
+            }
+        }
+        self.memory_freed.notify_all();
+    }
+}
+
+impl Channel for SpillableChannel {
+    fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError> {
+        self.shared.check_open()?;
+        Ok(Box::new(SpillableTransaction {
+            shared: Arc::clone(&self.shared),
+            puts: Vec::new(),
+            memory_takes: Vec::new(),
+            overflow_takes: 0,
+            take_tiers: Vec::new(),
+            overflow_transaction: None,
+            finished: false,
+        }))
+    }
+
+    fn stats(&self) -> ChannelStats {
+        let size = {
+            let state = self.shared.state.lock();
+            state.memory.len() as u64 + state.memory_in_flight
+        } + self
+            .shared
+            .overflow
+            .as_ref()
+            .map_or(0, |overflow| overflow.stats().channel_size);
+        self.shared.counters.snapshot(
+            size,
+            self.shared.config.memory_capacity + self.shared.config.overflow_capacity,
+        )
+    }
+
+    fn health(&self) -> ChannelHealth {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return ChannelHealth::Closed;
+        }
+        match &self.shared.overflow {
+            Some(overflow) => overflow.health(),
+            None => ChannelHealth::Open,
+        }
+    }
+
+    fn close(&self) -> Result<(), ChannelError> {
+        if self.shared.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.shared.counters.mark_stopped();
+        self.shared.events_available.notify_all();
+        self.shared.memory_freed.notify_all();
+        match &self.shared.overflow {
+            Some(overflow) => overflow.close(),
+            None => Ok(()),
+        }
+    }
+
+    fn checkpoint(&self) -> Result<(), ChannelError> {
+        match &self.shared.overflow {
+            Some(overflow) => overflow.checkpoint(),
+            None => Ok(()),
+        }
+    }
+
+    fn recovery_report(&self) -> Option<RecoveryReport> {
+        self.shared.overflow.as_ref()?.recovery_report()
+    }
+
+    fn dir_stats(&self) -> Vec<(std::path::PathBuf, Arc<DirStats>)> {
+        self.shared
+            .overflow
+            .as_ref()
+            .map(|overflow| overflow.dir_stats())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for SpillableChannel {
+    fn drop(&mut self) {
+        let _ = Channel::close(self);
+    }
+}
+
+/// A transaction on a [`SpillableChannel`].
+pub struct SpillableTransaction {
+    shared: Arc<Shared>,
+    puts: Vec<Event>,
+    memory_takes: Vec<Event>,
+    overflow_takes: u64,
+    /// The tier of each take, in order, for an ordered rollback.
+    take_tiers: Vec<Tier>,
+    overflow_transaction: Option<FileTransaction>,
+    finished: bool,
+}
+
+impl SpillableTransaction {
+    fn take_inner(&mut self, wait: Option<Duration>) -> Result<Option<Event>, ChannelError> {
+        let shared = Arc::clone(&self.shared);
+        ChannelCounters::add(&shared.counters.take_attempt, 1);
+        shared.check_open()?;
+        if self.take_tiers.len() as u64 >= shared.transaction_capacity() {
+            return Err(ChannelError::TransactionFull {
+                channel: shared.name.clone(),
+                transaction_capacity: shared.transaction_capacity(),
+                operation: "take",
+            });
+        }
+        let deadline = wait.map(|wait| Instant::now() + wait);
+        let mut state = shared.state.lock();
+        loop {
+            match state.drain_order.front().map(|(tier, _)| *tier) {
+                Some(Tier::Memory) => {
+                    state.pop_front_one();
+                    let event = state.memory.pop_front().expect("a memory run has events");
+                    state.memory_in_flight += 1;
+                    self.memory_takes.push(event.clone());
+                    self.take_tiers.push(Tier::Memory);
+                    return Ok(Some(event));
+                }
+                Some(Tier::Overflow) => {
+                    let overflow = shared
+                        .overflow
+                        .as_ref()
+                        .expect("overflow runs need an overflow");
+                    if self.overflow_transaction.is_none() {
+                        self.overflow_transaction = Some(overflow.transaction()?);
+                    }
+                    let transaction = self.overflow_transaction.as_mut().expect("just set");
+                    let event = transaction.take()?.ok_or_else(|| ChannelError::Failed {
+                        channel: shared.name.clone(),
+                        reason: "the drain order expected an overflow event that is not there"
+                            .into(),
+                    })?;
+                    state.pop_front_one();
+                    self.overflow_takes += 1;
+                    self.take_tiers.push(Tier::Overflow);
+                    return Ok(Some(event));
+                }
+                None => {
+                    let Some(deadline) = deadline else {
+                        return Ok(None);
+                    };
+                    if shared
+                        .events_available
+                        .wait_until(&mut state, deadline)
+                        .timed_out()
+                        && state.drain_order.is_empty()
+                    {
+                        return Ok(None);
+                    }
+                    shared.check_open()?;
+                }
+            }
+        }
+    }
+
+    /// Returns the takes to the head of their tiers and the drain order, in order.
+    fn rollback_inner(&mut self) {
+        self.finished = true;
+        let shared = Arc::clone(&self.shared);
+        if let Some(transaction) = self.overflow_transaction.take() {
+            let _ = Box::new(transaction).rollback();
+        }
+        let mut state = shared.state.lock();
+        for event in self.memory_takes.drain(..).rev() {
+            state.memory.push_front(event);
+        }
+        let taken = self.take_tiers.len() as u64;
+        state.memory_in_flight -= self
+            .take_tiers
+            .iter()
+            .filter(|tier| **tier == Tier::Memory)
+            .count() as u64;
+        for tier in self.take_tiers.drain(..).rev() {
+            state.push_front_run(tier, 1);
+        }
+        self.overflow_takes = 0;
+        self.puts.clear();
+        if taken > 0 {
+            shared.events_available.notify_all();
+        }
+    }
+}
+
+impl Transaction for SpillableTransaction {
+    fn put(&mut self, event: Event) -> Result<(), ChannelError> {
+        let shared = &self.shared;
+        ChannelCounters::add(&shared.counters.put_attempt, 1);
+        shared.check_open()?;
+        if self.puts.len() as u64 >= shared.transaction_capacity() {
+            return Err(ChannelError::TransactionFull {
+                channel: shared.name.clone(),
+                transaction_capacity: shared.transaction_capacity(),
+                operation: "put",
+            });
+        }
+        self.puts.push(event);
+        Ok(())
+    }
+
+    fn take(&mut self) -> Result<Option<Event>, ChannelError> {
+        self.take_inner(None)
+    }
+
+    fn take_waiting(&mut self, wait: Duration) -> Result<Option<Event>, ChannelError> {
+        self.take_inner(Some(wait))
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<(), ChannelError> {
+        let shared = Arc::clone(&self.shared);
+        if let Err(error) = shared.check_open() {
+            self.rollback_inner();
+            return Err(error);
+        }
+        let puts = std::mem::take(&mut self.puts);
+        let put_count = puts.len() as u64;
+        let mut spill = Vec::new();
+        if !puts.is_empty() {
+            let wait = if shared.state.lock().overflow_active {
+                Duration::ZERO
+            } else {
+                shared.config.overflow_timeout
+            };
+            if let Err(returned) = shared.try_memory(puts, wait) {
+                if shared.overflow.is_none() {
+                    let error = shared.memory_full_error();
+                    self.rollback_inner();
+                    return Err(error);
+                }
+                shared.state.lock().overflow_active = true;
+                spill = returned;
+            }
+        }
+        // The overflow part: spilled puts and overflow takes, in one file transaction.
+        let overflow_result = if spill.is_empty() {
+            match self.overflow_transaction.take() {
+                Some(transaction) => Box::new(transaction).commit(),
+                None => Ok(()),
+            }
+        } else {
+            let overflow = shared.overflow.as_ref().expect("checked above");
+            let _spilling = shared.spill_lock.lock();
+            let mut transaction = match self.overflow_transaction.take() {
+                Some(transaction) => transaction,
+                None => match overflow.transaction() {
+                    Ok(transaction) => transaction,
+                    Err(error) => {
+                        self.rollback_inner();
+                        return Err(error);
+                    }
+                },
+            };
+            let spilled = spill.len() as u64;
+            let mut result = Ok(());
+            for event in spill {
+                if let Err(error) = transaction.put(event) {
+                    result = Err(error);
+                    break;
+                }
+            }
+            match result {
+                Ok(()) => {
+                    let committed = Box::new(transaction).commit();
+                    if committed.is_ok() {
+                        let mut state = shared.state.lock();
+                        state.push_back_run(Tier::Overflow, spilled);
+                        shared.events_available.notify_all();
+                    }
+                    committed
+                }
+                Err(error) => {
+                    self.overflow_transaction = Some(transaction);
+                    Err(error)
+                }
+            }
+        };
+        if let Err(error) = overflow_result {
+            // A failed spill means none of the transaction's puts landed. A failed commit
+            // of overflow takes after the puts went to memory leaves those puts in place:
+            // the overflow has failed (fail-stop) and reports it; the takes roll back.
+            self.rollback_inner();
+            return Err(error);
+        }
+        self.finished = true;
+        let memory_takes = std::mem::take(&mut self.memory_takes);
+        shared.release_memory_takes(&memory_takes);
+        let take_count = memory_takes.len() as u64 + self.overflow_takes;
+        ChannelCounters::add(&shared.counters.put_success, put_count);
+        ChannelCounters::add(&shared.counters.take_success, take_count);
+        Ok(())
+    }
+
+    fn rollback(mut self: Box<Self>) -> Result<(), ChannelError> {
+        self.rollback_inner();
+        Ok(())
+    }
+}
+
+impl Drop for SpillableTransaction {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.rollback_inner();
+        }
+    }
+}
