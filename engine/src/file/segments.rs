@@ -185,7 +185,13 @@ impl SegmentRegistry {
         handle
             .file
             .read_exact_at(&mut header, offset)
-            .map_err(io_failure)?;
+            .map_err(|source| {
+                if source.kind() == std::io::ErrorKind::UnexpectedEof {
+                    corrupt("the record header runs past the end of the segment".into())
+                } else {
+                    io_failure(source)
+                }
+            })?;
         let record_bytes = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
         if (record_bytes as usize) < RECORD_HEADER_BYTES || record_bytes > MAX_RECORD_BYTES {
             return Err(corrupt(format!(
@@ -196,7 +202,16 @@ impl SegmentRegistry {
         handle
             .file
             .read_exact_at(&mut record, offset)
-            .map_err(io_failure)?;
+            .map_err(|source| {
+                // A length that runs past the end of the file is damage, not an I/O fault.
+                if source.kind() == std::io::ErrorKind::UnexpectedEof {
+                    corrupt(format!(
+                        "record length {record_bytes} runs past the end of the segment"
+                    ))
+                } else {
+                    io_failure(source)
+                }
+            })?;
         let (record_header, _) = decode_record(&record, pointer.segment_id)
             .map_err(|error| corrupt(error.to_string()))?;
         if record_header.kind != RecordKind::Put {
