@@ -16,6 +16,8 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod file;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod record;
 pub mod spillable;
 pub mod storage;

@@ -77,6 +77,12 @@ const PUT_PAYLOAD_PREFIX_BYTES: usize = 4;
 /// How long `close` waits for commits already handed to the writers to be applied.
 const CLOSE_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Decodes checkpoint bytes (for the fuzz targets); the error text says what is wrong.
+#[doc(hidden)]
+pub fn decode_checkpoint_for_fuzzing(bytes: &[u8]) -> Result<(), String> {
+    checkpoint::Checkpoint::decode(bytes).map(|_| ())
+}
+
 /// A durable, file-backed channel.
 pub struct FileChannel {
     shared: Arc<Shared>,
