@@ -5,6 +5,7 @@
 //! (`channeld`) joins it to the wire protocol.
 //!
 //! - [`file::FileChannel`]: durable, a write-ahead log striped over data directories.
+//! - [`memory::MemoryChannel`]: in process memory, fast, lost on close and on crash.
 //! - [`storage`]: the file-operation seam, with the real filesystem and a simulated disk
 //!   for power-loss tests.
 //! - [`record`]: the on-disk layout (see `docs/format.md`).
@@ -14,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod file;
+pub mod memory;
 pub mod record;
 pub mod storage;
 
@@ -21,3 +23,4 @@ pub use channel::{Channel, ChannelHealth, ChannelStats, Transaction};
 pub use error::{ChannelError, OpenError};
 pub use event::Event;
 pub use file::FileChannel;
+pub use memory::MemoryChannel;
