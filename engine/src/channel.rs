@@ -91,7 +91,8 @@ pub enum ChannelHealth {
 /// A snapshot of Flume's channel counters plus size and capacity.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChannelStats {
-    /// `ChannelSize`: events queued plus events taken by open transactions.
+    /// `ChannelSize`. File channel: events queued plus events taken by open transactions.
+    /// Memory channel: events queued, as Flume's `queue.size()`.
     pub channel_size: u64,
     /// `ChannelCapacity`.
     pub channel_capacity: u64,

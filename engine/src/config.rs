@@ -38,6 +38,13 @@ pub const DEFAULT_MEMORY_CAPACITY: u64 = 100;
 pub const DEFAULT_MEMORY_TRANSACTION_CAPACITY: u64 = 100;
 /// Flume's `byteCapacityBufferPercentage` default.
 pub const DEFAULT_BYTE_CAPACITY_BUFFER_PERCENTAGE: u8 = 20;
+/// Flume's memory channel counts body bytes in slots of this size
+/// (`MemoryChannel.byteCapacitySlotSize`): an event costs its body length in slots,
+/// rounded up, and at least one slot even when the body is empty (FLUME-1622).
+pub const MEMORY_BYTE_SLOT_SIZE_BYTES: u64 = 100;
+/// A whole, in percent: `byteCapacityBufferPercentage` must stay below it, or no byte
+/// would be left for bodies.
+const FULL_PERCENT: u64 = 100;
 /// Flume's `memoryCapacity` default for the spillable channel.
 pub const DEFAULT_SPILLABLE_MEMORY_CAPACITY: u64 = 10_000;
 /// Flume's `overflowCapacity` default for the spillable channel.
@@ -220,6 +227,78 @@ impl Default for MemoryChannelConfig {
     }
 }
 
+impl MemoryChannelConfig {
+    /// Checks the rules that span several settings. Returns the first violation.
+    ///
+    /// Flume replaces a non-positive `capacity` with its default and treats a
+    /// `byteCapacity` that leaves less than one slot as unlimited; Millrace refuses both.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.capacity == 0 {
+            return Err(ConfigError::invalid(
+                "capacity",
+                "a positive number of events",
+            ));
+        }
+        if self.transaction_capacity == 0 {
+            return Err(ConfigError::invalid(
+                "transactionCapacity",
+                "a positive number of events",
+            ));
+        }
+        if self.transaction_capacity > self.capacity {
+            return Err(ConfigError::Invalid {
+                key: "transactionCapacity",
+                expected: format!(
+                    "at most capacity ({}), got {}",
+                    self.capacity, self.transaction_capacity
+                ),
+            });
+        }
+        if u64::from(self.byte_capacity_buffer_percentage) >= FULL_PERCENT {
+            return Err(ConfigError::Invalid {
+                key: "byteCapacityBufferPercentage",
+                expected: format!(
+                    "a whole percentage below {FULL_PERCENT}, got {}",
+                    self.byte_capacity_buffer_percentage
+                ),
+            });
+        }
+        if let Some(byte_capacity_bytes) = self.byte_capacity_bytes {
+            let slots = usable_byte_slots(
+                byte_capacity_bytes,
+                self.byte_capacity_buffer_percentage,
+                MEMORY_BYTE_SLOT_SIZE_BYTES,
+            );
+            if slots == 0 {
+                return Err(ConfigError::Invalid {
+                    key: "byteCapacity",
+                    expected: format!(
+                        "enough bytes for one {MEMORY_BYTE_SLOT_SIZE_BYTES}-byte slot after \
+                         byteCapacityBufferPercentage ({}%), got {byte_capacity_bytes}",
+                        self.byte_capacity_buffer_percentage
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The byte slots a `byteCapacity` provides once its buffer percentage is set aside, as
+/// Flume computes them: `byteCapacity × (100 − percentage) / 100 / slot size`, rounded
+/// down. A percentage of 100 or more leaves no slots.
+pub fn usable_byte_slots(
+    byte_capacity_bytes: u64,
+    buffer_percentage: u8,
+    slot_size_bytes: u64,
+) -> u64 {
+    let usable_percent = FULL_PERCENT.saturating_sub(u64::from(buffer_percentage));
+    let usable_bytes =
+        u128::from(byte_capacity_bytes) * u128::from(usable_percent) / u128::from(FULL_PERCENT);
+    let slots = usable_bytes / u128::from(slot_size_bytes.max(1));
+    u64::try_from(slots).unwrap_or(u64::MAX)
+}
+
 /// Settings of a spillable memory channel (`type = spillablememory`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpillableChannelConfig {
@@ -330,6 +409,42 @@ mod tests {
         assert!(config.validate().is_err());
         config.backup_checkpoint_dir = Some(PathBuf::from("elsewhere"));
         assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn memory_byte_slots_follow_flumes_formula() {
+        // TestMemoryChannel: 2000 bytes at 20% is 16 slots, 1000 bytes at 20% is 8.
+        assert_eq!(usable_byte_slots(2000, 20, MEMORY_BYTE_SLOT_SIZE_BYTES), 16);
+        assert_eq!(usable_byte_slots(1000, 20, MEMORY_BYTE_SLOT_SIZE_BYTES), 8);
+        assert_eq!(usable_byte_slots(199, 0, MEMORY_BYTE_SLOT_SIZE_BYTES), 1);
+        assert_eq!(
+            usable_byte_slots(u64::MAX, 100, MEMORY_BYTE_SLOT_SIZE_BYTES),
+            0
+        );
+    }
+
+    #[test]
+    fn memory_config_rejects_what_flume_would_silently_change() {
+        assert!(MemoryChannelConfig::default().validate().is_ok());
+        let mut config = MemoryChannelConfig {
+            transaction_capacity: 101,
+            ..MemoryChannelConfig::default()
+        };
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "transactionCapacity: expected at most capacity (100), got 101"
+        );
+        config.transaction_capacity = 100;
+        config.byte_capacity_bytes = Some(124);
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "byteCapacity: expected enough bytes for one 100-byte slot after \
+             byteCapacityBufferPercentage (20%), got 124"
+        );
+        config.byte_capacity_bytes = Some(125);
+        assert!(config.validate().is_ok());
+        config.byte_capacity_buffer_percentage = 100;
+        assert!(config.validate().is_err());
     }
 
     #[test]

@@ -26,6 +26,30 @@ pub enum ChannelError {
         waited_ms: u64,
     },
 
+    /// A memory channel commit needed more body bytes than `byteCapacity` leaves free, and
+    /// none were freed within `keep-alive` (or the transaction alone exceeds the limit).
+    /// Bodies are counted as Flume counts them: in 100-byte slots, rounded up per event.
+    #[error(
+        "channel {channel} is out of byte capacity: byteCapacity {byte_capacity_bytes} bytes \
+         leaves {body_limit_bytes} bytes for event bodies after byteCapacityBufferPercentage; \
+         {body_bytes_in_use} in use, this commit needs {body_bytes_needed} more; \
+         waited {waited_ms} ms (a sink may be too slow or byteCapacity too low)"
+    )]
+    ByteCapacityFull {
+        /// The channel.
+        channel: String,
+        /// Its `byteCapacity` (configured, or the default computed from memory).
+        byte_capacity_bytes: u64,
+        /// Body bytes it admits: its slots after the buffer percentage, times the slot size.
+        body_limit_bytes: u64,
+        /// Body bytes held by queued events and by takes of open transactions.
+        body_bytes_in_use: u64,
+        /// Body bytes the commit adds, net of the bytes its own takes release.
+        body_bytes_needed: u64,
+        /// How long the commit waited.
+        waited_ms: u64,
+    },
+
     /// A transaction already holds `transactionCapacity` puts (or takes).
     #[error(
         "transaction on channel {channel} already holds {transaction_capacity} {operation}s, \

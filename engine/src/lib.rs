@@ -5,6 +5,7 @@
 //! (`channeld`) joins it to the wire protocol.
 //!
 //! - [`file::FileChannel`]: durable, a write-ahead log striped over data directories.
+//! - [`memory::MemoryChannel`]: in process memory, fast, lost on close and on crash.
 //! - [`spillable::SpillableChannel`]: a memory tier that overflows into a file channel,
 //!   in one global order.
 //! - [`storage`]: the file-operation seam, with the real filesystem and a simulated disk
@@ -18,6 +19,7 @@ pub mod event;
 pub mod file;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod memory;
 pub mod record;
 pub mod spillable;
 pub mod storage;
@@ -26,4 +28,5 @@ pub use channel::{Channel, ChannelHealth, ChannelStats, Transaction};
 pub use error::{ChannelError, OpenError};
 pub use event::Event;
 pub use file::FileChannel;
+pub use memory::MemoryChannel;
 pub use spillable::SpillableChannel;

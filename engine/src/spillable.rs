@@ -37,17 +37,12 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use crate::channel::{Channel, ChannelCounters, ChannelHealth, ChannelStats, Transaction};
-use crate::config::SpillableChannelConfig;
+use crate::config::{usable_byte_slots, SpillableChannelConfig};
 use crate::error::{ChannelError, OpenError};
 use crate::event::Event;
 use crate::file::{DirStats, FileChannel, FileTransaction, RecoveryReport};
+use crate::memory::resolve_byte_capacity;
 use crate::storage::Storage;
-
-/// Used when `byteCapacity` is not set: Flume's default is 80% of the JVM heap; Millrace
-/// takes 80% of the machine's memory.
-const DEFAULT_BYTE_CAPACITY_PERCENT_OF_MEMORY: u64 = 80;
-/// Fallback when the machine's memory cannot be read.
-const FALLBACK_MEMORY_BYTES: u64 = 1 << 30;
 
 /// Which tier holds a run of events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,18 +113,6 @@ fn byte_slots(event: &Event, avg_event_size_bytes: u64) -> u64 {
         .max(1)
 }
 
-/// Total memory of the machine from `/proc/meminfo`.
-fn machine_memory_bytes() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|text| {
-            let line = text.lines().find(|line| line.starts_with("MemTotal:"))?;
-            let kibibytes: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kibibytes * 1024)
-        })
-        .unwrap_or(FALLBACK_MEMORY_BYTES)
-}
-
 impl SpillableChannel {
     /// Opens the channel on the real filesystem.
     pub fn open(name: &str, config: SpillableChannelConfig) -> Result<Self, OpenError> {
@@ -154,12 +137,13 @@ impl SpillableChannel {
             file_config.keep_alive = config.overflow_timeout;
             Some(FileChannel::open_with_storage(name, file_config, storage)?)
         };
-        let byte_capacity = config.byte_capacity_bytes.unwrap_or_else(|| {
-            machine_memory_bytes() / 100 * DEFAULT_BYTE_CAPACITY_PERCENT_OF_MEMORY
-        });
-        let usable_percent = 100 - u64::from(config.byte_capacity_buffer_percentage.min(100));
-        let byte_slot_capacity =
-            (byte_capacity / 100 * usable_percent / config.avg_event_size_bytes.max(1)).max(1);
+        let (byte_capacity, _) = resolve_byte_capacity(config.byte_capacity_bytes);
+        let byte_slot_capacity = usable_byte_slots(
+            byte_capacity,
+            config.byte_capacity_buffer_percentage,
+            config.avg_event_size_bytes,
+        )
+        .max(1);
         let mut state = SpillState::default();
         if let Some(overflow) = &overflow {
             let recovered = overflow.queued_events();
