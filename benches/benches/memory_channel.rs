@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use millrace_engine::config::MemoryChannelConfig;
-use millrace_engine::{Channel, Event, MemoryChannel};
+use millrace_engine::config::{FileChannelConfig, MemoryChannelConfig, SpillableChannelConfig};
+use millrace_engine::{Channel, Event, MemoryChannel, SpillableChannel};
 
 /// Events per transaction, on both sides.
 const BATCH_EVENTS: u64 = 100;
@@ -59,8 +59,8 @@ fn memory_channel(criterion: &mut Criterion) {
 
 /// Moves `iterations` batches per producer through the channel; returns the time from
 /// the common start until the last event's take committed.
-fn run(
-    channel: &Arc<MemoryChannel>,
+fn run<C: Channel + 'static>(
+    channel: &Arc<C>,
     producers: usize,
     consumers: usize,
     iterations: u64,
@@ -112,5 +112,43 @@ fn run(
     started.elapsed()
 }
 
-criterion_group!(benches, memory_channel);
+/// Memory tier of the spillable benchmark: ten batches, so bursts spill to disk.
+const SPILL_MEMORY_CAPACITY_EVENTS: u64 = 10 * BATCH_EVENTS;
+
+/// The spillable channel with a small memory tier: producers outrun consumers in bursts,
+/// so part of every run goes through the durable overflow (fsync per spilled commit).
+fn spillable_channel(criterion: &mut Criterion) {
+    let mut group = criterion.benchmark_group("spillable_channel");
+    group.measurement_time(Duration::from_secs(5));
+    for (producers, consumers) in THREAD_PAIRS {
+        let dir = tempfile::tempdir_in(std::env::current_dir().unwrap()).unwrap();
+        let mut overflow =
+            FileChannelConfig::new(vec![dir.path().join("data")], dir.path().join("cp"));
+        overflow.transaction_capacity = BATCH_EVENTS;
+        let mut config = SpillableChannelConfig::new(overflow);
+        config.memory_capacity = SPILL_MEMORY_CAPACITY_EVENTS;
+        config.overflow_timeout = Duration::ZERO;
+        config.byte_capacity_bytes = Some(BYTE_CAPACITY_BYTES);
+        let channel = Arc::new(SpillableChannel::open("bench", config).unwrap());
+        group.throughput(Throughput::Elements(producers as u64 * BATCH_EVENTS));
+        group.bench_function(
+            BenchmarkId::new(
+                "put_take_100_event_batches_256_bytes",
+                format!("{producers}p{consumers}c"),
+            ),
+            |bench| bench.iter_custom(|iterations| run(&channel, producers, consumers, iterations)),
+        );
+        println!(
+            "spillable {producers}p{consumers}c: {} segments written by the overflow",
+            channel
+                .dir_stats()
+                .iter()
+                .map(|(_, stats)| stats.segments_created.load(Ordering::Relaxed))
+                .sum::<u64>()
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, memory_channel, spillable_channel);
 criterion_main!(benches);

@@ -224,6 +224,12 @@ impl Shared {
                 .wait_until(&mut state, deadline)
                 .timed_out()
             {
+                // Decided under the same lock as the check: a take commit that frees
+                // memory either came first (and this put found room) or comes after and
+                // sees the overflow active, so it can deactivate it.
+                if self.overflow.is_some() {
+                    state.overflow_active = true;
+                }
                 return Err(puts);
             }
         }
@@ -239,12 +245,11 @@ impl Shared {
         }
     }
 
-    /// Releases the memory tier's hold on taken events; deactivates the overflow once
-    /// enough memory is free.
+    /// Releases the memory tier's hold on taken events, and — on every take commit, from
+    /// either tier, as in Flume — deactivates the overflow once enough memory is free.
+    /// (Checking only when memory events were taken would never deactivate: while the
+    /// overflow is active, new events and so the takes all go through it.)
     fn release_memory_takes(&self, taken: &[Event]) {
-        if taken.is_empty() {
-            return;
-        }
         let slots: u64 = taken
             .iter()
             .map(|event| byte_slots(event, self.config.avg_event_size_bytes))
@@ -493,7 +498,6 @@ impl Transaction for SpillableTransaction {
                     self.rollback_inner();
                     return Err(error);
                 }
-                shared.state.lock().overflow_active = true;
                 spill = returned;
             }
         }

@@ -72,6 +72,39 @@ fn takes_follow_one_global_order_across_interleaved_tiers() {
 }
 
 #[test]
+fn the_overflow_never_stays_active_once_everything_is_drained() {
+    // A stress test, not a proof: producer and consumer race around a full memory tier
+    // with no overflow timeout, where an overflow switched on after the last memory take
+    // committed would stay on for good. The fix is structural (the overflow is switched on
+    // under the same lock as the failed memory check, and every take commit may switch it
+    // off); no hook forces the interleaving, so this catches a regression only sometimes.
+    let root = tempfile::tempdir().unwrap();
+    let mut config = spill_config(root.path(), 100, 1_000_000);
+    config.overflow_timeout = Duration::ZERO;
+    let channel = Arc::new(open_spill(&config));
+    let producer = {
+        let channel = Arc::clone(&channel);
+        std::thread::spawn(move || {
+            for batch in 0..2_000 {
+                put_names(channel.as_ref(), &bodies(batch * 50..batch * 50 + 50, "r"));
+            }
+        })
+    };
+    let mut taken = 0;
+    while taken < 100_000 {
+        taken += take_committed(channel.as_ref(), 100).len();
+    }
+    producer.join().unwrap();
+    assert_eq!(channel.stats().channel_size, 0);
+    put_names(channel.as_ref(), &bodies(0..1, "after"));
+    assert_eq!(
+        channel.memory_events(),
+        1,
+        "puts go to memory once it is free again"
+    );
+}
+
+#[test]
 fn one_transaction_drains_across_the_tier_boundary_without_an_empty_take() {
     let root = tempfile::tempdir().unwrap();
     let channel = open_spill(&spill_config(root.path(), 3, 1_000));
