@@ -50,7 +50,7 @@ pub const MAX_KEY_ID_BYTES: usize = 32;
 /// Bytes of one event pointer inside a take record.
 pub const POINTER_BYTES: usize = 12;
 /// Bytes of a commit record's payload.
-pub const COMMIT_PAYLOAD_BYTES: usize = 12;
+pub const COMMIT_PAYLOAD_BYTES: usize = 20;
 
 const SEGMENT_HEADER_CRC_OFFSET: usize = SEGMENT_HEADER_BYTES - 4;
 const RECORD_CRC_OFFSET: usize = 4;
@@ -503,14 +503,23 @@ pub struct CommitSummary {
     pub put_events: u32,
     /// Events taken (in the take records).
     pub take_events: u32,
+    /// When the transaction committed (the committer's clock), so that a replay can
+    /// rewind to a point in time.
+    pub committed_unix_ms: u64,
 }
 
 impl CommitSummary {
-    /// Encodes the 12-byte commit payload.
+    /// The counts a commit vouches for, without the time (what recovery compares).
+    pub fn counts(&self) -> (u32, u32, u32) {
+        (self.put_records, self.put_events, self.take_events)
+    }
+
+    /// Encodes the 20-byte commit payload.
     pub fn encode(&self, buf: &mut Vec<u8>) {
         buf.extend_from_slice(&self.put_records.to_le_bytes());
         buf.extend_from_slice(&self.put_events.to_le_bytes());
         buf.extend_from_slice(&self.take_events.to_le_bytes());
+        buf.extend_from_slice(&self.committed_unix_ms.to_le_bytes());
     }
 
     /// Decodes a commit payload.
@@ -525,6 +534,7 @@ impl CommitSummary {
             put_records: read_u32(payload, 0),
             put_events: read_u32(payload, 4),
             take_events: read_u32(payload, 8),
+            committed_unix_ms: read_u64(payload, 12),
         })
     }
 }
@@ -659,6 +669,7 @@ mod tests {
             put_records: 2,
             put_events: 300,
             take_events: 5,
+            committed_unix_ms: 1_700_000_000_123,
         };
         let mut buf = Vec::new();
         summary.encode(&mut buf);

@@ -774,6 +774,7 @@ impl FileTransaction {
             put_records: put_batches.len() as u32,
             put_events: self.puts.len() as u32,
             take_events: self.takes.len() as u32,
+            committed_unix_ms: crate::channel::unix_time_ms(),
         };
         encode_record(
             &mut buffer,

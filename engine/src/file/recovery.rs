@@ -851,15 +851,16 @@ impl<'a> Replay<'a> {
                 if transaction.covered {
                     return Ok(());
                 }
-                let found = CommitSummary {
-                    put_records: transaction.put_records,
-                    put_events: transaction.puts.len() as u32,
-                    take_events: transaction.takes.len() as u32,
-                };
-                if found != summary {
+                let found = (
+                    transaction.put_records,
+                    transaction.puts.len() as u32,
+                    transaction.takes.len() as u32,
+                );
+                if found != summary.counts() {
                     return Err(malformed(format!(
-                        "commit of transaction {} vouches for {summary:?} but the log holds {found:?}",
-                        header.transaction_id
+                        "commit of transaction {} vouches for (put records, put events, takes) {:?} but the log holds {found:?}",
+                        header.transaction_id,
+                        summary.counts()
                     )));
                 }
                 self.committed.push(CommittedTransaction {
