@@ -35,7 +35,7 @@ use super::space::SpaceGuard;
 use crate::channel::unix_time_ms;
 use crate::error::ChannelError;
 use crate::record::{peek_record_bytes, seal_record, SegmentHeader, SEGMENT_HEADER_BYTES};
-use crate::storage::{Storage, StorageFile};
+use crate::storage::{Storage, StorageFile, WriteSyncError};
 
 /// Space reserved ahead of the write position, so that most syncs carry no size change.
 pub(crate) const PREALLOCATION_CHUNK_BYTES: u64 = 16 * 1024 * 1024;
@@ -314,7 +314,7 @@ impl DirWriter {
                     && end_position > self.settings.max_file_size_bytes
                     && buffer_start + (buffer.len() as u64) > SEGMENT_HEADER_BYTES as u64
                 {
-                    self.write_buffer(&buffer, buffer_start)?;
+                    self.write_buffer(&buffer, buffer_start, Durability::Deferred)?;
                     buffer.clear();
                     self.roll()?;
                     buffer_start = self.active_ref().position;
@@ -326,7 +326,7 @@ impl DirWriter {
                         as usize;
                     let end_position = buffer_start + (buffer.len() + record_bytes) as u64;
                     if end_position > self.settings.max_file_size_bytes {
-                        self.write_buffer(&buffer, buffer_start)?;
+                        self.write_buffer(&buffer, buffer_start, Durability::Deferred)?;
                         buffer.clear();
                         self.roll()?;
                         buffer_start = self.active_ref().position;
@@ -348,11 +348,13 @@ impl DirWriter {
                 }
                 all_locations.push(locations);
             }
-            self.write_buffer(&buffer, buffer_start)?;
             if self.settings.fsync_per_transaction {
-                self.sync_active()?;
-            } else if self.unsynced_since.is_none() {
-                self.unsynced_since = Some(Instant::now());
+                self.write_buffer(&buffer, buffer_start, Durability::Synced)?;
+            } else {
+                self.write_buffer(&buffer, buffer_start, Durability::Deferred)?;
+                if self.unsynced_since.is_none() {
+                    self.unsynced_since = Some(Instant::now());
+                }
             }
             Ok(all_locations)
         })();
@@ -367,9 +369,21 @@ impl DirWriter {
     }
 
     /// Writes `buffer` at `position` of the active segment, reserving space ahead first.
-    fn write_buffer(&mut self, buffer: &[u8], position: u64) -> Result<(), RoundFailure> {
+    ///
+    /// With [`Durability::Synced`] the write and its `fdatasync` go out together (one
+    /// io_uring submission where available); a failed write is recoverable, a failed
+    /// sync is fail-stop.
+    fn write_buffer(
+        &mut self,
+        buffer: &[u8],
+        position: u64,
+        durability: Durability,
+    ) -> Result<(), RoundFailure> {
         if buffer.is_empty() {
-            return Ok(());
+            return match durability {
+                Durability::Synced => self.sync_active(),
+                Durability::Deferred => Ok(()),
+            };
         }
         let max_file_size = self.settings.max_file_size_bytes;
         let channel = self.settings.channel.clone();
@@ -382,10 +396,32 @@ impl DirWriter {
             })?;
             active.allocated = target;
         }
-        active
-            .file
-            .write_all_at(buffer, position)
-            .map_err(|source| recoverable(io_error(&channel, &active.path, "write", source)))?;
+        match durability {
+            Durability::Deferred => active
+                .file
+                .write_all_at(buffer, position)
+                .map_err(|source| recoverable(io_error(&channel, &active.path, "write", source)))?,
+            Durability::Synced => {
+                let started = Instant::now();
+                active
+                    .file
+                    .write_all_at_and_sync_data(buffer, position)
+                    .map_err(|failure| match failure {
+                        WriteSyncError::Write(source) => {
+                            recoverable(io_error(&channel, &active.path, "write", source))
+                        }
+                        WriteSyncError::Sync(source) => RoundFailure {
+                            error: io_error(&channel, &active.path, "fdatasync", source),
+                            fatal: true,
+                        },
+                    })?;
+                self.unsynced_since = None;
+                self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .sync_time_us
+                    .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            }
+        }
         active.position = end;
         active.meta.size_bytes.store(end, Ordering::Relaxed);
         self.stats
@@ -530,6 +566,15 @@ fn record_write_order_id(record: &[u8]) -> u64 {
             .try_into()
             .expect("a record header is 32 bytes"),
     )
+}
+
+/// Whether a buffer written by the writer must be durable before the call returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// Written and synced (the round's last write, with `fsyncPerTransaction`).
+    Synced,
+    /// Written only (before a roll, whose close syncs it; or without per-transaction sync).
+    Deferred,
 }
 
 fn recoverable(error: ChannelError) -> RoundFailure {

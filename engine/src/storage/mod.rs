@@ -10,6 +10,7 @@
 
 mod real;
 mod sim;
+mod uring;
 
 use std::fmt;
 use std::io;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 pub use real::RealFs;
 pub use sim::{CrashMode, SimFs, SimFsOptions};
+pub use uring::{io_backend, IoBackend, WriteSyncError, IO_BACKEND_VARIABLE};
 
 /// A directory tree the engine can create files in.
 pub trait Storage: Send + Sync + fmt::Debug {
@@ -72,6 +74,14 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
 
     /// Makes data and all metadata durable: `fsync`.
     fn sync_all(&self) -> io::Result<()>;
+
+    /// Writes all of `buf` at `offset`, then makes it durable (`fdatasync`). Says which
+    /// half failed: a failed write can be retried, a failed sync cannot.
+    fn write_all_at_and_sync_data(&self, buf: &[u8], offset: u64) -> Result<(), WriteSyncError> {
+        self.write_all_at(buf, offset)
+            .map_err(WriteSyncError::Write)?;
+        self.sync_data().map_err(WriteSyncError::Sync)
+    }
 
     /// Hints that `len` bytes at `offset` will be read soon, so the system can start
     /// reading them in the background. Only a hint: the default does nothing.

@@ -6,7 +6,10 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{DirLock, Storage, StorageFile};
+use std::os::fd::AsRawFd;
+
+use super::uring::{self, IoBackend, WriteOutcome};
+use super::{DirLock, Storage, StorageFile, WriteSyncError};
 
 /// The operating system's filesystem.
 #[derive(Debug, Default, Clone, Copy)]
@@ -121,6 +124,25 @@ impl StorageFile for RealFile {
             Err(rustix::io::Errno::OPNOTSUPP) => self.file.set_len(len),
             Err(errno) => Err(errno.into()),
         }
+    }
+
+    fn write_all_at_and_sync_data(&self, buf: &[u8], offset: u64) -> Result<(), WriteSyncError> {
+        if uring::io_backend() == IoBackend::IoUring {
+            match uring::write_and_sync(self.file.as_raw_fd(), buf, offset)? {
+                WriteOutcome::Complete => return Ok(()),
+                WriteOutcome::Short { written_bytes } => {
+                    // Finish the rest the plain way; the sync below covers all of it.
+                    self.file
+                        .write_all_at(&buf[written_bytes..], offset + written_bytes as u64)
+                        .map_err(WriteSyncError::Write)?;
+                    return self.file.sync_data().map_err(WriteSyncError::Sync);
+                }
+            }
+        }
+        self.file
+            .write_all_at(buf, offset)
+            .map_err(WriteSyncError::Write)?;
+        self.file.sync_data().map_err(WriteSyncError::Sync)
     }
 
     fn prefetch(&self, offset: u64, len: u64) {

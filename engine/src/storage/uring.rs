@@ -1,0 +1,186 @@
+//! io_uring for the log writer: a write linked to an `fdatasync` in one submission, on one
+//! persistent ring per writer thread.
+//!
+//! The pwrite + fdatasync pair costs two system calls and a return to user space between
+//! them; the linked pair costs one `io_uring_enter` that returns when both are done. The
+//! kernel runs the sync only if the write completed in full (a short or failed write
+//! cancels it), so the data that is reported durable is exactly the data written.
+//!
+//! Containers often forbid io_uring, so it is probed once; without it (or with
+//! `MILLRACE_IO_BACKEND=pwrite`) the writer uses plain `pwrite` + `fdatasync`.
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::OnceLock;
+
+use io_uring::{opcode, squeue, types, IoUring};
+use tracing::info;
+
+/// Submission queue entries per ring: the linked write and sync.
+const RING_ENTRIES: u32 = 4;
+const WRITE_TAG: u64 = 1;
+const SYNC_TAG: u64 = 2;
+/// Environment variable that forces the I/O backend: `io_uring`, `pwrite` or `auto`.
+pub const IO_BACKEND_VARIABLE: &str = "MILLRACE_IO_BACKEND";
+
+/// How the log writer issues its writes and syncs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoBackend {
+    /// A write linked to an fdatasync in one io_uring submission.
+    IoUring,
+    /// `pwrite` then `fdatasync`.
+    Pwrite,
+}
+
+/// The backend in use, chosen once per process: forced by [`IO_BACKEND_VARIABLE`], else
+/// io_uring when a ring can be created, else pwrite. The choice is logged.
+pub fn io_backend() -> IoBackend {
+    static BACKEND: OnceLock<IoBackend> = OnceLock::new();
+    *BACKEND.get_or_init(|| {
+        let requested = std::env::var(IO_BACKEND_VARIABLE).unwrap_or_default();
+        let backend = match requested.as_str() {
+            "pwrite" => IoBackend::Pwrite,
+            "io_uring" => IoBackend::IoUring,
+            _ if IoUring::new(RING_ENTRIES).is_ok() => IoBackend::IoUring,
+            _ => IoBackend::Pwrite,
+        };
+        info!(?backend, requested = %requested, "log writer I/O backend chosen");
+        backend
+    })
+}
+
+/// Which half of a linked write + sync failed.
+#[derive(Debug)]
+pub enum WriteSyncError {
+    /// The write failed or was short: nothing was synced; the data may be retried.
+    Write(io::Error),
+    /// The write succeeded and the sync failed: fail-stop.
+    Sync(io::Error),
+}
+
+thread_local! {
+    static RING: RefCell<Option<IoUring>> = const { RefCell::new(None) };
+}
+
+/// Writes `buf` at `offset` of `fd` and `fdatasync`s it, linked in one submission on this
+/// thread's ring. Returns the number of bytes written when the write was short (the sync
+/// was then cancelled), so the caller can finish the rest another way.
+pub(crate) fn write_and_sync(
+    fd: RawFd,
+    buf: &[u8],
+    offset: u64,
+) -> Result<WriteOutcome, WriteSyncError> {
+    RING.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(IoUring::new(RING_ENTRIES).map_err(WriteSyncError::Write)?);
+        }
+        let ring = slot.as_mut().expect("created above");
+        let length = u32::try_from(buf.len()).map_err(|_| {
+            WriteSyncError::Write(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "one write is limited to 4 GiB",
+            ))
+        })?;
+        let write = opcode::Write::new(types::Fd(fd), buf.as_ptr(), length)
+            .offset(offset)
+            .build()
+            .flags(squeue::Flags::IO_LINK)
+            .user_data(WRITE_TAG);
+        let sync = opcode::Fsync::new(types::Fd(fd))
+            .flags(types::FsyncFlags::DATASYNC)
+            .build()
+            .user_data(SYNC_TAG);
+        // SAFETY: the entries point at `buf`, which outlives the submission: this function
+        // waits for both completions before returning, and the ring is used by no one else
+        // (it is this thread's own).
+        unsafe {
+            let mut queue = ring.submission();
+            queue
+                .push(&write)
+                .and_then(|()| queue.push(&sync))
+                .map_err(|_| {
+                    WriteSyncError::Write(io::Error::other("io_uring submission queue full"))
+                })?;
+        }
+        ring.submit_and_wait(2).map_err(WriteSyncError::Write)?;
+        let mut write_result = None;
+        let mut sync_result = None;
+        for completion in ring.completion() {
+            match completion.user_data() {
+                WRITE_TAG => write_result = Some(completion.result()),
+                SYNC_TAG => sync_result = Some(completion.result()),
+                _ => {}
+            }
+        }
+        let written = write_result.unwrap_or(-libc_eio());
+        if written < 0 {
+            return Err(WriteSyncError::Write(io::Error::from_raw_os_error(
+                -written,
+            )));
+        }
+        if (written as usize) < buf.len() {
+            return Ok(WriteOutcome::Short {
+                written_bytes: written as usize,
+            });
+        }
+        match sync_result.unwrap_or(-libc_eio()) {
+            result if result < 0 => {
+                Err(WriteSyncError::Sync(io::Error::from_raw_os_error(-result)))
+            }
+            _ => Ok(WriteOutcome::Complete),
+        }
+    })
+}
+
+fn libc_eio() -> i32 {
+    rustix::io::Errno::IO.raw_os_error()
+}
+
+/// What a linked write + sync did when it did not fail.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum WriteOutcome {
+    /// Everything written and synced.
+    Complete,
+    /// The write stopped early and the sync was cancelled.
+    Short { written_bytes: usize },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+
+    fn ring_available() -> bool {
+        IoUring::new(RING_ENTRIES).is_ok()
+    }
+
+    #[test]
+    fn a_linked_write_and_sync_writes_the_bytes_at_the_offset() {
+        if !ring_available() {
+            println!("skipped: io_uring is not available here");
+            return;
+        }
+        let file = tempfile::tempfile().unwrap();
+        let outcome = write_and_sync(file.as_raw_fd(), b"linked", 10).unwrap();
+        assert_eq!(outcome, WriteOutcome::Complete);
+        let mut read_back = [0u8; 6];
+        file.read_exact_at(&mut read_back, 10).unwrap();
+        assert_eq!(&read_back, b"linked");
+    }
+
+    #[test]
+    fn a_failed_write_is_reported_as_the_write_half() {
+        if !ring_available() {
+            println!("skipped: io_uring is not available here");
+            return;
+        }
+        let read_only = std::fs::File::open("/proc/self/status").unwrap();
+        match write_and_sync(read_only.as_raw_fd(), b"x", 0) {
+            Err(WriteSyncError::Write(error)) => assert!(error.raw_os_error().is_some()),
+            other => panic!("expected a write failure, got {other:?}"),
+        }
+    }
+}
