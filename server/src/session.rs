@@ -257,6 +257,9 @@ pub struct Session {
     partial_frame_since: Option<Instant>,
     /// The client's name from its `Hello`, for logs.
     client_name: String,
+    /// True once `HelloAccepted` is queued: until then the server's first bytes are
+    /// still to come, so a refusal is a handshake rejection preceded by the magic.
+    handshake_accepted: bool,
 }
 
 impl Session {
@@ -282,6 +285,7 @@ impl Session {
             shutdown,
             partial_frame_since: None,
             client_name: String::new(),
+            handshake_accepted: false,
         }
     }
 
@@ -392,9 +396,9 @@ impl Session {
     }
 
     /// Queues an error frame after which the connection closes: a handshake rejection
-    /// (after the magic) while no `Hello` has been read, else an ordinary error.
+    /// (after the magic) while the handshake is not accepted, else an ordinary error.
     fn queue_closing_error(&mut self, request_id: RequestId, error: ErrorResponse) {
-        let response = if self.decoder.hello_received() {
+        let response = if self.handshake_accepted {
             Response::Error(error)
         } else {
             Response::HandshakeRejected(error)
@@ -534,6 +538,7 @@ impl Session {
             server_name: self.settings.server_name.clone(),
         };
         self.respond(request_id, &Response::HelloAccepted(accepted));
+        self.handshake_accepted = true;
         Flow::Continue
     }
 

@@ -128,6 +128,9 @@ pub struct ServerSetup {
     pub config: Option<String>,
     /// Extra command-line arguments.
     pub args: Vec<String>,
+    /// Files to create in the server's directory before it starts: (relative path,
+    /// contents).
+    pub files: Vec<(String, Vec<u8>)>,
 }
 
 impl ServerSetup {
@@ -140,8 +143,14 @@ impl ServerSetup {
     pub fn with_config(config: impl Into<String>) -> Self {
         ServerSetup {
             config: Some(config.into()),
-            args: Vec::new(),
+            ..ServerSetup::default()
         }
+    }
+
+    /// Adds a file to create in the server's directory before it starts.
+    pub fn file(mut self, path: impl Into<String>, contents: impl Into<Vec<u8>>) -> Self {
+        self.files.push((path.into(), contents.into()));
+        self
     }
 
     /// Adds command-line arguments.
@@ -170,6 +179,9 @@ impl Server {
             .expect("a temporary directory");
         if let Some(config) = &setup.config {
             std::fs::write(directory.path().join(CONFIG_FILE_NAME), config).expect("write config");
+        }
+        for (path, contents) in &setup.files {
+            std::fs::write(directory.path().join(path), contents).expect("write a prepared file");
         }
         let mut server = Server {
             directory,
@@ -257,6 +269,18 @@ impl Server {
     fn pid(&self) -> Pid {
         let process = self.process.as_ref().expect("the server is running");
         Pid::from_raw(process.id() as i32).expect("a valid pid")
+    }
+
+    /// The process's resident memory, from `/proc/PID/status` (`VmRSS`).
+    pub fn resident_memory_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid().as_raw_nonzero()))
+            .expect("read /proc/PID/status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("a VmRSS line");
+        kib * 1024
     }
 
     /// Sends SIGTERM and waits for the exit.
@@ -578,6 +602,11 @@ impl RawConnection {
                 Err(_) => return (bytes, false),
             }
         }
+    }
+
+    /// The socket, for writing from another thread (`try_clone`).
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
     }
 
     /// Closes the connection abruptly from the client side.
