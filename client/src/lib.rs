@@ -276,7 +276,10 @@ impl ClientError {
             | ClientError::Io { .. }
             | ClientError::Closed { .. } => true,
             ClientError::Rejected { error, .. } => {
-                matches!(error.code, ErrorCode::TooManyConnections | ErrorCode::ShuttingDown)
+                matches!(
+                    error.code,
+                    ErrorCode::TooManyConnections | ErrorCode::ShuttingDown
+                )
             }
             _ => false,
         }
@@ -366,7 +369,10 @@ impl Client {
         Ok(())
     }
 
-    async fn handshake(options: ClientOptions, limits: DecodeLimits) -> Result<Client, ClientError> {
+    async fn handshake(
+        options: ClientOptions,
+        limits: DecodeLimits,
+    ) -> Result<Client, ClientError> {
         let stream = TcpStream::connect(&options.address)
             .await
             .map_err(|source| ClientError::Connect {
@@ -397,7 +403,9 @@ impl Client {
         let frame = client.receive().await?;
         match frame.response {
             Response::HelloAccepted(accepted) => {
-                client.encoder.set_peer_max_frame_bytes(accepted.max_frame_bytes);
+                client
+                    .encoder
+                    .set_peer_max_frame_bytes(accepted.max_frame_bytes);
                 client.server = accepted;
                 Ok(client)
             }
@@ -614,7 +622,11 @@ impl Client {
 
     /// Takes up to `max_events` into the open transaction, waiting up to `wait` for the
     /// first one when the channel is empty. May return fewer (or none).
-    pub async fn take(&mut self, max_events: u32, wait: Duration) -> Result<Vec<Event>, ClientError> {
+    pub async fn take(
+        &mut self,
+        max_events: u32,
+        wait: Duration,
+    ) -> Result<Vec<Event>, ClientError> {
         let wait_ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX);
         let request = Request::Take {
             max_events: max_events.max(1),
@@ -632,7 +644,11 @@ impl Client {
     /// Puts `events` on `channel` and commits them, all or none. One `PutCommit` frame
     /// when they fit the server's frame limit; else `Begin`, `Put`s and `Commit`,
     /// pipelined. Needs no open transaction and leaves none.
-    pub async fn put_and_commit(&mut self, channel: &str, events: &[Event]) -> Result<(), ClientError> {
+    pub async fn put_and_commit(
+        &mut self,
+        channel: &str,
+        events: &[Event],
+    ) -> Result<(), ClientError> {
         let request_id = self.next_request_id();
         let mut writer = self
             .encoder

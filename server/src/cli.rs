@@ -32,11 +32,21 @@ use crate::config::{AuthToken, HostPort, ServerSettings};
 )]
 pub struct ChanneldArgs {
     /// Flume agent configuration file (Java properties).
-    #[arg(short = 'f', long = "conf-file", value_name = "FILE", requires = "name")]
+    #[arg(
+        short = 'f',
+        long = "conf-file",
+        value_name = "FILE",
+        requires = "name"
+    )]
     pub conf_file: Option<PathBuf>,
 
     /// The agent of the file to run.
-    #[arg(short = 'n', long = "name", value_name = "AGENT", requires = "conf_file")]
+    #[arg(
+        short = 'n',
+        long = "name",
+        value_name = "AGENT",
+        requires = "conf_file"
+    )]
     pub name: Option<String>,
 
     /// Protocol listener address (overrides server.bind); port 0 picks a free port.
@@ -49,7 +59,12 @@ pub struct ChanneldArgs {
 
     /// Shared secret clients must present (overrides server.authToken). Prefer the
     /// environment variable: a flag is visible to every user in the process list.
-    #[arg(long, value_name = "TOKEN", env = "MILLRACE_AUTH_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "MILLRACE_AUTH_TOKEN",
+        hide_env_values = true
+    )]
     pub auth_token: Option<String>,
 
     /// Most simultaneous connections (overrides server.maxConnections).

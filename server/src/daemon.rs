@@ -24,7 +24,9 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use crate::cli::{self, ChanneldArgs, SettingError};
-use crate::config::{load_agent_config, AgentConfig, ConfigErrors, HostPort, DEFAULT_DATA_BASE_DIR};
+use crate::config::{
+    load_agent_config, AgentConfig, ConfigErrors, HostPort, DEFAULT_DATA_BASE_DIR,
+};
 use crate::http::{self, HttpState};
 use crate::listener::ProtocolListener;
 use crate::metrics::flume_counters;
@@ -156,7 +158,11 @@ async fn bind(purpose: &'static str, address: &HostPort) -> Result<TcpListener, 
         })
 }
 
-fn local_address(listener: &TcpListener, purpose: &'static str, address: &HostPort) -> Result<SocketAddr, DaemonError> {
+fn local_address(
+    listener: &TcpListener,
+    purpose: &'static str,
+    address: &HostPort,
+) -> Result<SocketAddr, DaemonError> {
     listener.local_addr().map_err(|source| DaemonError::Bind {
         purpose,
         address: address.clone(),
@@ -166,7 +172,11 @@ fn local_address(listener: &TcpListener, purpose: &'static str, address: &HostPo
 
 /// Writes the ready file atomically (temporary file, then rename), so a reader never
 /// sees half of it.
-fn write_ready_file(path: &Path, protocol: SocketAddr, http: SocketAddr) -> Result<(), DaemonError> {
+fn write_ready_file(
+    path: &Path,
+    protocol: SocketAddr,
+    http: SocketAddr,
+) -> Result<(), DaemonError> {
     let body = json!({
         "protocol": protocol.to_string(),
         "http": http.to_string(),
@@ -194,10 +204,15 @@ fn watch_signals(controller: Arc<ShutdownController>) -> Result<(), DaemonError>
                 _ = terminate.recv() => "SIGTERM",
                 _ = interrupt.recv() => "SIGINT",
             };
-            info!(signal = name, "stopping: {}", match phase {
-                ShutdownPhase::Draining => "no new connections or transactions; open transactions may finish",
-                _ => "rolling back open transactions now",
-            });
+            info!(
+                signal = name,
+                "stopping: {}",
+                match phase {
+                    ShutdownPhase::Draining =>
+                        "no new connections or transactions; open transactions may finish",
+                    _ => "rolling back open transactions now",
+                }
+            );
             controller.advance(phase);
         }
     });
@@ -208,13 +223,12 @@ async fn serve(config: AgentConfig, ready_file: Option<PathBuf>) -> Result<(), D
     let settings = config.server.clone();
     let max_frame_bytes = cli::max_frame_bytes(&settings)?;
     let max_connections = cli::max_connections(&settings)?;
-    let decode_limits = DecodeLimits::new(max_frame_bytes).map_err(|_| {
-        SettingError::MaxFrameBytesOutOfRange {
+    let decode_limits =
+        DecodeLimits::new(max_frame_bytes).map_err(|_| SettingError::MaxFrameBytesOutOfRange {
             max_frame_bytes: settings.max_frame_bytes,
             min_bytes: millrace_protocol::MIN_MAX_FRAME_BYTES,
             max_bytes: u32::MAX,
-        }
-    })?;
+        })?;
     let (registry, openers) =
         ChannelRegistry::plan(&config.channels).map_err(DaemonError::UnavailableChannelTypes)?;
     let registry = Arc::new(registry);
@@ -283,10 +297,18 @@ async fn serve(config: AgentConfig, ready_file: Option<PathBuf>) -> Result<(), D
 
 /// Lets sessions finish their transactions for up to `grace`, then aborts the rest and
 /// waits (boundedly) for them to roll back.
-async fn stop_sessions(mut sessions: JoinSet<()>, controller: &ShutdownController, grace: Duration) {
+async fn stop_sessions(
+    mut sessions: JoinSet<()>,
+    controller: &ShutdownController,
+    grace: Duration,
+) {
     let open_sessions = sessions.len();
     if open_sessions > 0 {
-        info!(open_sessions, grace_ms = grace.as_millis() as u64, "waiting for open transactions to finish");
+        info!(
+            open_sessions,
+            grace_ms = grace.as_millis() as u64,
+            "waiting for open transactions to finish"
+        );
     }
     let mut abort_signal = controller.watcher();
     let drained = tokio::select! {
@@ -294,7 +316,10 @@ async fn stop_sessions(mut sessions: JoinSet<()>, controller: &ShutdownControlle
         () = abort_signal.reached(ShutdownPhase::Aborting) => false,
     };
     if !drained {
-        info!(open_sessions = sessions.len(), "grace period over; rolling back open transactions");
+        info!(
+            open_sessions = sessions.len(),
+            "grace period over; rolling back open transactions"
+        );
     }
     controller.advance(ShutdownPhase::Aborting);
     let all_closed = tokio::time::timeout(ABORT_WAIT, async {
@@ -303,7 +328,10 @@ async fn stop_sessions(mut sessions: JoinSet<()>, controller: &ShutdownControlle
     .await
     .is_ok();
     if !all_closed {
-        warn!(open_sessions = sessions.len(), "sessions still closing; stopping anyway");
+        warn!(
+            open_sessions = sessions.len(),
+            "sessions still closing; stopping anyway"
+        );
         sessions.abort_all();
     }
 }

@@ -97,7 +97,11 @@ mod tests {
         assert_eq!(response.channel.as_deref(), Some("c1"));
         assert_eq!(response.field(fields::CAPACITY), Some(10));
         assert_eq!(response.field(fields::SIZE), Some(10));
-        assert!(response.message.contains("capacity 10"), "{}", response.message);
+        assert!(
+            response.message.contains("capacity 10"),
+            "{}",
+            response.message
+        );
     }
 
     #[test]

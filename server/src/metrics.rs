@@ -66,12 +66,30 @@ pub fn flume_counters(stats: &ChannelStats) -> Vec<(&'static str, u64)> {
     vec![
         (counters::CHANNEL_SIZE, stats.channel_size),
         (counters::CHANNEL_CAPACITY, stats.channel_capacity),
-        (counters::EVENT_PUT_ATTEMPT_COUNT, stats.event_put_attempt_count),
-        (counters::EVENT_PUT_SUCCESS_COUNT, stats.event_put_success_count),
-        (counters::EVENT_TAKE_ATTEMPT_COUNT, stats.event_take_attempt_count),
-        (counters::EVENT_TAKE_SUCCESS_COUNT, stats.event_take_success_count),
-        (attributes::EVENT_PUT_ERROR_COUNT, stats.event_put_error_count),
-        (attributes::EVENT_TAKE_ERROR_COUNT, stats.event_take_error_count),
+        (
+            counters::EVENT_PUT_ATTEMPT_COUNT,
+            stats.event_put_attempt_count,
+        ),
+        (
+            counters::EVENT_PUT_SUCCESS_COUNT,
+            stats.event_put_success_count,
+        ),
+        (
+            counters::EVENT_TAKE_ATTEMPT_COUNT,
+            stats.event_take_attempt_count,
+        ),
+        (
+            counters::EVENT_TAKE_SUCCESS_COUNT,
+            stats.event_take_success_count,
+        ),
+        (
+            attributes::EVENT_PUT_ERROR_COUNT,
+            stats.event_put_error_count,
+        ),
+        (
+            attributes::EVENT_TAKE_ERROR_COUNT,
+            stats.event_take_error_count,
+        ),
         (
             attributes::CHECKPOINT_WRITE_ERROR_COUNT,
             stats.checkpoint_write_error_count,
@@ -191,7 +209,9 @@ pub fn metrics_json(registry: &ChannelRegistry) -> Value {
         );
         if let ChannelState::Ready(channel) = &state {
             for (index, (path, dir_stats)) in channel.dir_stats().iter().enumerate() {
-                let load = |counter: &AtomicU64| Value::String(counter.load(Ordering::Relaxed).to_string());
+                let load = |counter: &AtomicU64| {
+                    Value::String(counter.load(Ordering::Relaxed).to_string())
+                };
                 let mut dir = Map::new();
                 dir.insert("Channel".into(), Value::String(entry.name().to_string()));
                 dir.insert("Path".into(), Value::String(path.display().to_string()));
@@ -200,7 +220,10 @@ pub fn metrics_json(registry: &ChannelRegistry) -> Value {
                 dir.insert("SyncTimeMicros".into(), load(&dir_stats.sync_time_us));
                 dir.insert("WriteRoundCount".into(), load(&dir_stats.rounds));
                 dir.insert("TransactionCount".into(), load(&dir_stats.transactions));
-                dir.insert("SegmentsCreatedCount".into(), load(&dir_stats.segments_created));
+                dir.insert(
+                    "SegmentsCreatedCount".into(),
+                    load(&dir_stats.segments_created),
+                );
                 root.insert(
                     format!("{DATA_DIR_KEY_PREFIX}{}.{index}", entry.name()),
                     Value::Object(dir),
@@ -239,7 +262,11 @@ pub fn prometheus_text(registry: &ChannelRegistry) -> Result<String, std::fmt::E
         metrics.register(name, help, family.clone());
         family
     };
-    let size = gauge(&mut metrics, "channel_size", "Events in the channel (Flume ChannelSize)");
+    let size = gauge(
+        &mut metrics,
+        "channel_size",
+        "Events in the channel (Flume ChannelSize)",
+    );
     let capacity = gauge(&mut metrics, "channel_capacity", "Flume ChannelCapacity");
     let fill = Family::<ChannelLabels, FloatGauge>::default();
     metrics.register(
@@ -247,7 +274,11 @@ pub fn prometheus_text(registry: &ChannelRegistry) -> Result<String, std::fmt::E
         "Flume ChannelFillPercentage",
         fill.clone(),
     );
-    let open = gauge(&mut metrics, "channel_open", "1 when the channel serves (Flume Open)");
+    let open = gauge(
+        &mut metrics,
+        "channel_open",
+        "1 when the channel serves (Flume Open)",
+    );
     let unhealthy = gauge(
         &mut metrics,
         "channel_unhealthy",
@@ -259,12 +290,36 @@ pub fn prometheus_text(registry: &ChannelRegistry) -> Result<String, std::fmt::E
         "Unix time the channel started (Flume StartTime)",
         start_time.clone(),
     );
-    let put_attempts = counter(&mut metrics, "channel_event_put_attempt", "Flume EventPutAttemptCount");
-    let put_successes = counter(&mut metrics, "channel_event_put_success", "Flume EventPutSuccessCount");
-    let take_attempts = counter(&mut metrics, "channel_event_take_attempt", "Flume EventTakeAttemptCount");
-    let take_successes = counter(&mut metrics, "channel_event_take_success", "Flume EventTakeSuccessCount");
-    let put_errors = counter(&mut metrics, "channel_event_put_error", "Flume EventPutErrorCount");
-    let take_errors = counter(&mut metrics, "channel_event_take_error", "Flume EventTakeErrorCount");
+    let put_attempts = counter(
+        &mut metrics,
+        "channel_event_put_attempt",
+        "Flume EventPutAttemptCount",
+    );
+    let put_successes = counter(
+        &mut metrics,
+        "channel_event_put_success",
+        "Flume EventPutSuccessCount",
+    );
+    let take_attempts = counter(
+        &mut metrics,
+        "channel_event_take_attempt",
+        "Flume EventTakeAttemptCount",
+    );
+    let take_successes = counter(
+        &mut metrics,
+        "channel_event_take_success",
+        "Flume EventTakeSuccessCount",
+    );
+    let put_errors = counter(
+        &mut metrics,
+        "channel_event_put_error",
+        "Flume EventPutErrorCount",
+    );
+    let take_errors = counter(
+        &mut metrics,
+        "channel_event_take_error",
+        "Flume EventTakeErrorCount",
+    );
     let checkpoint_errors = counter(
         &mut metrics,
         "channel_checkpoint_write_error",
@@ -280,11 +335,31 @@ pub fn prometheus_text(registry: &ChannelRegistry) -> Result<String, std::fmt::E
         metrics.register(name, help, family.clone());
         family
     };
-    let dir_bytes = dir_counter(&mut metrics, "data_dir_written_bytes", "Bytes of log records written to the data directory");
-    let dir_syncs = dir_counter(&mut metrics, "data_dir_syncs", "fdatasync calls on the data directory's segments");
-    let dir_rounds = dir_counter(&mut metrics, "data_dir_write_rounds", "Group-commit rounds (one write, at most one sync)");
-    let dir_transactions = dir_counter(&mut metrics, "data_dir_transactions", "Transactions committed through the data directory");
-    let dir_segments = dir_counter(&mut metrics, "data_dir_segments_created", "Segments created in the data directory");
+    let dir_bytes = dir_counter(
+        &mut metrics,
+        "data_dir_written_bytes",
+        "Bytes of log records written to the data directory",
+    );
+    let dir_syncs = dir_counter(
+        &mut metrics,
+        "data_dir_syncs",
+        "fdatasync calls on the data directory's segments",
+    );
+    let dir_rounds = dir_counter(
+        &mut metrics,
+        "data_dir_write_rounds",
+        "Group-commit rounds (one write, at most one sync)",
+    );
+    let dir_transactions = dir_counter(
+        &mut metrics,
+        "data_dir_transactions",
+        "Transactions committed through the data directory",
+    );
+    let dir_segments = dir_counter(
+        &mut metrics,
+        "data_dir_segments_created",
+        "Segments created in the data directory",
+    );
     let dir_sync_seconds = Family::<DataDirLabels, FloatCounter>::default();
     metrics.register(
         "data_dir_sync_duration_seconds",
@@ -300,15 +375,21 @@ pub fn prometheus_text(registry: &ChannelRegistry) -> Result<String, std::fmt::E
         let state = entry.state();
         let flags = health_flags(&state);
         open.get_or_create(&labels).set(i64::from(flags.open));
-        unhealthy.get_or_create(&labels).set(i64::from(flags.unhealthy));
+        unhealthy
+            .get_or_create(&labels)
+            .set(i64::from(flags.unhealthy));
         let ChannelState::Ready(channel) = &state else {
             continue;
         };
         let stats = channel.stats();
         let as_gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
-        size.get_or_create(&labels).set(as_gauge(stats.channel_size));
-        capacity.get_or_create(&labels).set(as_gauge(stats.channel_capacity));
-        fill.get_or_create(&labels).set(stats.channel_fill_percentage());
+        size.get_or_create(&labels)
+            .set(as_gauge(stats.channel_size));
+        capacity
+            .get_or_create(&labels)
+            .set(as_gauge(stats.channel_capacity));
+        fill.get_or_create(&labels)
+            .set(stats.channel_fill_percentage());
         start_time
             .get_or_create(&labels)
             .set(stats.start_time_ms as f64 / MILLIS_PER_SECOND);
@@ -320,7 +401,10 @@ pub fn prometheus_text(registry: &ChannelRegistry) -> Result<String, std::fmt::E
             (&put_errors, stats.event_put_error_count),
             (&take_errors, stats.event_take_error_count),
             (&checkpoint_errors, stats.checkpoint_write_error_count),
-            (&backup_checkpoint_errors, stats.checkpoint_backup_write_error_count),
+            (
+                &backup_checkpoint_errors,
+                stats.checkpoint_backup_write_error_count,
+            ),
         ] {
             family.get_or_create(&labels).inc_by(value);
         }
@@ -375,7 +459,10 @@ mod tests {
             channel_capacity: 100,
             ..ChannelStats::default()
         };
-        let names: Vec<&str> = flume_counters(&stats).iter().map(|(name, _)| *name).collect();
+        let names: Vec<&str> = flume_counters(&stats)
+            .iter()
+            .map(|(name, _)| *name)
+            .collect();
         assert_eq!(
             names[..6],
             [

@@ -195,7 +195,9 @@ impl ChannelRegistry {
                     info!(channel = %entry.name, "channel ready");
                     *entry.state.write() = ChannelState::Ready(channel);
                 }
-                Err(locked @ OpenError::Locked { .. }) => return Err(RegistryError::Locked(locked)),
+                Err(locked @ OpenError::Locked { .. }) => {
+                    return Err(RegistryError::Locked(locked))
+                }
                 Err(open_error) => {
                     error!(channel = %entry.name, error = %open_error, "channel failed to open; serving the others");
                     *entry.state.write() = ChannelState::FailedToOpen {

@@ -103,7 +103,10 @@ enum SessionError {
     #[error("writing to the client failed: {0}")]
     Write(#[source] std::io::Error),
     #[error("writing {pending_bytes} bytes of responses took longer than {limit_ms} ms")]
-    WriteTimedOut { pending_bytes: usize, limit_ms: u128 },
+    WriteTimedOut {
+        pending_bytes: usize,
+        limit_ms: u128,
+    },
     #[error("an engine call panicked: {0}")]
     EngineTaskFailed(String),
 }
@@ -560,7 +563,11 @@ impl Session {
         }
     }
 
-    async fn begin(&mut self, request_id: RequestId, channel_name: &str) -> Result<Flow, SessionError> {
+    async fn begin(
+        &mut self,
+        request_id: RequestId,
+        channel_name: &str,
+    ) -> Result<Flow, SessionError> {
         if let Some(open) = &self.transaction {
             let error = ErrorResponse::transaction_already_open(open.channel_name());
             return Ok(self.respond_error(request_id, error));
@@ -584,7 +591,11 @@ impl Session {
         }
     }
 
-    async fn put(&mut self, request_id: RequestId, events: EventBatch) -> Result<Flow, SessionError> {
+    async fn put(
+        &mut self,
+        request_id: RequestId,
+        events: EventBatch,
+    ) -> Result<Flow, SessionError> {
         let Some(mut open) = self.transaction.take() else {
             return Ok(self.respond_error(request_id, ErrorResponse::no_transaction()));
         };
@@ -706,7 +717,9 @@ impl Session {
         .await?;
         match outcome {
             Ok(()) => Ok(self.respond_ok(request_id)),
-            Err(error) => Ok(self.respond_error(request_id, engine_error_response(&error, attempted_events))),
+            Err(error) => {
+                Ok(self.respond_error(request_id, engine_error_response(&error, attempted_events)))
+            }
         }
     }
 
@@ -726,12 +739,19 @@ impl Session {
                 let reason = entry
                     .unavailable_reason()
                     .unwrap_or_else(|| "the channel is not open".to_string());
-                self.respond_error(request_id, ErrorResponse::channel_unhealthy(channel_name, &reason))
+                self.respond_error(
+                    request_id,
+                    ErrorResponse::channel_unhealthy(channel_name, &reason),
+                )
             }
         }
     }
 
-    async fn checkpoint(&mut self, request_id: RequestId, channel_name: &str) -> Result<Flow, SessionError> {
+    async fn checkpoint(
+        &mut self,
+        request_id: RequestId,
+        channel_name: &str,
+    ) -> Result<Flow, SessionError> {
         let channel = match self.serving_channel(channel_name) {
             Ok((_, channel)) => channel,
             Err(error) => return Ok(self.respond_error(request_id, error)),
@@ -747,7 +767,8 @@ impl Session {
 pub async fn refuse_connection(mut stream: TcpStream, peer: SocketAddr, max_connections: u32) {
     info!(%peer, max_connections, "connection limit reached; refusing");
     let mut output = Vec::new();
-    let rejection = Response::HandshakeRejected(ErrorResponse::too_many_connections(max_connections));
+    let rejection =
+        Response::HandshakeRejected(ErrorResponse::too_many_connections(max_connections));
     if Encoder::default()
         .encode_response(RequestId::CONNECTION, &rejection, &mut output)
         .is_err()
@@ -797,7 +818,10 @@ mod tests {
             .with_header("k", "first")
             .with_header("k", "second");
         let engine_event = to_engine_event(event);
-        assert_eq!(engine_event.headers.get("k").map(String::as_str), Some("second"));
+        assert_eq!(
+            engine_event.headers.get("k").map(String::as_str),
+            Some("second")
+        );
         assert_eq!(&engine_event.body[..], b"body");
     }
 }

@@ -74,7 +74,10 @@ fn build_binaries() -> Binaries {
         .and_then(Path::parent)
         .expect("the test executable lives in <target>/<profile>/deps")
         .to_path_buf();
-    let target_dir = profile_dir.parent().expect("a target directory").to_path_buf();
+    let target_dir = profile_dir
+        .parent()
+        .expect("a target directory")
+        .to_path_buf();
     let workspace_dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("tests/ sits in the workspace");
@@ -83,9 +86,19 @@ fn build_binaries() -> Binaries {
     build
         .current_dir(workspace_dir)
         .env("CARGO_TARGET_DIR", &target_dir)
-        .args(["build", "--bins", "-p", "millrace-server", "-p", "millrace-tools"]);
+        .args([
+            "build",
+            "--bins",
+            "-p",
+            "millrace-server",
+            "-p",
+            "millrace-tools",
+        ]);
     // The release directory holds the release profile; "debug" holds dev and test.
-    if profile_dir.file_name().is_some_and(|name| name == "release") {
+    if profile_dir
+        .file_name()
+        .is_some_and(|name| name == "release")
+    {
         build.arg("--release");
     } else {
         build.args(["--profile", "test"]);
@@ -168,6 +181,8 @@ pub struct Server {
     protocol_address: String,
     http_address: String,
     starts: u32,
+    /// Restart on the addresses of the previous run instead of new ports.
+    keep_addresses: bool,
 }
 
 impl Server {
@@ -190,6 +205,7 @@ impl Server {
             protocol_address: String::new(),
             http_address: String::new(),
             starts: 0,
+            keep_addresses: false,
         };
         server.launch();
         server
@@ -211,7 +227,9 @@ impl Server {
     }
 
     fn stderr_path(&self) -> PathBuf {
-        self.directory.path().join(format!("channeld-{}.stderr", self.starts))
+        self.directory
+            .path()
+            .join(format!("channeld-{}.stderr", self.starts))
     }
 
     /// What the current (or last) run wrote to stderr.
@@ -236,8 +254,13 @@ impl Server {
         if self.setup.config.is_some() {
             command.args(["-f", CONFIG_FILE_NAME, "-n", AGENT]);
         }
+        let (bind, http) = if self.keep_addresses {
+            (self.protocol_address.clone(), self.http_address.clone())
+        } else {
+            ("127.0.0.1:0".to_string(), "127.0.0.1:0".to_string())
+        };
         command
-            .args(["--bind", "127.0.0.1:0", "--http", "127.0.0.1:0", "--ready-file"])
+            .args(["--bind", &bind, "--http", &http, "--ready-file"])
             .arg(&ready_file)
             .args(&self.setup.args);
         let mut child = command.spawn().expect("channeld starts");
@@ -250,7 +273,10 @@ impl Server {
             ready_file.exists()
         });
         if let Some(status) = exited {
-            panic!("channeld exited during startup ({status}):\n{}", self.stderr());
+            panic!(
+                "channeld exited during startup ({status}):\n{}",
+                self.stderr()
+            );
         }
         if !ready {
             let _ = child.kill();
@@ -273,8 +299,9 @@ impl Server {
 
     /// The process's resident memory, from `/proc/PID/status` (`VmRSS`).
     pub fn resident_memory_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid().as_raw_nonzero()))
-            .expect("read /proc/PID/status");
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid().as_raw_nonzero()))
+                .expect("read /proc/PID/status");
         let kib: u64 = status
             .lines()
             .find_map(|line| line.strip_prefix("VmRSS:"))
@@ -320,6 +347,14 @@ impl Server {
     /// Starts the stopped server again with the same directory, configuration and
     /// arguments.
     pub fn restart(&mut self) {
+        self.keep_addresses = false;
+        self.launch();
+    }
+
+    /// Like [`restart`](Self::restart), but on the same protocol and HTTP addresses, so
+    /// clients can reconnect to the address they knew.
+    pub fn restart_on_the_same_addresses(&mut self) {
+        self.keep_addresses = true;
         self.launch();
     }
 
@@ -453,7 +488,9 @@ impl HttpResponse {
 /// server's fixed-length responses; keeps an HTTP client library out of the tests.
 pub fn http_get(address: &str, path: &str) -> HttpResponse {
     let mut stream = TcpStream::connect(address).expect("connect to the HTTP listener");
-    stream.set_read_timeout(Some(READ_TIMEOUT)).expect("read timeout");
+    stream
+        .set_read_timeout(Some(READ_TIMEOUT))
+        .expect("read timeout");
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
@@ -462,7 +499,9 @@ pub fn http_get(address: &str, path: &str) -> HttpResponse {
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).expect("read the response");
     let text = String::from_utf8(raw).expect("a UTF-8 response");
-    let (head, body) = text.split_once("\r\n\r\n").expect("a header/body separator");
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .expect("a header/body separator");
     let mut lines = head.lines();
     let status_line = lines.next().expect("a status line");
     let status = status_line
@@ -496,7 +535,9 @@ impl RawConnection {
     /// Connects (no handshake yet).
     pub fn connect(address: &str) -> RawConnection {
         let stream = TcpStream::connect(address).expect("connect to the protocol listener");
-        stream.set_read_timeout(Some(READ_TIMEOUT)).expect("read timeout");
+        stream
+            .set_read_timeout(Some(READ_TIMEOUT))
+            .expect("read timeout");
         stream.set_nodelay(true).expect("nodelay");
         RawConnection {
             stream,
@@ -538,10 +579,16 @@ impl RawConnection {
     pub fn handshake(&mut self, token: Option<&str>) -> Response {
         let mut hello = Hello::new("millrace-e2e");
         hello.auth_token = token.map(str::to_string);
+        self.handshake_with(hello)
+    }
+
+    /// Sends the given `Hello` and returns the server's answer.
+    pub fn handshake_with(&mut self, hello: Hello) -> Response {
         self.send(&Request::Hello(hello));
         let response = self.receive().response;
         if let Response::HelloAccepted(accepted) = &response {
-            self.encoder.set_peer_max_frame_bytes(accepted.max_frame_bytes);
+            self.encoder
+                .set_peer_max_frame_bytes(accepted.max_frame_bytes);
         }
         response
     }
@@ -559,7 +606,8 @@ impl RawConnection {
 
     /// Reads the next response; panics on a timeout, a close or a decode error.
     pub fn receive(&mut self) -> ResponseFrame {
-        self.try_receive().unwrap_or_else(|problem| panic!("{problem}"))
+        self.try_receive()
+            .unwrap_or_else(|problem| panic!("{problem}"))
     }
 
     /// Reads the next response, or says why there is none.

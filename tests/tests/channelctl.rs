@@ -2,12 +2,14 @@
 //! channeld refusing what it cannot run.
 
 use millrace_e2e::{
-    binaries, channelctl, file_channels_config, successful_lines, ChildGuard, Server,
-    ServerSetup, AGENT,
+    binaries, channelctl, file_channels_config, successful_lines, ChildGuard, Server, ServerSetup,
+    AGENT,
 };
 
 fn numbered_lines(prefix: &str, count: usize) -> Vec<String> {
-    (1..=count).map(|number| format!("{prefix}-{number:05}")).collect()
+    (1..=count)
+        .map(|number| format!("{prefix}-{number:05}"))
+        .collect()
 }
 
 fn as_stdin(lines: &[String]) -> Vec<u8> {
@@ -48,7 +50,16 @@ fn put_commits_a_final_partial_batch_at_end_of_input() {
 fn take_follow_keeps_waiting_for_new_events() {
     let server = Server::start(ServerSetup::embedded_default());
     let mut follower = std::process::Command::new(&binaries().channelctl)
-        .args(["take", "--server", server.protocol_address(), "--follow", "--wait-ms", "100", "--max", "3"])
+        .args([
+            "take",
+            "--server",
+            server.protocol_address(),
+            "--follow",
+            "--wait-ms",
+            "100",
+            "--max",
+            "3",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -117,14 +128,27 @@ fn several_file_channels_from_one_config_keep_their_events_apart() {
     let server = Server::start(ServerSetup::with_config(config));
     for (channel, bodies) in [("c1", "one\ntwo\n"), ("c2", "three\n"), ("c3", "")] {
         let put = server.channelctl("put", &["--channel", channel], bodies.as_bytes());
-        assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
+        assert!(
+            put.status.success(),
+            "{}",
+            String::from_utf8_lossy(&put.stderr)
+        );
     }
-    let take = |channel| successful_lines(&server.channelctl("take", &["--channel", channel, "--wait-ms", "100"], b""));
+    let take = |channel| {
+        successful_lines(&server.channelctl(
+            "take",
+            &["--channel", channel, "--wait-ms", "100"],
+            b"",
+        ))
+    };
     assert_eq!(take("c2"), ["three"]);
     assert_eq!(take("c1"), ["one", "two"]);
     assert!(take("c3").is_empty());
     for channel in ["c1", "c2", "c3"] {
-        assert!(server.directory().join(channel).join("data").is_dir(), "{channel} has its own data dir");
+        assert!(
+            server.directory().join(channel).join("data").is_dir(),
+            "{channel} has its own data dir"
+        );
     }
 }
 
@@ -133,7 +157,10 @@ fn validate_accepts_a_good_file_with_a_summary() {
     let directory = tempfile::tempdir().unwrap();
     let file = directory.path().join("good.conf");
     std::fs::write(&file, file_channels_config(&["c1", "c2"], "")).unwrap();
-    let output = channelctl(&["validate", "-f", file.to_str().unwrap(), "-n", AGENT], b"");
+    let output = channelctl(
+        &["validate", "-f", file.to_str().unwrap(), "-n", AGENT],
+        b"",
+    );
     let summary = successful_lines(&output).join("\n");
     assert!(summary.contains("agent a1 is valid"), "{summary}");
     assert!(summary.contains("c1 (file), c2 (file)"), "{summary}");
@@ -151,11 +178,20 @@ fn validate_exits_78_listing_every_error() {
          a1.channels.c1.transactionCapacity = ten\n",
     )
     .unwrap();
-    let output = channelctl(&["validate", "-f", file.to_str().unwrap(), "-n", AGENT], b"");
+    let output = channelctl(
+        &["validate", "-f", file.to_str().unwrap(), "-n", AGENT],
+        b"",
+    );
     assert_eq!(output.status.code(), Some(78));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("bad.conf:3: a1.channels.c1.capasity: unknown key"), "{stderr}");
-    assert!(stderr.contains("bad.conf:4: a1.channels.c1.transactionCapacity"), "{stderr}");
+    assert!(
+        stderr.contains("bad.conf:3: a1.channels.c1.capasity: unknown key"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("bad.conf:4: a1.channels.c1.transactionCapacity"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -164,13 +200,26 @@ fn a_memory_channel_is_refused_as_not_available_yet() {
     let file = directory.path().join("memory.conf");
     std::fs::write(&file, "a1.channels = m1\na1.channels.m1.type = memory\n").unwrap();
 
-    let validate = channelctl(&["validate", "-f", file.to_str().unwrap(), "-n", AGENT], b"");
+    let validate = channelctl(
+        &["validate", "-f", file.to_str().unwrap(), "-n", AGENT],
+        b"",
+    );
     assert_eq!(validate.status.code(), Some(78));
-    assert!(String::from_utf8_lossy(&validate.stderr).contains("channel type memory is not available yet"));
+    assert!(String::from_utf8_lossy(&validate.stderr)
+        .contains("channel type memory is not available yet"));
 
     let channeld = std::process::Command::new(&binaries().channeld)
         .current_dir(directory.path())
-        .args(["-f", "memory.conf", "-n", AGENT, "--bind", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .args([
+            "-f",
+            "memory.conf",
+            "-n",
+            AGENT,
+            "--bind",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -179,5 +228,8 @@ fn a_memory_channel_is_refused_as_not_available_yet() {
     let output = ChildGuard(Some(channeld)).wait_with_output(std::time::Duration::from_secs(30));
     assert_eq!(output.status.code(), Some(78));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("channel type memory is not available yet"), "{stderr}");
+    assert!(
+        stderr.contains("channel type memory is not available yet"),
+        "{stderr}"
+    );
 }

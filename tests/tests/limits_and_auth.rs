@@ -47,10 +47,15 @@ fn an_oversized_length_prefix_is_refused_and_closed_without_a_big_allocation() {
     assert_eq!(frame.request_id, RequestId::CONNECTION);
     let error = error_of(frame.response);
     assert_eq!(error.code, ErrorCode::FrameTooLarge);
-    assert_eq!(error.field(fields::FRAME_BYTES), Some(u64::from(u32::MAX) + 4));
+    assert_eq!(
+        error.field(fields::FRAME_BYTES),
+        Some(u64::from(u32::MAX) + 4)
+    );
     assert_eq!(error.field(fields::MAX_FRAME_BYTES), Some(64 * MIB));
     assert_closed_by_server(&mut connection);
-    let growth = server.resident_memory_bytes().saturating_sub(resident_before);
+    let growth = server
+        .resident_memory_bytes()
+        .saturating_sub(resident_before);
     assert!(growth < 16 * MIB, "resident memory grew by {growth} bytes");
 }
 
@@ -68,11 +73,19 @@ fn an_oversized_first_frame_gets_a_handshake_rejection() {
 
 #[test]
 fn a_slow_sender_is_closed_at_the_frame_deadline() {
-    let server = Server::start(ServerSetup::embedded_default().arg("--frame-deadline-ms").arg("1000"));
+    let server = Server::start(
+        ServerSetup::embedded_default()
+            .arg("--frame-deadline-ms")
+            .arg("1000"),
+    );
     let mut connection = server.connect_raw();
     let mut hello_bytes = Vec::new();
     millrace_protocol::Encoder::default()
-        .encode_request(RequestId(1), &Request::Hello(Hello::new("slowloris")), &mut hello_bytes)
+        .encode_request(
+            RequestId(1),
+            &Request::Hello(Hello::new("slowloris")),
+            &mut hello_bytes,
+        )
         .unwrap();
     // One byte every 150 ms: each byte arrives well within any idle timeout, but the
     // frame would take seconds to complete.
@@ -90,7 +103,11 @@ fn a_slow_sender_is_closed_at_the_frame_deadline() {
     let elapsed = started.elapsed();
     assert_eq!(error.code, ErrorCode::TimedOut);
     assert_eq!(error.field(fields::LIMIT_MS), Some(1000));
-    assert!(error.message.contains("frame-completion deadline"), "{}", error.message);
+    assert!(
+        error.message.contains("frame-completion deadline"),
+        "{}",
+        error.message
+    );
     assert!(
         elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(4),
         "closed after {elapsed:?}"
@@ -106,7 +123,11 @@ fn connection_stream(connection: &RawConnection) -> &TcpStream {
 
 #[test]
 fn an_idle_connection_is_closed_and_its_transaction_rolled_back() {
-    let server = Server::start(ServerSetup::embedded_default().arg("--idle-timeout-ms").arg("500"));
+    let server = Server::start(
+        ServerSetup::embedded_default()
+            .arg("--idle-timeout-ms")
+            .arg("500"),
+    );
     let mut producer = RawConnection::open(server.protocol_address());
     assert_eq!(
         producer.call(&Request::PutCommit {
@@ -117,7 +138,12 @@ fn an_idle_connection_is_closed_and_its_transaction_rolled_back() {
     );
     producer.disconnect();
     let mut idler = RawConnection::open(server.protocol_address());
-    assert_eq!(idler.call(&Request::Begin { channel: "default".into() }), Response::Ok);
+    assert_eq!(
+        idler.call(&Request::Begin {
+            channel: "default".into()
+        }),
+        Response::Ok
+    );
     assert!(matches!(
         idler.call(&Request::Take { max_events: 1, wait_ms: 0 }),
         Response::Events(events) if events.len() == 1
@@ -131,12 +157,20 @@ fn an_idle_connection_is_closed_and_its_transaction_rolled_back() {
     assert!(started.elapsed() < Duration::from_secs(4));
     assert_closed_by_server(&mut idler);
     let take = successful_lines(&server.channelctl("take", &["--wait-ms", "500"], b""));
-    assert_eq!(take, ["kept"], "the idle transaction's take was rolled back");
+    assert_eq!(
+        take,
+        ["kept"],
+        "the idle transaction's take was rolled back"
+    );
 }
 
 #[test]
 fn connections_beyond_the_cap_are_refused_with_an_error_frame() {
-    let server = Server::start(ServerSetup::embedded_default().arg("--max-connections").arg("2"));
+    let server = Server::start(
+        ServerSetup::embedded_default()
+            .arg("--max-connections")
+            .arg("2"),
+    );
     let first = RawConnection::open(server.protocol_address());
     let _second = RawConnection::open(server.protocol_address());
     let mut third = server.connect_raw();
@@ -170,14 +204,20 @@ fn an_http_request_on_the_protocol_port_gets_a_hint_and_a_close() {
 fn a_tls_client_hello_on_the_protocol_port_gets_a_tls_alert() {
     let server = Server::start(ServerSetup::embedded_default());
     let mut connection = server.connect_raw();
-    connection.send_bytes(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xFC, 0x03, 0x03]);
+    connection.send_bytes(&[
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xFC, 0x03, 0x03,
+    ]);
     let (reply, closed) = connection.read_until_closed();
     assert!(closed);
     assert_eq!(reply, LooksLike::Tls.hint_reply());
 }
 
 fn token_server() -> Server {
-    Server::start(ServerSetup::embedded_default().arg("--auth-token").arg("s3cret"))
+    Server::start(
+        ServerSetup::embedded_default()
+            .arg("--auth-token")
+            .arg("s3cret"),
+    )
 }
 
 #[test]
@@ -218,8 +258,13 @@ fn requests_pipelined_behind_a_refused_hello_are_not_executed() {
     assert_closed_by_server(&mut intruder);
 
     let mut insider = server.connect_raw();
-    assert!(matches!(insider.handshake(Some("s3cret")), Response::HelloAccepted(_)));
-    match insider.call(&Request::Stats { channel: "default".into() }) {
+    assert!(matches!(
+        insider.handshake(Some("s3cret")),
+        Response::HelloAccepted(_)
+    ));
+    match insider.call(&Request::Stats {
+        channel: "default".into(),
+    }) {
         Response::Stats(stats) => assert_eq!(stats.size(), Some(0), "nothing was put"),
         other => panic!("expected stats, got {other:?}"),
     }

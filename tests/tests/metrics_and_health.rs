@@ -7,7 +7,10 @@ fn server_with_c1() -> Server {
     let extra = format!(
         "{AGENT}.channels.c1.capacity = 100\n{AGENT}.channels.c1.transactionCapacity = 100\n"
     );
-    let server = Server::start(ServerSetup::with_config(file_channels_config(&["c1"], &extra)));
+    let server = Server::start(ServerSetup::with_config(file_channels_config(
+        &["c1"],
+        &extra,
+    )));
     successful_lines(&server.channelctl("put", &["--channel", "c1"], b"a\nb\nc\n"));
     successful_lines(&server.channelctl("take", &["--channel", "c1", "--max", "1"], b""));
     server
@@ -18,7 +21,10 @@ fn metrics_json_has_flume_attribute_names_and_string_values() {
     let server = server_with_c1();
     let response = server.http_get("/metrics");
     assert_eq!(response.status, 200);
-    assert_eq!(response.header("content-type"), Some("application/json;charset=utf-8"));
+    assert_eq!(
+        response.header("content-type"),
+        Some("application/json;charset=utf-8")
+    );
     let metrics: Value = serde_json::from_str(&response.body).unwrap();
     let channel = &metrics["CHANNEL.c1"];
     let attribute = |name: &str| {
@@ -50,8 +56,22 @@ fn metrics_json_has_flume_attribute_names_and_string_values() {
     }
     let data_dir = &metrics["DATADIR.c1.0"];
     assert_eq!(data_dir["Path"], "c1/data");
-    assert!(data_dir["BytesWritten"].as_str().unwrap().parse::<u64>().unwrap() > 0);
-    assert!(data_dir["SyncCount"].as_str().unwrap().parse::<u64>().unwrap() >= 2);
+    assert!(
+        data_dir["BytesWritten"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 0
+    );
+    assert!(
+        data_dir["SyncCount"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 2
+    );
 }
 
 #[test]
@@ -66,21 +86,42 @@ fn prometheus_metrics_carry_channel_counters_and_data_dir_figures() {
             .and_then(|rest| rest.trim().parse().ok())
             .unwrap_or_else(|| panic!("no {series} in\n{text}"))
     };
-    assert_eq!(value(r#"millrace_channel_size{channel="c1",type="file"}"#), 2.0);
-    assert_eq!(value(r#"millrace_channel_capacity{channel="c1",type="file"}"#), 100.0);
-    assert_eq!(value(r#"millrace_channel_event_put_success_total{channel="c1",type="file"}"#), 3.0);
-    assert_eq!(value(r#"millrace_channel_event_take_success_total{channel="c1",type="file"}"#), 1.0);
-    assert_eq!(value(r#"millrace_channel_open{channel="c1",type="file"}"#), 1.0);
+    assert_eq!(
+        value(r#"millrace_channel_size{channel="c1",type="file"}"#),
+        2.0
+    );
+    assert_eq!(
+        value(r#"millrace_channel_capacity{channel="c1",type="file"}"#),
+        100.0
+    );
+    assert_eq!(
+        value(r#"millrace_channel_event_put_success_total{channel="c1",type="file"}"#),
+        3.0
+    );
+    assert_eq!(
+        value(r#"millrace_channel_event_take_success_total{channel="c1",type="file"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"millrace_channel_open{channel="c1",type="file"}"#),
+        1.0
+    );
     assert!(value(r#"millrace_data_dir_written_bytes_total{channel="c1",dir="c1/data"}"#) > 0.0);
     assert!(value(r#"millrace_data_dir_syncs_total{channel="c1",dir="c1/data"}"#) >= 2.0);
     // Present; its value may round to zero on a fast (tmpfs) disk.
-    assert!(value(r#"millrace_data_dir_sync_duration_seconds_total{channel="c1",dir="c1/data"}"#) >= 0.0);
+    assert!(
+        value(r#"millrace_data_dir_sync_duration_seconds_total{channel="c1",dir="c1/data"}"#)
+            >= 0.0
+    );
     assert!(text.trim_end().ends_with("# EOF"));
 }
 
 #[test]
 fn health_is_200_when_every_channel_is_open_and_reports_recovery() {
-    let server = Server::start(ServerSetup::with_config(file_channels_config(&["c1", "c2"], "")));
+    let server = Server::start(ServerSetup::with_config(file_channels_config(
+        &["c1", "c2"],
+        "",
+    )));
     let (status, health) = server.http_json("/health");
     assert_eq!(status, 200, "{health}");
     assert_eq!(health["status"], "ok");
@@ -116,7 +157,10 @@ fn health_is_503_naming_a_channel_that_could_not_open_while_the_others_serve() {
     assert!(reason.contains("not-a-directory"), "{reason}");
     let reasons = health["reasons"].as_array().unwrap();
     assert_eq!(reasons.len(), 1);
-    assert!(reasons[0].as_str().unwrap().starts_with("channel 'c2' is unhealthy"));
+    assert!(reasons[0]
+        .as_str()
+        .unwrap()
+        .starts_with("channel 'c2' is unhealthy"));
 
     let (_, metrics) = server.http_json("/metrics");
     assert_eq!(metrics["CHANNEL.c2"]["Unhealthy"], "1");

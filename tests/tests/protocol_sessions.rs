@@ -1,11 +1,16 @@
 //! Transactions over the wire against a real channeld: pipelining, disconnect =
 //! rollback, errors that name their limits, one transaction per connection.
 
-use millrace_e2e::{file_channels_config, successful_lines, RawConnection, Server, ServerSetup, AGENT};
+use millrace_e2e::{
+    file_channels_config, successful_lines, RawConnection, Server, ServerSetup, AGENT,
+};
 use millrace_protocol::{fields, ErrorCode, Event, EventBatch, Request, Response};
 
 fn batch(bodies: &[&str]) -> EventBatch {
-    let events: Vec<Event> = bodies.iter().map(|body| Event::new(body.to_string())).collect();
+    let events: Vec<Event> = bodies
+        .iter()
+        .map(|body| Event::new(body.to_string()))
+        .collect();
     EventBatch::from_events(&events).unwrap()
 }
 
@@ -16,7 +21,10 @@ fn begin(channel: &str) -> Request {
 }
 
 fn take(max_events: u32, wait_ms: u32) -> Request {
-    Request::Take { max_events, wait_ms }
+    Request::Take {
+        max_events,
+        wait_ms,
+    }
 }
 
 fn bodies(response: &Response) -> Vec<String> {
@@ -54,14 +62,20 @@ fn pipelined_requests_are_answered_once_each_in_order() {
     let requests = vec![
         Request::Hello(hello),
         begin("default"),
-        Request::Put { events: batch(&["a", "b"]) },
-        Request::Put { events: batch(&["c"]) },
+        Request::Put {
+            events: batch(&["a", "b"]),
+        },
+        Request::Put {
+            events: batch(&["c"]),
+        },
         Request::Commit,
         Request::Ping,
         begin("default"),
         take(10, 0),
         Request::Commit,
-        Request::Stats { channel: "default".into() },
+        Request::Stats {
+            channel: "default".into(),
+        },
     ];
     let ids = connection.send_pipelined(&requests);
     let answers: Vec<_> = ids.iter().map(|_| connection.receive()).collect();
@@ -114,7 +128,12 @@ fn disconnect_mid_transaction_discards_uncommitted_puts() {
     let server = Server::start(ServerSetup::embedded_default());
     let mut producer = RawConnection::open(server.protocol_address());
     assert_eq!(producer.call(&begin("default")), Response::Ok);
-    assert_eq!(producer.call(&Request::Put { events: batch(&["never"]) }), Response::Ok);
+    assert_eq!(
+        producer.call(&Request::Put {
+            events: batch(&["never"])
+        }),
+        Response::Ok
+    );
     producer.disconnect();
 
     let mut writer = RawConnection::open(server.protocol_address());
@@ -149,14 +168,21 @@ fn a_put_over_transaction_capacity_names_the_limit_and_rolls_back() {
     let extra = format!(
         "{AGENT}.channels.small.capacity = 10\n{AGENT}.channels.small.transactionCapacity = 3\n"
     );
-    let server = Server::start(ServerSetup::with_config(file_channels_config(&["small"], &extra)));
+    let server = Server::start(ServerSetup::with_config(file_channels_config(
+        &["small"],
+        &extra,
+    )));
     let mut connection = RawConnection::open(server.protocol_address());
     // Pipelined: the failing put rolls the transaction back, so the commit behind it
     // finds no transaction and nothing of the batch is ever committed.
     let ids = connection.send_pipelined(&[
         begin("small"),
-        Request::Put { events: batch(&["1", "2"]) },
-        Request::Put { events: batch(&["3", "4"]) },
+        Request::Put {
+            events: batch(&["1", "2"]),
+        },
+        Request::Put {
+            events: batch(&["3", "4"]),
+        },
         Request::Commit,
     ]);
     let answers: Vec<_> = ids.iter().map(|_| connection.receive().response).collect();
@@ -167,10 +193,16 @@ fn a_put_over_transaction_capacity_names_the_limit_and_rolls_back() {
     assert_eq!(too_large.channel.as_deref(), Some("small"));
     assert_eq!(too_large.field(fields::TRANSACTION_CAPACITY), Some(3));
     assert_eq!(too_large.field(fields::ATTEMPTED_EVENTS), Some(4));
-    assert!(too_large.message.contains("transactionCapacity 3"), "{}", too_large.message);
+    assert!(
+        too_large.message.contains("transactionCapacity 3"),
+        "{}",
+        too_large.message
+    );
     assert_eq!(error_of(answers[3].clone()).code, ErrorCode::NoTransaction);
 
-    match connection.call(&Request::Stats { channel: "small".into() }) {
+    match connection.call(&Request::Stats {
+        channel: "small".into(),
+    }) {
         Response::Stats(stats) => assert_eq!(stats.size(), Some(0)),
         other => panic!("expected stats, got {other:?}"),
     }
@@ -183,7 +215,10 @@ fn a_full_channel_names_capacity_and_size() {
          {AGENT}.channels.small.transactionCapacity = 2\n\
          {AGENT}.channels.small.keep-alive = 0\n"
     );
-    let server = Server::start(ServerSetup::with_config(file_channels_config(&["small"], &extra)));
+    let server = Server::start(ServerSetup::with_config(file_channels_config(
+        &["small"],
+        &extra,
+    )));
     let mut connection = RawConnection::open(server.protocol_address());
     put_commit(&mut connection, "small", &["1", "2"]);
     let full = error_of(connection.call(&Request::PutCommit {
@@ -218,7 +253,92 @@ fn checkpoint_requests_are_answered() {
     let server = Server::start(ServerSetup::embedded_default());
     let mut connection = RawConnection::open(server.protocol_address());
     assert_eq!(
-        connection.call(&Request::Checkpoint { channel: "default".into() }),
+        connection.call(&Request::Checkpoint {
+            channel: "default".into()
+        }),
         Response::Ok
     );
+}
+
+/// A consumer that announces the protocol's smallest frame limit.
+fn small_frame_consumer(server: &Server) -> RawConnection {
+    let mut connection = server.connect_raw();
+    let mut hello = millrace_protocol::Hello::new("small-frames");
+    hello.max_frame_bytes = millrace_protocol::MIN_MAX_FRAME_BYTES;
+    assert!(matches!(
+        connection.handshake_with(hello),
+        Response::HelloAccepted(_)
+    ));
+    connection
+}
+
+/// Three events of 100 KiB: two fit in a 256 KiB frame, the third does not.
+fn put_three_large_events(server: &Server) -> Vec<String> {
+    let bodies: Vec<String> = (1..=3)
+        .map(|index| format!("{index}{}", "x".repeat(100 * 1024)))
+        .collect();
+    let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
+    let mut producer = RawConnection::open(server.protocol_address());
+    put_commit(&mut producer, "default", &refs);
+    bodies
+}
+
+#[test]
+fn a_take_stays_within_the_clients_frame_limit_and_delivers_the_rest_next() {
+    let server = Server::start(ServerSetup::embedded_default());
+    let sent = put_three_large_events(&server);
+    let mut consumer = small_frame_consumer(&server);
+    assert_eq!(consumer.call(&begin("default")), Response::Ok);
+    assert_eq!(bodies(&consumer.call(&take(10, 0))), sent[..2]);
+    assert_eq!(bodies(&consumer.call(&take(10, 0))), sent[2..]);
+    assert_eq!(consumer.call(&Request::Commit), Response::Ok);
+}
+
+#[test]
+fn committing_with_an_undelivered_taken_event_rolls_back_instead_of_losing_it() {
+    let server = Server::start(ServerSetup::embedded_default());
+    let sent = put_three_large_events(&server);
+    let mut consumer = small_frame_consumer(&server);
+    assert_eq!(consumer.call(&begin("default")), Response::Ok);
+    assert_eq!(bodies(&consumer.call(&take(10, 0))).len(), 2);
+    let refused = error_of(consumer.call(&Request::Commit));
+    assert_eq!(refused.code, ErrorCode::Internal);
+    assert!(
+        refused.message.contains("rolled back"),
+        "{}",
+        refused.message
+    );
+    // Everything is back at the head, in order.
+    let mut reader = RawConnection::open(server.protocol_address());
+    assert_eq!(reader.call(&begin("default")), Response::Ok);
+    assert_eq!(bodies(&reader.call(&take(10, 0))), sent);
+}
+
+#[test]
+fn an_event_larger_than_the_clients_frame_limit_is_refused_and_stays_in_the_channel() {
+    let server = Server::start(ServerSetup::embedded_default());
+    let huge = "h".repeat(300 * 1024);
+    let mut producer = RawConnection::open(server.protocol_address());
+    put_commit(&mut producer, "default", &[&huge]);
+    let mut consumer = small_frame_consumer(&server);
+    assert_eq!(consumer.call(&begin("default")), Response::Ok);
+    let error = error_of(consumer.call(&take(1, 0)));
+    assert_eq!(error.code, ErrorCode::FrameTooLarge);
+    assert_eq!(
+        error.field(fields::MAX_FRAME_BYTES),
+        Some(u64::from(millrace_protocol::MIN_MAX_FRAME_BYTES))
+    );
+    let (_, closed) = consumer.read_until_closed();
+    assert!(closed);
+    let mut reader = RawConnection::open(server.protocol_address());
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        assert_eq!(reader.call(&begin("default")), Response::Ok);
+        seen = bodies(&reader.call(&take(1, 200)));
+        if !seen.is_empty() {
+            break;
+        }
+        assert_eq!(reader.call(&Request::Rollback), Response::Ok);
+    }
+    assert_eq!(seen, [huge]);
 }

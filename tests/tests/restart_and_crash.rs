@@ -11,15 +11,23 @@ use millrace_e2e::{binaries, successful_lines, ChildGuard, RawConnection, Server
 use millrace_protocol::{ErrorCode, Event, EventBatch, Request, RequestId, Response};
 
 fn lines(prefix: &str, range: std::ops::RangeInclusive<usize>) -> Vec<String> {
-    range.map(|number| format!("{prefix}-{number:07}")).collect()
+    range
+        .map(|number| format!("{prefix}-{number:07}"))
+        .collect()
 }
 
 fn stdin_of(lines: &[String]) -> Vec<u8> {
-    lines.iter().flat_map(|line| format!("{line}\n").into_bytes()).collect()
+    lines
+        .iter()
+        .flat_map(|line| format!("{line}\n").into_bytes())
+        .collect()
 }
 
 fn batch(bodies: &[&str]) -> EventBatch {
-    let events: Vec<Event> = bodies.iter().map(|body| Event::new(body.to_string())).collect();
+    let events: Vec<Event> = bodies
+        .iter()
+        .map(|body| Event::new(body.to_string()))
+        .collect();
     EventBatch::from_events(&events).unwrap()
 }
 
@@ -32,7 +40,8 @@ fn sigterm_stops_cleanly_and_a_restart_recovers_every_event() {
     let mut server = Server::start(ServerSetup::embedded_default());
     let bodies = lines("event", 1..=50);
     successful_lines(&server.channelctl("put", &[], &stdin_of(&bodies)));
-    let taken = successful_lines(&server.channelctl("take", &["--max", "20", "--batch", "20"], b""));
+    let taken =
+        successful_lines(&server.channelctl("take", &["--max", "20", "--batch", "20"], b""));
     assert_eq!(taken, bodies[..20]);
 
     let status = server.stop_with_sigterm();
@@ -57,10 +66,24 @@ fn sigterm_stops_cleanly_and_a_restart_recovers_every_event() {
 
 #[test]
 fn sigterm_lets_an_open_transaction_commit_within_the_grace_period() {
-    let mut server = Server::start(ServerSetup::embedded_default().arg("--shutdown-grace-ms").arg("20000"));
+    let mut server = Server::start(
+        ServerSetup::embedded_default()
+            .arg("--shutdown-grace-ms")
+            .arg("20000"),
+    );
     let mut producer = RawConnection::open(server.protocol_address());
-    assert_eq!(producer.call(&Request::Begin { channel: "default".into() }), Response::Ok);
-    assert_eq!(producer.call(&Request::Put { events: batch(&["in-flight"]) }), Response::Ok);
+    assert_eq!(
+        producer.call(&Request::Begin {
+            channel: "default".into()
+        }),
+        Response::Ok
+    );
+    assert_eq!(
+        producer.call(&Request::Put {
+            events: batch(&["in-flight"])
+        }),
+        Response::Ok
+    );
 
     server.send_sigterm();
     // New connections and new transactions are refused while draining…
@@ -76,7 +99,9 @@ fn sigterm_lets_an_open_transaction_commit_within_the_grace_period() {
         Response::Error(error) => assert_eq!(error.code, ErrorCode::ShuttingDown),
         other => panic!("expected SHUTTING_DOWN, got {other:?}"),
     }
-    let status = server.wait_for_exit(Duration::from_secs(30)).expect("channeld exits");
+    let status = server
+        .wait_for_exit(Duration::from_secs(30))
+        .expect("channeld exits");
     assert_eq!(status.code(), Some(0), "{}", server.stderr());
 
     server.restart();
@@ -85,11 +110,23 @@ fn sigterm_lets_an_open_transaction_commit_within_the_grace_period() {
 
 #[test]
 fn sigterm_rolls_back_a_transaction_still_open_after_the_grace_period() {
-    let mut server = Server::start(ServerSetup::embedded_default().arg("--shutdown-grace-ms").arg("300"));
+    let mut server = Server::start(
+        ServerSetup::embedded_default()
+            .arg("--shutdown-grace-ms")
+            .arg("300"),
+    );
     successful_lines(&server.channelctl("put", &[], b"one\ntwo\nthree\n"));
     let mut consumer = RawConnection::open(server.protocol_address());
-    assert_eq!(consumer.call(&Request::Begin { channel: "default".into() }), Response::Ok);
-    match consumer.call(&Request::Take { max_events: 2, wait_ms: 0 }) {
+    assert_eq!(
+        consumer.call(&Request::Begin {
+            channel: "default".into()
+        }),
+        Response::Ok
+    );
+    match consumer.call(&Request::Take {
+        max_events: 2,
+        wait_ms: 0,
+    }) {
         Response::Events(events) => assert_eq!(events.len(), 2),
         other => panic!("expected events, got {other:?}"),
     }
@@ -178,7 +215,10 @@ fn kill_9_under_load_loses_no_committed_event_over_three_crashes() {
                 }
             }
         });
-        let mut watcher = CommittedWatcher { totals, last_total: 0 };
+        let mut watcher = CommittedWatcher {
+            totals,
+            last_total: 0,
+        };
         assert!(
             watcher.wait_for(COMMITTED_BEFORE_KILL, Duration::from_secs(60)),
             "cycle {cycle}: the put did not get going:\n{}",
@@ -186,7 +226,10 @@ fn kill_9_under_load_loses_no_committed_event_over_three_crashes() {
         );
         server.kill_9();
         let put_output = put.wait_with_output(Duration::from_secs(30));
-        assert!(!put_output.status.success(), "cycle {cycle}: put must fail once the server is gone");
+        assert!(
+            !put_output.status.success(),
+            "cycle {cycle}: put must fail once the server is gone"
+        );
         reader.join().unwrap();
         feeder.join().unwrap();
         let committed = watcher.finish() as usize;

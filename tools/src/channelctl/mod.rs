@@ -71,7 +71,12 @@ pub struct ServerArgs {
     pub channel: String,
 
     /// The server's shared token, if it requires one.
-    #[arg(long, value_name = "TOKEN", env = "MILLRACE_AUTH_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "MILLRACE_AUTH_TOKEN",
+        hide_env_values = true
+    )]
     pub auth_token: Option<String>,
 }
 

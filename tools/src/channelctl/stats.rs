@@ -25,7 +25,10 @@ pub fn render_table(channel: &str, stats: &ChannelStats) -> String {
         .unwrap_or(0)
         .max("VALUE".len());
     let mut table = format!("channel {channel}\n");
-    table.push_str(&format!("{:<name_width$}  {:>value_width$}\n", "COUNTER", "VALUE"));
+    table.push_str(&format!(
+        "{:<name_width$}  {:>value_width$}\n",
+        "COUNTER", "VALUE"
+    ));
     for (name, value) in &stats.counters {
         table.push_str(&format!("{name:<name_width$}  {value:>value_width$}\n"));
     }

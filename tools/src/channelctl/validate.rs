@@ -30,9 +30,21 @@ pub fn summary(file: &Path, config: &AgentConfig) -> String {
             .map(|(name, channel)| format!("{name} ({})", type_alias(channel)))
             .collect(),
     );
-    let sources = list(config.sources.iter().map(|source| source.name.clone()).collect());
+    let sources = list(
+        config
+            .sources
+            .iter()
+            .map(|source| source.name.clone())
+            .collect(),
+    );
     let sinks = list(config.sinks.iter().map(|sink| sink.name.clone()).collect());
-    let sink_groups = list(config.sink_groups.iter().map(|group| group.name.clone()).collect());
+    let sink_groups = list(
+        config
+            .sink_groups
+            .iter()
+            .map(|group| group.name.clone())
+            .collect(),
+    );
     let server = &config.server;
     format!(
         "{file}: agent {agent} is valid\n\
@@ -45,14 +57,22 @@ pub fn summary(file: &Path, config: &AgentConfig) -> String {
         agent = config.agent_name,
         bind = server.bind,
         http = server.http,
-        auth = if server.auth_token.is_some() { "set" } else { "unset" },
+        auth = if server.auth_token.is_some() {
+            "set"
+        } else {
+            "unset"
+        },
         warnings = config.warnings.len(),
     )
 }
 
 pub(super) fn run(args: &ValidateArgs) -> Result<(), ChannelctlError> {
     let mut stderr = std::io::stderr().lock();
-    let config = match load_agent_config(&args.conf_file, &args.name, Path::new(DEFAULT_DATA_BASE_DIR)) {
+    let config = match load_agent_config(
+        &args.conf_file,
+        &args.name,
+        Path::new(DEFAULT_DATA_BASE_DIR),
+    ) {
         Ok(config) => config,
         Err(errors) => {
             for error in &errors.errors {
