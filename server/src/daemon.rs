@@ -40,6 +40,8 @@ pub const EXIT_CONFIG_ERROR: i32 = 78;
 pub const EXIT_FAILURE: i32 = 1;
 /// Once aborting, how long to wait for sessions to roll back and close.
 const ABORT_WAIT: Duration = Duration::from_secs(5);
+/// How long to wait for the HTTP listener to finish requests in flight at exit.
+const HTTP_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the runtime waits at exit for engine calls still running on the blocking
 /// pool (a take waiting on a channel wakes when the channel closes).
 pub const RUNTIME_STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -283,10 +285,11 @@ async fn serve(config: AgentConfig, ready_file: Option<PathBuf>) -> Result<(), D
 
     stop_sessions(sessions, &controller, settings.shutdown_grace).await;
     close_channels(&registry).await;
-    match http_task.await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => warn!(%error, "the HTTP listener stopped with an error"),
-        Err(error) => warn!(%error, "the HTTP listener task failed"),
+    match tokio::time::timeout(HTTP_STOP_TIMEOUT, http_task).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(error))) => warn!(%error, "the HTTP listener stopped with an error"),
+        Ok(Err(error)) => warn!(%error, "the HTTP listener task failed"),
+        Err(_) => warn!("HTTP requests still in flight; stopping anyway"),
     }
     if let Some(path) = &ready_file {
         let _ = std::fs::remove_file(path);

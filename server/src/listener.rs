@@ -6,11 +6,10 @@
 //! rather than a connection left waiting in the kernel's backlog). The refusal task is
 //! bounded by the session's close linger.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
@@ -71,7 +70,7 @@ impl ProtocolListener {
                                 sessions.spawn(session.run(permit));
                             }
                             Err(_) => {
-                                sessions.spawn(refuse(stream, peer, max_connections));
+                                sessions.spawn(refuse_connection(stream, peer, max_connections));
                             }
                         }
                     }
@@ -88,8 +87,4 @@ impl ProtocolListener {
             }
         }
     }
-}
-
-async fn refuse(stream: TcpStream, peer: SocketAddr, max_connections: u32) {
-    refuse_connection(stream, peer, max_connections).await;
 }
