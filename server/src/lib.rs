@@ -1,2 +1,25 @@
-//! channeld: configuration, listener, sessions, metrics and health.
+//! channeld: configuration, listener, per-connection sessions, metrics and health.
+//!
+//! The server is the only place that joins the engine (`millrace-engine`, blocking,
+//! knows nothing about sockets) to the wire codec (`millrace-protocol`, sans IO):
+//!
+//! ```text
+//! client ─TCP─► listener ─► session ─(blocking pool)─► Arc<dyn Channel> ─► disk
+//!                              │                            ▲
+//!                              └── error_mapping ◄── ChannelError
+//! HTTP ─► http ─► metrics / health ─► registry (every channel, its state)
+//! ```
+//!
+//! [`daemon`] runs it all from start to stop; [`cli`] is the command line.
+
+pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod error_mapping;
+pub mod health;
+pub mod http;
+pub mod listener;
+pub mod metrics;
+pub mod registry;
+pub mod session;
+pub mod shutdown;

@@ -1,0 +1,359 @@
+//! channeld from start to stop.
+//!
+//! ```text
+//! config ─► check channel types ─► bind HTTP (answers /health: "recovering")
+//!        ─► open channels (blocking pool) ─► bind protocol ─► ready file ─► serve
+//! SIGTERM/SIGINT ─► Draining: stop accepting; sessions finish their transactions
+//!                ─► after shutdownGraceMs (or when all are done) Aborting: roll back the rest
+//!                ─► checkpoint() and close() every channel ─► exit 0
+//! ```
+//!
+//! A second signal skips the grace period.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use millrace_protocol::{DecodeLimits, DEFAULT_MAX_TAKE_WAIT_MS};
+use serde_json::json;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+use crate::cli::{self, ChanneldArgs, SettingError};
+use crate::config::{
+    load_agent_config, AgentConfig, ConfigErrors, HostPort, DEFAULT_DATA_BASE_DIR,
+};
+use crate::http::{self, HttpState};
+use crate::listener::ProtocolListener;
+use crate::metrics::flume_counters;
+use crate::registry::{ChannelRegistry, RegistryError};
+use crate::session::SessionSettings;
+use crate::shutdown::{ShutdownController, ShutdownPhase};
+
+/// sysexits.h `EX_CONFIG`: the configuration is wrong.
+pub const EXIT_CONFIG_ERROR: i32 = 78;
+/// Any other failure to start or run.
+pub const EXIT_FAILURE: i32 = 1;
+/// Once aborting, how long to wait for sessions to roll back and close.
+const ABORT_WAIT: Duration = Duration::from_secs(5);
+/// How long to wait for the HTTP listener to finish requests in flight at exit.
+const HTTP_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the runtime waits at exit for engine calls still running on the blocking
+/// pool (a take waiting on a channel wakes when the channel closes).
+pub const RUNTIME_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why channeld could not start or stopped with an error.
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    /// The configuration file is invalid; every problem is listed.
+    #[error("invalid configuration:\n{0}")]
+    Config(ConfigErrors),
+
+    /// A server setting (from a flag or the file) cannot be used.
+    #[error("invalid server setting: {0}")]
+    Setting(#[from] SettingError),
+
+    /// A listener could not bind its address.
+    #[error("cannot listen for {purpose} on {address}: {source}")]
+    Bind {
+        /// `protocol` or `HTTP`.
+        purpose: &'static str,
+        /// The configured address.
+        address: HostPort,
+        /// The operating system's reason.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A channel's directory is locked by another process.
+    #[error("{0}")]
+    ChannelLocked(RegistryError),
+
+    /// The ready file could not be written.
+    #[error("cannot write the ready file {path}: {source}")]
+    ReadyFile {
+        /// The file.
+        path: PathBuf,
+        /// The reason.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The async runtime could not start.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+
+    /// The signal handlers could not be installed.
+    #[error("cannot install the SIGTERM/SIGINT handlers: {0}")]
+    Signals(#[source] std::io::Error),
+
+    /// Opening the channels stopped abnormally.
+    #[error("opening the channels failed: {0}")]
+    OpenTaskFailed(String),
+}
+
+impl DaemonError {
+    /// The process exit code: 78 (EX_CONFIG) for configuration problems, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            DaemonError::Config(_) | DaemonError::Setting(_) => EXIT_CONFIG_ERROR,
+            _ => EXIT_FAILURE,
+        }
+    }
+}
+
+/// Reads the configuration the arguments name (or the embedded default) and applies the
+/// flags.
+pub fn load_config(args: &ChanneldArgs) -> Result<AgentConfig, DaemonError> {
+    let mut config = match (&args.conf_file, &args.name) {
+        (Some(file), Some(agent)) => {
+            load_agent_config(file, agent, Path::new(DEFAULT_DATA_BASE_DIR))
+                .map_err(DaemonError::Config)?
+        }
+        _ => AgentConfig::embedded_default(),
+    };
+    for warning in &config.warnings {
+        warn!("{warning}");
+    }
+    args.apply_overrides(&mut config.server)?;
+    Ok(config)
+}
+
+/// Runs channeld until it is stopped by a signal.
+pub fn run(args: ChanneldArgs) -> Result<(), DaemonError> {
+    let config = load_config(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("channeld")
+        .build()
+        .map_err(DaemonError::Runtime)?;
+    let outcome = runtime.block_on(serve(config, args.ready_file));
+    runtime.shutdown_timeout(RUNTIME_STOP_TIMEOUT);
+    outcome
+}
+
+async fn bind(purpose: &'static str, address: &HostPort) -> Result<TcpListener, DaemonError> {
+    TcpListener::bind((address.host.as_str(), address.port))
+        .await
+        .map_err(|source| DaemonError::Bind {
+            purpose,
+            address: address.clone(),
+            source,
+        })
+}
+
+fn local_address(
+    listener: &TcpListener,
+    purpose: &'static str,
+    address: &HostPort,
+) -> Result<SocketAddr, DaemonError> {
+    listener.local_addr().map_err(|source| DaemonError::Bind {
+        purpose,
+        address: address.clone(),
+        source,
+    })
+}
+
+/// Writes the ready file atomically (temporary file, then rename), so a reader never
+/// sees half of it.
+fn write_ready_file(
+    path: &Path,
+    protocol: SocketAddr,
+    http: SocketAddr,
+) -> Result<(), DaemonError> {
+    let body = json!({
+        "protocol": protocol.to_string(),
+        "http": http.to_string(),
+        "pid": std::process::id(),
+    });
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = PathBuf::from(temporary);
+    std::fs::write(&temporary, format!("{body}\n"))
+        .and_then(|()| std::fs::rename(&temporary, path))
+        .map_err(|source| DaemonError::ReadyFile {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Advances the stop sequence on SIGTERM and SIGINT: the first signal drains, the
+/// second aborts.
+fn watch_signals(controller: Arc<ShutdownController>) -> Result<(), DaemonError> {
+    let mut terminate = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    tokio::spawn(async move {
+        for phase in [ShutdownPhase::Draining, ShutdownPhase::Aborting] {
+            let name = tokio::select! {
+                _ = terminate.recv() => "SIGTERM",
+                _ = interrupt.recv() => "SIGINT",
+            };
+            info!(
+                signal = name,
+                "stopping: {}",
+                match phase {
+                    ShutdownPhase::Draining =>
+                        "no new connections or transactions; open transactions may finish",
+                    _ => "rolling back open transactions now",
+                }
+            );
+            controller.advance(phase);
+        }
+    });
+    Ok(())
+}
+
+async fn serve(config: AgentConfig, ready_file: Option<PathBuf>) -> Result<(), DaemonError> {
+    let settings = config.server.clone();
+    let max_frame_bytes = cli::max_frame_bytes(&settings)?;
+    let max_connections = cli::max_connections(&settings)?;
+    let decode_limits =
+        DecodeLimits::new(max_frame_bytes).map_err(|_| SettingError::MaxFrameBytesOutOfRange {
+            max_frame_bytes: settings.max_frame_bytes,
+            min_bytes: millrace_protocol::MIN_MAX_FRAME_BYTES,
+            max_bytes: u32::MAX,
+        })?;
+    let (registry, openers) = ChannelRegistry::plan(&config.channels);
+    let registry = Arc::new(registry);
+    let controller = Arc::new(ShutdownController::new());
+    watch_signals(Arc::clone(&controller))?;
+
+    let http_listener = bind("HTTP", &settings.http).await?;
+    let http_address = local_address(&http_listener, "HTTP", &settings.http)?;
+    let http_state = Arc::new(HttpState {
+        registry: Arc::clone(&registry),
+        shutdown: controller.watcher(),
+    });
+    let http_task = tokio::spawn(http::serve(http_listener, http_state));
+    info!(address = %http_address, "metrics and health listening");
+
+    let opening = Arc::clone(&registry);
+    tokio::task::spawn_blocking(move || opening.open_all(openers))
+        .await
+        .map_err(|join_error| DaemonError::OpenTaskFailed(join_error.to_string()))?
+        .map_err(DaemonError::ChannelLocked)?;
+
+    let protocol_listener = bind("protocol", &settings.bind).await?;
+    let protocol_address = local_address(&protocol_listener, "protocol", &settings.bind)?;
+    if let Some(path) = &ready_file {
+        write_ready_file(path, protocol_address, http_address)?;
+    }
+    info!(
+        protocol = %protocol_address,
+        http = %http_address,
+        channels = registry.entries().len(),
+        auth = settings.auth_token.is_some(),
+        "channeld serving"
+    );
+
+    let session_settings = Arc::new(SessionSettings {
+        decode_limits,
+        frame_deadline: settings.frame_deadline,
+        idle_timeout: settings.idle_timeout,
+        max_take_wait: Duration::from_millis(u64::from(DEFAULT_MAX_TAKE_WAIT_MS)),
+        auth_token: settings.auth_token.clone(),
+        server_name: format!("channeld {}", env!("CARGO_PKG_VERSION")),
+    });
+    let sessions = ProtocolListener {
+        listener: protocol_listener,
+        registry: Arc::clone(&registry),
+        settings: session_settings,
+        max_connections,
+        shutdown: controller.watcher(),
+    }
+    .accept_until_draining()
+    .await;
+
+    stop_sessions(sessions, &controller, settings.shutdown_grace).await;
+    close_channels(&registry).await;
+    match tokio::time::timeout(HTTP_STOP_TIMEOUT, http_task).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(error))) => warn!(%error, "the HTTP listener stopped with an error"),
+        Ok(Err(error)) => warn!(%error, "the HTTP listener task failed"),
+        Err(_) => warn!("HTTP requests still in flight; stopping anyway"),
+    }
+    if let Some(path) = &ready_file {
+        let _ = std::fs::remove_file(path);
+    }
+    info!("channeld stopped");
+    Ok(())
+}
+
+/// Lets sessions finish their transactions for up to `grace`, then aborts the rest and
+/// waits (boundedly) for them to roll back.
+async fn stop_sessions(
+    mut sessions: JoinSet<()>,
+    controller: &ShutdownController,
+    grace: Duration,
+) {
+    let open_sessions = sessions.len();
+    if open_sessions > 0 {
+        info!(
+            open_sessions,
+            grace_ms = grace.as_millis() as u64,
+            "waiting for open transactions to finish"
+        );
+    }
+    let mut abort_signal = controller.watcher();
+    let drained = tokio::select! {
+        finished = tokio::time::timeout(grace, async { while sessions.join_next().await.is_some() {} }) => finished.is_ok(),
+        () = abort_signal.reached(ShutdownPhase::Aborting) => false,
+    };
+    if !drained {
+        info!(
+            open_sessions = sessions.len(),
+            "grace period over; rolling back open transactions"
+        );
+    }
+    controller.advance(ShutdownPhase::Aborting);
+    let all_closed = tokio::time::timeout(ABORT_WAIT, async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await
+    .is_ok();
+    if !all_closed {
+        warn!(
+            open_sessions = sessions.len(),
+            "sessions still closing; stopping anyway"
+        );
+        sessions.abort_all();
+    }
+}
+
+/// Checkpoints and closes every open channel on the blocking pool, logging the final
+/// counters as Flume does.
+async fn close_channels(registry: &ChannelRegistry) {
+    for entry in registry.entries() {
+        let Some(channel) = entry.channel() else {
+            continue;
+        };
+        let name = entry.name().to_string();
+        let closing = tokio::task::spawn_blocking(move || {
+            let checkpointed = channel.checkpoint();
+            let closed = channel.close();
+            (checkpointed, closed, channel.stats())
+        })
+        .await;
+        match closing {
+            Ok((checkpointed, closed, stats)) => {
+                if let Err(error) = checkpointed {
+                    error!(channel = %name, %error, "final checkpoint failed");
+                }
+                if let Err(error) = closed {
+                    error!(channel = %name, %error, "closing the channel failed");
+                }
+                let counters = flume_counters(&stats)
+                    .iter()
+                    .map(|(counter, value)| format!("{counter} == {value}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                info!(channel = %name, "Shutdown Metric for type: CHANNEL, name: {name}. {counters}");
+            }
+            Err(error) => error!(channel = %name, %error, "closing the channel failed"),
+        }
+    }
+}

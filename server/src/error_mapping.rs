@@ -1,0 +1,165 @@
+//! From engine errors to protocol error frames.
+//!
+//! Every failure a session reports goes through [`engine_error_response`], so a full
+//! channel, a too-large transaction or a short disk reads the same way whichever request
+//! met it. Messages come from the protocol crate's `ErrorResponse` constructors and name
+//! the channel and the limit with its values.
+//!
+//! | engine `ChannelError`  | protocol code           |
+//! |------------------------|-------------------------|
+//! | `ChannelFull`          | `CHANNEL_FULL`          |
+//! | `TransactionFull`      | `TRANSACTION_TOO_LARGE` |
+//! | `EventTooLarge`        | `TRANSACTION_TOO_LARGE` (the protocol has no per-event code; the message and the `event_bytes`/`max_event_bytes` fields say what it is) |
+//! | `InsufficientSpace`    | `INSUFFICIENT_SPACE`    |
+//! | `Failed`, `Io`, `Corruption`, `Closed` | `CHANNEL_UNHEALTHY` (an I/O error or corruption fails the channel) |
+
+use millrace_engine::ChannelError;
+use millrace_protocol::{ErrorCode, ErrorResponse};
+
+/// Field of an `EventTooLarge` error: the event's encoded size.
+pub const EVENT_BYTES_FIELD: &str = "event_bytes";
+/// Field of an `EventTooLarge` error: the largest event the channel stores.
+pub const MAX_EVENT_BYTES_FIELD: &str = "max_event_bytes";
+
+/// The error frame for an engine error. `attempted_events` is how many events the
+/// transaction would have held had the failing request succeeded (for
+/// `TRANSACTION_TOO_LARGE`).
+pub fn engine_error_response(error: &ChannelError, attempted_events: u64) -> ErrorResponse {
+    match error {
+        ChannelError::ChannelFull {
+            channel,
+            capacity,
+            size,
+            ..
+        } => ErrorResponse::channel_full(channel, *capacity, *size),
+        ChannelError::ByteCapacityFull {
+            channel,
+            body_limit_bytes,
+            body_bytes_in_use,
+            ..
+        } => ErrorResponse::channel_bytes_full(channel, *body_limit_bytes, *body_bytes_in_use),
+        ChannelError::TransactionFull {
+            channel,
+            transaction_capacity,
+            ..
+        } => ErrorResponse::transaction_too_large(channel, *transaction_capacity, attempted_events),
+        ChannelError::EventTooLarge {
+            channel,
+            event_bytes,
+            max_event_bytes,
+        } => ErrorResponse::new(
+            ErrorCode::TransactionTooLarge,
+            format!(
+                "event of {event_bytes} bytes is too large for channel '{channel}': at most \
+                 {max_event_bytes} bytes fit in one log record (maxFileSize bounds it). The \
+                 transaction was rolled back"
+            ),
+        )
+        .for_channel(channel)
+        .with_field(EVENT_BYTES_FIELD, *event_bytes)
+        .with_field(MAX_EVENT_BYTES_FIELD, *max_event_bytes),
+        ChannelError::InsufficientSpace {
+            channel,
+            dir,
+            available_bytes,
+            required_bytes,
+        } => ErrorResponse::insufficient_space(
+            channel,
+            &dir.display().to_string(),
+            *available_bytes,
+            *required_bytes,
+        ),
+        ChannelError::Failed { channel, reason } => {
+            ErrorResponse::channel_unhealthy(channel, reason)
+        }
+        ChannelError::Closed { channel } => {
+            ErrorResponse::channel_unhealthy(channel, "the channel is closed")
+        }
+        ChannelError::Io { channel, .. } | ChannelError::Corruption { channel, .. } => {
+            ErrorResponse::channel_unhealthy(channel, &error.to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use millrace_protocol::{fields, ErrorClass};
+
+    use super::*;
+
+    #[test]
+    fn channel_full_names_capacity_and_size() {
+        let error = ChannelError::ChannelFull {
+            channel: "c1".into(),
+            capacity: 10,
+            size: 10,
+            waited_ms: 3000,
+        };
+        let response = engine_error_response(&error, 0);
+        assert_eq!(response.code, ErrorCode::ChannelFull);
+        assert_eq!(response.class(), ErrorClass::Retryable);
+        assert_eq!(response.channel.as_deref(), Some("c1"));
+        assert_eq!(response.field(fields::CAPACITY), Some(10));
+        assert_eq!(response.field(fields::SIZE), Some(10));
+        assert!(
+            response.message.contains("capacity 10"),
+            "{}",
+            response.message
+        );
+    }
+
+    #[test]
+    fn transaction_full_names_transaction_capacity_and_attempt() {
+        let error = ChannelError::TransactionFull {
+            channel: "c1".into(),
+            transaction_capacity: 100,
+            operation: "put",
+        };
+        let response = engine_error_response(&error, 150);
+        assert_eq!(response.code, ErrorCode::TransactionTooLarge);
+        assert_eq!(response.field(fields::TRANSACTION_CAPACITY), Some(100));
+        assert_eq!(response.field(fields::ATTEMPTED_EVENTS), Some(150));
+        assert!(response.message.contains("transactionCapacity 100"));
+    }
+
+    #[test]
+    fn insufficient_space_names_directory_available_and_required() {
+        let error = ChannelError::InsufficientSpace {
+            channel: "c1".into(),
+            dir: PathBuf::from("/data/c1"),
+            available_bytes: 4096,
+            required_bytes: 524_288_000,
+        };
+        let response = engine_error_response(&error, 0);
+        assert_eq!(response.code, ErrorCode::InsufficientSpace);
+        assert!(response.message.contains("/data/c1"));
+        assert_eq!(response.field(fields::AVAILABLE_BYTES), Some(4096));
+        assert_eq!(response.field(fields::REQUIRED_BYTES), Some(524_288_000));
+    }
+
+    #[test]
+    fn a_failed_channel_is_unhealthy_with_its_reason() {
+        let error = ChannelError::Failed {
+            channel: "c1".into(),
+            reason: "fdatasync of /data/c1/log-3 failed: EIO".into(),
+        };
+        let response = engine_error_response(&error, 0);
+        assert_eq!(response.code, ErrorCode::ChannelUnhealthy);
+        assert!(response.message.contains("EIO"), "{}", response.message);
+    }
+
+    #[test]
+    fn an_oversized_event_names_both_sizes() {
+        let error = ChannelError::EventTooLarge {
+            channel: "c1".into(),
+            event_bytes: 5000,
+            max_event_bytes: 900,
+        };
+        let response = engine_error_response(&error, 1);
+        assert_eq!(response.class(), ErrorClass::RequestFailed);
+        assert_eq!(response.field(EVENT_BYTES_FIELD), Some(5000));
+        assert_eq!(response.field(MAX_EVENT_BYTES_FIELD), Some(900));
+    }
+}

@@ -1,0 +1,827 @@
+//! One client connection: handshake, requests in order, one transaction at a time.
+//!
+//! # Constraints
+//!
+//! - **The engine blocks; the runtime must not.** A commit waits for `fdatasync`, a put
+//!   may wait `keep-alive` for capacity, a take may wait for an event. Every engine call
+//!   that can wait runs on tokio's blocking pool ([`on_blocking_pool`]); the session's
+//!   transaction (`Box<dyn Transaction>`, `Send`) moves into that call and comes back with
+//!   the result, so the session owns it between requests.
+//! - **In order, exactly once.** Requests are executed one after another as they are
+//!   decoded, each answered once, in order. Responses collect in an output buffer that is
+//!   written when no complete request is left to execute (so a pipelined burst is
+//!   answered with few writes), before a `Take` that may wait, and when it grows large.
+//! - **Limits before allocation.** The decoder refuses an oversized length prefix as soon
+//!   as it arrives. A frame whose first byte has arrived must complete within the frame
+//!   deadline (counted while the session waits for bytes, so a pipelining client is not
+//!   charged for the server's own work); a connection with nothing to read and nothing
+//!   in progress is closed after the idle timeout.
+//! - **Disconnect = rollback.** However the session ends (client close, error, timeout,
+//!   shutdown), an open transaction is rolled back. If the session is dropped while its
+//!   transaction is inside an engine call, the engine call finishes on its thread and
+//!   dropping the transaction there rolls it back (the engine's `Drop` contract).
+//! - **Closing politely.** An error frame sent before closing is followed by a write
+//!   shutdown and a short drain of what the client already sent, so the close is a FIN
+//!   after the error, not a reset that could destroy it in flight.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use millrace_engine::{Channel, ChannelError, ChannelStats as EngineStats, Transaction};
+use millrace_protocol::{
+    encoded_event_bytes, negotiate_version, ChannelStats, DecodeError, DecodeLimits, Encoder,
+    ErrorClass, ErrorResponse, EventBatch, Hello, HelloAccepted, Request, RequestDecoder,
+    RequestFrame, RequestId, Response,
+};
+use subtle::ConstantTimeEq;
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::{timeout, Instant};
+use tracing::{debug, info, warn};
+
+use crate::config::AuthToken;
+use crate::error_mapping::engine_error_response;
+use crate::metrics::flume_counters;
+use crate::registry::{ChannelEntry, ChannelRegistry};
+use crate::shutdown::{ShutdownPhase, ShutdownWatcher};
+
+/// Bytes the read buffer grows by before each read.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Responses are written once this many bytes are waiting, even in the middle of a
+/// pipelined burst, so the output buffer stays bounded.
+const FLUSH_THRESHOLD_BYTES: usize = 1024 * 1024;
+/// After a closing error frame: how long the session keeps reading (and discarding) what
+/// the client still sends, waiting for it to close, so the error is not lost to a reset.
+const CLOSE_LINGER: Duration = Duration::from_millis(1_000);
+/// After a closing error frame: the most bytes discarded while lingering.
+const CLOSE_DRAIN_MAX_BYTES: usize = 1024 * 1024;
+
+/// What every session of a server shares.
+#[derive(Debug)]
+pub struct SessionSettings {
+    /// The decoder's limits (`server.maxFrameBytes`).
+    pub decode_limits: DecodeLimits,
+    /// `server.frameDeadlineMs`: a started frame must be complete within it; also the
+    /// longest a write of responses may take.
+    pub frame_deadline: Duration,
+    /// `server.idleTimeoutMs`.
+    pub idle_timeout: Duration,
+    /// The longest a `Take` waits; larger `wait_ms` values are clamped.
+    pub max_take_wait: Duration,
+    /// `server.authToken`.
+    pub auth_token: Option<AuthToken>,
+    /// Sent in `HelloAccepted`, e.g. `channeld 0.1.0`.
+    pub server_name: String,
+}
+
+/// Why a session ended, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SessionEnd {
+    /// The client closed the connection.
+    ClientClosed,
+    /// The server closed it after an error frame (protocol violation, timeout, refusal).
+    ClosedWithError,
+    /// The server is stopping.
+    ShuttingDown,
+}
+
+/// What to do after a request.
+enum Flow {
+    Continue,
+    Close(SessionEnd),
+}
+
+/// A failure that ends a session without an error frame: the connection itself broke.
+#[derive(Debug, Error)]
+enum SessionError {
+    #[error("reading from the client failed: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("writing to the client failed: {0}")]
+    Write(#[source] std::io::Error),
+    #[error("writing {pending_bytes} bytes of responses took longer than {limit_ms} ms")]
+    WriteTimedOut {
+        pending_bytes: usize,
+        limit_ms: u128,
+    },
+    #[error("an engine call panicked: {0}")]
+    EngineTaskFailed(String),
+}
+
+/// Runs `work` on tokio's blocking pool, for engine calls that may wait.
+async fn on_blocking_pool<T, F>(work: F) -> Result<T, SessionError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|join_error| SessionError::EngineTaskFailed(join_error.to_string()))
+}
+
+/// Compares the offered token with the configured one in time independent of where they
+/// differ (only the length can be learnt from timing).
+fn tokens_match(offered: &str, expected: &str) -> bool {
+    bool::from(offered.as_bytes().ct_eq(expected.as_bytes()))
+}
+
+/// The connection's open transaction.
+struct OpenTransaction {
+    entry: Arc<ChannelEntry>,
+    transaction: Box<dyn Transaction>,
+    /// Events put so far.
+    put_count: u64,
+    /// Events taken so far (delivered or not).
+    take_count: u64,
+    /// An event taken from the channel that did not fit in the last `Events` frame. It
+    /// is delivered first by the next `Take`. The engine cannot hand one event back, so
+    /// a `Commit` while it is undelivered rolls the whole transaction back instead of
+    /// losing it.
+    undelivered: Option<millrace_engine::Event>,
+}
+
+impl OpenTransaction {
+    fn channel_name(&self) -> &str {
+        self.entry.name()
+    }
+
+    /// Rolls back on the blocking pool; logs a failure (the engine's rollback only fails
+    /// on a closed channel, where nothing is left to undo).
+    async fn roll_back(self) {
+        let channel = self.entry.name().to_string();
+        let outcome = on_blocking_pool(move || self.transaction.rollback()).await;
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => warn!(%channel, %error, "rollback failed"),
+            Err(error) => warn!(%channel, %error, "rollback failed"),
+        }
+    }
+}
+
+/// Converts a received event to the engine's. Headers become a map: when a key repeats,
+/// the last value wins (the protocol keeps duplicates; Flume's events are maps).
+fn to_engine_event(event: millrace_protocol::Event) -> millrace_engine::Event {
+    millrace_engine::Event {
+        headers: event.headers.into_iter().collect(),
+        body: event.body,
+    }
+}
+
+/// Flume's counters of a channel as a stats reply.
+fn stats_reply(stats: &EngineStats) -> ChannelStats {
+    flume_counters(stats)
+        .into_iter()
+        .fold(ChannelStats::default(), |reply, (name, value)| {
+            reply.with_counter(name, value)
+        })
+}
+
+/// The outcome of a take: the encoded `Events` frame, or the error to answer with (the
+/// transaction must then be rolled back).
+type TakeOutcome = Result<BytesMut, ErrorResponse>;
+
+/// Takes up to `max_events` into the transaction and encodes them as one `Events` frame
+/// within the client's frame limit. Runs on the blocking pool.
+fn take_events(
+    open: &mut OpenTransaction,
+    encoder: Encoder,
+    request_id: RequestId,
+    max_events: u32,
+    wait: Duration,
+) -> TakeOutcome {
+    let mut frame = BytesMut::new();
+    let mut writer = encoder.events_writer(&mut frame, request_id);
+    while writer.event_count() < max_events as usize {
+        let event = match open.undelivered.take() {
+            Some(event) => event,
+            None => {
+                let first_take = writer.event_count() == 0;
+                let taken = if first_take && !wait.is_zero() {
+                    open.transaction.take_waiting(wait)
+                } else {
+                    open.transaction.take()
+                };
+                match taken {
+                    Ok(Some(event)) => {
+                        open.take_count += 1;
+                        event
+                    }
+                    Ok(None) => break,
+                    // The transaction is full after some events: return those.
+                    Err(ChannelError::TransactionFull { .. }) if !first_take => break,
+                    Err(error) => return Err(engine_error_response(&error, open.take_count + 1)),
+                }
+            }
+        };
+        let event_bytes = match encoded_event_bytes(event.headers.iter(), event.body.len()) {
+            Ok(event_bytes) => event_bytes,
+            Err(error) => return Err(ErrorResponse::internal(error)),
+        };
+        if !writer.fits(event_bytes) {
+            let frame_bytes = writer.frame_bytes() + event_bytes;
+            let nothing_delivered_yet = writer.event_count() == 0;
+            open.undelivered = Some(event);
+            if nothing_delivered_yet {
+                // Closing error: the session ends and the rollback puts the event back.
+                return Err(ErrorResponse::frame_too_large(
+                    frame_bytes as u64,
+                    encoder.peer_max_frame_bytes(),
+                ));
+            }
+            break;
+        }
+        if let Err(error) = writer.push(event.headers.iter(), &event.body) {
+            open.undelivered = Some(event);
+            return Err(ErrorResponse::internal(error));
+        }
+    }
+    match writer.finish() {
+        Ok(_) => Ok(frame),
+        Err(error) => Err(ErrorResponse::internal(error)),
+    }
+}
+
+/// One client connection.
+pub struct Session {
+    stream: TcpStream,
+    peer: SocketAddr,
+    registry: Arc<ChannelRegistry>,
+    settings: Arc<SessionSettings>,
+    decoder: RequestDecoder,
+    encoder: Encoder,
+    input: BytesMut,
+    output: BytesMut,
+    transaction: Option<OpenTransaction>,
+    shutdown: ShutdownWatcher,
+    /// When the first byte of the frame being received was seen.
+    partial_frame_since: Option<Instant>,
+    /// The client's name from its `Hello`, for logs.
+    client_name: String,
+    /// True once `HelloAccepted` is queued: until then the server's first bytes are
+    /// still to come, so a refusal is a handshake rejection preceded by the magic.
+    handshake_accepted: bool,
+}
+
+impl Session {
+    /// A session for an accepted connection.
+    pub fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        registry: Arc<ChannelRegistry>,
+        settings: Arc<SessionSettings>,
+        shutdown: ShutdownWatcher,
+    ) -> Self {
+        let decoder = RequestDecoder::new(settings.decode_limits);
+        Session {
+            stream,
+            peer,
+            registry,
+            settings,
+            decoder,
+            encoder: Encoder::default(),
+            input: BytesMut::new(),
+            output: BytesMut::new(),
+            transaction: None,
+            shutdown,
+            partial_frame_since: None,
+            client_name: String::new(),
+            handshake_accepted: false,
+        }
+    }
+
+    /// Serves the connection until it ends, then rolls back what is open and closes.
+    /// `permit` is the connection's place under `maxConnections`, released on return.
+    pub async fn run(mut self, permit: OwnedSemaphorePermit) {
+        debug!(peer = %self.peer, "connection opened");
+        let mut abort = self.shutdown.clone();
+        let served = tokio::select! {
+            outcome = self.serve() => Some(outcome),
+            () = abort.reached(ShutdownPhase::Aborting) => None,
+        };
+        let end = match served {
+            Some(Ok(end)) => end,
+            Some(Err(error)) => {
+                debug!(peer = %self.peer, %error, "connection broke");
+                self.output.clear();
+                SessionEnd::ClientClosed
+            }
+            None => {
+                // Stopped between two awaits of serve(): the output buffer holds whole
+                // frames only, so the closing error can follow them.
+                self.queue_closing_error(RequestId::CONNECTION, ErrorResponse::shutting_down());
+                SessionEnd::ShuttingDown
+            }
+        };
+        self.finish(end).await;
+        drop(permit);
+    }
+
+    async fn serve(&mut self) -> Result<SessionEnd, SessionError> {
+        loop {
+            loop {
+                let frame = match self.decoder.decode(&mut self.input) {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(error) => return Ok(self.refuse_undecodable(error)),
+                };
+                self.partial_frame_since = None;
+                if let Flow::Close(end) = self.execute(frame).await? {
+                    return Ok(end);
+                }
+                if self.output.len() >= FLUSH_THRESHOLD_BYTES {
+                    self.flush().await?;
+                }
+            }
+            self.flush().await?;
+            if let Flow::Close(end) = self.wait_for_bytes().await? {
+                return Ok(end);
+            }
+        }
+    }
+
+    /// Waits for more request bytes, within the idle timeout (nothing buffered) or the
+    /// frame deadline (part of a frame buffered). While draining, a session without a
+    /// transaction stops waiting and closes.
+    async fn wait_for_bytes(&mut self) -> Result<Flow, SessionError> {
+        let (deadline, limit, what) = if self.input.is_empty() {
+            self.partial_frame_since = None;
+            (
+                Instant::now() + self.settings.idle_timeout,
+                self.settings.idle_timeout,
+                "idle timeout (server.idleTimeoutMs)",
+            )
+        } else {
+            let since = *self.partial_frame_since.get_or_insert_with(Instant::now);
+            (
+                since + self.settings.frame_deadline,
+                self.settings.frame_deadline,
+                "frame-completion deadline (server.frameDeadlineMs)",
+            )
+        };
+        let stop_when_draining = self.transaction.is_none();
+        self.input.reserve(READ_CHUNK_BYTES);
+        tokio::select! {
+            read = self.stream.read_buf(&mut self.input) => match read {
+                Ok(0) => Ok(Flow::Close(SessionEnd::ClientClosed)),
+                Ok(_) => Ok(Flow::Continue),
+                Err(error) => Err(SessionError::Read(error)),
+            },
+            () = tokio::time::sleep_until(deadline) => {
+                info!(peer = %self.peer, client = %self.client_name, limit_ms = limit.as_millis() as u64, "{what} expired; closing");
+                let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+                Ok(self.close_with(RequestId::CONNECTION, ErrorResponse::timed_out(what, limit_ms)))
+            },
+            () = self.shutdown.reached(ShutdownPhase::Draining), if stop_when_draining => {
+                Ok(self.close_with(RequestId::CONNECTION, ErrorResponse::shutting_down()))
+            },
+        }
+    }
+
+    /// Answers a stream the decoder refused: a hint in the peer's own protocol for a
+    /// non-Millrace client, else the decoder's error frame. Closes either way.
+    fn refuse_undecodable(&mut self, error: DecodeError) -> SessionEnd {
+        match &error {
+            DecodeError::NotMillrace { looks_like, .. } => {
+                info!(peer = %self.peer, %error, "not a Millrace client; answering with a hint");
+                self.output.extend_from_slice(looks_like.hint_reply());
+                SessionEnd::ClosedWithError
+            }
+            _ => {
+                info!(peer = %self.peer, client = %self.client_name, %error, "undecodable request; closing");
+                let request_id = error.request_id().unwrap_or(RequestId::CONNECTION);
+                self.queue_closing_error(request_id, error.to_error_response());
+                SessionEnd::ClosedWithError
+            }
+        }
+    }
+
+    /// Queues an error frame after which the connection closes: a handshake rejection
+    /// (after the magic) while the handshake is not accepted, else an ordinary error.
+    fn queue_closing_error(&mut self, request_id: RequestId, error: ErrorResponse) {
+        let response = if self.handshake_accepted {
+            Response::Error(error)
+        } else {
+            Response::HandshakeRejected(error)
+        };
+        self.respond(request_id, &response);
+    }
+
+    fn close_with(&mut self, request_id: RequestId, error: ErrorResponse) -> Flow {
+        self.queue_closing_error(request_id, error);
+        Flow::Close(SessionEnd::ClosedWithError)
+    }
+
+    /// Appends a response. Every response this server builds fits the protocol's minimum
+    /// frame size except `Events`, which is encoded separately, so a failure here is a
+    /// server bug: it is logged and answered with `INTERNAL`.
+    fn respond(&mut self, request_id: RequestId, response: &Response) {
+        if let Err(error) = self
+            .encoder
+            .encode_response(request_id, response, &mut self.output)
+        {
+            warn!(peer = %self.peer, %error, "could not encode a response");
+            let fallback = Response::Error(ErrorResponse::internal(error));
+            let _ = self
+                .encoder
+                .encode_response(request_id, &fallback, &mut self.output);
+        }
+    }
+
+    /// Answers a request with an error. A `3xx` error closes the connection.
+    fn respond_error(&mut self, request_id: RequestId, error: ErrorResponse) -> Flow {
+        let closing = error.class() == ErrorClass::ConnectionClosing;
+        self.respond(request_id, &Response::Error(error));
+        if closing {
+            Flow::Close(SessionEnd::ClosedWithError)
+        } else {
+            Flow::Continue
+        }
+    }
+
+    fn respond_ok(&mut self, request_id: RequestId) -> Flow {
+        self.respond(request_id, &Response::Ok);
+        Flow::Continue
+    }
+
+    async fn flush(&mut self) -> Result<(), SessionError> {
+        if self.output.is_empty() {
+            return Ok(());
+        }
+        let pending_bytes = self.output.len();
+        let limit = self.settings.frame_deadline;
+        match timeout(limit, self.stream.write_all(&self.output)).await {
+            Ok(Ok(())) => {
+                self.output.clear();
+                Ok(())
+            }
+            Ok(Err(error)) => Err(SessionError::Write(error)),
+            Err(_) => Err(SessionError::WriteTimedOut {
+                pending_bytes,
+                limit_ms: limit.as_millis(),
+            }),
+        }
+    }
+
+    /// Rolls back what is open, sends what is queued and closes the connection.
+    async fn finish(mut self, end: SessionEnd) {
+        if let Some(open) = self.transaction.take() {
+            debug!(peer = %self.peer, channel = open.channel_name(), "rolling back the open transaction");
+            open.roll_back().await;
+        }
+        if let Err(error) = self.flush().await {
+            debug!(peer = %self.peer, %error, "could not send the last responses");
+            return;
+        }
+        if end != SessionEnd::ClientClosed {
+            linger(&mut self.stream).await;
+        }
+        debug!(peer = %self.peer, ?end, "connection closed");
+    }
+
+    async fn execute(&mut self, frame: RequestFrame) -> Result<Flow, SessionError> {
+        let request_id = frame.request_id;
+        let draining = self.shutdown.phase() >= ShutdownPhase::Draining;
+        match frame.request {
+            Request::Hello(hello) => Ok(self.handshake(request_id, hello)),
+            _ if draining && self.transaction.is_none() => {
+                Ok(self.close_with(request_id, ErrorResponse::shutting_down()))
+            }
+            Request::Ping => {
+                self.respond(request_id, &Response::Pong);
+                Ok(Flow::Continue)
+            }
+            Request::Begin { channel } => self.begin(request_id, &channel).await,
+            Request::Put { events } => self.put(request_id, events).await,
+            Request::Take {
+                max_events,
+                wait_ms,
+            } => self.take(request_id, max_events, wait_ms).await,
+            Request::Commit => self.commit(request_id).await,
+            Request::Rollback => self.rollback(request_id).await,
+            Request::PutCommit { channel, events } => {
+                self.put_commit(request_id, &channel, events).await
+            }
+            Request::Stats { channel } => Ok(self.stats(request_id, &channel)),
+            Request::Checkpoint { channel } => self.checkpoint(request_id, &channel).await,
+        }
+    }
+
+    fn handshake(&mut self, request_id: RequestId, hello: Hello) -> Flow {
+        self.client_name = hello.client_name.clone();
+        let Some(version) = negotiate_version(hello.oldest_version, hello.newest_version) else {
+            info!(peer = %self.peer, client = %self.client_name, "no common protocol version");
+            return self.close_with(
+                request_id,
+                ErrorResponse::unsupported_version(hello.oldest_version, hello.newest_version),
+            );
+        };
+        if let Some(expected) = &self.settings.auth_token {
+            let accepted = hello
+                .auth_token
+                .as_deref()
+                .is_some_and(|offered| tokens_match(offered, expected.expose_secret()));
+            if !accepted {
+                warn!(
+                    peer = %self.peer,
+                    client = %self.client_name,
+                    token_offered = hello.auth_token.is_some(),
+                    "auth token missing or wrong; refusing the connection"
+                );
+                return self.close_with(request_id, ErrorResponse::unauthorized());
+            }
+        }
+        self.encoder.set_peer_max_frame_bytes(hello.max_frame_bytes);
+        debug!(peer = %self.peer, client = %self.client_name, version, "handshake accepted");
+        let accepted = HelloAccepted {
+            version,
+            max_frame_bytes: self.settings.decode_limits.max_frame_bytes(),
+            server_name: self.settings.server_name.clone(),
+        };
+        self.respond(request_id, &Response::HelloAccepted(accepted));
+        self.handshake_accepted = true;
+        Flow::Continue
+    }
+
+    /// The named channel, if it exists and can serve; else the error to answer with.
+    fn serving_channel(
+        &self,
+        name: &str,
+    ) -> Result<(Arc<ChannelEntry>, Arc<dyn Channel>), ErrorResponse> {
+        let entry = self
+            .registry
+            .get(name)
+            .ok_or_else(|| ErrorResponse::unknown_channel(name))?;
+        match (entry.channel(), entry.unavailable_reason()) {
+            (Some(channel), None) => Ok((Arc::clone(entry), channel)),
+            (_, reason) => Err(ErrorResponse::channel_unhealthy(
+                name,
+                &reason.unwrap_or_else(|| "the channel is not open".to_string()),
+            )),
+        }
+    }
+
+    async fn begin(
+        &mut self,
+        request_id: RequestId,
+        channel_name: &str,
+    ) -> Result<Flow, SessionError> {
+        if let Some(open) = &self.transaction {
+            let error = ErrorResponse::transaction_already_open(open.channel_name());
+            return Ok(self.respond_error(request_id, error));
+        }
+        let (entry, channel) = match self.serving_channel(channel_name) {
+            Ok(serving) => serving,
+            Err(error) => return Ok(self.respond_error(request_id, error)),
+        };
+        match on_blocking_pool(move || channel.begin()).await? {
+            Ok(transaction) => {
+                self.transaction = Some(OpenTransaction {
+                    entry,
+                    transaction,
+                    put_count: 0,
+                    take_count: 0,
+                    undelivered: None,
+                });
+                Ok(self.respond_ok(request_id))
+            }
+            Err(error) => Ok(self.respond_error(request_id, engine_error_response(&error, 0))),
+        }
+    }
+
+    async fn put(
+        &mut self,
+        request_id: RequestId,
+        events: EventBatch,
+    ) -> Result<Flow, SessionError> {
+        let Some(mut open) = self.transaction.take() else {
+            return Ok(self.respond_error(request_id, ErrorResponse::no_transaction()));
+        };
+        let attempted_events = open.put_count + events.len() as u64;
+        let (open, outcome) = on_blocking_pool(move || {
+            let outcome = events.shared_events().try_for_each(|event| {
+                open.transaction.put(to_engine_event(event))?;
+                open.put_count += 1;
+                Ok::<(), ChannelError>(())
+            });
+            (open, outcome)
+        })
+        .await?;
+        match outcome {
+            Ok(()) => {
+                self.transaction = Some(open);
+                Ok(self.respond_ok(request_id))
+            }
+            Err(error) => {
+                // A failed Put rolls the transaction back (protocol §8).
+                open.roll_back().await;
+                Ok(self.respond_error(request_id, engine_error_response(&error, attempted_events)))
+            }
+        }
+    }
+
+    async fn take(
+        &mut self,
+        request_id: RequestId,
+        max_events: u32,
+        wait_ms: u32,
+    ) -> Result<Flow, SessionError> {
+        let Some(mut open) = self.transaction.take() else {
+            return Ok(self.respond_error(request_id, ErrorResponse::no_transaction()));
+        };
+        let wait = Duration::from_millis(u64::from(wait_ms)).min(self.settings.max_take_wait);
+        if !wait.is_zero() {
+            // Responses queued before a take that may wait must not wait with it.
+            if let Err(error) = self.flush().await {
+                self.transaction = Some(open);
+                return Err(error);
+            }
+        }
+        let encoder = self.encoder;
+        let (open, outcome) = on_blocking_pool(move || {
+            let outcome = take_events(&mut open, encoder, request_id, max_events, wait);
+            (open, outcome)
+        })
+        .await?;
+        match outcome {
+            Ok(frame) => {
+                self.output.extend_from_slice(&frame);
+                self.transaction = Some(open);
+                Ok(Flow::Continue)
+            }
+            Err(error) => {
+                // A failed Take rolls the transaction back (protocol §8); the events
+                // return to the head of the channel.
+                open.roll_back().await;
+                Ok(self.respond_error(request_id, error))
+            }
+        }
+    }
+
+    async fn commit(&mut self, request_id: RequestId) -> Result<Flow, SessionError> {
+        let Some(open) = self.transaction.take() else {
+            return Ok(self.respond_error(request_id, ErrorResponse::no_transaction()));
+        };
+        if open.undelivered.is_some() {
+            let channel = open.channel_name().to_string();
+            let max_frame_bytes = self.encoder.peer_max_frame_bytes();
+            open.roll_back().await;
+            let error = ErrorResponse::internal(format!(
+                "the transaction on channel '{channel}' was rolled back instead of committed: \
+                 one taken event did not fit in the last Events frame (client max_frame_bytes \
+                 {max_frame_bytes}) and has not been delivered; take again before committing"
+            ))
+            .for_channel(channel);
+            return Ok(self.respond_error(request_id, error));
+        }
+        let OpenTransaction { transaction, .. } = open;
+        match on_blocking_pool(move || transaction.commit()).await? {
+            Ok(()) => Ok(self.respond_ok(request_id)),
+            Err(error) => Ok(self.respond_error(request_id, engine_error_response(&error, 0))),
+        }
+    }
+
+    async fn rollback(&mut self, request_id: RequestId) -> Result<Flow, SessionError> {
+        let Some(open) = self.transaction.take() else {
+            return Ok(self.respond_error(request_id, ErrorResponse::no_transaction()));
+        };
+        open.roll_back().await;
+        Ok(self.respond_ok(request_id))
+    }
+
+    async fn put_commit(
+        &mut self,
+        request_id: RequestId,
+        channel_name: &str,
+        events: EventBatch,
+    ) -> Result<Flow, SessionError> {
+        if let Some(open) = &self.transaction {
+            let error = ErrorResponse::transaction_already_open(open.channel_name());
+            return Ok(self.respond_error(request_id, error));
+        }
+        let channel = match self.serving_channel(channel_name) {
+            Ok((_, channel)) => channel,
+            Err(error) => return Ok(self.respond_error(request_id, error)),
+        };
+        let attempted_events = events.len() as u64;
+        let outcome = on_blocking_pool(move || {
+            let mut transaction = channel.begin()?;
+            for event in events.shared_events() {
+                // On error the transaction is dropped, which rolls it back.
+                transaction.put(to_engine_event(event))?;
+            }
+            transaction.commit()
+        })
+        .await?;
+        match outcome {
+            Ok(()) => Ok(self.respond_ok(request_id)),
+            Err(error) => {
+                Ok(self.respond_error(request_id, engine_error_response(&error, attempted_events)))
+            }
+        }
+    }
+
+    fn stats(&mut self, request_id: RequestId, channel_name: &str) -> Flow {
+        let Some(entry) = self.registry.get(channel_name) else {
+            return self.respond_error(request_id, ErrorResponse::unknown_channel(channel_name));
+        };
+        match entry.channel() {
+            // A snapshot of atomics and a queue length under a short lock: safe on the
+            // runtime's threads.
+            Some(channel) => {
+                let reply = stats_reply(&channel.stats());
+                self.respond(request_id, &Response::Stats(reply));
+                Flow::Continue
+            }
+            None => {
+                let reason = entry
+                    .unavailable_reason()
+                    .unwrap_or_else(|| "the channel is not open".to_string());
+                self.respond_error(
+                    request_id,
+                    ErrorResponse::channel_unhealthy(channel_name, &reason),
+                )
+            }
+        }
+    }
+
+    async fn checkpoint(
+        &mut self,
+        request_id: RequestId,
+        channel_name: &str,
+    ) -> Result<Flow, SessionError> {
+        let channel = match self.serving_channel(channel_name) {
+            Ok((_, channel)) => channel,
+            Err(error) => return Ok(self.respond_error(request_id, error)),
+        };
+        match on_blocking_pool(move || channel.checkpoint()).await? {
+            Ok(()) => Ok(self.respond_ok(request_id)),
+            Err(error) => Ok(self.respond_error(request_id, engine_error_response(&error, 0))),
+        }
+    }
+}
+
+/// Refuses a connection over `maxConnections`: a handshake rejection, then close.
+pub async fn refuse_connection(mut stream: TcpStream, peer: SocketAddr, max_connections: u32) {
+    info!(%peer, max_connections, "connection limit reached; refusing");
+    let mut output = Vec::new();
+    let rejection =
+        Response::HandshakeRejected(ErrorResponse::too_many_connections(max_connections));
+    if Encoder::default()
+        .encode_response(RequestId::CONNECTION, &rejection, &mut output)
+        .is_err()
+    {
+        return;
+    }
+    let sent = timeout(CLOSE_LINGER, stream.write_all(&output)).await;
+    if matches!(sent, Ok(Ok(()))) {
+        linger(&mut stream).await;
+    }
+}
+
+/// Half-closes and discards what the client still sends, for at most [`CLOSE_LINGER`]
+/// and [`CLOSE_DRAIN_MAX_BYTES`], so the client reads the last frame before the close.
+async fn linger(stream: &mut TcpStream) {
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut discard = vec![0u8; READ_CHUNK_BYTES];
+    let _ = timeout(CLOSE_LINGER, async {
+        let mut drained_bytes = 0usize;
+        while drained_bytes < CLOSE_DRAIN_MAX_BYTES {
+            match stream.read(&mut discard).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => drained_bytes += read,
+            }
+        }
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_match_only_when_equal() {
+        assert!(tokens_match("s3cret", "s3cret"));
+        assert!(!tokens_match("s3creT", "s3cret"));
+        assert!(!tokens_match("s3cre", "s3cret"));
+        assert!(!tokens_match("", "s3cret"));
+    }
+
+    #[test]
+    fn repeated_header_keys_keep_the_last_value() {
+        let event = millrace_protocol::Event::new("body")
+            .with_header("k", "first")
+            .with_header("k", "second");
+        let engine_event = to_engine_event(event);
+        assert_eq!(
+            engine_event.headers.get("k").map(String::as_str),
+            Some("second")
+        );
+        assert_eq!(&engine_event.body[..], b"body");
+    }
+}

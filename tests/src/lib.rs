@@ -1,0 +1,695 @@
+//! # Harness for the end-to-end tests
+//!
+//! The tests in `tests/tests/` start the real `channeld` and `channelctl` binaries. This
+//! library finds (and builds) them, runs servers in their own temporary directories on
+//! ports the system picks, and talks to them over HTTP and the raw protocol.
+//!
+//! ## Constraints
+//!
+//! - **Real binaries, from any cargo invocation.** `env!("CARGO_BIN_EXE_…")` only names
+//!   binaries of the test's own package, and these live in `server/` and `tools/`. So
+//!   [`binaries`] runs `cargo build --profile test --bins -p millrace-server -p
+//!   millrace-tools` once per test process, into the same target directory as the test
+//!   itself (found from the test executable's path), and uses what it produced. Under
+//!   `cargo test --workspace` the binaries are already current and the build is a no-op
+//!   check; under `cargo test -p millrace-e2e` it brings them up to date.
+//! - **Parallel and shared.** Tests run in parallel and `/tmp` is shared with other
+//!   processes: every server gets its own temporary directory and binds port 0; it
+//!   reports the ports it got through `--ready-file`.
+//! - **Bounded and clean.** Every wait has a deadline, and every child process is killed
+//!   when its handle drops, even when the test panics.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use millrace_protocol::{
+    DecodeLimits, Encoder, Hello, Request, RequestId, Response, ResponseDecoder, ResponseFrame,
+};
+use rustix::process::{kill_process, Pid, Signal};
+use serde_json::Value;
+
+/// Longest wait for a server to write its ready file.
+pub const SERVER_START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest wait for a server to exit after SIGTERM.
+pub const SERVER_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a `channelctl` run may take.
+pub const CHANNELCTL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest wait for one response or one read on a raw connection.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(20);
+/// Pause between polls of a file or a process.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// The agent name of the configurations the tests write.
+pub const AGENT: &str = "a1";
+/// The file name of a server's ready file in its directory.
+const READY_FILE_NAME: &str = "ready.json";
+/// The file name of a server's configuration in its directory.
+const CONFIG_FILE_NAME: &str = "agent.conf";
+
+/// Paths of the binaries under test.
+#[derive(Debug)]
+pub struct Binaries {
+    /// `channeld`.
+    pub channeld: PathBuf,
+    /// `channelctl`.
+    pub channelctl: PathBuf,
+}
+
+/// The binaries, built on first use. Panics with cargo's output if the build fails.
+pub fn binaries() -> &'static Binaries {
+    static BINARIES: OnceLock<Binaries> = OnceLock::new();
+    BINARIES.get_or_init(build_binaries)
+}
+
+fn build_binaries() -> Binaries {
+    let test_executable = std::env::current_exe().expect("the test executable's path");
+    // <target>/<profile>/deps/<test>-<hash>
+    let profile_dir = test_executable
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test executable lives in <target>/<profile>/deps")
+        .to_path_buf();
+    let target_dir = profile_dir
+        .parent()
+        .expect("a target directory")
+        .to_path_buf();
+    let workspace_dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .current_dir(workspace_dir)
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .args([
+            "build",
+            "--bins",
+            "-p",
+            "millrace-server",
+            "-p",
+            "millrace-tools",
+        ]);
+    // The release directory holds the release profile; "debug" holds dev and test.
+    if profile_dir
+        .file_name()
+        .is_some_and(|name| name == "release")
+    {
+        build.arg("--release");
+    } else {
+        build.args(["--profile", "test"]);
+    }
+    let output = build.output().expect("cargo runs");
+    assert!(
+        output.status.success(),
+        "building channeld and channelctl failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let binaries = Binaries {
+        channeld: profile_dir.join("channeld"),
+        channelctl: profile_dir.join("channelctl"),
+    };
+    for binary in [&binaries.channeld, &binaries.channelctl] {
+        assert!(binary.exists(), "{} was not built", binary.display());
+    }
+    binaries
+}
+
+/// Polls `condition` until it is true or `timeout` passes; returns whether it became
+/// true.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// How to start a server.
+#[derive(Debug, Clone, Default)]
+pub struct ServerSetup {
+    /// Configuration text for agent [`AGENT`]; `None` runs the embedded default.
+    pub config: Option<String>,
+    /// Extra command-line arguments.
+    pub args: Vec<String>,
+    /// Files to create in the server's directory before it starts: (relative path,
+    /// contents).
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+impl ServerSetup {
+    /// The embedded default (one file channel `default`).
+    pub fn embedded_default() -> Self {
+        ServerSetup::default()
+    }
+
+    /// A configuration file for agent [`AGENT`].
+    pub fn with_config(config: impl Into<String>) -> Self {
+        ServerSetup {
+            config: Some(config.into()),
+            ..ServerSetup::default()
+        }
+    }
+
+    /// Adds a file to create in the server's directory before it starts.
+    pub fn file(mut self, path: impl Into<String>, contents: impl Into<Vec<u8>>) -> Self {
+        self.files.push((path.into(), contents.into()));
+        self
+    }
+
+    /// Adds command-line arguments.
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+}
+
+/// A running (or stopped) channeld in its own temporary directory. Killed on drop.
+pub struct Server {
+    directory: tempfile::TempDir,
+    setup: ServerSetup,
+    process: Option<Child>,
+    protocol_address: String,
+    http_address: String,
+    starts: u32,
+    /// Restart on the addresses of the previous run instead of new ports.
+    keep_addresses: bool,
+}
+
+impl Server {
+    /// Starts a server and waits until it serves.
+    pub fn start(setup: ServerSetup) -> Server {
+        let directory = tempfile::Builder::new()
+            .prefix("millrace-e2e-")
+            .tempdir()
+            .expect("a temporary directory");
+        if let Some(config) = &setup.config {
+            std::fs::write(directory.path().join(CONFIG_FILE_NAME), config).expect("write config");
+        }
+        for (path, contents) in &setup.files {
+            std::fs::write(directory.path().join(path), contents).expect("write a prepared file");
+        }
+        let mut server = Server {
+            directory,
+            setup,
+            process: None,
+            protocol_address: String::new(),
+            http_address: String::new(),
+            starts: 0,
+            keep_addresses: false,
+        };
+        server.launch();
+        server
+    }
+
+    /// The server's working directory (channel data lives under it).
+    pub fn directory(&self) -> &Path {
+        self.directory.path()
+    }
+
+    /// Where the protocol listens, `host:port`.
+    pub fn protocol_address(&self) -> &str {
+        &self.protocol_address
+    }
+
+    /// Where HTTP listens, `host:port`.
+    pub fn http_address(&self) -> &str {
+        &self.http_address
+    }
+
+    fn stderr_path(&self) -> PathBuf {
+        self.directory
+            .path()
+            .join(format!("channeld-{}.stderr", self.starts))
+    }
+
+    /// What the current (or last) run wrote to stderr.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.stderr_path()).unwrap_or_default()
+    }
+
+    fn launch(&mut self) {
+        assert!(self.process.is_none(), "the server is already running");
+        self.starts += 1;
+        let ready_file = self.directory.path().join(READY_FILE_NAME);
+        let _ = std::fs::remove_file(&ready_file);
+        let stderr = std::fs::File::create(self.stderr_path()).expect("stderr log file");
+        let mut command = Command::new(&binaries().channeld);
+        command
+            .current_dir(self.directory.path())
+            .env("RUST_LOG", "info")
+            .env_remove("MILLRACE_AUTH_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        if self.setup.config.is_some() {
+            command.args(["-f", CONFIG_FILE_NAME, "-n", AGENT]);
+        }
+        let (bind, http) = if self.keep_addresses {
+            (self.protocol_address.clone(), self.http_address.clone())
+        } else {
+            ("127.0.0.1:0".to_string(), "127.0.0.1:0".to_string())
+        };
+        command
+            .args(["--bind", &bind, "--http", &http, "--ready-file"])
+            .arg(&ready_file)
+            .args(&self.setup.args);
+        let mut child = command.spawn().expect("channeld starts");
+        let mut exited = None;
+        let ready = wait_until(SERVER_START_TIMEOUT, || {
+            if let Ok(Some(status)) = child.try_wait() {
+                exited = Some(status);
+                return true;
+            }
+            ready_file.exists()
+        });
+        if let Some(status) = exited {
+            panic!(
+                "channeld exited during startup ({status}):\n{}",
+                self.stderr()
+            );
+        }
+        if !ready {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("channeld did not become ready:\n{}", self.stderr());
+        }
+        let ready: Value = serde_json::from_str(
+            &std::fs::read_to_string(&ready_file).expect("read the ready file"),
+        )
+        .expect("the ready file is JSON");
+        self.protocol_address = ready["protocol"].as_str().expect("protocol").to_string();
+        self.http_address = ready["http"].as_str().expect("http").to_string();
+        self.process = Some(child);
+    }
+
+    fn pid(&self) -> Pid {
+        let process = self.process.as_ref().expect("the server is running");
+        Pid::from_raw(process.id() as i32).expect("a valid pid")
+    }
+
+    /// The process's resident memory, from `/proc/PID/status` (`VmRSS`).
+    pub fn resident_memory_bytes(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid().as_raw_nonzero()))
+                .expect("read /proc/PID/status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("a VmRSS line");
+        kib * 1024
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn stop_with_sigterm(&mut self) -> ExitStatus {
+        kill_process(self.pid(), Signal::TERM).expect("send SIGTERM");
+        self.wait_for_exit(SERVER_STOP_TIMEOUT)
+            .unwrap_or_else(|| panic!("channeld did not stop after SIGTERM:\n{}", self.stderr()))
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn send_sigterm(&self) {
+        kill_process(self.pid(), Signal::TERM).expect("send SIGTERM");
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let process = self.process.as_mut().expect("the server is running");
+        let mut status = None;
+        wait_until(timeout, || {
+            status = process.try_wait().expect("wait for channeld");
+            status.is_some()
+        });
+        if status.is_some() {
+            self.process = None;
+        }
+        status
+    }
+
+    /// Kills the process with SIGKILL, as a crash would.
+    pub fn kill_9(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+
+    /// Starts the stopped server again with the same directory, configuration and
+    /// arguments.
+    pub fn restart(&mut self) {
+        self.keep_addresses = false;
+        self.launch();
+    }
+
+    /// Like [`restart`](Self::restart), but on the same protocol and HTTP addresses, so
+    /// clients can reconnect to the address they knew.
+    pub fn restart_on_the_same_addresses(&mut self) {
+        self.keep_addresses = true;
+        self.launch();
+    }
+
+    /// `GET path` on the HTTP listener.
+    pub fn http_get(&self, path: &str) -> HttpResponse {
+        http_get(&self.http_address, path)
+    }
+
+    /// `GET path` parsed as JSON.
+    pub fn http_json(&self, path: &str) -> (u16, Value) {
+        let response = self.http_get(path);
+        let json = serde_json::from_str(&response.body)
+            .unwrap_or_else(|error| panic!("{path} is not JSON ({error}): {}", response.body));
+        (response.status, json)
+    }
+
+    /// Runs `channelctl` against this server: `subcommand`, then `--server ADDR`, then
+    /// `args`.
+    pub fn channelctl(&self, subcommand: &str, args: &[&str], stdin: &[u8]) -> Output {
+        let mut full_args = vec![subcommand, "--server", self.protocol_address()];
+        full_args.extend_from_slice(args);
+        channelctl(&full_args, stdin)
+    }
+
+    /// A raw protocol connection to this server.
+    pub fn connect_raw(&self) -> RawConnection {
+        RawConnection::connect(self.protocol_address())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}
+
+/// Runs `channelctl` with `args`, feeding `stdin`; bounded by [`CHANNELCTL_TIMEOUT`].
+pub fn channelctl(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(&binaries().channelctl)
+        .args(args)
+        .env_remove("MILLRACE_AUTH_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("channelctl starts");
+    let mut input = child.stdin.take().expect("stdin");
+    let stdin = stdin.to_vec();
+    let feeder = thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let guard = ChildGuard(Some(child));
+    let output = guard.wait_with_output(CHANNELCTL_TIMEOUT);
+    let _ = feeder.join();
+    output
+}
+
+/// Kills its child process on drop.
+pub struct ChildGuard(pub Option<Child>);
+
+impl ChildGuard {
+    /// Waits up to `timeout` for the child and collects its output; panics (after
+    /// killing it) when it takes longer.
+    pub fn wait_with_output(mut self, timeout: Duration) -> Output {
+        let mut child = self.0.take().expect("a child");
+        let mut stdout = child.stdout.take();
+        let mut stderr = child.stderr.take();
+        let stdout_reader = thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(stdout) = stdout.as_mut() {
+                let _ = stdout.read_to_end(&mut bytes);
+            }
+            bytes
+        });
+        let stderr_reader = thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(stderr) = stderr.as_mut() {
+                let _ = stderr.read_to_end(&mut bytes);
+            }
+            bytes
+        });
+        let mut status = None;
+        wait_until(timeout, || {
+            status = child.try_wait().expect("wait for the child");
+            status.is_some()
+        });
+        let Some(status) = status else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the child process did not finish within {timeout:?}");
+        };
+        Output {
+            status,
+            stdout: stdout_reader.join().expect("stdout reader"),
+            stderr: stderr_reader.join().expect("stderr reader"),
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// An HTTP response: status and body.
+#[derive(Debug)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// Header lines, lower-cased names.
+    pub headers: Vec<(String, String)>,
+    /// The body as text.
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(header, _)| header == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// A minimal HTTP/1.1 GET with `Connection: close`, reading to the end. Enough for the
+/// server's fixed-length responses; keeps an HTTP client library out of the tests.
+pub fn http_get(address: &str, path: &str) -> HttpResponse {
+    let mut stream = TcpStream::connect(address).expect("connect to the HTTP listener");
+    stream
+        .set_read_timeout(Some(READ_TIMEOUT))
+        .expect("read timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send the request");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read the response");
+    let text = String::from_utf8(raw).expect("a UTF-8 response");
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .expect("a header/body separator");
+    let mut lines = head.lines();
+    let status_line = lines.next().expect("a status line");
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
+        .collect();
+    HttpResponse {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+/// A protocol connection driven byte by byte from the test (blocking, with timeouts),
+/// for checks the client library would not let happen: pipelining in one write, broken
+/// frames, slow senders.
+pub struct RawConnection {
+    stream: TcpStream,
+    decoder: ResponseDecoder,
+    encoder: Encoder,
+    input: BytesMut,
+    last_request_id: RequestId,
+}
+
+impl RawConnection {
+    /// Connects (no handshake yet).
+    pub fn connect(address: &str) -> RawConnection {
+        let stream = TcpStream::connect(address).expect("connect to the protocol listener");
+        stream
+            .set_read_timeout(Some(READ_TIMEOUT))
+            .expect("read timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        RawConnection {
+            stream,
+            decoder: ResponseDecoder::new(DecodeLimits::default()),
+            encoder: Encoder::default(),
+            input: BytesMut::new(),
+            last_request_id: RequestId::CONNECTION,
+        }
+    }
+
+    /// Encodes requests back to back and sends them in one write. Returns their ids.
+    pub fn send_pipelined(&mut self, requests: &[Request]) -> Vec<RequestId> {
+        let mut bytes = Vec::new();
+        let ids = requests
+            .iter()
+            .map(|request| {
+                self.last_request_id = self.last_request_id.next();
+                self.encoder
+                    .encode_request(self.last_request_id, request, &mut bytes)
+                    .expect("encode the request");
+                self.last_request_id
+            })
+            .collect();
+        self.send_bytes(&bytes);
+        ids
+    }
+
+    /// Sends one request.
+    pub fn send(&mut self, request: &Request) -> RequestId {
+        self.send_pipelined(std::slice::from_ref(request))[0]
+    }
+
+    /// Sends raw bytes.
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send bytes");
+    }
+
+    /// Sends a `Hello` (with `token`) and returns the server's answer.
+    pub fn handshake(&mut self, token: Option<&str>) -> Response {
+        let mut hello = Hello::new("millrace-e2e");
+        hello.auth_token = token.map(str::to_string);
+        self.handshake_with(hello)
+    }
+
+    /// Sends the given `Hello` and returns the server's answer.
+    pub fn handshake_with(&mut self, hello: Hello) -> Response {
+        self.send(&Request::Hello(hello));
+        let response = self.receive().response;
+        if let Response::HelloAccepted(accepted) = &response {
+            self.encoder
+                .set_peer_max_frame_bytes(accepted.max_frame_bytes);
+        }
+        response
+    }
+
+    /// Handshakes without a token and panics unless accepted.
+    pub fn open(address: &str) -> RawConnection {
+        let mut connection = RawConnection::connect(address);
+        let response = connection.handshake(None);
+        assert!(
+            matches!(response, Response::HelloAccepted(_)),
+            "handshake refused: {response:?}"
+        );
+        connection
+    }
+
+    /// Reads the next response; panics on a timeout, a close or a decode error.
+    pub fn receive(&mut self) -> ResponseFrame {
+        self.try_receive()
+            .unwrap_or_else(|problem| panic!("{problem}"))
+    }
+
+    /// Reads the next response, or says why there is none.
+    pub fn try_receive(&mut self) -> Result<ResponseFrame, String> {
+        loop {
+            match self.decoder.decode(&mut self.input) {
+                Ok(Some(frame)) => return Ok(frame),
+                Ok(None) => {}
+                Err(error) => return Err(format!("undecodable response: {error}")),
+            }
+            let mut chunk = [0u8; 64 * 1024];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Err("the server closed the connection".to_string()),
+                Ok(read) => self.input.extend_from_slice(&chunk[..read]),
+                Err(error) => return Err(format!("reading a response failed: {error}")),
+            }
+        }
+    }
+
+    /// Sends `request` and returns its answer.
+    pub fn call(&mut self, request: &Request) -> Response {
+        let id = self.send(request);
+        let frame = self.receive();
+        assert_eq!(frame.request_id, id, "answer to the wrong request");
+        frame.response
+    }
+
+    /// Reads everything until the server closes (or `READ_TIMEOUT`), returning the raw
+    /// bytes and whether the server closed.
+    pub fn read_until_closed(&mut self) -> (Vec<u8>, bool) {
+        let mut bytes = self.input.split().to_vec();
+        let mut chunk = [0u8; 64 * 1024];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return (bytes, true),
+                Ok(read) => bytes.extend_from_slice(&chunk[..read]),
+                Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => {
+                    return (bytes, true)
+                }
+                Err(_) => return (bytes, false),
+            }
+        }
+    }
+
+    /// The socket, for writing from another thread (`try_clone`).
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// Closes the connection abruptly from the client side.
+    pub fn disconnect(self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+}
+
+/// Config text for agent [`AGENT`] with file channels `names`, each with its
+/// directories under `<name>/` in the server's directory, plus `extra` lines.
+pub fn file_channels_config(names: &[&str], extra: &str) -> String {
+    let mut config = format!("{AGENT}.channels = {}\n", names.join(" "));
+    for name in names {
+        config.push_str(&format!(
+            "{AGENT}.channels.{name}.type = file\n\
+             {AGENT}.channels.{name}.checkpointDir = {name}/checkpoint\n\
+             {AGENT}.channels.{name}.dataDirs = {name}/data\n\
+             {AGENT}.channels.{name}.minimumRequiredSpace = 1048576\n"
+        ));
+    }
+    config.push_str(extra);
+    config
+}
+
+/// Stdout of a `channelctl` run as lines, after checking it succeeded.
+pub fn successful_lines(output: &Output) -> Vec<String> {
+    assert!(
+        output.status.success(),
+        "channelctl failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone())
+        .expect("UTF-8 output")
+        .lines()
+        .map(str::to_string)
+        .collect()
+}

@@ -1,0 +1,15 @@
+//! `channelctl`: put, take, inspect and check Millrace channels. See
+//! `docs/operations.md`.
+
+use clap::Parser;
+use millrace_tools::channelctl::{self, ChannelctlArgs, ChannelctlError};
+
+fn main() {
+    let args = ChannelctlArgs::parse();
+    if let Err(error) = channelctl::run(args) {
+        if !matches!(error, ChannelctlError::InvalidConfig { .. }) {
+            eprintln!("channelctl: {error}");
+        }
+        std::process::exit(error.exit_code());
+    }
+}

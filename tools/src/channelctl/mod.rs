@@ -1,0 +1,223 @@
+//! `channelctl`: the operator tool.
+//!
+//! Scriptable by contract (`shared/design.md` §2.5):
+//!
+//! - `put` reads newline-separated bodies from stdin, commits every `--batch` events
+//!   (default 100) and at end of input, and prints `committed TOTAL` after each
+//!   successful commit. Non-zero exit on error.
+//! - `take` writes each body as one line to stdout, flushes, then commits; it stops after
+//!   `--max` events or when a take returns nothing within `--wait-ms` (default 1000);
+//!   `--follow` keeps waiting instead.
+//! - `stats` prints a table for people, `--json` for scripts.
+//! - `validate -f FILE -n AGENT` exits 0 with a summary when the configuration is valid,
+//!   78 (EX_CONFIG) listing every error when it is not.
+//!
+//! `--server` defaults to `127.0.0.1:41450`, `--channel` to `default`; the auth token
+//! comes from `--auth-token` or `MILLRACE_AUTH_TOKEN`.
+
+mod put;
+mod stats;
+mod take;
+mod validate;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use millrace_client::{ClientError, ClientOptions, DEFAULT_SERVER_ADDRESS};
+use thiserror::Error;
+
+/// The channel a command uses when `--channel` is not given.
+pub const DEFAULT_CHANNEL: &str = "default";
+/// Events per transaction when `--batch` is not given.
+pub const DEFAULT_BATCH_EVENTS: u32 = 100;
+/// How long `take` waits for an event before it stops (or, with `--follow`, asks again).
+pub const DEFAULT_WAIT_MS: u32 = 1_000;
+/// sysexits.h `EX_CONFIG`: `validate` found the configuration invalid.
+pub const EXIT_CONFIG_INVALID: i32 = 78;
+/// Any other failure.
+pub const EXIT_FAILURE: i32 = 1;
+
+/// channelctl: put, take, inspect and check Millrace channels.
+#[derive(Debug, Parser)]
+#[command(name = "channelctl", version, about)]
+pub struct ChannelctlArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Put newline-separated bodies from stdin; print `committed TOTAL` after each commit.
+    Put(PutArgs),
+    /// Take events and write each body as one line to stdout.
+    Take(TakeArgs),
+    /// Show a channel's counters.
+    Stats(StatsArgs),
+    /// Check a configuration file without starting channeld.
+    Validate(ValidateArgs),
+}
+
+/// How to reach the server.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// channeld's protocol address.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_SERVER_ADDRESS)]
+    pub server: String,
+
+    /// The channel.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_CHANNEL)]
+    pub channel: String,
+
+    /// The server's shared token, if it requires one.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "MILLRACE_AUTH_TOKEN",
+        hide_env_values = true
+    )]
+    pub auth_token: Option<String>,
+}
+
+impl ServerArgs {
+    fn client_options(&self) -> ClientOptions {
+        let options = ClientOptions::new(self.server.clone())
+            .with_client_name(format!("channelctl {}", env!("CARGO_PKG_VERSION")));
+        match &self.auth_token {
+            Some(token) => options.with_auth_token(token.clone()),
+            None => options,
+        }
+    }
+}
+
+/// `channelctl put`.
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+
+    /// Commit every N events (and at end of input).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH_EVENTS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch: u32,
+}
+
+/// `channelctl take`.
+#[derive(Debug, Args)]
+pub struct TakeArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+
+    /// Stop after N events.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max: Option<u64>,
+
+    /// Take (and commit) at most N events per transaction.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH_EVENTS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch: u32,
+
+    /// How long a take waits for an event before channelctl stops.
+    #[arg(long, value_name = "MS", default_value_t = DEFAULT_WAIT_MS)]
+    pub wait_ms: u32,
+
+    /// Keep waiting for events instead of stopping when none arrive.
+    #[arg(long)]
+    pub follow: bool,
+}
+
+/// `channelctl stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `channelctl validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Flume agent configuration file.
+    #[arg(short = 'f', long = "conf-file", value_name = "FILE")]
+    pub conf_file: PathBuf,
+
+    /// The agent to check.
+    #[arg(short = 'n', long = "name", value_name = "AGENT")]
+    pub name: String,
+}
+
+/// Why a command failed.
+#[derive(Debug, Error)]
+pub enum ChannelctlError {
+    /// Talking to the server failed, or the server refused a request.
+    #[error("{0}")]
+    Client(#[from] ClientError),
+
+    /// Reading stdin or writing stdout failed.
+    #[error("{stream}: {source}")]
+    Io {
+        /// `stdin` or `stdout`.
+        stream: &'static str,
+        /// The reason.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The configuration is invalid; the problems were already printed.
+    #[error("{error_count} configuration error(s)")]
+    InvalidConfig {
+        /// How many.
+        error_count: usize,
+    },
+
+    /// The async runtime could not start.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+impl ChannelctlError {
+    /// The exit code: 78 for an invalid configuration, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ChannelctlError::InvalidConfig { .. } => EXIT_CONFIG_INVALID,
+            _ => EXIT_FAILURE,
+        }
+    }
+
+    fn stdout(source: std::io::Error) -> Self {
+        ChannelctlError::Io {
+            stream: "stdout",
+            source,
+        }
+    }
+
+    fn stdin(source: std::io::Error) -> Self {
+        ChannelctlError::Io {
+            stream: "stdin",
+            source,
+        }
+    }
+}
+
+/// Runs a subcommand.
+pub fn run(args: ChannelctlArgs) -> Result<(), ChannelctlError> {
+    if let Command::Validate(validate) = &args.command {
+        return validate::run(validate);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ChannelctlError::Runtime)?;
+    runtime.block_on(async {
+        match &args.command {
+            Command::Put(put) => put::run(put).await,
+            Command::Take(take) => take::run(take).await,
+            Command::Stats(stats) => stats::run(stats).await,
+            Command::Validate(_) => unreachable!("handled above"),
+        }
+    })
+}
