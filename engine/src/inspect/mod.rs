@@ -276,7 +276,7 @@ pub fn scan_channel(
     progress.begin("scanning segments", total_bytes);
     let mut segments = Vec::with_capacity(listed.len());
     for (dir_index, segment_id, path, newest_in_dir) in listed {
-        segments.push(scan::scan_segment(
+        match scan::scan_segment(
             storage,
             dir_index,
             segment_id,
@@ -284,7 +284,12 @@ pub fn scan_channel(
             newest_in_dir,
             !config.fsync_per_transaction,
             progress,
-        )?);
+        ) {
+            Ok(segment) => segments.push(segment),
+            // Deleted by a live channel's cleanup since the listing: not part of it.
+            Err(InspectError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
     }
     progress.finish();
     let log = log::replay(&segments, config.data_dirs.len());
