@@ -11,6 +11,8 @@
 //! - [`storage`]: the file-operation seam, with the real filesystem and a simulated disk
 //!   for power-loss tests.
 //! - [`record`]: the on-disk layout (see `docs/format.md`).
+//! - [`inspect`]: read-only scans of a stopped file channel (inspect, verify) and the
+//!   offline repairs built on them (salvage, checkpoint rebuild, replay).
 
 pub mod channel;
 pub mod config;
@@ -19,6 +21,7 @@ pub mod event;
 pub mod file;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod inspect;
 pub mod memory;
 pub mod record;
 pub mod spillable;

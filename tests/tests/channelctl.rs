@@ -254,3 +254,71 @@ fn memory_and_spillable_channels_serve_beside_a_file_channel() {
         "the spillable channel's overflow spilled to its own directory"
     );
 }
+
+#[test]
+fn checkpoint_inspect_verify_and_replay_through_channelctl() {
+    let config = file_channels_config(&["c1"], "a1.channels.c1.retentionTime = 3600000\n");
+    let mut server = Server::start(ServerSetup::with_config(config));
+    let put = server.channelctl("put", &["--channel", "c1"], b"e1\ne2\ne3\ne4\ne5\n");
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let taken = successful_lines(&server.channelctl(
+        "take",
+        &["--channel", "c1", "--max", "2", "--wait-ms", "100"],
+        b"",
+    ));
+    assert_eq!(taken, ["e1", "e2"]);
+    let online = successful_lines(&server.channelctl("checkpoint", &["--channel", "c1"], b""));
+    assert_eq!(online, ["channel c1: checkpoint written"]);
+    assert_eq!(server.stop_with_sigterm().code(), Some(0));
+
+    let data_dir = server.directory().join("c1").join("data");
+    let checkpoint_dir = server.directory().join("c1").join("checkpoint");
+    let files = [
+        "--channel",
+        "c1",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--checkpoint-dir",
+        checkpoint_dir.to_str().unwrap(),
+    ];
+    let with_files = |subcommand: &str, extra: &[&str]| {
+        let mut args = vec![subcommand];
+        args.extend_from_slice(&files);
+        args.extend_from_slice(extra);
+        channelctl(&args, b"")
+    };
+    let inspect = with_files("inspect", &["--json"]);
+    let report: serde_json::Value =
+        serde_json::from_slice(&inspect.stdout).unwrap_or_else(|error| {
+            panic!(
+                "inspect --json: {error}: {}",
+                String::from_utf8_lossy(&inspect.stdout)
+            )
+        });
+    assert_eq!(report["queue"]["depth"], 3, "{report}");
+
+    let verify = with_files("verify", &[]);
+    assert_eq!(
+        verify.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+
+    let rebuild = with_files("checkpoint", &[]);
+    assert_eq!(
+        rebuild.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&rebuild.stderr)
+    );
+
+    let plan = with_files("replay", &["--from-id", "1", "--json"]);
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).expect("replay --json");
+    assert_eq!(plan["events"], 2, "{plan}");
+    assert_eq!(plan["executed"], false, "{plan}");
+}

@@ -32,11 +32,11 @@
 //! covers it, and every segment it must outlive is gone — so even a full replay of what
 //! remains never resurrects a taken event or loses a committed one.
 
-mod checkpoint;
+pub(crate) mod checkpoint;
 mod health;
 mod maintenance;
 mod recovery;
-mod segments;
+pub(crate) mod segments;
 mod space;
 mod writer;
 
@@ -401,6 +401,11 @@ impl FileChannel {
     /// Segment files currently known, by id.
     pub fn segment_paths(&self) -> Vec<(u32, PathBuf)> {
         self.shared.registry.segment_paths()
+    }
+
+    /// The storage the channel's files live on (for read-only scans by `inspect`).
+    pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
+        &self.shared.storage
     }
 
     /// Re-reads free space now instead of waiting for the background refresh.

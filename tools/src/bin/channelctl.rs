@@ -7,7 +7,10 @@ use millrace_tools::channelctl::{self, ChannelctlArgs, ChannelctlError};
 fn main() {
     let args = ChannelctlArgs::parse();
     if let Err(error) = channelctl::run(args) {
-        if !matches!(error, ChannelctlError::InvalidConfig { .. }) {
+        if !matches!(
+            error,
+            ChannelctlError::InvalidConfig { .. } | ChannelctlError::Finished { .. }
+        ) {
             eprintln!("channelctl: {error}");
         }
         std::process::exit(error.exit_code());

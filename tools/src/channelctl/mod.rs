@@ -15,12 +15,15 @@
 //! `--server` defaults to `127.0.0.1:41450`, `--channel` to `default`; the auth token
 //! comes from `--auth-token` or `MILLRACE_AUTH_TOKEN`.
 
+mod offline_commands;
 mod put;
 mod stats;
 mod take;
 mod validate;
 
 use std::path::PathBuf;
+
+pub use offline_commands::{ChannelFilesArgs, CheckpointArgs, InspectArgs, ReplayArgs, VerifyArgs};
 
 use clap::{Args, Parser, Subcommand};
 use millrace_client::{ClientError, ClientOptions, DEFAULT_SERVER_ADDRESS};
@@ -57,6 +60,16 @@ pub enum Command {
     Stats(StatsArgs),
     /// Check a configuration file without starting channeld.
     Validate(ValidateArgs),
+    /// Show a stopped channel's segments, checkpoints, queue and free space (offline).
+    Inspect(InspectArgs),
+    /// Check every record and checkpoint of a stopped channel; optionally salvage it.
+    Verify(VerifyArgs),
+    /// Make the server checkpoint a channel now, or rebuild a stopped channel's
+    /// checkpoint from its segments (with -f or --data-dir).
+    Checkpoint(CheckpointArgs),
+    /// Rewind a stopped channel: re-enqueue the events taken since a point (plans unless
+    /// --execute).
+    Replay(ReplayArgs),
 }
 
 /// How to reach the server.
@@ -177,6 +190,18 @@ pub enum ChannelctlError {
     /// The async runtime could not start.
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
+
+    /// An offline tool failed.
+    #[error("{0}")]
+    Offline(#[from] crate::offline::ToolError),
+
+    /// The command ran and reported its findings; it exits with this code (for example
+    /// `verify` finding damage).
+    #[error("exit {exit_code}")]
+    Finished {
+        /// The exit code.
+        exit_code: i32,
+    },
 }
 
 impl ChannelctlError {
@@ -184,6 +209,8 @@ impl ChannelctlError {
     pub fn exit_code(&self) -> i32 {
         match self {
             ChannelctlError::InvalidConfig { .. } => EXIT_CONFIG_INVALID,
+            ChannelctlError::Offline(error) => error.exit_code(),
+            ChannelctlError::Finished { exit_code } => *exit_code,
             _ => EXIT_FAILURE,
         }
     }
@@ -205,8 +232,12 @@ impl ChannelctlError {
 
 /// Runs a subcommand.
 pub fn run(args: ChannelctlArgs) -> Result<(), ChannelctlError> {
-    if let Command::Validate(validate) = &args.command {
-        return validate::run(validate);
+    match &args.command {
+        Command::Validate(validate) => return validate::run(validate),
+        Command::Inspect(inspect) => return offline_commands::inspect(inspect),
+        Command::Verify(verify) => return offline_commands::verify(verify),
+        Command::Replay(replay) => return offline_commands::replay(replay),
+        _ => {}
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -217,7 +248,13 @@ pub fn run(args: ChannelctlArgs) -> Result<(), ChannelctlError> {
             Command::Put(put) => put::run(put).await,
             Command::Take(take) => take::run(take).await,
             Command::Stats(stats) => stats::run(stats).await,
-            Command::Validate(_) => unreachable!("handled above"),
+            Command::Checkpoint(checkpoint) => offline_commands::checkpoint(checkpoint).await,
+            Command::Validate(_)
+            | Command::Inspect(_)
+            | Command::Verify(_)
+            | Command::Replay(_) => {
+                unreachable!("handled above")
+            }
         }
     })
 }

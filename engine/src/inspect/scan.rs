@@ -1,0 +1,439 @@
+//! Reading every record of every segment, past damage.
+//!
+//! Recovery stops a segment at its first invalid record, because it only has to decide
+//! whether the channel may start. An operator needs more: every damaged place, and every
+//! valid record around it, so that salvage can keep what is still readable. After a bad
+//! record this scanner *resyncs*: it searches forward byte by byte for the next position
+//! where a record validates (its CRC folds in the segment id, so a match by chance is
+//! negligible), reports the bytes in between as one damaged region, and carries on.
+//!
+//! Nothing here writes: files are opened through [`Storage`] and only read.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::file::segments::{parse_segment_file_name, segment_file_name};
+use crate::record::{
+    decode_record, decode_take_payload, peek_record_bytes, put_event_count, CommitSummary,
+    EventPointer, RecordHeader, RecordKind, SegmentHeader, MAX_RECORD_BYTES, RECORD_HEADER_BYTES,
+    SEGMENT_HEADER_BYTES,
+};
+use crate::storage::{Storage, StorageFile};
+
+use super::{InspectError, Progress};
+
+/// Bytes read from a segment at a time.
+const READ_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+
+/// What a valid record says, without its event bodies (those are read again on demand).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordBody {
+    /// A put record holding this many events.
+    Put {
+        /// Events in the record.
+        event_count: u32,
+    },
+    /// A take record and the events it took.
+    Take {
+        /// Pointers to the taken events.
+        pointers: Vec<EventPointer>,
+    },
+    /// A commit record.
+    Commit(CommitSummary),
+    /// A rollback record (reserved; never written by Millrace).
+    Rollback,
+}
+
+/// One valid record found by the scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScannedRecord {
+    /// The segment holding it.
+    pub segment_id: u32,
+    /// Its byte offset in the segment.
+    pub offset: u64,
+    /// Its header fields.
+    pub header: RecordHeader,
+    /// Its payload, decoded.
+    pub body: RecordBody,
+}
+
+/// How bad a damaged region is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DamageKind {
+    /// The end of a directory's newest segment, cut short by a crash during its last
+    /// unsynced write. A restart truncates it with a warning; nothing acknowledged is lost.
+    TornTail,
+    /// A segment file whose header never became valid and that holds nothing else: its
+    /// creation was cut short. A restart removes it.
+    UnfinishedSegment,
+    /// Damage a restart refuses to pass: bytes that were synced, or a record that fails
+    /// its checks with valid records after it.
+    Corruption,
+}
+
+impl DamageKind {
+    /// The name used in reports: `torn-tail`, `unfinished-segment` or `corruption`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DamageKind::TornTail => "torn-tail",
+            DamageKind::UnfinishedSegment => "unfinished-segment",
+            DamageKind::Corruption => "corruption",
+        }
+    }
+}
+
+/// A run of bytes in a segment that holds no valid record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedRegion {
+    /// Where the damage starts (a record was expected here).
+    pub offset: u64,
+    /// Where the next valid record starts, or the end of the file.
+    pub end_offset: u64,
+    /// What was wrong with the bytes at `offset`.
+    pub reason: String,
+    /// Whether a restart repairs it by itself.
+    pub kind: DamageKind,
+}
+
+/// Everything the scan learned about one segment file.
+#[derive(Debug, Clone)]
+pub struct SegmentScan {
+    /// The id from the file name.
+    pub segment_id: u32,
+    /// Index of its data directory in the channel's `dataDirs`.
+    pub dir_index: usize,
+    /// The file.
+    pub path: PathBuf,
+    /// The file's size.
+    pub size_bytes: u64,
+    /// The decoded header, or why it did not decode.
+    pub header: Result<SegmentHeader, String>,
+    /// Valid records, in file order (including those after a torn point).
+    pub records: Vec<ScannedRecord>,
+    /// Damaged regions, in file order.
+    pub damaged_regions: Vec<DamagedRegion>,
+    /// Records after a torn tail's start: valid, but from the unsynced last write round,
+    /// so a restart discards them (they were never acknowledged).
+    pub records_discarded_by_restart: usize,
+    /// The segment is the newest of its directory.
+    pub newest_in_dir: bool,
+}
+
+impl SegmentScan {
+    /// The records a restart keeps: all but those after a torn tail's start.
+    pub fn kept_records(&self) -> &[ScannedRecord] {
+        &self.records[..self.records.len() - self.records_discarded_by_restart]
+    }
+}
+
+/// Lists a data directory's segments, sorted by id: `(id, path)`.
+pub(crate) fn list_segments(
+    storage: &dyn Storage,
+    dir: &Path,
+) -> Result<Vec<(u32, PathBuf)>, InspectError> {
+    let names = storage
+        .list_dir(dir)
+        .map_err(|source| InspectError::io(dir, "list", source))?;
+    let mut ids: Vec<u32> = names
+        .iter()
+        .filter_map(|name| parse_segment_file_name(name))
+        .collect();
+    ids.sort_unstable();
+    Ok(ids
+        .into_iter()
+        .map(|id| (id, dir.join(segment_file_name(id))))
+        .collect())
+}
+
+/// Scans one segment. `tolerate_tail_damage` is `!fsyncPerTransaction`: any damage in a
+/// directory's newest segment is then a torn tail, as recovery treats it.
+pub(crate) fn scan_segment(
+    storage: &dyn Storage,
+    dir_index: usize,
+    segment_id: u32,
+    path: &Path,
+    newest_in_dir: bool,
+    tolerate_tail_damage: bool,
+    progress: &dyn Progress,
+) -> Result<SegmentScan, InspectError> {
+    let file = storage
+        .open_file(path)
+        .map_err(|source| InspectError::io(path, "open", source))?;
+    let size_bytes = file
+        .len_bytes()
+        .map_err(|source| InspectError::io(path, "stat", source))?;
+    let read_error = |source| InspectError::io(path, "read", source);
+    let mut reader = SegmentReader::new(file, size_bytes);
+    let header_bytes = reader
+        .bytes_at(0, SEGMENT_HEADER_BYTES)
+        .map_err(read_error)?
+        .to_vec();
+    let header = match SegmentHeader::decode(&header_bytes) {
+        Ok(decoded) if decoded.segment_id != segment_id => Err(format!(
+            "header names segment {}, but the file name says {segment_id}",
+            decoded.segment_id
+        )),
+        Ok(decoded) => Ok(decoded),
+        Err(error) => Err(error.to_string()),
+    };
+    let mut scan = SegmentScan {
+        segment_id,
+        dir_index,
+        path: path.to_path_buf(),
+        size_bytes,
+        header,
+        records: Vec::new(),
+        damaged_regions: Vec::new(),
+        records_discarded_by_restart: 0,
+        newest_in_dir,
+    };
+    if let Err(reason) = &scan.header {
+        let data_after_header = reader
+            .first_nonzero_at_or_after(SEGMENT_HEADER_BYTES as u64)
+            .map_err(read_error)?;
+        if data_after_header.is_none() {
+            scan.damaged_regions.push(DamagedRegion {
+                offset: 0,
+                end_offset: size_bytes,
+                reason: format!("bad segment header ({reason}) and no data after it"),
+                kind: DamageKind::UnfinishedSegment,
+            });
+            progress.advance(size_bytes);
+            return Ok(scan);
+        }
+        scan.damaged_regions.push(DamagedRegion {
+            offset: 0,
+            end_offset: SEGMENT_HEADER_BYTES as u64,
+            reason: format!("bad segment header ({reason}) before data"),
+            kind: DamageKind::Corruption,
+        });
+    }
+    let mut offset = SEGMENT_HEADER_BYTES as u64;
+    while offset < size_bytes {
+        match reader.record_at(offset, segment_id).map_err(read_error)? {
+            Probe::Record(record) => {
+                let length = u64::from(record.header.record_bytes);
+                progress.advance(length);
+                scan.records.push(record);
+                offset += length;
+            }
+            Probe::EndOfData => {
+                let Some(nonzero) = reader
+                    .first_nonzero_at_or_after(offset)
+                    .map_err(read_error)?
+                else {
+                    break;
+                };
+                let next = reader.next_valid_record_at_or_after(nonzero, segment_id)?;
+                scan.damaged_regions.push(DamagedRegion {
+                    offset,
+                    end_offset: next.unwrap_or(size_bytes),
+                    reason: format!("a zero length field (end of data), but non-zero bytes follow at offset {nonzero}"),
+                    kind: DamageKind::Corruption,
+                });
+                match next {
+                    Some(next) => offset = next,
+                    None => break,
+                }
+            }
+            Probe::Invalid(reason) => {
+                let next = reader.next_valid_record_at_or_after(offset + 1, segment_id)?;
+                scan.damaged_regions.push(DamagedRegion {
+                    offset,
+                    end_offset: next.unwrap_or(size_bytes),
+                    reason,
+                    kind: DamageKind::Corruption,
+                });
+                match next {
+                    Some(next) => offset = next,
+                    None => break,
+                }
+            }
+        }
+    }
+    progress.advance(size_bytes.saturating_sub(offset));
+    classify_tail(&mut scan, tolerate_tail_damage);
+    Ok(scan)
+}
+
+/// Applies recovery's rules (`docs/format.md`, "Recovery decisions") to a segment's
+/// record damage: in a directory's newest segment, damage with no valid record after it,
+/// or followed only by records of the final write round, is a torn tail.
+fn classify_tail(scan: &mut SegmentScan, tolerate_tail_damage: bool) {
+    if !scan.newest_in_dir || scan.header.is_err() {
+        return;
+    }
+    let Some(first_damage) = scan.damaged_regions.first().map(|region| region.offset) else {
+        return;
+    };
+    let before = scan
+        .records
+        .iter()
+        .take_while(|record| record.offset < first_damage)
+        .count();
+    let later_rounds: Vec<u32> = scan.records[before..]
+        .iter()
+        .map(|record| record.header.write_round)
+        .collect();
+    let last_round_before = before
+        .checked_sub(1)
+        .map(|index| scan.records[index].header.write_round);
+    let torn = match later_rounds.first() {
+        None => true,
+        Some(_) if tolerate_tail_damage => true,
+        Some(&final_round) => {
+            later_rounds.iter().all(|&round| round == final_round)
+                && last_round_before.is_none_or(|round| {
+                    round == final_round || round.wrapping_add(1) == final_round
+                })
+        }
+    };
+    if torn {
+        for region in &mut scan.damaged_regions {
+            region.kind = DamageKind::TornTail;
+        }
+        scan.records_discarded_by_restart = later_rounds.len();
+    }
+}
+
+/// What the bytes at an offset are.
+enum Probe {
+    Record(ScannedRecord),
+    EndOfData,
+    Invalid(String),
+}
+
+/// Buffered positional reads of one segment.
+struct SegmentReader {
+    file: Arc<dyn StorageFile>,
+    file_len: u64,
+    buffer: Vec<u8>,
+    buffer_start: u64,
+}
+
+impl SegmentReader {
+    fn new(file: Arc<dyn StorageFile>, file_len: u64) -> Self {
+        SegmentReader {
+            file,
+            file_len,
+            buffer: Vec::new(),
+            buffer_start: 0,
+        }
+    }
+
+    /// Up to `wanted` bytes at `offset` (fewer only at the end of the file).
+    fn bytes_at(&mut self, offset: u64, wanted: usize) -> io::Result<&[u8]> {
+        let available = self.file_len.saturating_sub(offset).min(wanted as u64) as usize;
+        let buffer_end = self.buffer_start + self.buffer.len() as u64;
+        if offset < self.buffer_start || offset + available as u64 > buffer_end {
+            let read_len = self
+                .file_len
+                .saturating_sub(offset)
+                .min(READ_CHUNK_BYTES.max(available) as u64) as usize;
+            self.buffer.resize(read_len, 0);
+            self.file.read_exact_at(&mut self.buffer, offset)?;
+            self.buffer_start = offset;
+        }
+        let start = (offset - self.buffer_start) as usize;
+        Ok(&self.buffer[start..start + available])
+    }
+
+    fn record_at(&mut self, offset: u64, segment_id: u32) -> io::Result<Probe> {
+        let head = self.bytes_at(offset, RECORD_HEADER_BYTES)?;
+        let record_bytes = match peek_record_bytes(head) {
+            None if head.iter().all(|&byte| byte == 0) => return Ok(Probe::EndOfData),
+            None => {
+                return Ok(Probe::Invalid(format!(
+                    "a partial record header ({} bytes before the end of the file)",
+                    head.len()
+                )))
+            }
+            Some(0) => return Ok(Probe::EndOfData),
+            Some(length) => length,
+        };
+        if (record_bytes as usize) < RECORD_HEADER_BYTES || record_bytes > MAX_RECORD_BYTES {
+            return Ok(Probe::Invalid(format!(
+                "impossible record length {record_bytes} (allowed {RECORD_HEADER_BYTES}..={MAX_RECORD_BYTES})"
+            )));
+        }
+        let bytes = self.bytes_at(offset, record_bytes as usize)?;
+        let (header, payload) = match decode_record(bytes, segment_id) {
+            Ok(decoded) => decoded,
+            Err(error) => return Ok(Probe::Invalid(format!("invalid record: {error}"))),
+        };
+        let body = match header.kind {
+            RecordKind::Put => {
+                put_event_count(payload).map(|event_count| RecordBody::Put { event_count })
+            }
+            RecordKind::Take => {
+                decode_take_payload(payload).map(|pointers| RecordBody::Take { pointers })
+            }
+            RecordKind::Commit => CommitSummary::decode(payload).map(RecordBody::Commit),
+            RecordKind::Rollback => Ok(RecordBody::Rollback),
+        };
+        Ok(match body {
+            Ok(body) => Probe::Record(ScannedRecord {
+                segment_id,
+                offset,
+                header,
+                body,
+            }),
+            Err(error) => Probe::Invalid(format!(
+                "{:?} record with a valid checksum but a {error}",
+                header.kind
+            )),
+        })
+    }
+
+    fn first_nonzero_at_or_after(&mut self, mut offset: u64) -> io::Result<Option<u64>> {
+        while offset < self.file_len {
+            let chunk = self.bytes_at(offset, READ_CHUNK_BYTES)?;
+            if let Some(position) = chunk.iter().position(|&byte| byte != 0) {
+                return Ok(Some(offset + position as u64));
+            }
+            offset += chunk.len() as u64;
+        }
+        Ok(None)
+    }
+
+    /// The first position at or after `start` where a valid record begins. Every byte
+    /// position is tried: a damaged length field says nothing about where the next record
+    /// starts.
+    fn next_valid_record_at_or_after(
+        &mut self,
+        start: u64,
+        segment_id: u32,
+    ) -> Result<Option<u64>, InspectError> {
+        let mut position = start;
+        let read_error = |source| InspectError::Io {
+            path: PathBuf::from(segment_file_name(segment_id)),
+            operation: "read",
+            source,
+        };
+        while position + RECORD_HEADER_BYTES as u64 <= self.file_len {
+            let Some(nonzero) = self
+                .first_nonzero_at_or_after(position)
+                .map_err(read_error)?
+            else {
+                return Ok(None);
+            };
+            position = nonzero;
+            let head = self.bytes_at(position, 4).map_err(read_error)?;
+            let plausible = peek_record_bytes(head).is_some_and(|length| {
+                length as usize >= RECORD_HEADER_BYTES
+                    && length <= MAX_RECORD_BYTES
+                    && position + u64::from(length) <= self.file_len
+            });
+            if plausible {
+                if let Probe::Record(_) =
+                    self.record_at(position, segment_id).map_err(read_error)?
+                {
+                    return Ok(Some(position));
+                }
+            }
+            position += 1;
+        }
+        Ok(None)
+    }
+}
