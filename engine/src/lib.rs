@@ -10,9 +10,11 @@
 //! - [`storage`]: the file-operation seam, with the real filesystem and a simulated disk
 //!   for power-loss tests.
 //! - [`record`]: the on-disk layout (see `docs/format.md`).
+//! - [`crypto`]: keys, nonces and the record cipher for encryption at rest.
 
 pub mod channel;
 pub mod config;
+pub mod crypto;
 pub mod error;
 pub mod event;
 pub mod file;

@@ -34,6 +34,7 @@
 
 mod checkpoint;
 mod health;
+pub mod inspect;
 mod maintenance;
 mod recovery;
 mod segments;
@@ -61,19 +62,19 @@ use self::space::SpaceGuard;
 use self::writer::{DirWriterHandle, RecordLocation, WriteJob, WriterSettings};
 use crate::channel::{Channel, ChannelCounters, ChannelHealth, ChannelStats, Transaction};
 use crate::config::FileChannelConfig;
+use crate::crypto::{KeyRing, NonceSequence};
 use crate::error::{ChannelError, OpenError};
 use crate::event::Event;
 use crate::record::{
-    encode_put_payload, encode_record, encode_take_payload, encoded_event_bytes, CommitSummary,
-    EventPointer, RecordKind, MAX_RECORD_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+    encode_put_record, encode_record, encode_take_payload, encoded_event_bytes, CommitSummary,
+    EventPointer, PutEncoding, RecordKind, MAX_PUT_ENVELOPE_BYTES, MAX_RECORD_BYTES,
+    RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
 use crate::storage::{DirLock, Storage};
 
 /// A put record is closed once it holds this many bytes of events, so that a take reads
 /// and decodes a bounded amount to reach one event.
 const PUT_RECORD_TARGET_BYTES: usize = 1024 * 1024;
-/// Bytes of a put payload before its events (the event count).
-const PUT_PAYLOAD_PREFIX_BYTES: usize = 4;
 /// How long `close` waits for commits already handed to the writers to be applied.
 const CLOSE_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -116,6 +117,10 @@ struct Shared {
     checkpoint_files: Vec<PathBuf>,
     checkpoints: Mutex<maintenance::CheckpointState>,
     maintenance: maintenance::MaintenanceHandle,
+    /// The configured keys (the active one seals new put records), when encrypting.
+    keys: Option<Arc<KeyRing>>,
+    /// This open's nonces; present exactly when `keys` is.
+    nonces: Option<NonceSequence>,
 }
 
 struct QueueState {
@@ -250,6 +255,21 @@ impl FileChannel {
             .iter()
             .map(|dir| dir.join(CHECKPOINT_FILE_NAME))
             .collect();
+        let keys = match &config.encryption {
+            Some(encryption) => Some(Arc::new(KeyRing::load(encryption).map_err(|source| {
+                OpenError::Key {
+                    channel: name.to_string(),
+                    source,
+                }
+            })?)),
+            None => None,
+        };
+        let nonces = match keys {
+            Some(_) => Some(NonceSequence::from_os_random().map_err(|source| {
+                io_error(&config.data_dirs[0], "draw a nonce prefix for", source)
+            })?),
+            None => None,
+        };
         let recovered = recover(&RecoveryInput {
             channel: name,
             storage: storage.as_ref(),
@@ -257,8 +277,9 @@ impl FileChannel {
             checkpoint_files: checkpoint_files.clone(),
             tolerate_tail_damage: !config.fsync_per_transaction,
             progress: &progress,
+            keys: keys.as_deref(),
         })?;
-        let registry = Arc::new(SegmentRegistry::default());
+        let registry = Arc::new(SegmentRegistry::with_keys(keys.clone()));
         let opened_at_ms = crate::channel::unix_time_ms();
         for segment in recovered.segments {
             let meta = SegmentMeta::default();
@@ -272,6 +293,7 @@ impl FileChannel {
                     path: segment.path,
                     file: segment.file,
                     meta: Arc::new(meta),
+                    header: Arc::new(segment.header),
                 },
             );
         }
@@ -297,6 +319,7 @@ impl FileChannel {
                 fsync_per_transaction: config.fsync_per_transaction,
                 fsync_interval: config.fsync_interval,
                 health: Arc::clone(&health),
+                segment_key: keys.as_ref().map(|keys| Arc::clone(keys.active())),
             })
             .map_err(|source| io_error(dir, "start writer thread", source))?;
             dirs.push(DataDir {
@@ -307,7 +330,7 @@ impl FileChannel {
         let max_record_bytes = (config.max_file_size_bytes - SEGMENT_HEADER_BYTES as u64)
             .min(u64::from(MAX_RECORD_BYTES));
         let max_event_bytes =
-            max_record_bytes - (RECORD_HEADER_BYTES + PUT_PAYLOAD_PREFIX_BYTES) as u64;
+            max_record_bytes - (RECORD_HEADER_BYTES + MAX_PUT_ENVELOPE_BYTES) as u64;
         let mut state = QueueState {
             queue: recovered.queue.into(),
             in_flight: BTreeMap::new(),
@@ -355,6 +378,8 @@ impl FileChannel {
             }),
             maintenance: maintenance::MaintenanceHandle::default(),
             config,
+            keys,
+            nonces,
         });
         maintenance::start(&shared, replayed_records > 0).map_err(|source| {
             io_error(
@@ -732,24 +757,38 @@ impl FileTransaction {
         }
     }
 
-    /// Encodes the transaction's records: one put record per batch, then a take record,
-    /// then the commit record, with consecutive write-order ids.
+    /// Encodes the transaction's records: one put record per batch (compressed and
+    /// sealed as the channel is configured), then a take record, then the commit
+    /// record, with consecutive write-order ids. Runs on the committing thread.
     fn encode(
         &self,
         transaction_id: u64,
         first_write_order_id: u64,
         put_batches: &[std::ops::Range<usize>],
-    ) -> Vec<u8> {
+    ) -> Result<Vec<u8>, ChannelError> {
+        let shared = &self.shared;
+        let encoding = PutEncoding {
+            compression: shared.config.compression,
+            sealing: shared
+                .keys
+                .as_ref()
+                .zip(shared.nonces.as_ref())
+                .map(|(keys, nonces)| (keys.active().as_ref(), nonces)),
+        };
         let mut buffer = Vec::new();
         let mut write_order_id = first_write_order_id;
         for batch in put_batches {
-            encode_record(
+            encode_put_record(
                 &mut buffer,
-                RecordKind::Put,
                 transaction_id,
                 write_order_id,
-                |buffer| encode_put_payload(buffer, self.puts[batch.clone()].iter()),
-            );
+                &self.puts[batch.clone()],
+                encoding,
+            )
+            .map_err(|exhausted| ChannelError::Failed {
+                channel: shared.name.clone(),
+                reason: exhausted.to_string(),
+            })?;
             write_order_id += 1;
         }
         if !self.takes.is_empty() {
@@ -776,7 +815,7 @@ impl FileTransaction {
             write_order_id,
             |buffer| summary.encode(buffer),
         );
-        buffer
+        Ok(buffer)
     }
 
     /// Splits the puts into batches of about [`PUT_RECORD_TARGET_BYTES`].
@@ -944,21 +983,23 @@ impl Transaction for FileTransaction {
             .next_write_order_id
             .fetch_add(record_count as u64, Ordering::AcqRel);
         let last_write_order_id = first_write_order_id + record_count as u64 - 1;
-        let records = self.encode(transaction_id, first_write_order_id, &put_batches);
         let (reply_sender, reply_receiver) = crossbeam_channel::bounded(1);
-        let outcome = match dir.writer.submit(WriteJob {
-            records,
-            record_count,
-            reply: reply_sender,
-        }) {
-            Ok(()) => reply_receiver.recv().unwrap_or_else(|_| {
-                Err(ChannelError::Closed {
+        let outcome = match self.encode(transaction_id, first_write_order_id, &put_batches) {
+            Err(error) => Err(error),
+            Ok(records) => match dir.writer.submit(WriteJob {
+                records,
+                record_count,
+                reply: reply_sender,
+            }) {
+                Ok(()) => reply_receiver.recv().unwrap_or_else(|_| {
+                    Err(ChannelError::Closed {
+                        channel: shared.name.clone(),
+                    })
+                }),
+                Err(_) => Err(ChannelError::Closed {
                     channel: shared.name.clone(),
-                })
-            }),
-            Err(_) => Err(ChannelError::Closed {
-                channel: shared.name.clone(),
-            }),
+                }),
+            },
         };
         self.finished = true;
         let puts = std::mem::take(&mut self.puts);
