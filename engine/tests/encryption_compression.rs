@@ -8,12 +8,16 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use millrace_engine::config::{Compression, EncryptionConfig, FileChannelConfig, KeySource};
+use millrace_engine::config::{
+    Compression, EncryptionConfig, FileChannelConfig, KeySource, SpillableChannelConfig,
+};
 use millrace_engine::crypto::KeyError;
 use millrace_engine::file::inspect::{list_segments, read_segment_header, verify_segment};
 use millrace_engine::file::RecoveryPath;
 use millrace_engine::record::{seal_record, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
-use millrace_engine::{Channel, ChannelError, ChannelHealth, Event, FileChannel, OpenError};
+use millrace_engine::{
+    Channel, ChannelError, ChannelHealth, Event, FileChannel, OpenError, SpillableChannel,
+};
 
 /// A string no encoder would produce by chance: if it is on disk, plaintext leaked.
 const MARKER: &str = "PLAINTEXT-MARKER-5c1d9e27";
@@ -132,18 +136,17 @@ fn disk_state(dir: &Path) -> Vec<(PathBuf, u64)> {
     state
 }
 
-/// Data and checkpoint files that contain `needle`.
+/// Files under `root` that contain `needle`: every data and checkpoint file (the key
+/// files under `<root>/keys` are left out).
 fn files_containing(root: &Path, needle: &[u8]) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    for dir in [root.join("data0"), root.join("checkpoint")] {
-        for path in files_under(&dir) {
-            let bytes = std::fs::read(&path).unwrap();
-            if bytes.windows(needle.len()).any(|window| window == needle) {
-                found.push(path);
-            }
-        }
-    }
-    found
+    files_under(root)
+        .into_iter()
+        .filter(|path| !path.starts_with(root.join("keys")))
+        .filter(|path| {
+            let bytes = std::fs::read(path).unwrap();
+            bytes.windows(needle.len()).any(|window| window == needle)
+        })
+        .collect()
 }
 
 /// A record in a segment: its offset and bytes.
@@ -697,4 +700,26 @@ fn inspection_names_each_segments_key_and_verification_authenticates_only_with_t
         "{}",
         damage.detail
     );
+}
+
+#[test]
+fn a_spillable_channels_overflow_is_encrypted_and_compressed_on_disk() {
+    let root = tempfile::tempdir().unwrap();
+    write_key(root.path(), "k1", 1);
+    let mut config = SpillableChannelConfig::new(config(
+        root.path(),
+        Some(encryption(root.path(), "k1", &["k1"])),
+        Compression::Lz4,
+    ));
+    config.memory_capacity = 0;
+    config.overflow_capacity = 10_000;
+    let events = marker_events(300);
+    {
+        let channel = SpillableChannel::open("s1", config.clone()).unwrap();
+        put_events(&channel, &events, 50);
+        assert_eq!(channel.overflow_events(), 300);
+    }
+    assert!(files_containing(root.path(), MARKER.as_bytes()).is_empty());
+    let channel = SpillableChannel::open("s1", config).unwrap();
+    assert_eq!(peek_events(&channel), events);
 }
