@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use millrace_engine::config::{Compression, EncryptionConfig, FileChannelConfig, KeySource};
-use millrace_engine::crypto::{NonceSequence, RecordKey, NONCE_PREFIX_BYTES};
+use millrace_engine::crypto::{RecordKey, Sealer, NONCE_PREFIX_BYTES};
 use millrace_engine::record::{encode_put_record, PutEncoding};
 use millrace_engine::{Channel, Event, FileChannel};
 
@@ -201,14 +201,14 @@ fn put_record_encoding(criterion: &mut Criterion) {
         std::path::Path::new("bench.key"),
         &[0xa5; KEY_BYTES],
     );
-    let nonces = NonceSequence::with_prefix([7; NONCE_PREFIX_BYTES]);
+    let sealer = Sealer::with_prefix(Arc::new(key), [7; NONCE_PREFIX_BYTES]);
     let mut group = criterion.benchmark_group("encode_put_record_100x256B");
     group.throughput(Throughput::Elements(EVENTS_PER_BATCH as u64));
     let mut buffer = Vec::new();
     for case in &CASES {
         let encoding = PutEncoding {
             compression: case.compression,
-            sealing: case.encrypted.then_some((&key, &nonces)),
+            sealing: case.encrypted.then_some(&sealer),
         };
         group.bench_function(case.name, |bench| {
             bench.iter(|| {

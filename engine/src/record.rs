@@ -33,7 +33,7 @@
 //!   sealed body:               ciphertext of the next part when encrypted, else the part
 //!     compressed: u32 events_bytes, then an LZ4 block of the events
 //!     otherwise:  the events
-//!   [u8; 16] tag               encrypted only: Poly1305 over the body and the
+//!   [u8; 16] tag               encrypted only: AES-256-GCM tag over the body and the
 //!                              associated data (see [`put_associated_data`])
 //! ```
 //!
@@ -44,7 +44,7 @@ use bytes::Bytes;
 
 use crate::config::Compression;
 use crate::crypto::{
-    KeyRing, NonceSequence, NoncesExhausted, RecordKey, KEY_CHECK_BYTES, NONCE_BYTES, TAG_BYTES,
+    KeyRing, NoncesExhausted, RecordKey, Sealer, KEY_CHECK_BYTES, NONCE_BYTES, TAG_BYTES,
 };
 use crate::event::Event;
 
@@ -138,16 +138,17 @@ pub struct EventPointer {
 pub enum SegmentCipher {
     /// 0: put records are in clear.
     None = 0,
-    /// 1: every put record is sealed with XChaCha20-Poly1305 under the key the header
+    /// 1: every put record is sealed with AES-256-GCM under a subkey of the key the
+    /// header names (see [`crate::crypto`])
     /// names.
-    XChaCha20Poly1305 = 1,
+    Aes256Gcm = 1,
 }
 
 impl SegmentCipher {
     fn from_byte(byte: u8) -> Option<Self> {
         match byte {
             0 => Some(SegmentCipher::None),
-            1 => Some(SegmentCipher::XChaCha20Poly1305),
+            1 => Some(SegmentCipher::Aes256Gcm),
             _ => None,
         }
     }
@@ -156,7 +157,7 @@ impl SegmentCipher {
     pub fn name(self) -> &'static str {
         match self {
             SegmentCipher::None => "none",
-            SegmentCipher::XChaCha20Poly1305 => "xchacha20-poly1305",
+            SegmentCipher::Aes256Gcm => "aes-256-gcm",
         }
     }
 }
@@ -225,7 +226,7 @@ impl SegmentHeader {
             Some(key) => SegmentHeader {
                 segment_id,
                 created_unix_ms,
-                cipher: SegmentCipher::XChaCha20Poly1305,
+                cipher: SegmentCipher::Aes256Gcm,
                 key_id: key.id().to_string(),
                 key_check: key.check(),
             },
@@ -280,7 +281,7 @@ impl SegmentHeader {
         let cipher_byte = bytes[SEGMENT_CIPHER_OFFSET];
         let cipher = SegmentCipher::from_byte(cipher_byte).ok_or_else(|| {
             SegmentHeaderError::Invalid(format!(
-                "cipher {cipher_byte} is not one this build knows (0 none, 1 xchacha20-poly1305)"
+                "cipher {cipher_byte} is not one this build knows (0 none, 1 aes-256-gcm)"
             ))
         })?;
         let key_id_len = bytes[SEGMENT_KEY_ID_LENGTH_OFFSET] as usize;
@@ -514,8 +515,8 @@ fn encode_events<'a>(buf: &mut Vec<u8>, events: impl Iterator<Item = &'a Event>)
 pub struct PutEncoding<'a> {
     /// Compression tried on each record's events.
     pub compression: Compression,
-    /// The key and nonces that seal each record, when the channel encrypts.
-    pub sealing: Option<(&'a RecordKey, &'a NonceSequence)>,
+    /// The sealer of this channel open (active key, nonces), when the channel encrypts.
+    pub sealing: Option<&'a Sealer>,
 }
 
 impl PutEncoding<'_> {
@@ -541,7 +542,7 @@ pub fn encode_put_record(
     encoding: PutEncoding<'_>,
 ) -> Result<usize, NoncesExhausted> {
     let nonce = match encoding.sealing {
-        Some((_, nonces)) => Some(nonces.next()?),
+        Some(sealer) => Some(sealer.next_nonce()?),
         None => None,
     };
     let start = buf.len();
@@ -573,10 +574,10 @@ pub fn encode_put_record(
         record[16..24].copy_from_slice(&transaction_id.to_le_bytes());
         record[24..32].copy_from_slice(&write_order_id.to_le_bytes());
     }
-    if let (Some(nonce), Some((key, _))) = (nonce, encoding.sealing) {
+    if let (Some(nonce), Some(sealer)) = (nonce, encoding.sealing) {
         let (head, body) = buf.split_at_mut(body_start);
-        let associated_data = put_associated_data(&head[start..], key.id());
-        let tag = key.seal(&nonce, associated_data.as_slice(), body);
+        let associated_data = put_associated_data(&head[start..], sealer.key().id());
+        let tag = sealer.seal(&nonce, associated_data.as_slice(), body);
         buf.extend_from_slice(&tag);
     }
     let record = &mut buf[start..];
@@ -694,7 +695,7 @@ pub fn check_put_payload(
                 "an encrypted put record in a segment whose header names no key",
             ))
         }
-        (SegmentCipher::XChaCha20Poly1305, false) => {
+        (SegmentCipher::Aes256Gcm, false) => {
             return Err(malformed(
                 "a put record in clear in an encrypted segment (every put record of an \
                  encrypted segment is sealed)",
@@ -779,7 +780,10 @@ pub fn decode_put_record(
         let associated_data = put_associated_data(&record[..body.start], key.id());
         let (head, rest) = record.split_at_mut(nonce_end);
         let (sealed, tag) = rest.split_at_mut(tag_start - nonce_end);
-        key.open(&head[body.start..], associated_data.as_slice(), sealed, tag)
+        let nonce: &[u8; NONCE_BYTES] = head[body.start..]
+            .try_into()
+            .expect("the nonce ends where the sealed body starts");
+        key.open(nonce, associated_data.as_slice(), sealed, tag)
             .map_err(|_| PutRecordError::Authentication {
                 key_id: key.id().to_string(),
             })?;
@@ -968,6 +972,8 @@ fn read_u64(bytes: &[u8], offset: usize) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use proptest::prelude::*;
 
@@ -1053,7 +1059,7 @@ mod tests {
         let key = test_key("k1", 3);
         let encrypted = SegmentHeader::new(13, 1_700_000_000_000, Some(&key));
         let decoded = SegmentHeader::decode(&encrypted.encode()).unwrap();
-        assert_eq!(decoded.cipher, SegmentCipher::XChaCha20Poly1305);
+        assert_eq!(decoded.cipher, SegmentCipher::Aes256Gcm);
         assert_eq!(decoded.required_key_id(), Some("k1"));
         assert_eq!(decoded.key_check, key.check());
         let mut damaged = bytes;
@@ -1088,17 +1094,19 @@ mod tests {
     fn put_record(
         events: &[Event],
         compression: Compression,
-        key: Option<&RecordKey>,
+        key: Option<&Arc<RecordKey>>,
     ) -> (Vec<u8>, SegmentHeader) {
-        let nonces = NonceSequence::with_prefix([5; crate::crypto::NONCE_PREFIX_BYTES]);
+        let sealer = key.map(|key| {
+            Sealer::with_prefix(Arc::clone(key), [5; crate::crypto::NONCE_PREFIX_BYTES])
+        });
         let encoding = PutEncoding {
             compression,
-            sealing: key.map(|key| (key, &nonces)),
+            sealing: sealer.as_ref(),
         };
         let mut buf = Vec::new();
         encode_put_record(&mut buf, 7, 42, events, encoding).unwrap();
         seal_record(&mut buf, 1, 9);
-        (buf, SegmentHeader::new(9, 0, key))
+        (buf, SegmentHeader::new(9, 0, key.map(|key| key.as_ref())))
     }
 
     fn ring(key: RecordKey) -> KeyRing {
@@ -1112,7 +1120,7 @@ mod tests {
         for compression in [Compression::None, Compression::Lz4] {
             for encrypted in [false, true] {
                 let keys = ring(test_key("k1", 1));
-                let key = encrypted.then(|| keys.active().as_ref());
+                let key = encrypted.then(|| keys.active());
                 let (record, segment) = put_record(&events, compression, key);
                 let (header, payload) = decode_record(&record, 9).unwrap();
                 assert_eq!(

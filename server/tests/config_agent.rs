@@ -54,7 +54,7 @@ a1.channels.c1.retentionBytes = 10737418240
 a1.channels.c1.compression = LZ4
 a1.channels.c1.encryption.activeKey = k2
 a1.channels.c1.encryption.keyProvider = KEYFILE
-a1.channels.c1.encryption.cipherProvider = xchacha20poly1305
+a1.channels.c1.encryption.cipherProvider = aes256gcm
 a1.channels.c1.encryption.keyProvider.keys = k1 k2
 a1.channels.c1.encryption.keyProvider.keys.k1.passwordFile = /keys/k1.password
 a1.channels.c1.encryption.keyProvider.keys.k2.keyFile = /keys/k2.key
@@ -560,8 +560,9 @@ a1.channels.c1.encryption.keyProvider.keys.key-1.keyFile = /keys/key-1.key
         warning_messages(&config),
         vec![
             "agent.conf:4: a1.channels.c1.encryption.cipherProvider: Millrace encrypts with \
-             XCHACHA20POLY1305 instead of Flume's AES-CTR, which does not authenticate and \
-             reuses its keystream within a file; set XCHACHA20POLY1305 to silence this warning"
+             AES256GCM (authenticated, a fresh subkey per channel open) instead of Flume's \
+             AES-CTR, which does not authenticate and reuses its keystream within a file; set \
+             AES256GCM to silence this warning"
         ]
     );
 }

@@ -506,11 +506,11 @@ fn each_kind_of_mistake_gets_a_precise_message() {
             "a1.channels = c1\n\
              a1.channels.c1.type = file\n\
              a1.channels.c1.encryption.activeKey = key-0\n\
-             a1.channels.c1.encryption.cipherProvider = AESGCM\n\
+             a1.channels.c1.encryption.cipherProvider = CHACHA20POLY1305\n\
              a1.channels.c1.encryption.keyProvider.keys = key-0\n\
              a1.channels.c1.encryption.keyProvider.keys.key-0.keyFile = /keys/key-0\n",
-            "agent.conf:4: a1.channels.c1.encryption.cipherProvider: expected XCHACHA20POLY1305 \
-             (or Flume's AESCTRNOPADDING, which is mapped to it), got \"AESGCM\"",
+            "agent.conf:4: a1.channels.c1.encryption.cipherProvider: expected AES256GCM (or \
+             Flume's AESCTRNOPADDING, which is mapped to it), got \"CHACHA20POLY1305\"",
         ),
         (
             "an unknown compression",

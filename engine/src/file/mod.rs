@@ -31,6 +31,13 @@
 //! [`maintenance`]) deletes a segment only when nothing points into it, a checkpoint
 //! covers it, and every segment it must outlive is gone — so even a full replay of what
 //! remains never resurrects a taken event or loses a committed one.
+//!
+//! ## Compression and encryption
+//! Committers compress (LZ4, kept only when smaller) and then seal (AES-256-GCM under
+//! this open's subkey of the active key) each put record on their own threads, so the
+//! dir writer's work does not grow. Each new segment's header names the active key;
+//! takes open a record with the key its segment names. Take and commit records hold only
+//! pointers and counts and stay in clear (see `docs/design.md`, "Encryption at rest").
 
 mod checkpoint;
 mod health;
@@ -62,7 +69,7 @@ use self::space::SpaceGuard;
 use self::writer::{DirWriterHandle, RecordLocation, WriteJob, WriterSettings};
 use crate::channel::{Channel, ChannelCounters, ChannelHealth, ChannelStats, Transaction};
 use crate::config::FileChannelConfig;
-use crate::crypto::{KeyRing, NonceSequence};
+use crate::crypto::{KeyRing, Sealer};
 use crate::error::{ChannelError, OpenError};
 use crate::event::Event;
 use crate::record::{
@@ -75,6 +82,8 @@ use crate::storage::{DirLock, Storage};
 /// A put record is closed once it holds this many bytes of events, so that a take reads
 /// and decodes a bounded amount to reach one event.
 const PUT_RECORD_TARGET_BYTES: usize = 1024 * 1024;
+/// Where a channel open's nonce prefix comes from, as error messages name it.
+const OS_RANDOM_SOURCE: &str = "the operating system's random generator (getrandom)";
 /// How long `close` waits for commits already handed to the writers to be applied.
 const CLOSE_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -117,10 +126,9 @@ struct Shared {
     checkpoint_files: Vec<PathBuf>,
     checkpoints: Mutex<maintenance::CheckpointState>,
     maintenance: maintenance::MaintenanceHandle,
-    /// The configured keys (the active one seals new put records), when encrypting.
-    keys: Option<Arc<KeyRing>>,
-    /// This open's nonces; present exactly when `keys` is.
-    nonces: Option<NonceSequence>,
+    /// What this open seals put records with (the active key and this open's nonces);
+    /// present exactly when the channel encrypts (`encryption.*` is set).
+    sealer: Option<Sealer>,
 }
 
 struct QueueState {
@@ -264,10 +272,16 @@ impl FileChannel {
             })?)),
             None => None,
         };
-        let nonces = match keys {
-            Some(_) => Some(NonceSequence::from_os_random().map_err(|source| {
-                io_error(&config.data_dirs[0], "draw a nonce prefix for", source)
-            })?),
+        let sealer = match &keys {
+            Some(keys) => Some(Sealer::from_os_random(Arc::clone(keys.active())).map_err(
+                |source| {
+                    io_error(
+                        Path::new(OS_RANDOM_SOURCE),
+                        "read (for this open's nonce prefix)",
+                        source,
+                    )
+                },
+            )?),
             None => None,
         };
         let recovered = recover(&RecoveryInput {
@@ -378,8 +392,7 @@ impl FileChannel {
             }),
             maintenance: maintenance::MaintenanceHandle::default(),
             config,
-            keys,
-            nonces,
+            sealer,
         });
         maintenance::start(&shared, replayed_records > 0).map_err(|source| {
             io_error(
@@ -769,11 +782,7 @@ impl FileTransaction {
         let shared = &self.shared;
         let encoding = PutEncoding {
             compression: shared.config.compression,
-            sealing: shared
-                .keys
-                .as_ref()
-                .zip(shared.nonces.as_ref())
-                .map(|(keys, nonces)| (keys.active().as_ref(), nonces)),
+            sealing: shared.sealer.as_ref(),
         };
         let mut buffer = Vec::new();
         let mut write_order_id = first_write_order_id;

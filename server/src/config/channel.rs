@@ -491,7 +491,7 @@ const JCEKS_KEY_PROVIDER: &str = "JCEKSFILE";
 /// Millrace's key provider: one file per key.
 const KEY_FILE_PROVIDER: &str = "KEYFILE";
 /// Millrace's cipher.
-const XCHACHA_CIPHER_PROVIDER: &str = "XCHACHA20POLY1305";
+const AES_GCM_CIPHER_PROVIDER: &str = "AES256GCM";
 /// Flume's cipher, mapped to Millrace's with a warning.
 const FLUME_CIPHER_PROVIDER: &str = "AESCTRNOPADDING";
 /// What to use instead of a Java keystore, for messages.
@@ -1062,17 +1062,18 @@ fn read_encryption(
                 cipher.line,
                 &channel.full_key(CIPHER_PROVIDER),
                 format!(
-                    "Millrace encrypts with {XCHACHA_CIPHER_PROVIDER} instead of Flume's AES-CTR, \
-                     which does not authenticate and reuses its keystream within a file; set \
-                     {XCHACHA_CIPHER_PROVIDER} to silence this warning"
+                    "Millrace encrypts with {AES_GCM_CIPHER_PROVIDER} (authenticated, a fresh \
+                     subkey per channel open) instead of Flume's AES-CTR, which does not \
+                     authenticate and reuses its keystream within a file; set \
+                     {AES_GCM_CIPHER_PROVIDER} to silence this warning"
                 ),
             );
-        } else if !cipher.value.eq_ignore_ascii_case(XCHACHA_CIPHER_PROVIDER) {
+        } else if !cipher.value.eq_ignore_ascii_case(AES_GCM_CIPHER_PROVIDER) {
             diagnostics.bad_value(
                 cipher.line,
                 &channel.full_key(CIPHER_PROVIDER),
                 &format!(
-                    "{XCHACHA_CIPHER_PROVIDER} (or Flume's {FLUME_CIPHER_PROVIDER}, which is \
+                    "{AES_GCM_CIPHER_PROVIDER} (or Flume's {FLUME_CIPHER_PROVIDER}, which is \
                      mapped to it)"
                 ),
                 &cipher.value,
