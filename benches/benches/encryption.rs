@@ -38,9 +38,12 @@ const KEY_BYTES: usize = 32;
 /// The channel never fills during a run.
 const CAPACITY_EVENTS: u64 = 500_000_000;
 /// Rounds of the interleaved comparison.
-const INTERLEAVED_ROUNDS: usize = 10;
+const INTERLEAVED_ROUNDS: usize = 24;
 /// Time each case gets per round of the interleaved comparison.
-const INTERLEAVED_SLICE: Duration = Duration::from_millis(1000);
+const INTERLEAVED_SLICE: Duration = Duration::from_millis(500);
+const LOWER_QUARTILE: f64 = 0.25;
+const MEDIAN: f64 = 0.5;
+const UPPER_QUARTILE: f64 = 0.75;
 /// The interleaved comparison's name, which a benchmark filter can select.
 const INTERLEAVED_NAME: &str = "durable_put_interleaved";
 /// Criterion options that take a value, so the filter is not mistaken for one.
@@ -253,16 +256,15 @@ fn durable_puts_interleaved(_: &mut Criterion) {
     }
     let medians: Vec<f64> = throughputs.iter().map(|samples| median(samples)).collect();
     // Each round's throughput against plain's in the same round: a paired comparison,
-    // so a slow minute of the disk weighs on both sides.
-    let paired_ratios: Vec<f64> = throughputs
+    // so a slow minute of the disk (or a busy neighbour) weighs on both sides.
+    let paired_ratios: Vec<Vec<f64>> = throughputs
         .iter()
         .map(|samples| {
-            let ratios: Vec<f64> = samples
+            samples
                 .iter()
                 .zip(&throughputs[0])
                 .map(|(sample, plain)| sample / plain)
-                .collect();
-            median(&ratios)
+                .collect()
         })
         .collect();
     let written: Vec<u64> = channels
@@ -282,17 +284,17 @@ fn durable_puts_interleaved(_: &mut Criterion) {
     );
     for (index, case) in CASES.iter().enumerate() {
         let bytes_per_event = written[index] as f64 / events_committed[index] as f64;
+        let ratios = &paired_ratios[index];
+        let percent = |quantile: f64| (nearest_rank(ratios, quantile) - 1.0) * 100.0;
         println!(
-            "  {:<14} median {:>9.0} events/s, median of per-round ratios to plain {:+.1}% \
-             (rounds: {}); {:.1} bytes written/event ({:.2}x fewer than plain)",
+            "  {:<14} median {:>9.0} events/s; against plain in the same round: median \
+             {:+.1}% (quartiles {:+.1}% .. {:+.1}%); {:.1} bytes written/event ({:.2}x fewer \
+             than plain)",
             case.name,
             medians[index],
-            (paired_ratios[index] - 1.0) * 100.0,
-            throughputs[index]
-                .iter()
-                .map(|sample| format!("{sample:.0}"))
-                .collect::<Vec<_>>()
-                .join(" "),
+            percent(MEDIAN),
+            percent(LOWER_QUARTILE),
+            percent(UPPER_QUARTILE),
             bytes_per_event,
             plain_bytes_per_event / bytes_per_event,
         );
@@ -331,9 +333,15 @@ fn put_for(
 }
 
 fn median(samples: &[f64]) -> f64 {
+    nearest_rank(samples, MEDIAN)
+}
+
+/// The sample at `quantile` (0 to 1) of the sorted samples, by nearest rank.
+fn nearest_rank(samples: &[f64], quantile: f64) -> f64 {
     let mut sorted = samples.to_vec();
     sorted.sort_by(f64::total_cmp);
-    sorted[sorted.len() / 2]
+    let rank = (quantile * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank]
 }
 
 /// Whether the benchmark filter given on the command line (if any) selects `name`, as
