@@ -165,6 +165,7 @@ fn durable_puts(criterion: &mut Criterion) {
     for case in &CASES {
         let root = tempfile::tempdir_in(bench_dir()).unwrap();
         let channel = Arc::new(channel_for(case, root.path()));
+        settle_disk();
         group.bench_function(case.name, |bench| {
             bench.iter_custom(|iterations| {
                 let started = Instant::now();
@@ -249,6 +250,7 @@ fn durable_puts_interleaved(_: &mut Criterion) {
     for round in 0..INTERLEAVED_ROUNDS {
         for step in 0..CASES.len() {
             let case_index = (round + step) % CASES.len();
+            settle_disk();
             let (events, elapsed) = put_for(&channels[case_index], &bodies, INTERLEAVED_SLICE);
             events_committed[case_index] += events;
             throughputs[case_index].push(events as f64 / elapsed.as_secs_f64());
@@ -299,6 +301,13 @@ fn durable_puts_interleaved(_: &mut Criterion) {
             plain_bytes_per_event / bytes_per_event,
         );
     }
+}
+
+/// Flushes every dirty page to disk (`sync`) outside the timed region, so that a case
+/// does not pay for the writeback of the case before it: run in a fixed order, the
+/// first case would otherwise have an edge over the others.
+fn settle_disk() {
+    let _ = std::process::Command::new("sync").status();
 }
 
 /// Runs [`PRODUCERS`] producers committing batches until `duration` has passed; returns
