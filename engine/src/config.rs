@@ -7,8 +7,11 @@
 //! These structs are plain data: parsing the properties file is the server's job, and
 //! [`FileChannelConfig::validate`] checks the cross-field rules that every caller needs.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::record::MAX_KEY_ID_BYTES;
 
 /// Flume's `capacity` default for a file channel.
 pub const DEFAULT_FILE_CAPACITY: u64 = 1_000_000;
@@ -96,6 +99,117 @@ pub struct FileChannelConfig {
     /// Millrace extension `retentionBytes`: keep at most this many bytes of fully taken
     /// segments for replay. Zero keeps nothing.
     pub retention_bytes: u64,
+    /// `encryption.*`: encrypt put records with an authenticated cipher. `None` writes
+    /// them in clear (segments written earlier with a key still need that key).
+    pub encryption: Option<EncryptionConfig>,
+    /// Millrace extension `compression`: compress each put record (a batch of events)
+    /// before it is encrypted, keeping the compressed form only when it is smaller.
+    pub compression: Compression,
+}
+
+/// How put records are compressed (Millrace extension `compression`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// `none`: events are stored as encoded.
+    #[default]
+    None,
+    /// `lz4`: each put record's events are compressed as one LZ4 block.
+    Lz4,
+}
+
+impl Compression {
+    /// The value as written in a configuration file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Lz4 => "lz4",
+        }
+    }
+}
+
+/// Encryption at rest: the key new segments are written with, and every key older
+/// segments may still need (Flume's `encryption.activeKey` and
+/// `encryption.keyProvider.keys`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncryptionConfig {
+    /// `encryption.activeKey`: the id of the key that encrypts new segments. Rotating
+    /// keys means changing this and keeping the old id in `keys` while segments written
+    /// with it remain.
+    pub active_key_id: String,
+    /// `encryption.keyProvider.keys` with each key's source: every key id a segment on
+    /// disk may name, the active one included.
+    pub keys: BTreeMap<String, KeySource>,
+}
+
+/// Where a key's 32 bytes come from. Key material never appears in the configuration
+/// itself, only the file that holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// Millrace extension `encryption.keyProvider.keys.<id>.keyFile`: a file holding the
+    /// key itself, as 32 raw bytes or 64 hexadecimal digits (surrounding whitespace
+    /// ignored).
+    KeyFile(PathBuf),
+    /// Flume's `encryption.keyProvider.keys.<id>.passwordFile`: a file holding a
+    /// password (trimmed); the key is derived from it with Argon2id (see
+    /// `docs/design.md`, "Encryption at rest").
+    PasswordFile(PathBuf),
+}
+
+impl KeySource {
+    /// The file the key is read from.
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            KeySource::KeyFile(path) | KeySource::PasswordFile(path) => path,
+        }
+    }
+}
+
+impl EncryptionConfig {
+    /// Checks the key ids: the active key is listed, and every id fits a segment header.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.keys.is_empty() {
+            return Err(ConfigError::invalid(
+                "encryption.keyProvider.keys",
+                "at least one key id",
+            ));
+        }
+        for key_id in self.keys.keys() {
+            if let Some(problem) = key_id_problem(key_id) {
+                return Err(ConfigError::Invalid {
+                    key: "encryption.keyProvider.keys",
+                    expected: format!("{problem}, got {key_id:?}"),
+                });
+            }
+        }
+        if !self.keys.contains_key(&self.active_key_id) {
+            let listed: Vec<&str> = self.keys.keys().map(String::as_str).collect();
+            return Err(ConfigError::Invalid {
+                key: "encryption.activeKey",
+                expected: format!(
+                    "a key id listed in encryption.keyProvider.keys ({}), got {:?}",
+                    listed.join(" "),
+                    self.active_key_id
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Why a key id cannot name a key in a segment header, if it cannot.
+pub fn key_id_problem(key_id: &str) -> Option<String> {
+    if key_id.is_empty() || key_id.len() > MAX_KEY_ID_BYTES {
+        return Some(format!(
+            "a key id of 1 to {MAX_KEY_ID_BYTES} bytes (it is stored in each segment header)"
+        ));
+    }
+    if key_id
+        .chars()
+        .any(|character| character.is_whitespace() || character.is_control())
+    {
+        return Some("a key id without whitespace or control characters".to_string());
+    }
+    None
 }
 
 impl FileChannelConfig {
@@ -127,6 +241,8 @@ impl FileChannelConfig {
             fsync_interval: DEFAULT_FSYNC_INTERVAL,
             retention_time: Duration::ZERO,
             retention_bytes: 0,
+            encryption: None,
+            compression: Compression::None,
         }
     }
 
@@ -183,6 +299,9 @@ impl FileChannelConfig {
                 }
                 Some(_) => {}
             }
+        }
+        if let Some(encryption) = &self.encryption {
+            encryption.validate()?;
         }
         Ok(())
     }
@@ -445,6 +564,44 @@ mod tests {
         assert!(config.validate().is_ok());
         config.byte_capacity_buffer_percentage = 100;
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn encryption_needs_its_active_key_listed_and_key_ids_that_fit_a_segment_header() {
+        let mut config = FileChannelConfig::with_default_dirs("base", "c1");
+        let mut keys = BTreeMap::new();
+        keys.insert(
+            "k1".to_string(),
+            KeySource::KeyFile(PathBuf::from("k1.key")),
+        );
+        config.encryption = Some(EncryptionConfig {
+            active_key_id: "k2".to_string(),
+            keys: keys.clone(),
+        });
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "encryption.activeKey: expected a key id listed in encryption.keyProvider.keys \
+             (k1), got \"k2\""
+        );
+        let long_id = "k".repeat(MAX_KEY_ID_BYTES + 1);
+        keys.insert(
+            long_id.clone(),
+            KeySource::KeyFile(PathBuf::from("long.key")),
+        );
+        config.encryption = Some(EncryptionConfig {
+            active_key_id: "k1".to_string(),
+            keys,
+        });
+        let message = config.validate().unwrap_err().to_string();
+        assert!(message.contains(&long_id), "{message}");
+        config.encryption = Some(EncryptionConfig {
+            active_key_id: "k1".to_string(),
+            keys: BTreeMap::from([(
+                "k1".to_string(),
+                KeySource::PasswordFile(PathBuf::from("k1.password")),
+            )]),
+        });
+        assert!(config.validate().is_ok());
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::io;
 use std::path::PathBuf;
 
 use crate::config::ConfigError;
+use crate::crypto::KeyError;
 
 /// A failure of a put, take, commit, rollback or close.
 #[derive(Debug, thiserror::Error)]
@@ -178,6 +179,53 @@ pub enum OpenError {
         /// The underlying error.
         #[source]
         source: io::Error,
+    },
+
+    /// A configured encryption key could not be loaded: its file is missing, unreadable,
+    /// or does not hold a key.
+    #[error("channel {channel}: {source}; nothing on disk was changed")]
+    Key {
+        /// The channel.
+        channel: String,
+        /// Which key, which file, and what is wrong.
+        #[source]
+        source: KeyError,
+    },
+
+    /// A segment on disk was encrypted with a key id the configuration does not list.
+    #[error(
+        "channel {channel}: segment {segment} was encrypted with key {key_id:?}, which is not \
+         configured (configured keys: {configured_key_ids}); add it to \
+         encryption.keyProvider.keys — nothing on disk was changed, and every event is \
+         there once the key is back"
+    )]
+    SegmentKeyMissing {
+        /// The channel.
+        channel: String,
+        /// The segment file.
+        segment: PathBuf,
+        /// The key id its header names.
+        key_id: String,
+        /// The key ids that are configured, space-separated (`none` without encryption).
+        configured_key_ids: String,
+    },
+
+    /// The configured key with a segment's key id is a different key from the one the
+    /// segment was encrypted with (the header's key check does not match).
+    #[error(
+        "channel {channel}: segment {segment} was encrypted with key {key_id:?}, but the key \
+         read from {key_file} is a different key (the segment header's key check does not \
+         match); restore the original key file — nothing on disk was changed"
+    )]
+    SegmentKeyMismatch {
+        /// The channel.
+        channel: String,
+        /// The segment file.
+        segment: PathBuf,
+        /// The key id its header names.
+        key_id: String,
+        /// The file the configured key was read from.
+        key_file: PathBuf,
     },
 
     /// Damage that recovery must not silently skip: a bad record followed by valid ones,

@@ -63,12 +63,7 @@ pub fn recover_segment_bytes(bytes: &[u8]) {
     let raw = bytes.first().is_some_and(|first| first % 2 == 1);
     let mut segment = Vec::new();
     if !raw {
-        let header = SegmentHeader {
-            segment_id: 1,
-            created_unix_ms: 0,
-            cipher: 0,
-            key_id: String::new(),
-        };
+        let header = SegmentHeader::new(1, 0, None);
         segment.extend_from_slice(&header.encode());
     }
     segment.extend_from_slice(bytes.get(1..).unwrap_or_default());

@@ -13,9 +13,11 @@
 //! - [`record`]: the on-disk layout (see `docs/format.md`).
 //! - [`inspect`]: read-only scans of a stopped file channel (inspect, verify) and the
 //!   offline repairs built on them (salvage, checkpoint rebuild, replay).
+//! - [`crypto`]: keys, nonces and the record cipher for encryption at rest.
 
 pub mod channel;
 pub mod config;
+pub mod crypto;
 pub mod error;
 pub mod event;
 pub mod file;

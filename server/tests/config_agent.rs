@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use millrace_server::config::{
     load_agent_config, parse_agent_config, AgentConfig, ChannelConfig, ChannelSelector,
-    FileChannelConfig, HeaderRoute, HostPort, LoadBalancingPolicy, MemoryChannelConfig, RawSetting,
-    SinkProcessor, SinkSelector, DEFAULT_FAILOVER_MAX_PENALTY,
+    Compression, EncryptionConfig, FileChannelConfig, HeaderRoute, HostPort, KeySource,
+    LoadBalancingPolicy, MemoryChannelConfig, RawSetting, SinkProcessor, SinkSelector,
+    DEFAULT_FAILOVER_MAX_PENALTY,
 };
 
 fn parse(text: &str) -> AgentConfig {
@@ -50,6 +51,13 @@ a1.channels.c1.fsyncInterval = 2
 a1.channels.c1.checkpointOnClose = false
 a1.channels.c1.retentionTime = 86400000
 a1.channels.c1.retentionBytes = 10737418240
+a1.channels.c1.compression = LZ4
+a1.channels.c1.encryption.activeKey = k2
+a1.channels.c1.encryption.keyProvider = KEYFILE
+a1.channels.c1.encryption.cipherProvider = aes256gcm
+a1.channels.c1.encryption.keyProvider.keys = k1 k2
+a1.channels.c1.encryption.keyProvider.keys.k1.passwordFile = /keys/k1.password
+a1.channels.c1.encryption.keyProvider.keys.k2.keyFile = /keys/k2.key
 ",
     );
     assert_eq!(config.warnings, vec![]);
@@ -69,6 +77,21 @@ a1.channels.c1.retentionBytes = 10737418240
         fsync_interval: Duration::from_secs(2),
         retention_time: Duration::from_millis(86_400_000),
         retention_bytes: 10_737_418_240,
+        compression: Compression::Lz4,
+        encryption: Some(EncryptionConfig {
+            active_key_id: "k2".to_string(),
+            keys: [
+                (
+                    "k1".to_string(),
+                    KeySource::PasswordFile(PathBuf::from("/keys/k1.password")),
+                ),
+                (
+                    "k2".to_string(),
+                    KeySource::KeyFile(PathBuf::from("/keys/k2.key")),
+                ),
+            ]
+            .into(),
+        }),
     };
     assert_eq!(file_channel(&config, "c1"), expected);
 }
@@ -513,34 +536,60 @@ a1.channels.c1.checkpointInterval = 1
 }
 
 #[test]
-fn encryption_settings_are_kept_raw_with_a_warning_that_nothing_is_encrypted() {
+fn flumes_aes_ctr_cipher_name_is_mapped_to_the_authenticated_cipher_with_a_warning() {
     let config = parse(
         "\
 a1.channels = c1
 a1.channels.c1.type = file
 a1.channels.c1.encryption.activeKey = key-1
 a1.channels.c1.encryption.cipherProvider = AESCTRNOPADDING
-a1.channels.c1.encryption.keyProvider = JCEKSFILE
-a1.channels.c1.encryption.keyProvider.keyStoreFile = /keys/keystore.jceks
-a1.channels.c1.encryption.keyProvider.keyStorePasswordFile = /keys/keystore.password
 a1.channels.c1.encryption.keyProvider.keys = key-0 key-1
 a1.channels.c1.encryption.keyProvider.keys.key-0.passwordFile = /keys/key-0.password
+a1.channels.c1.encryption.keyProvider.keys.key-1.keyFile = /keys/key-1.key
 ",
     );
-    let [(channel, settings)] = config.channel_encryption.as_slice() else {
-        panic!("one channel with encryption settings")
-    };
-    assert_eq!(channel, "c1");
-    assert_eq!(settings.len(), 7);
-    assert_eq!(settings[0].key, "encryption.activeKey");
-    assert_eq!(settings[6].value, "/keys/key-0.password");
+    let encryption = file_channel(&config, "c1")
+        .encryption
+        .expect("encryption is set");
+    assert_eq!(encryption.active_key_id, "key-1");
+    assert_eq!(
+        encryption.keys.keys().collect::<Vec<_>>(),
+        vec!["key-0", "key-1"]
+    );
     assert_eq!(
         warning_messages(&config),
         vec![
-            "agent.conf:3: a1.channels.c1.encryption.activeKey: encryption is not implemented \
-             yet: channel c1's events are stored unencrypted; the encryption.* settings are \
-             kept for when it is"
+            "agent.conf:4: a1.channels.c1.encryption.cipherProvider: Millrace encrypts with \
+             AES256GCM (authenticated, a fresh subkey per channel open) instead of Flume's \
+             AES-CTR, which does not authenticate and reuses its keystream within a file; set \
+             AES256GCM to silence this warning"
         ]
+    );
+}
+
+#[test]
+fn a_spillable_channel_encrypts_and_compresses_its_overflow() {
+    let config = parse(
+        "\
+a1.channels = c1
+a1.channels.c1.type = spillablememory
+a1.channels.c1.compression = lz4
+a1.channels.c1.encryption.activeKey = k1
+a1.channels.c1.encryption.keyProvider.keys = k1
+a1.channels.c1.encryption.keyProvider.keys.k1.keyFile = /keys/k1.key
+",
+    );
+    let Some(ChannelConfig::Spillable(spillable)) = config.channel("c1") else {
+        panic!("c1 is spillable")
+    };
+    assert_eq!(spillable.overflow.compression, Compression::Lz4);
+    assert_eq!(
+        spillable
+            .overflow
+            .encryption
+            .as_ref()
+            .map(|encryption| encryption.active_key_id.as_str()),
+        Some("k1")
     );
 }
 

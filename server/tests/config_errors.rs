@@ -420,17 +420,104 @@ fn each_kind_of_mistake_gets_a_precise_message() {
              processor.type = default, got 2 (failover and load_balance take several)",
         ),
         (
-            "encryption without its companions",
+            "a Java keystore key provider",
             "a1.channels = c1\n\
              a1.channels.c1.type = file\n\
              a1.channels.c1.encryption.activeKey = key-0\n\
              a1.channels.c1.encryption.keyProvider = JCEKSFILE\n\
-             a1.channels.c1.encryption.keyProvider.keyStoreFile = /keys/ks\n\
-             a1.channels.c1.encryption.keyProvider.keyStorePasswordFile = /keys/pw\n\
-             a1.channels.c1.encryption.keyProvider.keys = key-0\n",
-            "agent.conf:3: a1.channels.c1.encryption.cipherProvider: expected AESCTRNOPADDING \
-             or a cipher provider class (the three of keyProvider, activeKey and \
-             cipherProvider are set together), but the key is missing",
+             a1.channels.c1.encryption.keyProvider.keys = key-0\n\
+             a1.channels.c1.encryption.keyProvider.keys.key-0.keyFile = /keys/key-0\n",
+            "agent.conf:4: a1.channels.c1.encryption.keyProvider: expected KEYFILE (Millrace \
+             does not read Java keystores; give each key id its own file with \
+             encryption.keyProvider.keys.<id>.keyFile (32 random bytes or 64 hex digits) or \
+             encryption.keyProvider.keys.<id>.passwordFile (a password the key is derived \
+             from)), got \"JCEKSFILE\"",
+        ),
+        (
+            "a Java keystore file",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = file\n\
+             a1.channels.c1.encryption.activeKey = key-0\n\
+             a1.channels.c1.encryption.keyProvider.keys = key-0\n\
+             a1.channels.c1.encryption.keyProvider.keys.key-0.keyFile = /keys/key-0\n\
+             a1.channels.c1.encryption.keyProvider.keyStoreFile = /keys/ks\n",
+            "agent.conf:6: a1.channels.c1.encryption.keyProvider.keyStoreFile: expected no Java \
+             keystore setting: Millrace does not read Java keystores; give each key id its own \
+             file with encryption.keyProvider.keys.<id>.keyFile (32 random bytes or 64 hex \
+             digits) or encryption.keyProvider.keys.<id>.passwordFile (a password the key is \
+             derived from)",
+        ),
+        (
+            "encryption without an active key",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = file\n\
+             a1.channels.c1.encryption.keyProvider.keys = key-0\n\
+             a1.channels.c1.encryption.keyProvider.keys.key-0.keyFile = /keys/key-0\n",
+            "agent.conf:3: a1.channels.c1.encryption.activeKey: expected the id of the key that \
+             encrypts new segments, but the key is missing",
+        ),
+        (
+            "an active key that is not listed",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = file\n\
+             a1.channels.c1.encryption.activeKey = key-1\n\
+             a1.channels.c1.encryption.keyProvider.keys = key-0\n\
+             a1.channels.c1.encryption.keyProvider.keys.key-0.keyFile = /keys/key-0\n",
+            "agent.conf:3: a1.channels.c1.encryption.activeKey: expected a key id listed in \
+             a1.channels.c1.encryption.keyProvider.keys (key-0), got \"key-1\"",
+        ),
+        (
+            "a listed key without a file",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = file\n\
+             a1.channels.c1.encryption.activeKey = key-0\n\
+             a1.channels.c1.encryption.keyProvider.keys = key-0 key-1\n\
+             a1.channels.c1.encryption.keyProvider.keys.key-0.keyFile = /keys/key-0\n",
+            "agent.conf:4: a1.channels.c1.encryption.keyProvider.keys.key-1.keyFile: expected \
+             the file holding key key-1 (32 random bytes or 64 hex digits), or instead \
+             a1.channels.c1.encryption.keyProvider.keys.key-1.passwordFile, but the key is \
+             missing",
+        ),
+        (
+            "a key with two sources",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = file\n\
+             a1.channels.c1.encryption.activeKey = key-0\n\
+             a1.channels.c1.encryption.keyProvider.keys = key-0\n\
+             a1.channels.c1.encryption.keyProvider.keys.key-0.keyFile = /keys/key-0\n\
+             a1.channels.c1.encryption.keyProvider.keys.key-0.passwordFile = /keys/pw\n",
+            "agent.conf:6: a1.channels.c1.encryption.keyProvider.keys.key-0.passwordFile: \
+             expected one source for key key-0, but line 5 already gives one (use either \
+             keyFile or passwordFile)",
+        ),
+        (
+            "a key id too long for a segment header",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = file\n\
+             a1.channels.c1.encryption.activeKey = k\n\
+             a1.channels.c1.encryption.keyProvider.keys = k a-key-id-that-is-much-too-long-to-store\n\
+             a1.channels.c1.encryption.keyProvider.keys.k.keyFile = /keys/k\n",
+            "agent.conf:4: a1.channels.c1.encryption.keyProvider.keys: expected a key id of 1 to \
+             32 bytes (it is stored in each segment header), got \
+             \"a-key-id-that-is-much-too-long-to-store\"",
+        ),
+        (
+            "an unknown cipher",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = file\n\
+             a1.channels.c1.encryption.activeKey = key-0\n\
+             a1.channels.c1.encryption.cipherProvider = CHACHA20POLY1305\n\
+             a1.channels.c1.encryption.keyProvider.keys = key-0\n\
+             a1.channels.c1.encryption.keyProvider.keys.key-0.keyFile = /keys/key-0\n",
+            "agent.conf:4: a1.channels.c1.encryption.cipherProvider: expected AES256GCM (or \
+             Flume's AESCTRNOPADDING, which is mapped to it), got \"CHACHA20POLY1305\"",
+        ),
+        (
+            "an unknown compression",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = file\n\
+             a1.channels.c1.compression = snappy\n",
+            "agent.conf:3: a1.channels.c1.compression: expected none or lz4, got \"snappy\"",
         ),
         (
             "unknown encryption key",

@@ -31,9 +31,17 @@
 //! [`maintenance`]) deletes a segment only when nothing points into it, a checkpoint
 //! covers it, and every segment it must outlive is gone — so even a full replay of what
 //! remains never resurrects a taken event or loses a committed one.
+//!
+//! ## Compression and encryption
+//! Committers compress (LZ4, kept only when smaller) and then seal (AES-256-GCM under
+//! this open's subkey of the active key) each put record on their own threads, so the
+//! dir writer's work does not grow. Each new segment's header names the active key;
+//! takes open a record with the key its segment names. Take and commit records hold only
+//! pointers and counts and stay in clear (see `docs/design.md`, "Encryption at rest").
 
 pub(crate) mod checkpoint;
 mod health;
+pub mod inspect;
 mod maintenance;
 mod recovery;
 pub(crate) mod segments;
@@ -61,19 +69,21 @@ use self::space::SpaceGuard;
 use self::writer::{DirWriterHandle, RecordLocation, WriteJob, WriterSettings};
 use crate::channel::{Channel, ChannelCounters, ChannelHealth, ChannelStats, Transaction};
 use crate::config::FileChannelConfig;
+use crate::crypto::{KeyRing, Sealer};
 use crate::error::{ChannelError, OpenError};
 use crate::event::Event;
 use crate::record::{
-    encode_put_payload, encode_record, encode_take_payload, encoded_event_bytes, CommitSummary,
-    EventPointer, RecordKind, MAX_RECORD_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+    encode_put_record, encode_record, encode_take_payload, encoded_event_bytes, CommitSummary,
+    EventPointer, PutEncoding, RecordKind, MAX_PUT_ENVELOPE_BYTES, MAX_RECORD_BYTES,
+    RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
 use crate::storage::{DirLock, Storage};
 
 /// A put record is closed once it holds this many bytes of events, so that a take reads
 /// and decodes a bounded amount to reach one event.
 const PUT_RECORD_TARGET_BYTES: usize = 1024 * 1024;
-/// Bytes of a put payload before its events (the event count).
-const PUT_PAYLOAD_PREFIX_BYTES: usize = 4;
+/// Where a channel open's nonce prefix comes from, as error messages name it.
+const OS_RANDOM_SOURCE: &str = "the operating system's random generator (getrandom)";
 /// How long `close` waits for commits already handed to the writers to be applied.
 const CLOSE_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -122,6 +132,9 @@ struct Shared {
     checkpoint_files: Vec<PathBuf>,
     checkpoints: Mutex<maintenance::CheckpointState>,
     maintenance: maintenance::MaintenanceHandle,
+    /// What this open seals put records with (the active key and this open's nonces);
+    /// present exactly when the channel encrypts (`encryption.*` is set).
+    sealer: Option<Sealer>,
 }
 
 struct QueueState {
@@ -256,6 +269,27 @@ impl FileChannel {
             .iter()
             .map(|dir| dir.join(CHECKPOINT_FILE_NAME))
             .collect();
+        let keys = match &config.encryption {
+            Some(encryption) => Some(Arc::new(KeyRing::load(encryption).map_err(|source| {
+                OpenError::Key {
+                    channel: name.to_string(),
+                    source,
+                }
+            })?)),
+            None => None,
+        };
+        let sealer = match &keys {
+            Some(keys) => Some(Sealer::from_os_random(Arc::clone(keys.active())).map_err(
+                |source| {
+                    io_error(
+                        Path::new(OS_RANDOM_SOURCE),
+                        "read (for this open's nonce prefix)",
+                        source,
+                    )
+                },
+            )?),
+            None => None,
+        };
         let recovered = recover(&RecoveryInput {
             channel: name,
             storage: storage.as_ref(),
@@ -263,8 +297,9 @@ impl FileChannel {
             checkpoint_files: checkpoint_files.clone(),
             tolerate_tail_damage: !config.fsync_per_transaction,
             progress: &progress,
+            keys: keys.as_deref(),
         })?;
-        let registry = Arc::new(SegmentRegistry::default());
+        let registry = Arc::new(SegmentRegistry::with_keys(keys.clone()));
         let opened_at_ms = crate::channel::unix_time_ms();
         for segment in recovered.segments {
             let meta = SegmentMeta::default();
@@ -278,6 +313,7 @@ impl FileChannel {
                     path: segment.path,
                     file: segment.file,
                     meta: Arc::new(meta),
+                    header: Arc::new(segment.header),
                 },
             );
         }
@@ -303,6 +339,7 @@ impl FileChannel {
                 fsync_per_transaction: config.fsync_per_transaction,
                 fsync_interval: config.fsync_interval,
                 health: Arc::clone(&health),
+                segment_key: keys.as_ref().map(|keys| Arc::clone(keys.active())),
             })
             .map_err(|source| io_error(dir, "start writer thread", source))?;
             dirs.push(DataDir {
@@ -313,7 +350,7 @@ impl FileChannel {
         let max_record_bytes = (config.max_file_size_bytes - SEGMENT_HEADER_BYTES as u64)
             .min(u64::from(MAX_RECORD_BYTES));
         let max_event_bytes =
-            max_record_bytes - (RECORD_HEADER_BYTES + PUT_PAYLOAD_PREFIX_BYTES) as u64;
+            max_record_bytes - (RECORD_HEADER_BYTES + MAX_PUT_ENVELOPE_BYTES) as u64;
         let mut state = QueueState {
             queue: recovered.queue.into(),
             in_flight: BTreeMap::new(),
@@ -361,6 +398,7 @@ impl FileChannel {
             }),
             maintenance: maintenance::MaintenanceHandle::default(),
             config,
+            sealer,
         });
         maintenance::start(&shared, replayed_records > 0).map_err(|source| {
             io_error(
@@ -743,24 +781,34 @@ impl FileTransaction {
         }
     }
 
-    /// Encodes the transaction's records: one put record per batch, then a take record,
-    /// then the commit record, with consecutive write-order ids.
+    /// Encodes the transaction's records: one put record per batch (compressed and
+    /// sealed as the channel is configured), then a take record, then the commit
+    /// record, with consecutive write-order ids. Runs on the committing thread.
     fn encode(
         &self,
         transaction_id: u64,
         first_write_order_id: u64,
         put_batches: &[std::ops::Range<usize>],
-    ) -> Vec<u8> {
+    ) -> Result<Vec<u8>, ChannelError> {
+        let shared = &self.shared;
+        let encoding = PutEncoding {
+            compression: shared.config.compression,
+            sealing: shared.sealer.as_ref(),
+        };
         let mut buffer = Vec::new();
         let mut write_order_id = first_write_order_id;
         for batch in put_batches {
-            encode_record(
+            encode_put_record(
                 &mut buffer,
-                RecordKind::Put,
                 transaction_id,
                 write_order_id,
-                |buffer| encode_put_payload(buffer, self.puts[batch.clone()].iter()),
-            );
+                &self.puts[batch.clone()],
+                encoding,
+            )
+            .map_err(|exhausted| ChannelError::Failed {
+                channel: shared.name.clone(),
+                reason: exhausted.to_string(),
+            })?;
             write_order_id += 1;
         }
         if !self.takes.is_empty() {
@@ -788,7 +836,7 @@ impl FileTransaction {
             write_order_id,
             |buffer| summary.encode(buffer),
         );
-        buffer
+        Ok(buffer)
     }
 
     /// Splits the puts into batches of about [`PUT_RECORD_TARGET_BYTES`].
@@ -956,21 +1004,23 @@ impl Transaction for FileTransaction {
             .next_write_order_id
             .fetch_add(record_count as u64, Ordering::AcqRel);
         let last_write_order_id = first_write_order_id + record_count as u64 - 1;
-        let records = self.encode(transaction_id, first_write_order_id, &put_batches);
         let (reply_sender, reply_receiver) = crossbeam_channel::bounded(1);
-        let outcome = match dir.writer.submit(WriteJob {
-            records,
-            record_count,
-            reply: reply_sender,
-        }) {
-            Ok(()) => reply_receiver.recv().unwrap_or_else(|_| {
-                Err(ChannelError::Closed {
+        let outcome = match self.encode(transaction_id, first_write_order_id, &put_batches) {
+            Err(error) => Err(error),
+            Ok(records) => match dir.writer.submit(WriteJob {
+                records,
+                record_count,
+                reply: reply_sender,
+            }) {
+                Ok(()) => reply_receiver.recv().unwrap_or_else(|_| {
+                    Err(ChannelError::Closed {
+                        channel: shared.name.clone(),
+                    })
+                }),
+                Err(_) => Err(ChannelError::Closed {
                     channel: shared.name.clone(),
-                })
-            }),
-            Err(_) => Err(ChannelError::Closed {
-                channel: shared.name.clone(),
-            }),
+                }),
+            },
         };
         self.finished = true;
         let puts = std::mem::take(&mut self.puts);

@@ -30,6 +30,12 @@
 //!
 //! With `fsyncPerTransaction = false` acknowledged data may be unsynced by contract, so
 //! damage anywhere in a directory's newest segment is treated as a torn tail.
+//!
+//! Encrypted segments: replay never decrypts. A put record's event count is in clear,
+//! so pointers are rebuilt without a key; what replay checks is that every segment's
+//! key is configured and is the very key the segment was sealed with (the header's key
+//! check), before anything on disk is changed. A missing or different key stops the
+//! open with the key id and the segment file; restoring the key restores everything.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -42,9 +48,10 @@ use tracing::{info, warn};
 
 use super::checkpoint::Checkpoint;
 use super::segments::{parse_segment_file_name, segment_file_name};
+use crate::crypto::{KeyRing, SegmentKeyProblem};
 use crate::error::OpenError;
 use crate::record::{
-    decode_record, decode_take_payload, peek_record_bytes, put_event_count, CommitSummary,
+    check_put_payload, decode_record, decode_take_payload, peek_record_bytes, CommitSummary,
     EventPointer, RecordHeader, RecordKind, SegmentHeader, MAX_RECORD_BYTES, RECORD_HEADER_BYTES,
     SEGMENT_HEADER_BYTES,
 };
@@ -136,6 +143,7 @@ pub(crate) struct RecoveredSegment {
     pub(crate) segment_id: u32,
     pub(crate) path: PathBuf,
     pub(crate) file: Arc<dyn StorageFile>,
+    pub(crate) header: SegmentHeader,
     pub(crate) max_write_order_id: u64,
     pub(crate) size_bytes: u64,
 }
@@ -163,12 +171,15 @@ pub(crate) struct RecoveryInput<'a> {
     pub(crate) checkpoint_files: Vec<PathBuf>,
     pub(crate) tolerate_tail_damage: bool,
     pub(crate) progress: &'a RecoveryProgress,
+    /// The configured keys; every encrypted segment's key must be among them.
+    pub(crate) keys: Option<&'a KeyRing>,
 }
 
 struct DiskSegment {
     segment_id: u32,
     path: PathBuf,
     file: Arc<dyn StorageFile>,
+    header: SegmentHeader,
     size_bytes: u64,
 }
 
@@ -348,12 +359,16 @@ fn discover_segments(
         file.read_exact_at(&mut header, 0)
             .map_err(|source| io_error(channel, &path, "read", source))?;
         match SegmentHeader::decode(&header) {
-            Ok(decoded) if decoded.segment_id == segment_id => segments.push(DiskSegment {
-                segment_id,
-                path,
-                file,
-                size_bytes,
-            }),
+            Ok(decoded) if decoded.segment_id == segment_id => {
+                check_segment_key(input, &path, &decoded)?;
+                segments.push(DiskSegment {
+                    segment_id,
+                    path,
+                    file,
+                    header: decoded,
+                    size_bytes,
+                })
+            }
             Ok(decoded) => {
                 return Err(corruption(
                     channel,
@@ -393,6 +408,36 @@ fn discover_segments(
         }
     }
     Ok(segments)
+}
+
+/// An encrypted segment's key must be configured and be the key it was sealed with.
+fn check_segment_key(
+    input: &RecoveryInput<'_>,
+    path: &Path,
+    header: &SegmentHeader,
+) -> Result<(), OpenError> {
+    let Some(key_id) = header.required_key_id() else {
+        return Ok(());
+    };
+    let missing = |configured_key_ids: String| OpenError::SegmentKeyMissing {
+        channel: input.channel.to_string(),
+        segment: path.to_path_buf(),
+        key_id: key_id.to_string(),
+        configured_key_ids,
+    };
+    let Some(keys) = input.keys else {
+        return Err(missing("none, encryption is not configured".to_string()));
+    };
+    match keys.key_for_segment(key_id, &header.key_check) {
+        Ok(_) => Ok(()),
+        Err(SegmentKeyProblem::Missing) => Err(missing(keys.key_ids().join(" "))),
+        Err(SegmentKeyProblem::Mismatch { key_file }) => Err(OpenError::SegmentKeyMismatch {
+            channel: input.channel.to_string(),
+            segment: path.to_path_buf(),
+            key_id: key_id.to_string(),
+            key_file,
+        }),
+    }
 }
 
 /// One attempt at rebuilding the state, from a checkpoint or from nothing.
@@ -592,6 +637,7 @@ impl<'a> Replay<'a> {
                 segment_id: segment.segment_id,
                 path: segment.path,
                 file: segment.file,
+                header: segment.header,
                 size_bytes: segment.size_bytes,
             })
             .collect();
@@ -812,8 +858,8 @@ impl<'a> Replay<'a> {
         });
         match header.kind {
             RecordKind::Put => {
-                let count =
-                    put_event_count(payload).map_err(|error| malformed(error.to_string()))?;
+                let count = check_put_payload(header.flags, payload, segment.header.cipher)
+                    .map_err(|error| malformed(error.to_string()))?;
                 transaction.put_records += 1;
                 transaction.put_segments.insert(segment.segment_id);
                 if !transaction.covered {

@@ -4,19 +4,21 @@
 //! usually take the events of one batch one after another, so decoded put records are
 //! kept in a small cache bounded in bytes. Freshly committed batches enter the cache at
 //! commit, so a consumer that keeps up with producers never reads the disk.
+//!
+//! Each registered segment keeps its decoded header, so a read picks the key its
+//! records were sealed with from the header's key id (keys rotate per segment).
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 
+use crate::crypto::KeyRing;
 use crate::event::Event;
 use crate::record::{
-    decode_put_payload, decode_record, EventPointer, RecordKind, MAX_RECORD_BYTES,
-    RECORD_HEADER_BYTES,
+    decode_put_record, EventPointer, SegmentHeader, MAX_RECORD_BYTES, RECORD_HEADER_BYTES,
 };
 use crate::storage::StorageFile;
 
@@ -50,6 +52,8 @@ pub(crate) struct SegmentHandle {
     pub(crate) path: PathBuf,
     pub(crate) file: Arc<dyn StorageFile>,
     pub(crate) meta: Arc<SegmentMeta>,
+    /// The segment's header: its cipher and the key its records need.
+    pub(crate) header: Arc<SegmentHeader>,
 }
 
 /// What checkpoints and cleanup need to know about a segment. The writer publishes
@@ -92,14 +96,24 @@ pub(crate) enum ReadFailure {
     },
 }
 
-/// All segments of a channel by id, and the cache of decoded put records.
+/// All segments of a channel by id, the keys their records need, and the cache of
+/// decoded put records.
 #[derive(Debug, Default)]
 pub(crate) struct SegmentRegistry {
     segments: RwLock<HashMap<u32, SegmentHandle>>,
+    keys: Option<Arc<KeyRing>>,
     cache: Mutex<RecordCache>,
 }
 
 impl SegmentRegistry {
+    /// A registry whose encrypted segments are opened with `keys`.
+    pub(crate) fn with_keys(keys: Option<Arc<KeyRing>>) -> Self {
+        SegmentRegistry {
+            keys,
+            ..SegmentRegistry::default()
+        }
+    }
+
     pub(crate) fn insert(&self, segment_id: u32, handle: SegmentHandle) {
         self.segments.write().insert(segment_id, handle);
     }
@@ -212,15 +226,7 @@ impl SegmentRegistry {
                     io_failure(source)
                 }
             })?;
-        let (record_header, _) = decode_record(&record, pointer.segment_id)
-            .map_err(|error| corrupt(error.to_string()))?;
-        if record_header.kind != RecordKind::Put {
-            return Err(corrupt(format!(
-                "expected a put record, found {:?}",
-                record_header.kind
-            )));
-        }
-        decode_put_payload(&Bytes::from(record), RECORD_HEADER_BYTES)
+        decode_put_record(record, &handle.header, self.keys.as_deref())
             .map_err(|error| corrupt(error.to_string()))
     }
 

@@ -33,6 +33,7 @@ use super::health::Health;
 use super::segments::{segment_path, SegmentHandle, SegmentMeta, SegmentRegistry};
 use super::space::SpaceGuard;
 use crate::channel::unix_time_ms;
+use crate::crypto::RecordKey;
 use crate::error::ChannelError;
 use crate::record::{peek_record_bytes, seal_record, SegmentHeader, SEGMENT_HEADER_BYTES};
 use crate::storage::{Storage, StorageFile, WriteSyncError};
@@ -112,6 +113,9 @@ pub(crate) struct WriterSettings {
     pub(crate) fsync_per_transaction: bool,
     pub(crate) fsync_interval: Duration,
     pub(crate) health: Arc<Health>,
+    /// The key committers seal put records with (the active key), named in the header
+    /// of every segment this writer creates; `None` when the channel does not encrypt.
+    pub(crate) segment_key: Option<Arc<RecordKey>>,
 }
 
 impl DirWriterHandle {
@@ -459,12 +463,11 @@ impl DirWriter {
         let settings = &self.settings;
         let segment_id = settings.next_segment_id.fetch_add(1, Ordering::Relaxed);
         let path = segment_path(&settings.dir, segment_id);
-        let header = SegmentHeader {
-            segment_id,
-            created_unix_ms: unix_time_ms(),
-            cipher: 0,
-            key_id: String::new(),
-        };
+        // The committers seal with the same key for the channel's whole open, and a
+        // recovered segment is never appended to, so every record placed in this
+        // segment was sealed with the key its header names.
+        let header =
+            SegmentHeader::new(segment_id, unix_time_ms(), settings.segment_key.as_deref());
         let initial_bytes = (SEGMENT_HEADER_BYTES as u64 + PREALLOCATION_CHUNK_BYTES)
             .min(settings.max_file_size_bytes);
         let io = |operation, source| io_error(&settings.channel, &path, operation, source);
@@ -506,6 +509,7 @@ impl DirWriter {
                 path: path.clone(),
                 file: Arc::clone(&file),
                 meta: Arc::clone(&meta),
+                header: Arc::new(header),
             },
         );
         self.stats.segments_created.fetch_add(1, Ordering::Relaxed);

@@ -26,7 +26,7 @@ use crate::config::error::{
 };
 use crate::config::properties::{self, Property};
 use crate::config::server_settings::{self, ServerSettings, SERVER_SETTINGS};
-use crate::config::setting::{Component, ComponentSetting, RawSetting};
+use crate::config::setting::{Component, ComponentSetting};
 use crate::config::values::{self, java_trim};
 
 /// Everything channeld needs from one agent of a configuration file.
@@ -36,9 +36,6 @@ pub struct AgentConfig {
     pub agent_name: String,
     /// The channels, in the order `AGENT.channels` lists them.
     pub channels: Vec<(String, ChannelConfig)>,
-    /// Raw `encryption.*` keys of channels that set any, kept until Millrace implements
-    /// encryption (a warning says so).
-    pub channel_encryption: Vec<(String, Vec<RawSetting>)>,
     /// The sources, in the order `AGENT.sources` lists them.
     pub sources: Vec<SourceConfig>,
     /// The sinks, in the order `AGENT.sinks` lists them.
@@ -218,15 +215,11 @@ pub(crate) fn assemble_agent_config(
         );
     }
     let mut channels = Vec::new();
-    let mut channel_encryption = Vec::new();
     let mut directories: Vec<DirectoryUse> = Vec::new();
     for channel in sorted.declared_components(agent, Section::Channels) {
         if let Some(parsed) =
             channel::parse_channel(&channel, &server.data_base_dir, &mut diagnostics)
         {
-            if !parsed.encryption.is_empty() {
-                channel_encryption.push((channel.name.clone(), parsed.encryption));
-            }
             directories.extend(parsed.directories);
             channels.push((channel.name, parsed.config));
         }
@@ -269,7 +262,6 @@ pub(crate) fn assemble_agent_config(
     Ok(AgentConfig {
         agent_name: agent.to_string(),
         channels,
-        channel_encryption,
         sources,
         sinks,
         sink_groups,

@@ -15,7 +15,11 @@
 //!   and applies the same limits (the engine's `effective_*` helpers; `maxFileSize` is
 //!   clamped here because the engine refuses values above the ceiling).
 //! - Keys Flume reads but Millrace does not act on (`compressBackupCheckpoint`,
-//!   `use-log-replay-v1`, `use-fast-replay`, `encryption.*`) are accepted with a warning.
+//!   `use-log-replay-v1`, `use-fast-replay`) are accepted with a warning.
+//! - `encryption.*` is read into the engine's [`EncryptionConfig`]. Flume's Java
+//!   keystore (`keyProvider = JCEKSFILE`, `keyStoreFile`, `keyStorePasswordFile`) is
+//!   refused with an explanation of what to use instead; Flume's `AESCTRNOPADDING`
+//!   cipher is mapped to Millrace's authenticated cipher with a warning.
 //!
 //! After the keys, rules spanning several keys are checked here with line numbers
 //! (`transactionCapacity` within capacity, dual checkpoints, distinct directories, byte
@@ -26,9 +30,12 @@
 use std::path::{Component as PathComponent, Path, PathBuf};
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use millrace_engine::config::{
-    ChannelConfig, ConfigError as EngineConfigError, FileChannelConfig, MemoryChannelConfig,
-    SpillableChannelConfig, DEFAULT_MAX_FILE_SIZE_BYTES, MIN_MAX_FILE_SIZE_BYTES,
+    key_id_problem, ChannelConfig, Compression, ConfigError as EngineConfigError, EncryptionConfig,
+    FileChannelConfig, KeySource, MemoryChannelConfig, SpillableChannelConfig,
+    DEFAULT_MAX_FILE_SIZE_BYTES, MIN_MAX_FILE_SIZE_BYTES,
 };
 
 use crate::config::error::{expected_one_of, Diagnostics};
@@ -326,6 +333,16 @@ static FILE_KEYS: &[KeyHandler<FileDraft>] = &[
             Ok(())
         },
     },
+    KeyHandler {
+        name: "compression",
+        apply: |draft, value, _| {
+            draft.config.compression = [Compression::None, Compression::Lz4]
+                .into_iter()
+                .find(|compression| value.eq_ignore_ascii_case(compression.name()))
+                .ok_or_else(|| Expected::new("none or lz4"))?;
+            Ok(())
+        },
+    },
 ];
 
 /// Keys of a memory channel.
@@ -445,33 +462,65 @@ static SPILLABLE_KEYS: &[KeyHandler<SpillableDraft>] = &[
     },
 ];
 
-/// The encryption keys Flume's file channel reads (`EncryptionConfiguration`); their
-/// values are kept raw until Millrace implements encryption.
+/// The encryption keys of Flume's file channel (`EncryptionConfiguration`), read into
+/// the engine's [`EncryptionConfig`] by [`read_encryption`].
 const ENCRYPTION_KEYS: [&str; 6] = [
-    "encryption.activeKey",
-    "encryption.cipherProvider",
-    "encryption.keyProvider",
-    "encryption.keyProvider.keyStoreFile",
-    "encryption.keyProvider.keyStorePasswordFile",
-    "encryption.keyProvider.keys",
+    ACTIVE_KEY,
+    CIPHER_PROVIDER,
+    KEY_PROVIDER,
+    KEY_STORE_FILE,
+    KEY_STORE_PASSWORD_FILE,
+    KEY_IDS,
 ];
-const ENCRYPTION_KEY_PASSWORD_PREFIX: &str = "encryption.keyProvider.keys.";
-const ENCRYPTION_KEY_PASSWORD_SUFFIX: &str = ".passwordFile";
-/// How the per-key password file key is written in documentation and messages.
-const ENCRYPTION_KEY_PASSWORD_PATTERN: &str = "encryption.keyProvider.keys.<alias>.passwordFile";
-/// The key provider whose keystore keys Flume requires.
+const ACTIVE_KEY: &str = "encryption.activeKey";
+const CIPHER_PROVIDER: &str = "encryption.cipherProvider";
+const KEY_PROVIDER: &str = "encryption.keyProvider";
+const KEY_STORE_FILE: &str = "encryption.keyProvider.keyStoreFile";
+const KEY_STORE_PASSWORD_FILE: &str = "encryption.keyProvider.keyStorePasswordFile";
+const KEY_IDS: &str = "encryption.keyProvider.keys";
+const KEY_SOURCE_PREFIX: &str = "encryption.keyProvider.keys.";
+/// Flume's per-key password file; Millrace derives the key from the password.
+const PASSWORD_FILE_SUFFIX: &str = ".passwordFile";
+/// Millrace extension: a file holding the key itself.
+const KEY_FILE_SUFFIX: &str = ".keyFile";
+/// How the per-key source keys are written in documentation and messages.
+const PASSWORD_FILE_PATTERN: &str = "encryption.keyProvider.keys.<id>.passwordFile";
+const KEY_FILE_PATTERN: &str = "encryption.keyProvider.keys.<id>.keyFile";
+/// Flume's Java keystore provider, which Millrace refuses with an explanation.
 const JCEKS_KEY_PROVIDER: &str = "JCEKSFILE";
+/// Millrace's key provider: one file per key.
+const KEY_FILE_PROVIDER: &str = "KEYFILE";
+/// Millrace's cipher.
+const AES_GCM_CIPHER_PROVIDER: &str = "AES256GCM";
+/// Flume's cipher, mapped to Millrace's with a warning.
+const FLUME_CIPHER_PROVIDER: &str = "AESCTRNOPADDING";
+/// What to use instead of a Java keystore, for messages.
+const INSTEAD_OF_KEYSTORE: &str = "Millrace does not read Java keystores; give each key id \
+     its own file with encryption.keyProvider.keys.<id>.keyFile (32 random bytes or 64 hex \
+     digits) or encryption.keyProvider.keys.<id>.passwordFile (a password the key is \
+     derived from)";
 
-/// The alias of `encryption.keyProvider.keys.<alias>.passwordFile`, if that is the key.
-fn encryption_password_alias(sub_key: &str) -> Option<&str> {
-    sub_key
-        .strip_prefix(ENCRYPTION_KEY_PASSWORD_PREFIX)?
-        .strip_suffix(ENCRYPTION_KEY_PASSWORD_SUFFIX)
-        .filter(|alias| !alias.is_empty() && !alias.contains('.'))
+/// Which kind of source a per-key key names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeySourceKind {
+    PasswordFile,
+    KeyFile,
+}
+
+/// The key id and source kind of `encryption.keyProvider.keys.<id>.passwordFile` or
+/// `….keyFile`, if that is the key.
+fn encryption_key_source(sub_key: &str) -> Option<(&str, KeySourceKind)> {
+    let rest = sub_key.strip_prefix(KEY_SOURCE_PREFIX)?;
+    let (key_id, kind) = if let Some(key_id) = rest.strip_suffix(PASSWORD_FILE_SUFFIX) {
+        (key_id, KeySourceKind::PasswordFile)
+    } else {
+        (rest.strip_suffix(KEY_FILE_SUFFIX)?, KeySourceKind::KeyFile)
+    };
+    (!key_id.is_empty() && !key_id.contains('.')).then_some((key_id, kind))
 }
 
 fn is_encryption_key(sub_key: &str) -> bool {
-    ENCRYPTION_KEYS.contains(&sub_key) || encryption_password_alias(sub_key).is_some()
+    ENCRYPTION_KEYS.contains(&sub_key) || encryption_key_source(sub_key).is_some()
 }
 
 /// Every key a channel type accepts, `type` first, as written in documentation.
@@ -491,17 +540,17 @@ pub fn channel_key_names(kind: ChannelKind) -> Vec<&'static str> {
     }
     if kind != ChannelKind::Memory {
         names.extend(ENCRYPTION_KEYS);
-        names.push(ENCRYPTION_KEY_PASSWORD_PATTERN);
+        names.push(PASSWORD_FILE_PATTERN);
+        names.push(KEY_FILE_PATTERN);
     }
     names
 }
 
-/// A channel read from the file: its settings, its raw encryption keys, and the
-/// directories it uses (for the agent's check that no two channels share one).
+/// A channel read from the file: its settings and the directories it uses (for the
+/// agent's check that no two channels share one).
 #[derive(Debug)]
 pub(crate) struct ParsedChannel {
     pub(crate) config: ChannelConfig,
-    pub(crate) encryption: Vec<RawSetting>,
     pub(crate) directories: Vec<DirectoryUse>,
 }
 
@@ -639,7 +688,6 @@ fn parse_memory(channel: &Component, diagnostics: &mut Diagnostics) -> Option<Pa
     );
     (diagnostics.error_count() == errors_before).then_some(ParsedChannel {
         config: ChannelConfig::Memory(config),
-        encryption: Vec::new(),
         directories: Vec::new(),
     })
 }
@@ -662,12 +710,11 @@ fn parse_file(
         return None;
     }
     let errors_before = diagnostics.error_count();
-    check_encryption(channel, &encryption, diagnostics);
+    draft.config.encryption = read_encryption(channel, &encryption, diagnostics);
     let finished = finish_file(draft, channel, base_dir, FileRole::Channel, diagnostics);
     let (config, directories) = finished?;
     (diagnostics.error_count() == errors_before).then_some(ParsedChannel {
         config: ChannelConfig::File(config),
-        encryption,
         directories,
     })
 }
@@ -727,7 +774,7 @@ fn parse_spillable(
         "one avgEventSize slot",
         diagnostics,
     );
-    check_encryption(channel, &encryption, diagnostics);
+    overflow.config.encryption = read_encryption(channel, &encryption, diagnostics);
     // As in Flume: the overflow's capacity is overflowCapacity and it never waits.
     overflow.config.capacity = config.overflow_capacity;
     overflow.config.keep_alive = Duration::ZERO;
@@ -741,7 +788,6 @@ fn parse_spillable(
     config.overflow = overflow_config;
     (diagnostics.error_count() == errors_before).then_some(ParsedChannel {
         config: ChannelConfig::Spillable(config),
-        encryption,
         directories,
     })
 }
@@ -966,107 +1012,196 @@ fn report_engine_rejection(
     }
 }
 
-/// Flume's encryption rules (`EncryptionConfiguration`, `JCEFileKeyProvider`), checked so
-/// that a file that will need encryption later is already complete, plus a warning that
-/// Millrace does not encrypt yet.
-fn check_encryption(channel: &Component, settings: &[RawSetting], diagnostics: &mut Diagnostics) {
-    let Some(first) = settings.first() else {
-        return;
-    };
-    let value_of = |sub_key: &str| {
-        settings
-            .iter()
-            .find(|setting| setting.key == sub_key)
-            .map(|setting| setting.value.as_str())
-    };
-    for (required, expected) in [
-        (
-            "encryption.keyProvider",
-            "JCEKSFILE or a key provider class (the three of keyProvider, activeKey and \
-             cipherProvider are set together)",
-        ),
-        (
-            "encryption.activeKey",
-            "the alias of the key that encrypts new files (the three of keyProvider, \
-             activeKey and cipherProvider are set together)",
-        ),
-        (
-            "encryption.cipherProvider",
-            "AESCTRNOPADDING or a cipher provider class (the three of keyProvider, \
-             activeKey and cipherProvider are set together)",
-        ),
-    ] {
-        if value_of(required).is_none() {
-            diagnostics.missing_key(Some(first.line), &channel.full_key(required), expected);
+/// Reads the `encryption.*` keys into the engine's settings: the active key, the key
+/// ids, and each id's key or password file. Returns `None` when no encryption key is
+/// set or when a rule is broken (errors recorded).
+///
+/// Flume's names are kept where they mean the same; where Flume's meaning cannot carry
+/// over (Java keystores, AES-CTR) the key is refused or mapped with a message that says
+/// what to do instead (see `docs/configuration.md`, "Encryption keys").
+fn read_encryption(
+    channel: &Component,
+    settings: &[RawSetting],
+    diagnostics: &mut Diagnostics,
+) -> Option<EncryptionConfig> {
+    let first = settings.first()?;
+    let errors_before = diagnostics.error_count();
+    let setting_of = |sub_key: &str| settings.iter().find(|setting| setting.key == sub_key);
+    if let Some(provider) = setting_of(KEY_PROVIDER) {
+        if provider.value.eq_ignore_ascii_case(JCEKS_KEY_PROVIDER) {
+            diagnostics.bad_value(
+                provider.line,
+                &channel.full_key(KEY_PROVIDER),
+                &format!("{KEY_FILE_PROVIDER} ({INSTEAD_OF_KEYSTORE})"),
+                &provider.value,
+            );
+        } else if !provider.value.eq_ignore_ascii_case(KEY_FILE_PROVIDER) {
+            diagnostics.bad_value(
+                provider.line,
+                &channel.full_key(KEY_PROVIDER),
+                &format!(
+                    "{KEY_FILE_PROVIDER}, the one key provider Millrace has (Flume's key \
+                     provider classes do not apply)"
+                ),
+                &provider.value,
+            );
         }
     }
-    let uses_jceks_keystore = value_of("encryption.keyProvider")
-        .is_some_and(|p| p.eq_ignore_ascii_case(JCEKS_KEY_PROVIDER));
-    if uses_jceks_keystore {
-        for (required, expected) in [
-            (
-                "encryption.keyProvider.keyStoreFile",
-                "the path of the JCEKS keystore",
-            ),
-            (
-                "encryption.keyProvider.keyStorePasswordFile",
-                "the path of a file holding the keystore password",
-            ),
-            (
-                "encryption.keyProvider.keys",
-                "the space-separated aliases of every key still needed, the active one included",
-            ),
-        ] {
-            if value_of(required).is_none() {
-                diagnostics.missing_key(Some(first.line), &channel.full_key(required), expected);
-            }
+    for keystore_key in [KEY_STORE_FILE, KEY_STORE_PASSWORD_FILE] {
+        if let Some(setting) = setting_of(keystore_key) {
+            diagnostics.conflict(
+                setting.line,
+                &channel.full_key(keystore_key),
+                format!("expected no Java keystore setting: {INSTEAD_OF_KEYSTORE}"),
+            );
         }
     }
-    if let Some(keys) = settings
-        .iter()
-        .find(|setting| setting.key == "encryption.keyProvider.keys")
-    {
-        let aliases = values::space_separated(&keys.value);
-        let listed = format!(
-            "an alias listed in {} ({})",
-            channel.full_key("encryption.keyProvider.keys"),
-            aliases.join(" ")
-        );
-        if let Some(active) = settings
-            .iter()
-            .find(|setting| setting.key == "encryption.activeKey")
-        {
-            if !aliases.contains(&active.value.as_str()) {
-                diagnostics.bad_value(
-                    active.line,
-                    &channel.full_key(&active.key),
-                    &listed,
-                    &active.value,
-                );
-            }
+    if let Some(cipher) = setting_of(CIPHER_PROVIDER) {
+        if cipher.value.eq_ignore_ascii_case(FLUME_CIPHER_PROVIDER) {
+            diagnostics.warn(
+                cipher.line,
+                &channel.full_key(CIPHER_PROVIDER),
+                format!(
+                    "Millrace encrypts with {AES_GCM_CIPHER_PROVIDER} (authenticated, a fresh \
+                     subkey per channel open) instead of Flume's AES-CTR, which does not \
+                     authenticate and reuses its keystream within a file; set \
+                     {AES_GCM_CIPHER_PROVIDER} to silence this warning"
+                ),
+            );
+        } else if !cipher.value.eq_ignore_ascii_case(AES_GCM_CIPHER_PROVIDER) {
+            diagnostics.bad_value(
+                cipher.line,
+                &channel.full_key(CIPHER_PROVIDER),
+                &format!(
+                    "{AES_GCM_CIPHER_PROVIDER} (or Flume's {FLUME_CIPHER_PROVIDER}, which is \
+                     mapped to it)"
+                ),
+                &cipher.value,
+            );
         }
-        for setting in settings {
-            if let Some(alias) = encryption_password_alias(&setting.key) {
-                if !aliases.contains(&alias) {
+    }
+
+    let key_ids_setting = setting_of(KEY_IDS);
+    let key_ids: Vec<&str> = key_ids_setting
+        .map(|setting| values::space_separated(&setting.value))
+        .unwrap_or_default();
+    match key_ids_setting {
+        None => diagnostics.missing_key(
+            Some(first.line),
+            &channel.full_key(KEY_IDS),
+            "the space-separated ids of every key a segment on disk may need, the active \
+             one included",
+        ),
+        Some(setting) => {
+            for key_id in &key_ids {
+                if let Some(problem) = key_id_problem(key_id) {
                     diagnostics.bad_value(
                         setting.line,
-                        &channel.full_key(&setting.key),
-                        &listed,
-                        alias,
+                        &channel.full_key(KEY_IDS),
+                        &problem,
+                        key_id,
                     );
                 }
             }
         }
     }
-    diagnostics.warn(
-        first.line,
-        &channel.full_key(&first.key),
-        format!(
-            "encryption is not implemented yet: channel {}'s events are stored unencrypted; \
-             the encryption.* settings are kept for when it is",
-            channel.name
-        ),
+    let listed = format!(
+        "a key id listed in {} ({})",
+        channel.full_key(KEY_IDS),
+        key_ids.join(" ")
     );
+    let active_key_id = match setting_of(ACTIVE_KEY) {
+        None => {
+            diagnostics.missing_key(
+                Some(first.line),
+                &channel.full_key(ACTIVE_KEY),
+                "the id of the key that encrypts new segments",
+            );
+            None
+        }
+        Some(active) => {
+            if key_ids_setting.is_some() && !key_ids.contains(&active.value.as_str()) {
+                diagnostics.bad_value(
+                    active.line,
+                    &channel.full_key(ACTIVE_KEY),
+                    &listed,
+                    &active.value,
+                );
+            }
+            Some(active.value.clone())
+        }
+    };
+
+    let mut sources: BTreeMap<String, (KeySource, usize)> = BTreeMap::new();
+    for setting in settings {
+        let Some((key_id, kind)) = encryption_key_source(&setting.key) else {
+            continue;
+        };
+        if key_ids_setting.is_some() && !key_ids.contains(&key_id) {
+            diagnostics.bad_value(
+                setting.line,
+                &channel.full_key(&setting.key),
+                &listed,
+                key_id,
+            );
+            continue;
+        }
+        let path = match values::directory(&setting.value) {
+            Ok(path) => path,
+            Err(_) => {
+                diagnostics.bad_value(
+                    setting.line,
+                    &channel.full_key(&setting.key),
+                    "a file path",
+                    &setting.value,
+                );
+                continue;
+            }
+        };
+        let source = match kind {
+            KeySourceKind::PasswordFile => KeySource::PasswordFile(path),
+            KeySourceKind::KeyFile => KeySource::KeyFile(path),
+        };
+        if let Some((_, first_line)) = sources.get(key_id) {
+            diagnostics.conflict(
+                setting.line,
+                &channel.full_key(&setting.key),
+                format!(
+                    "expected one source for key {key_id}, but line {first_line} already gives \
+                     one (use either keyFile or passwordFile)"
+                ),
+            );
+            continue;
+        }
+        sources.insert(key_id.to_string(), (source, setting.line));
+    }
+    if let Some(setting) = key_ids_setting {
+        for key_id in &key_ids {
+            if !sources.contains_key(*key_id) && key_id_problem(key_id).is_none() {
+                diagnostics.missing_key(
+                    Some(setting.line),
+                    &channel.full_key(&format!("{KEY_SOURCE_PREFIX}{key_id}{KEY_FILE_SUFFIX}")),
+                    &format!(
+                        "the file holding key {key_id} (32 random bytes or 64 hex digits), or \
+                         instead {}",
+                        channel.full_key(&format!(
+                            "{KEY_SOURCE_PREFIX}{key_id}{PASSWORD_FILE_SUFFIX}"
+                        ))
+                    ),
+                );
+            }
+        }
+    }
+    if diagnostics.error_count() != errors_before {
+        return None;
+    }
+    Some(EncryptionConfig {
+        active_key_id: active_key_id?,
+        keys: sources
+            .into_iter()
+            .map(|(key_id, (source, _))| (key_id, source))
+            .collect(),
+    })
 }
 
 #[cfg(test)]
@@ -1109,17 +1244,21 @@ mod tests {
     }
 
     #[test]
-    fn encryption_password_keys_need_a_plain_alias() {
+    fn per_key_source_keys_need_a_plain_key_id() {
         assert_eq!(
-            encryption_password_alias("encryption.keyProvider.keys.key-0.passwordFile"),
-            Some("key-0")
+            encryption_key_source("encryption.keyProvider.keys.key-0.passwordFile"),
+            Some(("key-0", KeySourceKind::PasswordFile))
         );
         assert_eq!(
-            encryption_password_alias("encryption.keyProvider.keys..passwordFile"),
+            encryption_key_source("encryption.keyProvider.keys.key-0.keyFile"),
+            Some(("key-0", KeySourceKind::KeyFile))
+        );
+        assert_eq!(
+            encryption_key_source("encryption.keyProvider.keys..passwordFile"),
             None
         );
         assert_eq!(
-            encryption_password_alias("encryption.keyProvider.keys.a.b.passwordFile"),
+            encryption_key_source("encryption.keyProvider.keys.a.b.keyFile"),
             None
         );
     }

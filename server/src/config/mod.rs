@@ -76,7 +76,8 @@ pub use components::{
 };
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, ConfigWarning};
 pub use millrace_engine::config::{
-    ChannelConfig, FileChannelConfig, MemoryChannelConfig, SpillableChannelConfig,
+    ChannelConfig, Compression, EncryptionConfig, FileChannelConfig, KeySource,
+    MemoryChannelConfig, SpillableChannelConfig,
 };
 pub use properties::{EscapeProblem, PropertiesError};
 pub use server_settings::{
