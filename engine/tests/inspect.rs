@@ -508,3 +508,46 @@ mod replaying {
         assert_eq!(peek_all(&channel), expected_after_replay());
     }
 }
+
+#[test]
+fn inspect_dumps_an_encrypted_channels_events_with_its_key_and_names_the_key_per_segment() {
+    let root = tempfile::tempdir().unwrap();
+    let key_file = root.path().join("k1.key");
+    std::fs::write(&key_file, [7u8; 32]).unwrap();
+    let mut config = single_segment_config(root.path());
+    config.encryption = Some(millrace_engine::config::EncryptionConfig {
+        active_key_id: "k1".to_string(),
+        keys: std::collections::BTreeMap::from([(
+            "k1".to_string(),
+            millrace_engine::config::KeySource::KeyFile(key_file),
+        )]),
+    });
+    {
+        let channel = open(root.path(), &config);
+        put_committed(&channel, &["secret-one", "secret-two"]);
+    }
+    let scan = scan(&config);
+    for segment in &scan.segments {
+        assert_eq!(
+            segment.header.as_ref().unwrap().key_id,
+            "k1",
+            "each segment names its key"
+        );
+    }
+    let events = scan.read_events(storage().as_ref(), None, 10).unwrap();
+    let bodies: Vec<String> = events
+        .iter()
+        .map(|dumped| body_text(&dumped.event))
+        .collect();
+    assert_eq!(bodies, ["secret-one", "secret-two"]);
+    let mut without_key = config.clone();
+    without_key.encryption = None;
+    let error = scan_channel(storage().as_ref(), CHANNEL, &without_key, &NoProgress)
+        .expect("the scan itself needs no key")
+        .read_events(storage().as_ref(), None, 10)
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("k1"),
+        "the error names the missing key: {error}"
+    );
+}

@@ -271,6 +271,10 @@ fn checkpoint_inspect_verify_and_replay_through_channelctl() {
         b"",
     ));
     assert_eq!(taken, ["e1", "e2"]);
+    let live = server.channelctl("inspect", &["--channel", "c1", "--json"], b"");
+    let live: serde_json::Value = serde_json::from_slice(&live.stdout).expect("inspect --json");
+    assert_eq!(live["online"], true, "{live}");
+    assert_eq!(live["counters"]["ChannelSize"], 3, "{live}");
     let online = successful_lines(&server.channelctl("checkpoint", &["--channel", "c1"], b""));
     assert_eq!(online, ["channel c1: checkpoint written"]);
     assert_eq!(server.stop_with_sigterm().code(), Some(0));

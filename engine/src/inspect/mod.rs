@@ -36,7 +36,7 @@ use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
+use crate::crypto::KeyRing;
 
 pub use checkpoints::{CheckpointSlot, CheckpointSlotReport, CheckpointSummary, SlotState};
 pub use log::{
@@ -52,8 +52,7 @@ use crate::config::FileChannelConfig;
 use crate::error::{ChannelError, OpenError};
 use crate::event::Event;
 use crate::record::{
-    decode_put_payload, decode_record, EventPointer, RecordKind, MAX_RECORD_BYTES,
-    RECORD_HEADER_BYTES,
+    decode_put_record, EventPointer, SegmentHeader, MAX_RECORD_BYTES, RECORD_HEADER_BYTES,
 };
 use crate::storage::Storage;
 
@@ -555,6 +554,10 @@ impl ChannelScan {
 pub(crate) struct EventReader<'a> {
     storage: &'a dyn Storage,
     paths: HashMap<u32, PathBuf>,
+    /// Segment headers that decoded: they say which cipher and key a record needs.
+    headers: HashMap<u32, SegmentHeader>,
+    /// The channel's keys (from its `encryption.*` settings), or why they did not load.
+    keys: Option<Result<KeyRing, String>>,
     last: Option<((u32, u32), Vec<Event>)>,
 }
 
@@ -567,6 +570,16 @@ impl<'a> EventReader<'a> {
                 .iter()
                 .map(|segment| (segment.segment_id, segment.path.clone()))
                 .collect(),
+            headers: scan
+                .segments
+                .iter()
+                .filter_map(|segment| Some((segment.segment_id, segment.header.clone().ok()?)))
+                .collect(),
+            keys: scan
+                .config
+                .encryption
+                .as_ref()
+                .map(|encryption| KeyRing::load(encryption).map_err(|error| error.to_string())),
             last: None,
         }
     }
@@ -626,15 +639,20 @@ impl<'a> EventReader<'a> {
         let mut record = vec![0u8; record_bytes as usize];
         file.read_exact_at(&mut record, offset)
             .map_err(|source| InspectError::io(path, "read", source))?;
-        let (header, _) = decode_record(&record, pointer.segment_id)
-            .map_err(|error| unreadable(error.to_string()))?;
-        if header.kind != RecordKind::Put {
-            return Err(unreadable(format!(
-                "expected a put record, found {:?}",
-                header.kind
-            )));
-        }
-        decode_put_payload(&Bytes::from(record), RECORD_HEADER_BYTES)
+        let segment_header = self
+            .headers
+            .get(&pointer.segment_id)
+            .ok_or_else(|| unreadable("the segment's header is damaged".into()))?;
+        let keys = match &self.keys {
+            None => None,
+            Some(Ok(keys)) => Some(keys),
+            Some(Err(reason)) => {
+                return Err(unreadable(format!(
+                    "the channel's keys did not load: {reason}"
+                )))
+            }
+        };
+        decode_put_record(record, segment_header, keys)
             .map_err(|error| unreadable(error.to_string()))
     }
 }

@@ -85,11 +85,25 @@ impl ChannelFilesArgs {
     }
 }
 
-/// `channelctl inspect` (offline).
+/// `channelctl inspect`: offline with `-f` or `--data-dir`, else online through the
+/// server (the channel's size, capacity and counters).
 #[derive(Debug, Args)]
 pub struct InspectArgs {
     #[command(flatten)]
     pub files: ChannelFilesArgs,
+
+    /// channeld's protocol address (online inspect).
+    #[arg(long, value_name = "ADDR", default_value = millrace_client::DEFAULT_SERVER_ADDRESS)]
+    pub server: String,
+
+    /// The server's shared token, if it requires one.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "MILLRACE_AUTH_TOKEN",
+        hide_env_values = true
+    )]
+    pub auth_token: Option<String>,
 
     /// Print JSON instead of tables.
     #[arg(long)]
@@ -186,6 +200,18 @@ fn finish(outcome: Result<i32, ToolError>) -> Result<(), ChannelctlError> {
 }
 
 pub(super) fn inspect(args: &InspectArgs) -> Result<(), ChannelctlError> {
+    if !args.files.is_given() {
+        let server = ServerArgs {
+            server: args.server.clone(),
+            channel: args.files.channel.clone(),
+            auth_token: args.auth_token.clone(),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(ChannelctlError::Runtime)?;
+        return runtime.block_on(super::stats::show(&server, args.json, true));
+    }
     let options = InspectOptions {
         json: args.json,
         events: args.events,
