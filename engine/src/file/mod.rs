@@ -43,7 +43,7 @@ pub(crate) mod checkpoint;
 mod health;
 pub mod inspect;
 mod maintenance;
-mod recovery;
+pub(crate) mod recovery;
 pub(crate) mod segments;
 mod space;
 mod writer;

@@ -928,16 +928,17 @@ enum ScanOutcome {
     Stop(String),
 }
 
-/// Sequential reads of a segment through a buffer of [`SCAN_CHUNK_BYTES`].
-struct ChunkReader {
+/// Sequential reads of a segment through a buffer of [`SCAN_CHUNK_BYTES`], asking the
+/// system to read ahead. Shared by recovery and the read-only scans of `inspect`.
+pub(crate) struct ChunkReader {
     file: Arc<dyn StorageFile>,
-    file_len: u64,
+    pub(crate) file_len: u64,
     buffer: Vec<u8>,
     buffer_start: u64,
 }
 
 impl ChunkReader {
-    fn new(file: Arc<dyn StorageFile>, file_len: u64) -> Self {
+    pub(crate) fn new(file: Arc<dyn StorageFile>, file_len: u64) -> Self {
         ChunkReader {
             file,
             file_len,
@@ -947,7 +948,7 @@ impl ChunkReader {
     }
 
     /// Up to `wanted` bytes at `offset` (fewer only at the end of the file).
-    fn bytes_at(&mut self, offset: u64, wanted: usize) -> io::Result<&[u8]> {
+    pub(crate) fn bytes_at(&mut self, offset: u64, wanted: usize) -> io::Result<&[u8]> {
         let available = self.file_len.saturating_sub(offset).min(wanted as u64) as usize;
         let buffer_end = self.buffer_start + self.buffer.len() as u64;
         if offset < self.buffer_start || offset + available as u64 > buffer_end {
@@ -991,7 +992,8 @@ impl ChunkReader {
         }
     }
 
-    fn first_nonzero_at_or_after(&mut self, mut offset: u64) -> io::Result<Option<u64>> {
+    /// The offset of the first non-zero byte at or after `offset`, if any.
+    pub(crate) fn first_nonzero_at_or_after(&mut self, mut offset: u64) -> io::Result<Option<u64>> {
         while offset < self.file_len {
             let chunk = self.bytes_at(offset, SCAN_CHUNK_BYTES)?;
             if let Some(position) = chunk.iter().position(|&byte| byte != 0) {

@@ -13,6 +13,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::file::recovery::ChunkReader;
 use crate::file::segments::{parse_segment_file_name, segment_file_name};
 use crate::record::{
     decode_record, decode_take_payload, peek_record_bytes, put_event_count, CommitSummary,
@@ -22,9 +23,6 @@ use crate::record::{
 use crate::storage::{Storage, StorageFile};
 
 use super::{InspectError, Progress};
-
-/// Bytes read from a segment at a time.
-const READ_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 
 /// What a valid record says, without its event bodies (those are read again on demand).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,39 +302,24 @@ enum Probe {
     Invalid(String),
 }
 
-/// Buffered positional reads of one segment.
+/// Buffered positional reads of one segment: recovery's reader (with its read-ahead),
+/// plus the record probe the scan needs.
 struct SegmentReader {
-    file: Arc<dyn StorageFile>,
+    reader: ChunkReader,
     file_len: u64,
-    buffer: Vec<u8>,
-    buffer_start: u64,
 }
 
 impl SegmentReader {
     fn new(file: Arc<dyn StorageFile>, file_len: u64) -> Self {
         SegmentReader {
-            file,
+            reader: ChunkReader::new(file, file_len),
             file_len,
-            buffer: Vec::new(),
-            buffer_start: 0,
         }
     }
 
     /// Up to `wanted` bytes at `offset` (fewer only at the end of the file).
     fn bytes_at(&mut self, offset: u64, wanted: usize) -> io::Result<&[u8]> {
-        let available = self.file_len.saturating_sub(offset).min(wanted as u64) as usize;
-        let buffer_end = self.buffer_start + self.buffer.len() as u64;
-        if offset < self.buffer_start || offset + available as u64 > buffer_end {
-            let read_len = self
-                .file_len
-                .saturating_sub(offset)
-                .min(READ_CHUNK_BYTES.max(available) as u64) as usize;
-            self.buffer.resize(read_len, 0);
-            self.file.read_exact_at(&mut self.buffer, offset)?;
-            self.buffer_start = offset;
-        }
-        let start = (offset - self.buffer_start) as usize;
-        Ok(&self.buffer[start..start + available])
+        self.reader.bytes_at(offset, wanted)
     }
 
     fn record_at(&mut self, offset: u64, segment_id: u32) -> io::Result<Probe> {
@@ -386,15 +369,8 @@ impl SegmentReader {
         })
     }
 
-    fn first_nonzero_at_or_after(&mut self, mut offset: u64) -> io::Result<Option<u64>> {
-        while offset < self.file_len {
-            let chunk = self.bytes_at(offset, READ_CHUNK_BYTES)?;
-            if let Some(position) = chunk.iter().position(|&byte| byte != 0) {
-                return Ok(Some(offset + position as u64));
-            }
-            offset += chunk.len() as u64;
-        }
-        Ok(None)
+    fn first_nonzero_at_or_after(&mut self, offset: u64) -> io::Result<Option<u64>> {
+        self.reader.first_nonzero_at_or_after(offset)
     }
 
     /// The first position at or after `start` where a valid record begins. Every byte
