@@ -251,27 +251,7 @@ impl FileChannelConfig {
         if self.data_dirs.is_empty() {
             return Err(ConfigError::invalid("dataDirs", "at least one directory"));
         }
-        if self.capacity == 0 {
-            return Err(ConfigError::invalid(
-                "capacity",
-                "a positive number of events",
-            ));
-        }
-        if self.transaction_capacity == 0 {
-            return Err(ConfigError::invalid(
-                "transactionCapacity",
-                "a positive number of events",
-            ));
-        }
-        if self.transaction_capacity > self.capacity {
-            return Err(ConfigError::Invalid {
-                key: "transactionCapacity",
-                expected: format!(
-                    "at most capacity ({}), got {}",
-                    self.capacity, self.transaction_capacity
-                ),
-            });
-        }
+        validate_capacities(self.capacity, self.transaction_capacity)?;
         if self.max_file_size_bytes < MIN_MAX_FILE_SIZE_BYTES
             || self.max_file_size_bytes > DEFAULT_MAX_FILE_SIZE_BYTES
         {
@@ -352,27 +332,7 @@ impl MemoryChannelConfig {
     /// Flume replaces a non-positive `capacity` with its default and treats a
     /// `byteCapacity` that leaves less than one slot as unlimited; Millrace refuses both.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.capacity == 0 {
-            return Err(ConfigError::invalid(
-                "capacity",
-                "a positive number of events",
-            ));
-        }
-        if self.transaction_capacity == 0 {
-            return Err(ConfigError::invalid(
-                "transactionCapacity",
-                "a positive number of events",
-            ));
-        }
-        if self.transaction_capacity > self.capacity {
-            return Err(ConfigError::Invalid {
-                key: "transactionCapacity",
-                expected: format!(
-                    "at most capacity ({}), got {}",
-                    self.capacity, self.transaction_capacity
-                ),
-            });
-        }
+        validate_capacities(self.capacity, self.transaction_capacity)?;
         if u64::from(self.byte_capacity_buffer_percentage) >= FULL_PERCENT {
             return Err(ConfigError::Invalid {
                 key: "byteCapacityBufferPercentage",
@@ -467,6 +427,30 @@ pub enum ChannelConfig {
     Memory(MemoryChannelConfig),
     /// `type = spillablememory`
     Spillable(SpillableChannelConfig),
+}
+
+/// The rules `capacity` and `transactionCapacity` follow in every channel type: both
+/// positive, and a transaction no larger than the channel.
+fn validate_capacities(capacity: u64, transaction_capacity: u64) -> Result<(), ConfigError> {
+    if capacity == 0 {
+        return Err(ConfigError::invalid(
+            "capacity",
+            "a positive number of events",
+        ));
+    }
+    if transaction_capacity == 0 {
+        return Err(ConfigError::invalid(
+            "transactionCapacity",
+            "a positive number of events",
+        ));
+    }
+    if transaction_capacity > capacity {
+        return Err(ConfigError::Invalid {
+            key: "transactionCapacity",
+            expected: format!("at most capacity ({capacity}), got {transaction_capacity}"),
+        });
+    }
+    Ok(())
 }
 
 /// A setting that breaks a rule spanning several keys.

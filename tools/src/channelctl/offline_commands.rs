@@ -85,14 +85,10 @@ impl ChannelFilesArgs {
     }
 }
 
-/// `channelctl inspect`: offline with `-f` or `--data-dir`, else online through the
-/// server (the channel's size, capacity and counters).
-#[derive(Debug, Args)]
-pub struct InspectArgs {
-    #[command(flatten)]
-    pub files: ChannelFilesArgs,
-
-    /// channeld's protocol address (online inspect).
+/// How to reach channeld when a command that also works offline is given no files.
+#[derive(Debug, Clone, Args)]
+pub struct OnlineArgs {
+    /// channeld's protocol address.
     #[arg(long, value_name = "ADDR", default_value = millrace_client::DEFAULT_SERVER_ADDRESS)]
     pub server: String,
 
@@ -104,6 +100,27 @@ pub struct InspectArgs {
         hide_env_values = true
     )]
     pub auth_token: Option<String>,
+}
+
+impl OnlineArgs {
+    fn for_channel(&self, channel: &str) -> ServerArgs {
+        ServerArgs {
+            server: self.server.clone(),
+            channel: channel.to_string(),
+            auth_token: self.auth_token.clone(),
+        }
+    }
+}
+
+/// `channelctl inspect`: offline with `-f` or `--data-dir`, else online through the
+/// server (the channel's size, capacity and counters).
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub files: ChannelFilesArgs,
+
+    #[command(flatten)]
+    pub online: OnlineArgs,
 
     /// Print JSON instead of tables.
     #[arg(long)]
@@ -144,18 +161,8 @@ pub struct CheckpointArgs {
     #[command(flatten)]
     pub files: ChannelFilesArgs,
 
-    /// channeld's protocol address (online checkpoint).
-    #[arg(long, value_name = "ADDR", default_value = millrace_client::DEFAULT_SERVER_ADDRESS)]
-    pub server: String,
-
-    /// The server's shared token, if it requires one.
-    #[arg(
-        long,
-        value_name = "TOKEN",
-        env = "MILLRACE_AUTH_TOKEN",
-        hide_env_values = true
-    )]
-    pub auth_token: Option<String>,
+    #[command(flatten)]
+    pub online: OnlineArgs,
 
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -201,11 +208,7 @@ fn finish(outcome: Result<i32, ToolError>) -> Result<(), ChannelctlError> {
 
 pub(super) fn inspect(args: &InspectArgs) -> Result<(), ChannelctlError> {
     if !args.files.is_given() {
-        let server = ServerArgs {
-            server: args.server.clone(),
-            channel: args.files.channel.clone(),
-            auth_token: args.auth_token.clone(),
-        };
+        let server = args.online.for_channel(&args.files.channel);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -270,11 +273,7 @@ pub(super) async fn checkpoint(args: &CheckpointArgs) -> Result<(), ChannelctlEr
                 .and_then(|target| offline::checkpoint_offline(&target, &options, &mut stdout)),
         );
     }
-    let server = ServerArgs {
-        server: args.server.clone(),
-        channel: args.files.channel.clone(),
-        auth_token: args.auth_token.clone(),
-    };
+    let server = args.online.for_channel(&args.files.channel);
     let mut client = Client::connect(server.client_options()).await?;
     client.checkpoint(&server.channel).await?;
     let text = if args.json {
