@@ -63,7 +63,7 @@ mod error;
 pub mod properties;
 mod server_settings;
 mod setting;
-mod values;
+pub mod values;
 
 use std::path::Path;
 

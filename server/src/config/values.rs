@@ -14,10 +14,10 @@ use std::time::Duration;
 
 /// What a value should have looked like, e.g. "a positive integer".
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Expected(pub(crate) String);
+pub struct Expected(pub String);
 
 impl Expected {
-    pub(crate) fn new(description: impl Into<String>) -> Self {
+    pub fn new(description: impl Into<String>) -> Self {
         Expected(description.into())
     }
 }
@@ -36,7 +36,7 @@ const FULL_PERCENT: u8 = 100;
 
 /// Java's `String.trim()`: removes every char at or below U+0020 from both ends. Flume
 /// trims every key and value with it before use.
-pub(crate) fn java_trim(text: &str) -> &str {
+pub fn java_trim(text: &str) -> &str {
     text.trim_matches(|c: char| c <= ' ')
 }
 
@@ -46,7 +46,7 @@ fn is_java_regex_space(c: char) -> bool {
 }
 
 /// Splits a Flume list (`a1.channels = c1 c2`) on runs of whitespace.
-pub(crate) fn space_separated(value: &str) -> Vec<&str> {
+pub fn space_separated(value: &str) -> Vec<&str> {
     value
         .split(is_java_regex_space)
         .filter(|item| !item.is_empty())
@@ -98,17 +98,17 @@ fn to_u64(number: i128) -> u64 {
 }
 
 /// An integer of at least 1.
-pub(crate) fn positive_integer(value: &str) -> Result<u64, Expected> {
+pub fn positive_integer(value: &str) -> Result<u64, Expected> {
     integer_in_range(value, 1, i128::from(u64::MAX), "a positive integer").map(to_u64)
 }
 
 /// An integer of at least 0.
-pub(crate) fn non_negative_integer(value: &str) -> Result<u64, Expected> {
+pub fn non_negative_integer(value: &str) -> Result<u64, Expected> {
     integer_in_range(value, 0, i128::from(u64::MAX), "a non-negative integer").map(to_u64)
 }
 
 /// Any Java `int`.
-pub(crate) fn java_int(value: &str) -> Result<i32, Expected> {
+pub fn java_int(value: &str) -> Result<i32, Expected> {
     integer_in_range(
         value,
         i128::from(i32::MIN),
@@ -119,13 +119,13 @@ pub(crate) fn java_int(value: &str) -> Result<i32, Expected> {
 }
 
 /// A whole percentage from 0 to 100.
-pub(crate) fn percentage(value: &str) -> Result<u8, Expected> {
+pub fn percentage(value: &str) -> Result<u8, Expected> {
     percentage_up_to(value, FULL_PERCENT)
 }
 
 /// A whole percentage from 0 to 99: used where 100 would leave nothing (Flume then
 /// silently switches the byte limit off).
-pub(crate) fn percentage_below_full(value: &str) -> Result<u8, Expected> {
+pub fn percentage_below_full(value: &str) -> Result<u8, Expected> {
     percentage_up_to(value, FULL_PERCENT - 1)
 }
 
@@ -141,7 +141,7 @@ fn percentage_up_to(value: &str, maximum: u8) -> Result<u8, Expected> {
 
 /// `true` or `false`, in any letter case. Java's `Boolean.valueOf` reads anything but
 /// "true" as false; Millrace refuses anything but the two words.
-pub(crate) fn boolean(value: &str) -> Result<bool, Expected> {
+pub fn boolean(value: &str) -> Result<bool, Expected> {
     if value.eq_ignore_ascii_case("true") {
         Ok(true)
     } else if value.eq_ignore_ascii_case("false") {
@@ -152,7 +152,7 @@ pub(crate) fn boolean(value: &str) -> Result<bool, Expected> {
 }
 
 /// A whole number of seconds, at least 1.
-pub(crate) fn positive_seconds(value: &str) -> Result<Duration, Expected> {
+pub fn positive_seconds(value: &str) -> Result<Duration, Expected> {
     integer_in_range(
         value,
         1,
@@ -163,7 +163,7 @@ pub(crate) fn positive_seconds(value: &str) -> Result<Duration, Expected> {
 }
 
 /// A whole number of seconds, 0 allowed.
-pub(crate) fn non_negative_seconds(value: &str) -> Result<Duration, Expected> {
+pub fn non_negative_seconds(value: &str) -> Result<Duration, Expected> {
     integer_in_range(
         value,
         0,
@@ -174,7 +174,7 @@ pub(crate) fn non_negative_seconds(value: &str) -> Result<Duration, Expected> {
 }
 
 /// A whole number of milliseconds, at least 1.
-pub(crate) fn positive_milliseconds(value: &str) -> Result<Duration, Expected> {
+pub fn positive_milliseconds(value: &str) -> Result<Duration, Expected> {
     integer_in_range(
         value,
         1,
@@ -185,7 +185,7 @@ pub(crate) fn positive_milliseconds(value: &str) -> Result<Duration, Expected> {
 }
 
 /// A whole number of milliseconds, 0 allowed.
-pub(crate) fn non_negative_milliseconds(value: &str) -> Result<Duration, Expected> {
+pub fn non_negative_milliseconds(value: &str) -> Result<Duration, Expected> {
     integer_in_range(
         value,
         0,
@@ -197,7 +197,7 @@ pub(crate) fn non_negative_milliseconds(value: &str) -> Result<Duration, Expecte
 
 /// A directory path. Relative paths are relative to the working directory, as in Flume;
 /// nothing is expanded (`~` and `$HOME` are literal text).
-pub(crate) fn directory(value: &str) -> Result<PathBuf, Expected> {
+pub fn directory(value: &str) -> Result<PathBuf, Expected> {
     if value.is_empty() {
         return Err(Expected::new("a directory path"));
     }
@@ -206,7 +206,7 @@ pub(crate) fn directory(value: &str) -> Result<PathBuf, Expected> {
 
 /// Flume's `dataDirs`: a comma-separated list, each entry trimmed. Flume drops empty
 /// entries silently; Millrace refuses them.
-pub(crate) fn directory_list(value: &str) -> Result<Vec<PathBuf>, Expected> {
+pub fn directory_list(value: &str) -> Result<Vec<PathBuf>, Expected> {
     let entries: Vec<&str> = value.split(',').map(java_trim).collect();
     if entries.iter().any(|entry| entry.is_empty()) {
         return Err(Expected::new(
@@ -217,7 +217,7 @@ pub(crate) fn directory_list(value: &str) -> Result<Vec<PathBuf>, Expected> {
 }
 
 /// A single word without whitespace (a component name, a header name).
-pub(crate) fn single_word(value: &str, description: &str) -> Result<String, Expected> {
+pub fn single_word(value: &str, description: &str) -> Result<String, Expected> {
     match space_separated(value).as_slice() {
         [word] => Ok((*word).to_string()),
         _ => Err(Expected::new(description)),

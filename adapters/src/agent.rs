@@ -1,0 +1,250 @@
+//! Running planned components: each in its own task, restarted with backoff when it
+//! fails or panics, until the agent is stopped.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use millrace_client::ClientOptions;
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+use crate::connection::{Connection, StopHandle, StopSignal};
+use crate::counters::{ComponentKind, SinkCounters, SourceCounters};
+use crate::plan::{client_options, ComponentPlan, SinkKindPlan, SinkPlan};
+use crate::sink_runner::{DeadLetter, SinkGroupRunner, SinkRunner, SinkUnit};
+use crate::sinks::{ForwardSettings, ForwardSink, LoggerSink, RollingFileSink, Sink};
+use crate::sources::ProcessorFactory;
+
+/// First wait before restarting a failed component.
+pub const FIRST_RESTART_DELAY: Duration = Duration::from_millis(500);
+/// Longest wait between restarts.
+pub const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
+/// A component that ran this long before failing starts again at the first delay.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+
+/// The counters of every component of this process, by Flume type and name.
+#[derive(Debug, Default, Clone)]
+pub struct AgentCounters {
+    /// Sources.
+    pub sources: BTreeMap<String, Arc<SourceCounters>>,
+    /// Sinks.
+    pub sinks: BTreeMap<String, Arc<SinkCounters>>,
+}
+
+impl AgentCounters {
+    /// One entry per component, with Flume's counter names.
+    pub fn snapshot(&self) -> Vec<ComponentSnapshot> {
+        let sources = self
+            .sources
+            .iter()
+            .map(|(name, counters)| ComponentSnapshot {
+                kind: ComponentKind::Source,
+                name: name.clone(),
+                counters: counters.snapshot(),
+            });
+        let sinks = self.sinks.iter().map(|(name, counters)| ComponentSnapshot {
+            kind: ComponentKind::Sink,
+            name: name.clone(),
+            counters: counters.snapshot(),
+        });
+        sources.chain(sinks).collect()
+    }
+}
+
+/// One component's counters at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentSnapshot {
+    /// Source or sink.
+    pub kind: ComponentKind,
+    /// Its name.
+    pub name: String,
+    /// Flume's counter names and values.
+    pub counters: Vec<(&'static str, u64)>,
+}
+
+/// Where the components reach channeld.
+#[derive(Debug, Clone)]
+pub struct ServerAddress {
+    /// `host:port` of the protocol listener.
+    pub address: String,
+    /// The shared token, when the server has one.
+    pub auth_token: Option<String>,
+}
+
+impl ServerAddress {
+    fn options(&self, component: &str) -> ClientOptions {
+        client_options(&self.address, self.auth_token.as_deref(), component)
+    }
+}
+
+fn build_sink(plan: &SinkPlan, server: &ServerAddress, counters: Arc<SinkCounters>) -> SinkRunner {
+    let sink = match &plan.kind {
+        SinkKindPlan::Logger { max_bytes_to_log } => Sink::Logger(LoggerSink {
+            max_bytes_to_log: *max_bytes_to_log,
+        }),
+        SinkKindPlan::Null => Sink::Null,
+        SinkKindPlan::RollingFile(settings) => {
+            Sink::RollingFile(RollingFileSink::new(settings.clone()))
+        }
+        SinkKindPlan::Forward {
+            address,
+            auth_token,
+            remote_channel,
+            connect_timeout,
+        } => {
+            let mut options = client_options(address, auth_token.as_deref(), &plan.name);
+            options.connect_timeout = *connect_timeout;
+            Sink::Forward(ForwardSink::new(ForwardSettings {
+                options,
+                remote_channel: remote_channel.clone(),
+            }))
+        }
+    };
+    let dead_letter = plan
+        .dead_letter
+        .as_ref()
+        .map(|(channel, max_attempts)| DeadLetter {
+            channel: channel.clone(),
+            max_attempts: *max_attempts,
+            connection: Connection::new(server.options(&plan.name)),
+        });
+    SinkRunner::new(
+        plan.name.clone(),
+        plan.channel.clone(),
+        plan.batch_size,
+        Connection::new(server.options(&plan.name)),
+        sink,
+        counters,
+        dead_letter,
+    )
+}
+
+/// Counters for every component of `plans`.
+pub fn counters_for(plans: &[ComponentPlan]) -> AgentCounters {
+    let mut counters = AgentCounters::default();
+    let mut add_sink = |plan: &SinkPlan| {
+        counters.sinks.insert(plan.name.clone(), Arc::default());
+    };
+    let mut sources = BTreeMap::new();
+    for plan in plans {
+        match plan {
+            ComponentPlan::Source(source) => {
+                sources.insert(source.name.clone(), Arc::default());
+            }
+            ComponentPlan::Sink(sink) => add_sink(sink),
+            ComponentPlan::SinkGroup { sinks, .. } => sinks.iter().for_each(&mut add_sink),
+        }
+    }
+    counters.sources = sources;
+    counters
+}
+
+/// Runs one component once, until it fails or `stop` is raised.
+async fn run_once(
+    plan: &ComponentPlan,
+    server: &ServerAddress,
+    counters: &AgentCounters,
+    stop: StopSignal,
+) -> Result<(), String> {
+    match plan {
+        ComponentPlan::Source(source) => {
+            let processors = ProcessorFactory {
+                channels: source.channels.clone(),
+                selector: source.selector.clone(),
+                options: server.options(&source.name),
+                counters: Arc::clone(&counters.sources[&source.name]),
+            };
+            source
+                .kind
+                .clone()
+                .run(processors, stop)
+                .await
+                .map_err(|error| format!("source {}: {error}", source.name))
+        }
+        ComponentPlan::Sink(sink) => {
+            let runner = build_sink(sink, server, Arc::clone(&counters.sinks[&sink.name]));
+            SinkUnit::Single(Box::new(runner))
+                .run(stop)
+                .await
+                .map_err(|error| error.to_string())
+        }
+        ComponentPlan::SinkGroup {
+            name,
+            processor,
+            sinks,
+        } => {
+            let runners = sinks
+                .iter()
+                .map(|sink| build_sink(sink, server, Arc::clone(&counters.sinks[&sink.name])))
+                .collect();
+            SinkUnit::Group(Box::new(SinkGroupRunner::new(
+                name.clone(),
+                runners,
+                processor,
+            )))
+            .run(stop)
+            .await
+            .map_err(|error| error.to_string())
+        }
+    }
+}
+
+/// Runs `plan` until `stop` is raised, restarting it after a failure or a panic with a
+/// delay that doubles from 0.5 s to 30 s (and starts over after a minute of health).
+pub async fn supervise(
+    plan: ComponentPlan,
+    server: ServerAddress,
+    counters: AgentCounters,
+    mut stop: StopSignal,
+) {
+    let mut delay = FIRST_RESTART_DELAY;
+    loop {
+        let started = Instant::now();
+        let attempt = {
+            let plan = plan.clone();
+            let server = server.clone();
+            let counters = counters.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move { run_once(&plan, &server, &counters, stop).await })
+        };
+        let failure = match attempt.await {
+            Ok(Ok(())) if stop.is_raised() => return,
+            Ok(Ok(())) => "stopped by itself".to_string(),
+            Ok(Err(failure)) => failure,
+            Err(join_error) => format!("panicked: {join_error}"),
+        };
+        if started.elapsed() >= HEALTHY_RUN {
+            delay = FIRST_RESTART_DELAY;
+        }
+        error!(component = plan.name(), error = %failure, restart_in_ms = delay.as_millis() as u64, "component failed; restarting");
+        if !stop.sleep(delay).await {
+            return;
+        }
+        delay = (delay * 2).min(MAX_RESTART_DELAY);
+    }
+}
+
+/// Runs `plans` until `stop` is raised; returns once every component has stopped.
+pub async fn run_components(
+    plans: Vec<ComponentPlan>,
+    server: ServerAddress,
+    counters: AgentCounters,
+    stop: &StopHandle,
+) {
+    let mut tasks = JoinSet::new();
+    for plan in plans {
+        info!(component = plan.name(), "starting");
+        tasks.spawn(supervise(
+            plan,
+            server.clone(),
+            counters.clone(),
+            stop.signal(),
+        ));
+    }
+    while let Some(outcome) = tasks.join_next().await {
+        if let Err(error) = outcome {
+            warn!(%error, "a component supervisor ended abnormally");
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! channel-agent's command line.
+//!
+//! ```text
+//! channel-agent -f agent.conf -n a1                      # every source and sink of a1
+//! channel-agent -f agent.conf -n a1 --component k1       # only k1 (what channeld runs)
+//! channel-agent -f agent.conf -n a1 --check              # validate the adapter keys
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use millrace_server::config::{load_agent_config, ConfigErrors, DEFAULT_DATA_BASE_DIR};
+use thiserror::Error;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::info;
+
+use crate::agent::{counters_for, run_components, ServerAddress};
+use crate::connection::stop_signal;
+use crate::plan::{plan_agent, ComponentPlan};
+
+/// sysexits.h `EX_CONFIG`.
+pub const EXIT_CONFIG_ERROR: i32 = 78;
+/// Any other failure.
+pub const EXIT_FAILURE: i32 = 1;
+
+/// channel-agent: Flume's sources and sinks as clients of channeld.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "channel-agent",
+    version,
+    about = "Runs the sources, sinks and sink groups of a Flume agent configuration against channeld"
+)]
+pub struct AgentArgs {
+    /// Flume agent configuration file (Java properties).
+    #[arg(short = 'f', long = "conf-file", value_name = "FILE")]
+    pub conf_file: PathBuf,
+
+    /// The agent of the file to run.
+    #[arg(short = 'n', long = "name", value_name = "AGENT")]
+    pub name: String,
+
+    /// Run only these components (a source, a sink group or a sink outside groups);
+    /// repeatable. Default: all of them.
+    #[arg(long = "component", value_name = "NAME")]
+    pub components: Vec<String>,
+
+    /// channeld's protocol address (default: the file's server.bind).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub server: Option<String>,
+
+    /// channeld's shared token (default: the file's server.authToken).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "MILLRACE_AUTH_TOKEN",
+        hide_env_values = true
+    )]
+    pub auth_token: Option<String>,
+
+    /// Check the configuration of the sources and sinks, print the components and exit.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// Why channel-agent stopped with an error.
+#[derive(Debug, Error)]
+pub enum AgentError {
+    /// The configuration is invalid; every problem is listed.
+    #[error("invalid configuration:\n{0}")]
+    Config(ConfigErrors),
+    /// `--component` named something the agent does not have.
+    #[error("agent {agent} has no component {component:?}; it has: {available}")]
+    UnknownComponent {
+        /// The agent.
+        agent: String,
+        /// The name asked for.
+        component: String,
+        /// The names it has.
+        available: String,
+    },
+    /// The runtime or the signal handlers could not start.
+    #[error("cannot start: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+impl AgentError {
+    /// 78 for configuration problems, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            AgentError::Config(_) | AgentError::UnknownComponent { .. } => EXIT_CONFIG_ERROR,
+            AgentError::Runtime(_) => EXIT_FAILURE,
+        }
+    }
+}
+
+/// Reads the file and plans its components (every adapter key checked).
+pub fn load_plans(
+    conf_file: &Path,
+    agent: &str,
+) -> Result<(ServerAddress, Vec<ComponentPlan>), AgentError> {
+    let config = load_agent_config(conf_file, agent, Path::new(DEFAULT_DATA_BASE_DIR))
+        .map_err(AgentError::Config)?;
+    let plans =
+        plan_agent(&config, &conf_file.display().to_string()).map_err(AgentError::Config)?;
+    let bind = &config.server.bind;
+    let host = match bind.host.as_str() {
+        "0.0.0.0" => "127.0.0.1".to_string(),
+        "::" => "::1".to_string(),
+        host => host.to_string(),
+    };
+    let address = if host.contains(':') {
+        format!("[{host}]:{}", bind.port)
+    } else {
+        format!("{host}:{}", bind.port)
+    };
+    let server = ServerAddress {
+        address,
+        auth_token: config
+            .server
+            .auth_token
+            .as_ref()
+            .map(|token| token.expose_secret().to_string()),
+    };
+    Ok((server, plans))
+}
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub fn run(args: AgentArgs) -> Result<(), AgentError> {
+    let (mut server, mut plans) = load_plans(&args.conf_file, &args.name)?;
+    if let Some(address) = args.server {
+        server.address = address;
+    }
+    if args.auth_token.is_some() {
+        server.auth_token = args.auth_token;
+    }
+    if !args.components.is_empty() {
+        let available = plans
+            .iter()
+            .map(|plan| plan.name().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        if let Some(missing) = args
+            .components
+            .iter()
+            .find(|name| !plans.iter().any(|plan| plan.name() == name.as_str()))
+        {
+            return Err(AgentError::UnknownComponent {
+                agent: args.name,
+                component: missing.clone(),
+                available,
+            });
+        }
+        plans.retain(|plan| args.components.iter().any(|name| name == plan.name()));
+    }
+    if args.check {
+        for plan in &plans {
+            println!("{}", plan.name());
+        }
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("channel-agent")
+        .build()
+        .map_err(AgentError::Runtime)?;
+    runtime.block_on(async move {
+        let (stop, _signal) = stop_signal();
+        let mut terminate = signal(SignalKind::terminate()).map_err(AgentError::Runtime)?;
+        let mut interrupt = signal(SignalKind::interrupt()).map_err(AgentError::Runtime)?;
+        let counters = counters_for(&plans);
+        info!(server = %server.address, components = plans.len(), "channel-agent starting");
+        let running = run_components(plans, server, counters, &stop);
+        tokio::pin!(running);
+        tokio::select! {
+            () = &mut running => {}
+            _ = terminate.recv() => { info!("SIGTERM: stopping"); stop.stop(); running.await; }
+            _ = interrupt.recv() => { info!("SIGINT: stopping"); stop.stop(); running.await; }
+        }
+        info!("channel-agent stopped");
+        Ok(())
+    })
+}

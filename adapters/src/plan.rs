@@ -1,0 +1,549 @@
+//! From an agent's configuration to the components channel-agent runs.
+//!
+//! Each source is one component; each sink group is one component holding its sinks;
+//! each sink outside a group is one component. channeld starts one channel-agent process
+//! per component, so a component that crashes takes nothing else with it.
+//!
+//! Every adapter key is read here, with the same errors as channel keys: a missing or
+//! bad value, or a key the adapter does not know, names file, line and key.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use millrace_client::ClientOptions;
+use millrace_server::config::values::{self, Expected};
+use millrace_server::config::{
+    AgentConfig, ChannelSelector, ConfigError, ConfigErrorKind, ConfigErrors, SinkConfig,
+    SinkProcessor, SourceConfig,
+};
+
+use crate::settings::{self, ComponentSettings};
+use crate::sinks::{RollingFileSettings, DEFAULT_MAX_BYTES_TO_LOG};
+use crate::sources::netcat::{self, NetcatSettings};
+use crate::sources::spooldir::{
+    self, CompletionPolicy, ConsumeOrder, DecodeErrorPolicy, SpoolDirSettings,
+};
+use crate::sources::SourceKind;
+
+/// The spooling-directory file sink's class name, accepted as Millrace's own.
+pub const SPOOLING_DIRECTORY_SINK_CLASS: &str = "com.unrulymedia.flume.SpoolingDirectoryFileSink";
+/// Millrace's alias for the spooling-directory file sink.
+pub const SPOOLING_DIRECTORY_SINK_ALIAS: &str = "spooling_directory";
+/// Flume's default sink batch size.
+pub const DEFAULT_SINK_BATCH_SIZE: u64 = 100;
+/// Flume's default `sink.rollInterval`.
+pub const DEFAULT_ROLL_INTERVAL: Duration = Duration::from_secs(30);
+/// Refusals before an event goes to the dead-letter channel, by default.
+pub const DEFAULT_DEAD_LETTER_MAX_ATTEMPTS: u64 = 3;
+/// Flume's default spooldir `batchSize`.
+pub const DEFAULT_SPOOLDIR_BATCH_SIZE: u64 = 100;
+/// Flume's default spooldir `pollDelay`.
+pub const DEFAULT_POLL_DELAY: Duration = Duration::from_millis(500);
+/// Flume's Avro sink default connect timeout, used by `forward`.
+pub const DEFAULT_FORWARD_CONNECT_TIMEOUT: Duration = Duration::from_millis(20_000);
+
+/// What a sink does with the events it takes.
+#[derive(Debug, Clone)]
+pub enum SinkKindPlan {
+    /// `logger`.
+    Logger {
+        /// `maxBytesToLog`.
+        max_bytes_to_log: usize,
+    },
+    /// `null`.
+    Null,
+    /// `file_roll` or the spooling-directory sink.
+    RollingFile(RollingFileSettings),
+    /// `forward`.
+    Forward {
+        /// `hostname:port`.
+        address: String,
+        /// `authToken`.
+        auth_token: Option<String>,
+        /// `remoteChannel`.
+        remote_channel: String,
+        /// `connect-timeout`.
+        connect_timeout: Duration,
+    },
+}
+
+/// One sink, ready to build.
+#[derive(Debug, Clone)]
+pub struct SinkPlan {
+    /// Its name.
+    pub name: String,
+    /// The channel it takes from.
+    pub channel: String,
+    /// Events per take.
+    pub batch_size: u32,
+    /// What it does.
+    pub kind: SinkKindPlan,
+    /// `deadLetter.channel` and `deadLetter.maxAttempts`.
+    pub dead_letter: Option<(String, u32)>,
+}
+
+/// One source, ready to run.
+#[derive(Debug, Clone)]
+pub struct SourcePlan {
+    /// Its name.
+    pub name: String,
+    /// What it reads.
+    pub kind: SourceKind,
+    /// Its channels, in order.
+    pub channels: Vec<String>,
+    /// Its selector.
+    pub selector: ChannelSelector,
+}
+
+/// One unit channel-agent runs and channeld supervises as a process.
+#[derive(Debug, Clone)]
+pub enum ComponentPlan {
+    /// A source.
+    Source(SourcePlan),
+    /// A sink outside any group.
+    Sink(SinkPlan),
+    /// A sink group and its sinks, in the group's order.
+    SinkGroup {
+        /// The group's name.
+        name: String,
+        /// Its processor.
+        processor: SinkProcessor,
+        /// Its sinks.
+        sinks: Vec<SinkPlan>,
+    },
+}
+
+impl ComponentPlan {
+    /// The name `--component` selects it by.
+    pub fn name(&self) -> &str {
+        match self {
+            ComponentPlan::Source(source) => &source.name,
+            ComponentPlan::Sink(sink) => &sink.name,
+            ComponentPlan::SinkGroup { name, .. } => name,
+        }
+    }
+}
+
+/// The names of the components an agent has (sources, sink groups, sinks outside
+/// groups), in that order: what channeld starts one process for each of.
+pub fn component_names(config: &AgentConfig) -> Vec<String> {
+    let grouped: Vec<&String> = config
+        .sink_groups
+        .iter()
+        .flat_map(|group| group.sinks.iter())
+        .collect();
+    config
+        .sources
+        .iter()
+        .map(|source| source.name.clone())
+        .chain(config.sink_groups.iter().map(|group| group.name.clone()))
+        .chain(
+            config
+                .sinks
+                .iter()
+                .filter(|sink| !grouped.contains(&&sink.name))
+                .map(|sink| sink.name.clone()),
+        )
+        .collect()
+}
+
+/// Reads every source and sink of `config`; `file` names the file in messages.
+pub fn plan_agent(config: &AgentConfig, file: &str) -> Result<Vec<ComponentPlan>, ConfigErrors> {
+    let mut errors = Vec::new();
+    let mut plans = Vec::new();
+    let channel_names: Vec<&str> = config
+        .channels
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect();
+    for source in &config.sources {
+        if let Some(kind) = plan_source(config, source, file, &mut errors) {
+            plans.push(ComponentPlan::Source(SourcePlan {
+                name: source.name.clone(),
+                kind,
+                channels: source.channels.clone(),
+                selector: source.selector.clone(),
+            }));
+        }
+    }
+    let mut sink_plans: Vec<SinkPlan> = Vec::new();
+    for sink in &config.sinks {
+        if let Some(plan) = plan_sink(config, sink, file, &channel_names, &mut errors) {
+            sink_plans.push(plan);
+        }
+    }
+    for group in &config.sink_groups {
+        if let SinkProcessor::Custom { class_name, .. } = &group.processor {
+            errors.push(ConfigError {
+                file: file.to_string(),
+                line: Some(group.declared_line),
+                kind: ConfigErrorKind::BadValue {
+                    key: format!(
+                        "{}.sinkgroups.{}.processor.type",
+                        config.agent_name, group.name
+                    ),
+                    expected: "default, failover or load_balance (Millrace runs no Java classes)"
+                        .into(),
+                    value: class_name.clone(),
+                },
+            });
+            continue;
+        }
+        let sinks = group
+            .sinks
+            .iter()
+            .filter_map(|name| sink_plans.iter().find(|plan| &plan.name == name).cloned())
+            .collect();
+        plans.push(ComponentPlan::SinkGroup {
+            name: group.name.clone(),
+            processor: group.processor.clone(),
+            sinks,
+        });
+    }
+    let names = component_names(config);
+    for plan in sink_plans {
+        if names.contains(&plan.name) {
+            plans.push(ComponentPlan::Sink(plan));
+        }
+    }
+    if errors.is_empty() {
+        Ok(plans)
+    } else {
+        errors.sort_by_key(|error| error.line);
+        Err(ConfigErrors {
+            errors,
+            warnings: Vec::new(),
+        })
+    }
+}
+
+fn type_is(value: &str, alias: &str, class_name: &str) -> bool {
+    value.eq_ignore_ascii_case(alias) || value == class_name
+}
+
+fn unsupported_type(
+    config: &AgentConfig,
+    list: &str,
+    name: &str,
+    line: usize,
+    value: &str,
+    supported: &str,
+    file: &str,
+) -> ConfigError {
+    ConfigError {
+        file: file.to_string(),
+        line: Some(line),
+        kind: ConfigErrorKind::BadValue {
+            key: format!("{}.{list}.{name}.type", config.agent_name),
+            expected: format!("one of the {list} Millrace runs: {supported}"),
+            value: value.to_string(),
+        },
+    }
+}
+
+const SUPPORTED_SOURCES: &str = "netcat, spooldir";
+
+fn plan_source(
+    config: &AgentConfig,
+    source: &SourceConfig,
+    file: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<SourceKind> {
+    let prefix = format!("{}.sources.{}", config.agent_name, source.name);
+    let mut keys = ComponentSettings::new(file, prefix, source.declared_line, &source.settings);
+    if let ChannelSelector::Custom { class_name, .. } = &source.selector {
+        keys.conflict(
+            "selector.type",
+            format!(
+                "expected replicating, multiplexing or load_balancing (Millrace runs no Java \
+                 classes), got {class_name:?}"
+            ),
+        );
+    }
+    let source_type = source.source_type.as_str();
+    let kind = if type_is(
+        source_type,
+        "netcat",
+        "org.apache.flume.source.NetcatSource",
+    ) {
+        plan_netcat(&mut keys).map(SourceKind::Netcat)
+    } else if type_is(
+        source_type,
+        "spooldir",
+        "org.apache.flume.source.SpoolDirectorySource",
+    ) {
+        plan_spooldir(&mut keys).map(SourceKind::SpoolDir)
+    } else {
+        errors.push(unsupported_type(
+            config,
+            "sources",
+            &source.name,
+            source.declared_line,
+            source_type,
+            SUPPORTED_SOURCES,
+            file,
+        ));
+        return None;
+    };
+    let found = keys.finish();
+    let failed = !found.is_empty();
+    errors.extend(found);
+    if failed {
+        None
+    } else {
+        kind
+    }
+}
+
+fn plan_netcat(keys: &mut ComponentSettings<'_>) -> Option<NetcatSettings> {
+    let bind = keys.text_or("bind", "");
+    let port = keys.port("port");
+    let max_line_length = keys.count_or("max-line-length", netcat::DEFAULT_MAX_LINE_LENGTH as u64);
+    let ack_every_event = keys.boolean_or("ack-every-event", true);
+    keys.choice_or("encoding", "utf-8", &["utf-8"]);
+    Some(NetcatSettings {
+        bind,
+        port: port?,
+        max_line_length: usize::try_from(max_line_length).unwrap_or(usize::MAX),
+        ack_every_event,
+    })
+}
+
+fn plan_spooldir(keys: &mut ComponentSettings<'_>) -> Option<SpoolDirSettings> {
+    let spool_dir = keys.required("spoolDir", "a directory path", values::directory);
+    let file_suffix = keys.text_or("fileSuffix", ".COMPLETED");
+    let delete_policy = keys.choice_or("deletePolicy", "never", &["never", "immediate"]);
+    let tracking_policy = keys.choice_or("trackingPolicy", "rename", &["rename", "tracker_dir"]);
+    let tracker_dir = PathBuf::from(keys.text_or("trackerDir", ".flumespool"));
+    let file_header = keys.boolean_or("fileHeader", false);
+    let file_header_key = keys.text_or("fileHeaderKey", "file");
+    let basename_header = keys.boolean_or("basenameHeader", false);
+    let basename_header_key = keys.text_or("basenameHeaderKey", "basename");
+    let include_pattern = keys.parsed("includePattern", settings::regex);
+    let ignore_pattern = keys.parsed("ignorePattern", settings::regex);
+    let consume_order = keys.choice_or("consumeOrder", "oldest", &["oldest", "youngest", "random"]);
+    let poll_delay = keys.parsed_or(
+        "pollDelay",
+        DEFAULT_POLL_DELAY,
+        values::positive_milliseconds,
+    );
+    let batch_size = keys.count_or("batchSize", DEFAULT_SPOOLDIR_BATCH_SIZE);
+    keys.choice_or("inputCharset", "UTF-8", &["UTF-8"]);
+    let decode_error_policy =
+        keys.choice_or("decodeErrorPolicy", "FAIL", &["FAIL", "REPLACE", "IGNORE"]);
+    keys.choice_or("deserializer", "LINE", &["LINE"]);
+    let max_line_length = keys.count_or(
+        "deserializer.maxLineLength",
+        spooldir::DEFAULT_MAX_LINE_LENGTH as u64,
+    );
+    keys.choice_or("deserializer.outputCharset", "UTF-8", &["UTF-8"]);
+    keys.parsed_or(
+        "recursiveDirectorySearch",
+        false,
+        |value| match values::boolean(value)? {
+            false => Ok(false),
+            true => Err(Expected::new(
+                "false (recursive search is not supported yet)",
+            )),
+        },
+    );
+    let completion = match (delete_policy, tracking_policy) {
+        ("immediate", _) => CompletionPolicy::Delete,
+        (_, "tracker_dir") => CompletionPolicy::TrackerDir,
+        _ => CompletionPolicy::Rename,
+    };
+    let spool_dir = spool_dir?;
+    let tracker_dir = if tracker_dir.is_absolute() {
+        tracker_dir
+    } else {
+        spool_dir.join(tracker_dir)
+    };
+    Some(SpoolDirSettings {
+        spool_dir,
+        file_suffix,
+        completion,
+        tracker_dir,
+        file_header_key: file_header.then_some(file_header_key),
+        basename_header_key: basename_header.then_some(basename_header_key),
+        include_pattern: include_pattern
+            .unwrap_or_else(|| regex::Regex::new("^.*$").expect("valid pattern")),
+        ignore_pattern: ignore_pattern
+            .unwrap_or_else(|| regex::Regex::new("^$").expect("valid pattern")),
+        consume_order: match consume_order {
+            "youngest" => ConsumeOrder::Youngest,
+            "random" => ConsumeOrder::Random,
+            _ => ConsumeOrder::Oldest,
+        },
+        poll_delay,
+        batch_size: usize::try_from(batch_size).unwrap_or(usize::MAX),
+        max_line_length: usize::try_from(max_line_length).unwrap_or(usize::MAX),
+        decode_error_policy: match decode_error_policy {
+            "REPLACE" => DecodeErrorPolicy::Replace,
+            "IGNORE" => DecodeErrorPolicy::Ignore,
+            _ => DecodeErrorPolicy::Fail,
+        },
+    })
+}
+
+const SUPPORTED_SINKS: &str = "logger, null, file_roll, spooling_directory (or \
+     com.unrulymedia.flume.SpoolingDirectoryFileSink), forward";
+
+fn batch_size(value: u64) -> u32 {
+    u32::try_from(value).unwrap_or(u32::MAX)
+}
+
+fn plan_sink(
+    config: &AgentConfig,
+    sink: &SinkConfig,
+    file: &str,
+    channel_names: &[&str],
+    errors: &mut Vec<ConfigError>,
+) -> Option<SinkPlan> {
+    let prefix = format!("{}.sinks.{}", config.agent_name, sink.name);
+    let mut keys = ComponentSettings::new(file, prefix, sink.declared_line, &sink.settings);
+    let sink_type = sink.sink_type.as_str();
+    let planned: Option<(u64, SinkKindPlan)> =
+        if type_is(sink_type, "logger", "org.apache.flume.sink.LoggerSink") {
+            let max_bytes = keys.parsed_or(
+                "maxBytesToLog",
+                DEFAULT_MAX_BYTES_TO_LOG as u64,
+                values::non_negative_integer,
+            );
+            Some((
+                keys.count_or("batchSize", DEFAULT_SINK_BATCH_SIZE),
+                SinkKindPlan::Logger {
+                    max_bytes_to_log: usize::try_from(max_bytes).unwrap_or(usize::MAX),
+                },
+            ))
+        } else if type_is(sink_type, "null", "org.apache.flume.sink.NullSink") {
+            Some((
+                keys.count_or("batchSize", DEFAULT_SINK_BATCH_SIZE),
+                SinkKindPlan::Null,
+            ))
+        } else if type_is(
+            sink_type,
+            "file_roll",
+            "org.apache.flume.sink.RollingFileSink",
+        ) {
+            plan_rolling_file(&mut keys, false)
+        } else if type_is(
+            sink_type,
+            SPOOLING_DIRECTORY_SINK_ALIAS,
+            SPOOLING_DIRECTORY_SINK_CLASS,
+        ) {
+            plan_rolling_file(&mut keys, true)
+        } else if type_is(sink_type, "forward", "forward") {
+            plan_forward(&mut keys, &sink.channel)
+        } else {
+            errors.push(unsupported_type(
+                config,
+                "sinks",
+                &sink.name,
+                sink.declared_line,
+                sink_type,
+                SUPPORTED_SINKS,
+                file,
+            ));
+            return None;
+        };
+    let dead_letter_channel = keys.text("deadLetter.channel");
+    let max_attempts = keys.count_or("deadLetter.maxAttempts", DEFAULT_DEAD_LETTER_MAX_ATTEMPTS);
+    if let Some(channel) = &dead_letter_channel {
+        if !channel_names.contains(&channel.as_str()) {
+            keys.conflict(
+                "deadLetter.channel",
+                format!(
+                    "expected a channel listed in {}.channels ({}), got {channel:?}",
+                    config.agent_name,
+                    channel_names.join(" ")
+                ),
+            );
+        } else if *channel == sink.channel {
+            keys.conflict(
+                "deadLetter.channel",
+                format!("expected a channel other than the sink's own channel {channel:?}"),
+            );
+        }
+    }
+    let found = keys.finish();
+    let failed = !found.is_empty();
+    errors.extend(found);
+    let (batch, kind) = planned?;
+    if failed {
+        return None;
+    }
+    Some(SinkPlan {
+        name: sink.name.clone(),
+        channel: sink.channel.clone(),
+        batch_size: batch_size(batch),
+        kind,
+        dead_letter: dead_letter_channel
+            .map(|channel| (channel, u32::try_from(max_attempts).unwrap_or(u32::MAX))),
+    })
+}
+
+fn plan_rolling_file(
+    keys: &mut ComponentSettings<'_>,
+    spool_into_directory: bool,
+) -> Option<(u64, SinkKindPlan)> {
+    let directory = keys.required("sink.directory", "a directory path", values::directory);
+    let roll_interval = keys.seconds_or("sink.rollInterval", DEFAULT_ROLL_INTERVAL);
+    let batch = keys.count_or("sink.batchSize", DEFAULT_SINK_BATCH_SIZE);
+    keys.choice_or("sink.serializer", "TEXT", &["TEXT"]);
+    let append_newline = keys.boolean_or("sink.serializer.appendNewline", true);
+    keys.choice_or("sink.pathManager", "DEFAULT", &["DEFAULT"]);
+    let prefix = keys.text_or("sink.pathManager.prefix", "");
+    let extension = keys.text_or("sink.pathManager.extension", "");
+    Some((
+        batch,
+        SinkKindPlan::RollingFile(RollingFileSettings {
+            directory: directory?,
+            roll_interval,
+            prefix,
+            extension,
+            append_newline,
+            spool_into_directory,
+        }),
+    ))
+}
+
+fn plan_forward(
+    keys: &mut ComponentSettings<'_>,
+    own_channel: &str,
+) -> Option<(u64, SinkKindPlan)> {
+    let hostname = keys.required_text("hostname", "the downstream channeld's host");
+    let port = keys.port("port");
+    let remote_channel = keys.text_or("remoteChannel", own_channel);
+    let batch = keys.count_or("batch-size", DEFAULT_SINK_BATCH_SIZE);
+    let auth_token = keys.text("authToken");
+    let connect_timeout = keys.parsed_or(
+        "connect-timeout",
+        DEFAULT_FORWARD_CONNECT_TIMEOUT,
+        values::positive_milliseconds,
+    );
+    let host = hostname?;
+    let address = if host.contains(':') {
+        format!("[{host}]:{}", port?)
+    } else {
+        format!("{host}:{}", port?)
+    };
+    Some((
+        batch,
+        SinkKindPlan::Forward {
+            address,
+            auth_token,
+            remote_channel,
+            connect_timeout,
+        },
+    ))
+}
+
+/// Client options for reaching `address` with `auth_token`, named after the component.
+pub fn client_options(address: &str, auth_token: Option<&str>, component: &str) -> ClientOptions {
+    let mut options =
+        ClientOptions::new(address).with_client_name(format!("channel-agent {component}"));
+    if let Some(token) = auth_token {
+        options = options.with_auth_token(token);
+    }
+    options
+}

@@ -1,0 +1,107 @@
+//! Sinks: where taken events are delivered before the take commits.
+//!
+//! Every sink follows take → write → commit. [`Sink::write`] returns only once the batch
+//! is delivered as far as the sink can make it (written, flushed and synced to a file;
+//! committed by a downstream channeld); the runner commits the take after it and rolls it
+//! back when it fails, so a failing sink never loses an event.
+
+mod forward;
+mod logger;
+mod rolling_file;
+
+use millrace_client::{ClientError, Event};
+use thiserror::Error;
+
+use crate::file_problem::FileProblem;
+
+pub use forward::{ForwardSettings, ForwardSink};
+pub use logger::{format_flume_event, LoggerSink, DEFAULT_MAX_BYTES_TO_LOG};
+pub use rolling_file::{RollingFileSettings, RollingFileSink};
+
+/// Why a sink could not deliver (part of) a batch.
+#[derive(Debug, Error)]
+pub enum SinkError {
+    /// This one event can never be delivered by this sink (it is refused for what it
+    /// is, not for the state of the destination). The events before it were delivered;
+    /// the ones after it were not tried.
+    #[error("event {index} of the batch cannot be delivered: {reason}")]
+    BadEvent {
+        /// Its position in the batch.
+        index: usize,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// A file could not be created, written, synced or moved.
+    #[error("{0}")]
+    File(#[from] FileProblem),
+    /// The sink cannot start as configured or as it finds its directory.
+    #[error("{0}")]
+    CannotStart(String),
+    /// The downstream channeld refused the batch or could not be reached.
+    #[error("forwarding to {address} channel {channel} failed: {source}")]
+    Forward {
+        /// The downstream server.
+        address: String,
+        /// The downstream channel.
+        channel: String,
+        /// Why.
+        #[source]
+        source: Box<ClientError>,
+    },
+    /// Writing to standard output failed.
+    #[error("cannot write to standard output: {0}")]
+    Stdout(#[source] std::io::Error),
+}
+
+/// One configured sink.
+#[derive(Debug)]
+pub enum Sink {
+    /// `logger`: Flume's `Event: { headers:{…} body: … }` lines on standard output.
+    Logger(LoggerSink),
+    /// `null`: takes and discards.
+    Null,
+    /// `file_roll` and the spooling-directory file sink.
+    RollingFile(RollingFileSink),
+    /// `forward`: puts into a channel of another channeld.
+    Forward(ForwardSink),
+}
+
+impl Sink {
+    /// Prepares the destination (directories, connections) before the first take.
+    pub async fn start(&mut self) -> Result<(), SinkError> {
+        match self {
+            Sink::Logger(_) | Sink::Null | Sink::Forward(_) => Ok(()),
+            Sink::RollingFile(sink) => sink.start(),
+        }
+    }
+
+    /// Delivers `events`; see [`SinkError::BadEvent`] for a partial delivery.
+    pub async fn write(&mut self, events: &[Event]) -> Result<(), SinkError> {
+        match self {
+            Sink::Logger(sink) => sink.write(events),
+            Sink::Null => Ok(()),
+            Sink::RollingFile(sink) => sink.write(events),
+            Sink::Forward(sink) => sink.write(events).await,
+        }
+    }
+
+    /// Periodic work between batches (rolling files on their interval).
+    pub async fn tick(&mut self) -> Result<(), SinkError> {
+        match self {
+            Sink::RollingFile(sink) => sink.roll_if_due(),
+            _ => Ok(()),
+        }
+    }
+
+    /// Finishes cleanly: closes and moves the current file, closes connections.
+    pub async fn stop(&mut self) -> Result<(), SinkError> {
+        match self {
+            Sink::RollingFile(sink) => sink.stop(),
+            Sink::Forward(sink) => {
+                sink.close();
+                Ok(())
+            }
+            Sink::Logger(_) | Sink::Null => Ok(()),
+        }
+    }
+}

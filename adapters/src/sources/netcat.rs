@@ -1,0 +1,226 @@
+//! The `netcat` source: one event per line received on a TCP port.
+//!
+//! As Flume's `NetcatSource`: each `\n`-terminated line is one event (a `\r` before the
+//! `\n` is kept) committed in its own transaction, then answered `OK` (unless
+//! `ack-every-event = false`); a refused put is answered `FAILED: <reason>` and the
+//! connection goes on; a line longer than `max-line-length` (newline included) is
+//! answered `FAILED: Event exceeds the maximum length (N chars, including newline)` and
+//! the connection is closed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use millrace_client::Event;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{info, warn};
+
+use super::{ProcessorFactory, SourceError};
+use crate::connection::StopSignal;
+use crate::counters::{self, SourceCounters};
+
+/// Flume's default `max-line-length`.
+pub const DEFAULT_MAX_LINE_LENGTH: usize = 512;
+
+/// How a netcat source is configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetcatSettings {
+    /// `bind`; empty means the loopback address, as Java resolves `""`.
+    pub bind: String,
+    /// `port`.
+    pub port: u16,
+    /// `max-line-length`: the longest line accepted, newline included.
+    pub max_line_length: usize,
+    /// `ack-every-event`: answer `OK` per committed line.
+    pub ack_every_event: bool,
+}
+
+/// Accepts connections until `stop` is raised.
+pub async fn run(
+    settings: NetcatSettings,
+    processors: ProcessorFactory,
+    counters: Arc<SourceCounters>,
+    mut stop: StopSignal,
+) -> Result<(), SourceError> {
+    let host = if settings.bind.is_empty() {
+        "127.0.0.1"
+    } else {
+        settings.bind.as_str()
+    };
+    let listener = TcpListener::bind((host, settings.port))
+        .await
+        .map_err(|source| SourceError::Bind {
+            address: format!("{host}:{}", settings.port),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| SourceError::Bind {
+        address: format!("{host}:{}", settings.port),
+        source,
+    })?;
+    info!(address = %local, "netcat source listening");
+    let settings = Arc::new(settings);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stop.raised() => return Ok(()),
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let settings = Arc::clone(&settings);
+                let processors = processors.clone();
+                let counters = Arc::clone(&counters);
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    counters::increment(&counters.open_connections);
+                    if let Err(error) =
+                        serve_connection(stream, peer, &settings, processors, &counters, stop).await
+                    {
+                        warn!(%peer, %error, "netcat connection ended with an error");
+                    }
+                    counters::decrement(&counters.open_connections);
+                });
+            }
+            Err(error) => warn!(%error, "accepting a netcat connection failed"),
+        }
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    settings: &NetcatSettings,
+    processors: ProcessorFactory,
+    counters: &SourceCounters,
+    mut stop: StopSignal,
+) -> std::io::Result<()> {
+    let (reader, mut writer) = stream.into_split();
+    let mut reader = BufReader::new(reader);
+    let mut processor = processors.build();
+    let mut line = Vec::with_capacity(settings.max_line_length);
+    loop {
+        line.clear();
+        let read = tokio::select! {
+            read = read_bounded_line(&mut reader, &mut line, settings.max_line_length) => read?,
+            () = stop.raised() => break,
+        };
+        match read {
+            LineRead::End => break,
+            LineRead::TooLong => {
+                counters::increment(&counters.event_read_failures);
+                let message = format!(
+                    "FAILED: Event exceeds the maximum length ({} chars, including newline)\n",
+                    settings.max_line_length
+                );
+                writer.write_all(message.as_bytes()).await?;
+                warn!(%peer, max_line_length = settings.max_line_length, "line too long; closing the connection");
+                break;
+            }
+            LineRead::Line => {
+                counters::increment(&counters.events_received);
+                counters::increment(&counters.appends_received);
+                let event = Event::new(line.clone());
+                match processor.deliver(std::slice::from_ref(&event)).await {
+                    Ok(()) => {
+                        counters::increment(&counters.appends_accepted);
+                        if settings.ack_every_event {
+                            writer.write_all(b"OK\n").await?;
+                        }
+                    }
+                    Err(error) => {
+                        writer
+                            .write_all(format!("FAILED: {error}\n").as_bytes())
+                            .await?;
+                    }
+                }
+            }
+        }
+    }
+    processor.close();
+    writer.shutdown().await
+}
+
+enum LineRead {
+    Line,
+    TooLong,
+    End,
+}
+
+/// Reads one line into `line` (without its `\n`), refusing more than `max_length`
+/// bytes including the newline. A last line without a newline counts as a line.
+async fn read_bounded_line<R: AsyncBufReadExt + Unpin>(
+    reader: &mut R,
+    line: &mut Vec<u8>,
+    max_length: usize,
+) -> std::io::Result<LineRead> {
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(if line.is_empty() {
+                LineRead::End
+            } else {
+                LineRead::Line
+            });
+        }
+        let room = max_length.saturating_sub(line.len());
+        match available.iter().position(|&byte| byte == b'\n') {
+            Some(newline) if newline < room => {
+                line.extend_from_slice(&available[..newline]);
+                reader.consume(newline + 1);
+                return Ok(LineRead::Line);
+            }
+            _ if available.len() >= room => return Ok(LineRead::TooLong),
+            _ => {
+                let length = available.len();
+                line.extend_from_slice(available);
+                reader.consume(length);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn lines(input: &[u8], max_length: usize) -> Vec<Result<String, &'static str>> {
+        let mut reader = BufReader::with_capacity(4, input);
+        let mut found = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            match read_bounded_line(&mut reader, &mut line, max_length)
+                .await
+                .unwrap()
+            {
+                LineRead::Line => found.push(Ok(String::from_utf8(line).unwrap())),
+                LineRead::TooLong => {
+                    found.push(Err("too long"));
+                    return found;
+                }
+                LineRead::End => return found,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn lines_split_at_newlines_keep_carriage_returns_and_end_without_one() {
+        assert_eq!(
+            lines(b"ding\r\ndong\nlast", 512).await,
+            [
+                Ok("ding\r".to_string()),
+                Ok("dong".into()),
+                Ok("last".into())
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_line_over_the_limit_including_its_newline_is_refused() {
+        // "abcd\n" is 5 bytes with its newline: fits 5, not 4.
+        assert_eq!(lines(b"abcd\n", 5).await, [Ok("abcd".to_string())]);
+        assert_eq!(lines(b"abcd\nxy\n", 4).await, [Err("too long")]);
+        assert_eq!(
+            lines(b"ab\nabcdefgh", 4).await,
+            [Ok("ab".to_string()), Err("too long")]
+        );
+    }
+}
