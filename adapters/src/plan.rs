@@ -124,29 +124,6 @@ impl ComponentPlan {
     }
 }
 
-/// The names of the components an agent has (sources, sink groups, sinks outside
-/// groups), in that order: what channeld starts one process for each of.
-pub fn component_names(config: &AgentConfig) -> Vec<String> {
-    let grouped: Vec<&String> = config
-        .sink_groups
-        .iter()
-        .flat_map(|group| group.sinks.iter())
-        .collect();
-    config
-        .sources
-        .iter()
-        .map(|source| source.name.clone())
-        .chain(config.sink_groups.iter().map(|group| group.name.clone()))
-        .chain(
-            config
-                .sinks
-                .iter()
-                .filter(|sink| !grouped.contains(&&sink.name))
-                .map(|sink| sink.name.clone()),
-        )
-        .collect()
-}
-
 /// Reads every source and sink of `config`; `file` names the file in messages.
 pub fn plan_agent(config: &AgentConfig, file: &str) -> Result<Vec<ComponentPlan>, ConfigErrors> {
     let mut errors = Vec::new();
@@ -200,7 +177,7 @@ pub fn plan_agent(config: &AgentConfig, file: &str) -> Result<Vec<ComponentPlan>
             sinks,
         });
     }
-    let names = component_names(config);
+    let names = config.adapter_components();
     for plan in sink_plans {
         if names.contains(&plan.name) {
             plans.push(ComponentPlan::Sink(plan));

@@ -23,6 +23,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
+use crate::adapters::{
+    absolute_conf_file, locate_agent_binary, AdapterLaunch, AdapterRestarts, AdapterSupervisor,
+};
 use crate::cli::{self, ChanneldArgs, SettingError};
 use crate::config::{
     load_agent_config, AgentConfig, ConfigErrors, HostPort, DEFAULT_DATA_BASE_DIR,
@@ -131,7 +134,11 @@ pub fn run(args: ChanneldArgs) -> Result<(), DaemonError> {
         .thread_name("channeld")
         .build()
         .map_err(DaemonError::Runtime)?;
-    let outcome = runtime.block_on(serve(config, args.ready_file));
+    let adapter_config = match (&args.conf_file, &args.name) {
+        (Some(file), Some(agent)) => Some((absolute_conf_file(file), agent.clone())),
+        _ => None,
+    };
+    let outcome = runtime.block_on(serve(config, args.ready_file, adapter_config));
     runtime.shutdown_timeout(RUNTIME_STOP_TIMEOUT);
     outcome
 }
@@ -207,7 +214,11 @@ fn watch_signals(controller: Arc<ShutdownController>) -> Result<(), DaemonError>
     Ok(())
 }
 
-async fn serve(config: AgentConfig, ready_file: Option<PathBuf>) -> Result<(), DaemonError> {
+async fn serve(
+    config: AgentConfig,
+    ready_file: Option<PathBuf>,
+    adapter_config: Option<(PathBuf, String)>,
+) -> Result<(), DaemonError> {
     let settings = config.server.clone();
     let max_frame_bytes = cli::max_frame_bytes(&settings)?;
     let max_connections = cli::max_connections(&settings)?;
@@ -218,6 +229,7 @@ async fn serve(config: AgentConfig, ready_file: Option<PathBuf>) -> Result<(), D
             max_bytes: u32::MAX,
         })?;
     let (registry, openers) = ChannelRegistry::plan(&config.channels);
+    let adapter_restarts = Arc::new(AdapterRestarts::default());
     let registry = Arc::new(registry);
     let controller = Arc::new(ShutdownController::new());
     watch_signals(Arc::clone(&controller))?;
@@ -258,6 +270,28 @@ async fn serve(config: AgentConfig, ready_file: Option<PathBuf>) -> Result<(), D
         auth_token: settings.auth_token.clone(),
         server_name: format!("channeld {}", env!("CARGO_PKG_VERSION")),
     });
+    let components = config.adapter_components();
+    let adapters = match adapter_config {
+        Some((conf_file, agent)) if !components.is_empty() => {
+            let launch = AdapterLaunch {
+                binary: locate_agent_binary(),
+                conf_file,
+                agent,
+                server_address: protocol_address.to_string(),
+                auth_token: settings
+                    .auth_token
+                    .as_ref()
+                    .map(|token| token.expose_secret().to_string()),
+            };
+            info!(components = %components.join(" "), binary = %launch.binary.display(), "starting adapters");
+            Some(AdapterSupervisor::start(
+                launch,
+                components,
+                Arc::clone(&adapter_restarts),
+            ))
+        }
+        _ => None,
+    };
     let sessions = ProtocolListener {
         listener: protocol_listener,
         registry: Arc::clone(&registry),
@@ -268,6 +302,10 @@ async fn serve(config: AgentConfig, ready_file: Option<PathBuf>) -> Result<(), D
     .accept_until_draining()
     .await;
 
+    if let Some(adapters) = adapters {
+        info!("stopping adapters");
+        adapters.stop().await;
+    }
     stop_sessions(sessions, &controller, settings.shutdown_grace).await;
     close_channels(&registry).await;
     match tokio::time::timeout(HTTP_STOP_TIMEOUT, http_task).await {

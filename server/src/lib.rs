@@ -12,6 +12,7 @@
 //!
 //! [`daemon`] runs it all from start to stop; [`cli`] is the command line.
 
+pub mod adapters;
 pub mod cli;
 pub mod config;
 pub mod daemon;

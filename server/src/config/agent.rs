@@ -56,6 +56,27 @@ impl AgentConfig {
             .find(|(channel_name, _)| channel_name == name)
             .map(|(_, config)| config)
     }
+
+    /// What runs as one adapter process each: every source, every sink group, and every
+    /// sink outside a group, in that order.
+    pub fn adapter_components(&self) -> Vec<String> {
+        let grouped = |sink: &str| {
+            self.sink_groups
+                .iter()
+                .any(|group| group.sinks.iter().any(|name| name == sink))
+        };
+        self.sources
+            .iter()
+            .map(|source| source.name.clone())
+            .chain(self.sink_groups.iter().map(|group| group.name.clone()))
+            .chain(
+                self.sinks
+                    .iter()
+                    .filter(|sink| !grouped(&sink.name))
+                    .map(|sink| sink.name.clone()),
+            )
+            .collect()
+    }
 }
 
 /// The four lists that declare an agent's components.
