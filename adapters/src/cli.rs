@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use millrace_server::config::{load_agent_config, ConfigErrors, DEFAULT_DATA_BASE_DIR};
+use rustix::process::{getppid, set_parent_process_death_signal, Pid, Signal};
 use thiserror::Error;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::info;
@@ -60,6 +61,11 @@ pub struct AgentArgs {
     /// Check the configuration of the sources and sinks, print the components and exit.
     #[arg(long)]
     pub check: bool,
+
+    /// Stop (SIGTERM) when the process with this pid, our parent, dies — even by
+    /// SIGKILL. channeld passes its own pid.
+    #[arg(long, value_name = "PID", hide = true)]
+    pub exit_with_parent: Option<i32>,
 }
 
 /// Why channel-agent stopped with an error.
@@ -78,6 +84,12 @@ pub enum AgentError {
         /// The names it has.
         available: String,
     },
+    /// The supervising parent is already gone.
+    #[error("the supervising process {pid} is gone")]
+    ParentGone {
+        /// Its pid.
+        pid: i32,
+    },
     /// The runtime or the signal handlers could not start.
     #[error("cannot start: {0}")]
     Runtime(#[source] std::io::Error),
@@ -88,7 +100,7 @@ impl AgentError {
     pub fn exit_code(&self) -> i32 {
         match self {
             AgentError::Config(_) | AgentError::UnknownComponent { .. } => EXIT_CONFIG_ERROR,
-            AgentError::Runtime(_) => EXIT_FAILURE,
+            AgentError::Runtime(_) | AgentError::ParentGone { .. } => EXIT_FAILURE,
         }
     }
 }
@@ -124,8 +136,22 @@ pub fn load_plans(
     Ok((server, plans))
 }
 
+/// Asks the kernel for SIGTERM when the parent dies, then checks it has not died already.
+fn follow_parent(parent_pid: i32) -> Result<(), AgentError> {
+    set_parent_process_death_signal(Some(Signal::TERM)).map_err(|errno| {
+        AgentError::Runtime(std::io::Error::from_raw_os_error(errno.raw_os_error()))
+    })?;
+    if getppid().map(Pid::as_raw_nonzero).map(i32::from) != Some(parent_pid) {
+        return Err(AgentError::ParentGone { pid: parent_pid });
+    }
+    Ok(())
+}
+
 /// Runs the agent until SIGTERM or SIGINT.
 pub fn run(args: AgentArgs) -> Result<(), AgentError> {
+    if let Some(parent_pid) = args.exit_with_parent {
+        follow_parent(parent_pid)?;
+    }
     let (mut server, mut plans) = load_plans(&args.conf_file, &args.name)?;
     if let Some(address) = args.server {
         server.address = address;

@@ -255,9 +255,9 @@ impl SinkRunner {
     /// Delivers `events`, setting aside refused events when a dead-letter channel is
     /// configured and they were refused often enough.
     async fn deliver(&mut self, events: &[Event]) -> Result<(), ProcessError> {
-        let mut remaining = events;
+        let mut remaining = events.to_vec();
         loop {
-            let failure = match self.sink.write(remaining).await {
+            let failure = match self.sink.write(&remaining).await {
                 Ok(()) => return Ok(()),
                 Err(failure) => failure,
             };
@@ -268,9 +268,9 @@ impl SinkRunner {
                     source: failure,
                 });
             };
-            let refused = &remaining[*index];
+            let refused = remaining[*index].clone();
             let attempts = {
-                let count = self.refusals.entry(fingerprint(refused)).or_insert(0);
+                let count = self.refusals.entry(fingerprint(&refused)).or_insert(0);
                 *count += 1;
                 *count
             };
@@ -294,7 +294,6 @@ impl SinkRunner {
                 });
             }
             let set_aside = refused
-                .clone()
                 .with_header(DEAD_LETTER_SINK_HEADER, self.name.clone())
                 .with_header(DEAD_LETTER_CHANNEL_HEADER, self.channel.clone())
                 .with_header(DEAD_LETTER_REASON_HEADER, reason.clone())
@@ -313,8 +312,9 @@ impl SinkRunner {
             }
             info!(sink = %self.name, channel = %dead_letter_channel, attempts, %reason, "refused event moved to the dead-letter channel");
             counters::increment(&self.counters.events_dead_lettered);
-            self.refusals.remove(&fingerprint(refused));
-            remaining = &remaining[index + 1..];
+            let index = *index;
+            self.refusals.remove(&fingerprint(&remaining[index]));
+            remaining.remove(index);
             if remaining.is_empty() {
                 return Ok(());
             }

@@ -129,6 +129,7 @@ fn spawn_adapter(launch: &AdapterLaunch, component: &str) -> std::io::Result<Chi
         .arg(&launch.conf_file)
         .args(["-n", &launch.agent, "--component", component])
         .args(["--server", &launch.server_address])
+        .args(["--exit-with-parent", &std::process::id().to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())

@@ -58,6 +58,8 @@ pub struct Binaries {
     pub channeld: PathBuf,
     /// `channelctl`.
     pub channelctl: PathBuf,
+    /// `channel-agent`.
+    pub channel_agent: PathBuf,
 }
 
 /// The binaries, built on first use. Panics with cargo's output if the build fails.
@@ -93,6 +95,8 @@ fn build_binaries() -> Binaries {
             "millrace-server",
             "-p",
             "millrace-tools",
+            "-p",
+            "millrace-adapters",
         ]);
     // The release directory holds the release profile; "debug" holds dev and test.
     if profile_dir
@@ -112,8 +116,13 @@ fn build_binaries() -> Binaries {
     let binaries = Binaries {
         channeld: profile_dir.join("channeld"),
         channelctl: profile_dir.join("channelctl"),
+        channel_agent: profile_dir.join("channel-agent"),
     };
-    for binary in [&binaries.channeld, &binaries.channelctl] {
+    for binary in [
+        &binaries.channeld,
+        &binaries.channelctl,
+        &binaries.channel_agent,
+    ] {
         assert!(binary.exists(), "{} was not built", binary.display());
     }
     binaries
@@ -144,6 +153,8 @@ pub struct ServerSetup {
     /// Files to create in the server's directory before it starts: (relative path,
     /// contents).
     pub files: Vec<(String, Vec<u8>)>,
+    /// The agent to run (`-n`); [`AGENT`] when `None`.
+    pub agent: Option<String>,
 }
 
 impl ServerSetup {
@@ -169,6 +180,12 @@ impl ServerSetup {
     /// Adds command-line arguments.
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
         self.args.push(arg.into());
+        self
+    }
+
+    /// Runs another agent of the file than [`AGENT`].
+    pub fn agent(mut self, name: impl Into<String>) -> Self {
+        self.agent = Some(name.into());
         self
     }
 }
@@ -237,22 +254,36 @@ impl Server {
         std::fs::read_to_string(self.stderr_path()).unwrap_or_default()
     }
 
+    fn stdout_path(&self) -> PathBuf {
+        self.directory
+            .path()
+            .join(format!("channeld-{}.stdout", self.starts))
+    }
+
+    /// What the current (or last) run and its adapters wrote to stdout.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.stdout_path()).unwrap_or_default()
+    }
+
     fn launch(&mut self) {
         assert!(self.process.is_none(), "the server is already running");
         self.starts += 1;
         let ready_file = self.directory.path().join(READY_FILE_NAME);
         let _ = std::fs::remove_file(&ready_file);
         let stderr = std::fs::File::create(self.stderr_path()).expect("stderr log file");
+        let stdout = std::fs::File::create(self.stdout_path()).expect("stdout log file");
         let mut command = Command::new(&binaries().channeld);
         command
             .current_dir(self.directory.path())
             .env("RUST_LOG", "info")
+            .env("MILLRACE_AGENT_BIN", &binaries().channel_agent)
             .env_remove("MILLRACE_AUTH_TOKEN")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(stderr);
         if self.setup.config.is_some() {
-            command.args(["-f", CONFIG_FILE_NAME, "-n", AGENT]);
+            let agent = self.setup.agent.as_deref().unwrap_or(AGENT);
+            command.args(["-f", CONFIG_FILE_NAME, "-n", agent]);
         }
         let (bind, http) = if self.keep_addresses {
             (self.protocol_address.clone(), self.http_address.clone())
@@ -308,6 +339,33 @@ impl Server {
             .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("a VmRSS line");
         kib * 1024
+    }
+
+    /// The pids of the running `channel-agent` processes this server started for
+    /// `component`.
+    pub fn adapter_pids(&self, component: &str) -> Vec<i32> {
+        let parent = self.pid().as_raw_nonzero().to_string();
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").expect("list /proc").flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let args: Vec<String> = cmdline
+                .split(|&byte| byte == 0)
+                .map(|arg| String::from_utf8_lossy(arg).into_owned())
+                .collect();
+            let follows = |flag: &str, value: &str| {
+                args.windows(2)
+                    .any(|pair| pair[0] == flag && pair[1] == value)
+            };
+            if follows("--component", component) && follows("--exit-with-parent", &parent) {
+                pids.push(pid);
+            }
+        }
+        pids
     }
 
     /// Sends SIGTERM and waits for the exit.
@@ -661,6 +719,21 @@ impl RawConnection {
     pub fn disconnect(self) {
         let _ = self.stream.shutdown(Shutdown::Both);
     }
+}
+
+/// Sends SIGKILL to a process by pid (an adapter, say).
+pub fn kill_9_pid(pid: i32) {
+    if let Some(pid) = Pid::from_raw(pid) {
+        let _ = kill_process(pid, Signal::KILL);
+    }
+}
+
+/// A TCP port that was free a moment ago on 127.0.0.1 (for adapters that listen).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("bind a free port")
+        .port()
 }
 
 /// Config text for agent [`AGENT`] with file channels `names`, each with its

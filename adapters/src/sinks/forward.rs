@@ -5,8 +5,8 @@
 //! commits delivers the batch twice (at-least-once, as Flume's Avro sink).
 //!
 //! An event that the downstream server can never accept — larger than its frame limit —
-//! is reported as a [`SinkError::BadEvent`] after the events before it are forwarded, so
-//! the runner can set it aside (dead-letter channel) instead of blocking the flow.
+//! is reported as a [`SinkError::BadEvent`] before anything is sent, so the runner can
+//! set it aside (dead-letter channel) and forward the rest instead of blocking the flow.
 
 use millrace_client::{ClientOptions, Event};
 use millrace_protocol::encoded_event_bytes;
@@ -66,37 +66,31 @@ impl ForwardSink {
                 bytes + PUT_COMMIT_FRAME_OVERHEAD_BYTES > max_frame_bytes
             })
         });
-        let deliverable = &events[..oversized.unwrap_or(events.len())];
-        if !deliverable.is_empty() {
-            let outcome = self
-                .connection
-                .put_and_commit(&self.remote_channel, deliverable)
-                .await;
-            match outcome {
-                Ok(()) => {}
-                Err(error) if events.len() == 1 && !is_transient(&error) => {
-                    return Err(SinkError::BadEvent {
-                        index: 0,
-                        reason: format!(
-                            "{} refused it on channel {}: {error}",
-                            self.connection.address(),
-                            self.remote_channel
-                        ),
-                    })
-                }
-                Err(error) => return Err(self.failure(error)),
-            }
-        }
-        match oversized {
-            None => Ok(()),
-            Some(index) => Err(SinkError::BadEvent {
+        if let Some(index) = oversized {
+            return Err(SinkError::BadEvent {
                 index,
                 reason: format!(
                     "its {} body bytes do not fit the {max_frame_bytes}-byte frames of {}",
                     events[index].body.len(),
                     self.connection.address()
                 ),
+            });
+        }
+        match self
+            .connection
+            .put_and_commit(&self.remote_channel, events)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(error) if events.len() == 1 && !is_transient(&error) => Err(SinkError::BadEvent {
+                index: 0,
+                reason: format!(
+                    "{} refused it on channel {}: {error}",
+                    self.connection.address(),
+                    self.remote_channel
+                ),
             }),
+            Err(error) => Err(self.failure(error)),
         }
     }
 

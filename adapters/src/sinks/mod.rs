@@ -22,8 +22,7 @@ pub use rolling_file::{RollingFileSettings, RollingFileSink};
 #[derive(Debug, Error)]
 pub enum SinkError {
     /// This one event can never be delivered by this sink (it is refused for what it
-    /// is, not for the state of the destination). The events before it were delivered;
-    /// the ones after it were not tried.
+    /// is, not for the state of the destination). Nothing of the batch was delivered.
     #[error("event {index} of the batch cannot be delivered: {reason}")]
     BadEvent {
         /// Its position in the batch.
