@@ -59,6 +59,34 @@ pub fn locate_agent_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(AGENT_BINARY_NAME))
 }
 
+/// Runs `channel-agent --check` on the configuration, so that channeld refuses to
+/// start (like any other configuration error) instead of restarting adapters that can
+/// never run. Returns the problems it printed.
+pub fn check_adapters(binary: &Path, conf_file: &Path, agent: &str) -> Result<(), String> {
+    let output = std::process::Command::new(binary)
+        .arg("-f")
+        .arg(conf_file)
+        .args(["-n", agent, "--check"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|error| {
+            format!(
+                "cannot run {} to check the sources and sinks ({error}); set {AGENT_BINARY_ENV} \
+                 to the channel-agent binary",
+                binary.display()
+            )
+        })?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let problems = stderr
+        .trim()
+        .strip_prefix("channel-agent: invalid configuration:\n")
+        .unwrap_or(stderr.trim());
+    Err(problems.to_string())
+}
+
 /// Restart counts per component, for metrics.
 #[derive(Debug, Default)]
 pub struct AdapterRestarts {

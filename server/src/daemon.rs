@@ -24,7 +24,8 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use crate::adapters::{
-    absolute_conf_file, locate_agent_binary, AdapterLaunch, AdapterRestarts, AdapterSupervisor,
+    absolute_conf_file, check_adapters, locate_agent_binary, AdapterLaunch, AdapterRestarts,
+    AdapterSupervisor,
 };
 use crate::cli::{self, ChanneldArgs, SettingError};
 use crate::config::{
@@ -86,6 +87,10 @@ pub enum DaemonError {
         source: std::io::Error,
     },
 
+    /// The sources and sinks cannot run as configured (channel-agent --check said why).
+    #[error("invalid source or sink configuration:\n{0}")]
+    AdapterConfig(String),
+
     /// The async runtime could not start.
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
@@ -103,7 +108,9 @@ impl DaemonError {
     /// The process exit code: 78 (EX_CONFIG) for configuration problems, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            DaemonError::Config(_) | DaemonError::Setting(_) => EXIT_CONFIG_ERROR,
+            DaemonError::Config(_) | DaemonError::Setting(_) | DaemonError::AdapterConfig(_) => {
+                EXIT_CONFIG_ERROR
+            }
             _ => EXIT_FAILURE,
         }
     }
@@ -129,6 +136,12 @@ pub fn load_config(args: &ChanneldArgs) -> Result<AgentConfig, DaemonError> {
 /// Runs channeld until it is stopped by a signal.
 pub fn run(args: ChanneldArgs) -> Result<(), DaemonError> {
     let config = load_config(&args)?;
+    if let (Some(file), Some(agent)) = (&args.conf_file, &args.name) {
+        if !config.adapter_components().is_empty() {
+            check_adapters(&locate_agent_binary(), file, agent)
+                .map_err(DaemonError::AdapterConfig)?;
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("channeld")

@@ -3,11 +3,13 @@
 //! Valid: a summary on stdout, warnings on stderr, exit 0. Invalid: every error on
 //! stderr (file, line, key, what was expected), exit 78. Beyond the file's own rules it
 //! checks what channeld would refuse at startup: channel types this build does not
-//! implement and unusable server settings.
+//! implement, unusable server settings, and every source and sink key (as channel-agent
+//! reads them).
 
 use std::io::Write;
 use std::path::Path;
 
+use millrace_adapters::plan::plan_agent;
 use millrace_server::cli::check_settings;
 use millrace_server::config::{load_agent_config, AgentConfig, DEFAULT_DATA_BASE_DIR};
 use millrace_server::registry::type_alias;
@@ -88,6 +90,14 @@ pub(super) fn run(args: &ValidateArgs) -> Result<(), ChannelctlError> {
     };
     for warning in &config.warnings {
         let _ = writeln!(stderr, "warning: {warning}");
+    }
+    if let Err(errors) = plan_agent(&config, &args.conf_file.display().to_string()) {
+        for error in &errors.errors {
+            let _ = writeln!(stderr, "{error}");
+        }
+        return Err(ChannelctlError::InvalidConfig {
+            error_count: errors.errors.len(),
+        });
     }
     let mut startup_errors: Vec<String> = Vec::new();
     if let Err(problem) = check_settings(&config.server) {
