@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use millrace_client::ClientOptions;
 use tokio::task::JoinSet;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::connection::{Connection, StopHandle, StopSignal};
 use crate::counters::{ComponentKind, SinkCounters, SourceCounters};
@@ -20,6 +20,8 @@ use crate::sources::ProcessorFactory;
 pub const FIRST_RESTART_DELAY: Duration = Duration::from_millis(500);
 /// Longest wait between restarts.
 pub const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
+/// How often counters are sent to channeld for its metrics.
+pub const COUNTER_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// A component that ran this long before failing starts again at the first delay.
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
@@ -225,6 +227,46 @@ pub async fn supervise(
     }
 }
 
+/// Sends every component's counters to channeld, which publishes them on its metrics.
+async fn report_counters(connection: &mut Connection, counters: &AgentCounters) {
+    for snapshot in counters.snapshot() {
+        let named: Vec<(String, u64)> = snapshot
+            .counters
+            .iter()
+            .map(|(name, value)| ((*name).to_string(), *value))
+            .collect();
+        let outcome = match connection.client().await {
+            Ok(client) => {
+                client
+                    .report_counters(snapshot.kind.flume_type(), &snapshot.name, named)
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        if let Err(error) = outcome {
+            connection.forget_if_broken(&error);
+            debug!(%error, "could not report counters; will try again");
+            return;
+        }
+    }
+}
+
+/// Reports counters every [`COUNTER_REPORT_INTERVAL`] until `stop`, then once more.
+async fn report_counters_until_stopped(
+    server: ServerAddress,
+    counters: AgentCounters,
+    mut stop: StopSignal,
+) {
+    let mut connection = Connection::new(server.options("counters"));
+    loop {
+        report_counters(&mut connection, &counters).await;
+        if !stop.sleep(COUNTER_REPORT_INTERVAL).await {
+            break;
+        }
+    }
+    report_counters(&mut connection, &counters).await;
+}
+
 /// Runs `plans` until `stop` is raised; returns once every component has stopped.
 pub async fn run_components(
     plans: Vec<ComponentPlan>,
@@ -232,6 +274,11 @@ pub async fn run_components(
     counters: AgentCounters,
     stop: &StopHandle,
 ) {
+    let reporter = tokio::spawn(report_counters_until_stopped(
+        server.clone(),
+        counters.clone(),
+        stop.signal(),
+    ));
     let mut tasks = JoinSet::new();
     for plan in plans {
         info!(component = plan.name(), "starting");
@@ -247,4 +294,5 @@ pub async fn run_components(
             warn!(%error, "a component supervisor ended abnormally");
         }
     }
+    let _ = reporter.await;
 }

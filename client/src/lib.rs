@@ -311,6 +311,7 @@ fn request_name(request: &Request) -> &'static str {
         Request::PutCommit { .. } => "PutCommit",
         Request::Stats { .. } => "Stats",
         Request::Checkpoint { .. } => "Checkpoint",
+        Request::ReportCounters { .. } => "ReportCounters",
     }
 }
 
@@ -693,6 +694,22 @@ impl Client {
                 response: format!("{other:?}"),
             }),
         }
+    }
+
+    /// Reports an adapter component's counters (Flume's names) for the server to
+    /// publish on its metrics as `<component_type>.<component>`.
+    pub async fn report_counters(
+        &mut self,
+        component_type: &str,
+        component: &str,
+        counters: Vec<(String, u64)>,
+    ) -> Result<(), ClientError> {
+        self.expect_ok(&Request::ReportCounters {
+            component_type: component_type.to_string(),
+            component: component.to_string(),
+            counters: ChannelStats { counters },
+        })
+        .await
     }
 
     /// Asks the server to checkpoint `channel` now; returns when the checkpoint is

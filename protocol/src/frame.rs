@@ -96,6 +96,8 @@ pub enum FrameType {
     Stats = 0x09,
     /// Asks for a checkpoint of a channel now.
     Checkpoint = 0x0A,
+    /// An adapter's source or sink counters, for the server's metrics.
+    ReportCounters = 0x0D,
 
     /// A failed request, or a rejected handshake (then preceded by [`MAGIC`]).
     Error = 0x80,
@@ -125,6 +127,7 @@ impl FrameType {
             0x08 => FrameType::PutCommit,
             0x09 => FrameType::Stats,
             0x0A => FrameType::Checkpoint,
+            0x0D => FrameType::ReportCounters,
             0x80 => FrameType::Error,
             0x81 => FrameType::HelloAccepted,
             0x82 => FrameType::Ok,

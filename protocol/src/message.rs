@@ -17,6 +17,8 @@
 //! 0x08 PutCommit      channel: str8 | batch
 //! 0x09 Stats          channel: str8
 //! 0x0A Checkpoint     channel: str8
+//! 0x0D ReportCounters component_type: str8 | component: str8
+//!                     | counter_count: u8 | (name: str8 | value: u64) × counter_count
 //!
 //! 0x80 Error          code: u16 | channel: str8 (empty = none) | message: str16
 //!                     | field_count: u8 | (name: str8 | value: u64) × field_count
@@ -418,6 +420,16 @@ pub enum Request {
         /// The channel.
         channel: String,
     },
+    /// An adapter's counters for one source or sink, which the server publishes on its
+    /// metrics as `<component_type>.<component>`. Answered with `Ok`.
+    ReportCounters {
+        /// Flume's component type: `SOURCE` or `SINK`.
+        component_type: String,
+        /// The component's name.
+        component: String,
+        /// Its counters, with Flume's names.
+        counters: ChannelStats,
+    },
 }
 
 impl Request {
@@ -434,6 +446,7 @@ impl Request {
             Request::PutCommit { .. } => FrameType::PutCommit,
             Request::Stats { .. } => FrameType::Stats,
             Request::Checkpoint { .. } => FrameType::Checkpoint,
+            Request::ReportCounters { .. } => FrameType::ReportCounters,
         }
     }
 
@@ -481,6 +494,17 @@ impl Request {
                 put_short_string(out, channel);
                 events.write(out);
             }
+            Request::ReportCounters {
+                component_type,
+                component,
+                counters,
+            } => {
+                check_length("component_type", component_type, MAX_SHORT_STRING_BYTES)?;
+                check_length("component", component, MAX_SHORT_STRING_BYTES)?;
+                put_short_string(out, component_type);
+                put_short_string(out, component);
+                counters.write(out)?;
+            }
         }
         Ok(())
     }
@@ -523,6 +547,11 @@ impl Request {
             },
             FrameType::Checkpoint => Request::Checkpoint {
                 channel: parse_channel(&mut reader)?,
+            },
+            FrameType::ReportCounters => Request::ReportCounters {
+                component_type: reader.short_string("component_type")?.to_owned(),
+                component: reader.short_string("component")?.to_owned(),
+                counters: ChannelStats::parse(&mut reader)?,
             },
             FrameType::Error
             | FrameType::HelloAccepted
@@ -630,7 +659,8 @@ impl Response {
             | FrameType::Rollback
             | FrameType::PutCommit
             | FrameType::Stats
-            | FrameType::Checkpoint => {
+            | FrameType::Checkpoint
+            | FrameType::ReportCounters => {
                 return Err(Malformation::InvalidValue {
                     field: "frame type",
                     value: u64::from(frame_type.as_byte()),

@@ -73,6 +73,15 @@ fn request() -> impl Strategy<Value = Request> {
             .prop_map(|(channel, events)| Request::PutCommit { channel, events }),
         channel_name().prop_map(|channel| Request::Stats { channel }),
         channel_name().prop_map(|channel| Request::Checkpoint { channel }),
+        (channel_name(), channel_name(), 0u64..u64::MAX).prop_map(|(kind, name, value)| {
+            Request::ReportCounters {
+                component_type: kind,
+                component: name,
+                counters: ChannelStats {
+                    counters: vec![("EventReceivedCount".to_string(), value)],
+                },
+            }
+        }),
     ]
 }
 

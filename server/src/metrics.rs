@@ -231,7 +231,23 @@ pub fn metrics_json(registry: &ChannelRegistry) -> Value {
             }
         }
     }
+    for (key, counters) in registry.component_counters() {
+        let mut attributes: Map<String, Value> = counters
+            .into_iter()
+            .map(|(name, value)| (name, Value::String(value.to_string())))
+            .collect();
+        let component_type = key.split('.').next().unwrap_or_default().to_string();
+        attributes.insert(attributes::TYPE.to_string(), Value::String(component_type));
+        root.insert(key, Value::Object(attributes));
+    }
     Value::Object(root)
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ComponentLabels {
+    r#type: String,
+    component: String,
+    counter: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -426,6 +442,25 @@ pub fn prometheus_text(registry: &ChannelRegistry) -> Result<String, std::fmt::E
             dir_sync_seconds
                 .get_or_create(&dir_labels)
                 .inc_by(load(&dir_stats.sync_time_us) as f64 / MICROS_PER_SECOND);
+        }
+    }
+    let components = Family::<ComponentLabels, Gauge>::default();
+    metrics.register(
+        "adapter_counter",
+        "A source's or sink's Flume counter, as its adapter last reported it",
+        components.clone(),
+    );
+    for (key, counters) in registry.component_counters() {
+        let (component_type, component) = key.split_once('.').unwrap_or((&key, ""));
+        for (counter, value) in counters {
+            let labels = ComponentLabels {
+                r#type: component_type.to_string(),
+                component: component.to_string(),
+                counter,
+            };
+            components
+                .get_or_create(&labels)
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
         }
     }
     let mut text = String::new();

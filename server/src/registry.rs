@@ -15,6 +15,7 @@
 //! - **Opening is slow** (recovery replays the log), so it runs on a blocking thread while
 //!   the HTTP listener already answers: a channel is [`ChannelState::Opening`] until then.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use millrace_engine::config::ChannelConfig;
@@ -148,7 +149,12 @@ impl ChannelEntry {
 /// The channels of the running agent, in configuration order.
 pub struct ChannelRegistry {
     entries: Vec<Arc<ChannelEntry>>,
+    component_counters: parking_lot::Mutex<BTreeMap<String, Vec<(String, u64)>>>,
 }
+
+/// Most adapter components whose counters are kept (a bound against a client that
+/// reports endless made-up names).
+pub const MAX_REPORTED_COMPONENTS: usize = 1_024;
 
 impl ChannelRegistry {
     /// Registers the configured channels in [`ChannelState::Opening`], with their openers.
@@ -166,7 +172,37 @@ impl ChannelRegistry {
             }));
             openers.push(opener);
         }
-        (ChannelRegistry { entries }, openers)
+        let registry = ChannelRegistry {
+            entries,
+            component_counters: parking_lot::Mutex::new(BTreeMap::new()),
+        };
+        (registry, openers)
+    }
+
+    /// Records the latest counters an adapter reported for `<component_type>.<component>`.
+    /// Returns `false` when the table is full and the component is new.
+    pub fn record_component_counters(
+        &self,
+        component_type: &str,
+        component: &str,
+        counters: Vec<(String, u64)>,
+    ) -> bool {
+        let key = format!("{component_type}.{component}");
+        let mut table = self.component_counters.lock();
+        if table.len() >= MAX_REPORTED_COMPONENTS && !table.contains_key(&key) {
+            return false;
+        }
+        table.insert(key, counters);
+        true
+    }
+
+    /// Every reported component (`SOURCE.r1`, `SINK.k1`) with its latest counters.
+    pub fn component_counters(&self) -> Vec<(String, Vec<(String, u64)>)> {
+        self.component_counters
+            .lock()
+            .iter()
+            .map(|(key, counters)| (key.clone(), counters.clone()))
+            .collect()
     }
 
     /// Opens every channel, one after another on this (blocking) thread, recording each

@@ -46,7 +46,7 @@ use tracing::{debug, info, warn};
 use crate::config::AuthToken;
 use crate::error_mapping::engine_error_response;
 use crate::metrics::flume_counters;
-use crate::registry::{ChannelEntry, ChannelRegistry};
+use crate::registry::{ChannelEntry, ChannelRegistry, MAX_REPORTED_COMPONENTS};
 use crate::shutdown::{ShutdownPhase, ShutdownWatcher};
 
 /// Bytes the read buffer grows by before each read.
@@ -506,6 +506,27 @@ impl Session {
             }
             Request::Stats { channel } => Ok(self.stats(request_id, &channel)),
             Request::Checkpoint { channel } => self.checkpoint(request_id, &channel).await,
+            Request::ReportCounters {
+                component_type,
+                component,
+                counters,
+            } => {
+                if self.registry.record_component_counters(
+                    &component_type,
+                    &component,
+                    counters.counters,
+                ) {
+                    Ok(self.respond_ok(request_id))
+                } else {
+                    Ok(self.respond_error(
+                        request_id,
+                        ErrorResponse::internal(format!(
+                            "already keeping counters of {MAX_REPORTED_COMPONENTS} components; \
+                             {component_type}.{component} not recorded"
+                        )),
+                    ))
+                }
+            }
         }
     }
 
