@@ -156,6 +156,7 @@ async fn run_once(
                 selector: source.selector.clone(),
                 options: server.options(&source.name),
                 counters: Arc::clone(&counters.sources[&source.name]),
+                interceptors: source.interceptors.clone(),
             };
             source
                 .kind

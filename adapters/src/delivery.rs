@@ -17,6 +17,7 @@ use tracing::warn;
 
 use crate::connection::{Connection, RetryDelay, StopSignal, MAX_RETRY_DELAY};
 use crate::counters::{self, SourceCounters};
+use crate::interceptors::Interceptor;
 
 /// A required channel did not take its share of a batch.
 #[derive(Debug, Error)]
@@ -76,6 +77,7 @@ pub struct ChannelProcessor {
     connection: Connection,
     counters: Arc<SourceCounters>,
     next_balanced_channel: usize,
+    interceptors: Vec<Interceptor>,
 }
 
 impl ChannelProcessor {
@@ -92,7 +94,14 @@ impl ChannelProcessor {
             connection,
             counters,
             next_balanced_channel: 0,
+            interceptors: Vec::new(),
         }
+    }
+
+    /// Adds headers with these interceptors, in order, before routing each event.
+    pub fn with_interceptors(mut self, interceptors: Vec<Interceptor>) -> Self {
+        self.interceptors = interceptors;
+        self
     }
 
     fn channel_index(&self, name: &str) -> Option<usize> {
@@ -170,6 +179,22 @@ impl ChannelProcessor {
         if events.is_empty() {
             return Ok(());
         }
+        let intercepted: Vec<Event>;
+        let events = if self.interceptors.is_empty() {
+            events
+        } else {
+            intercepted = events
+                .iter()
+                .map(|event| {
+                    let mut event = event.clone();
+                    for interceptor in &self.interceptors {
+                        interceptor.apply(&mut event);
+                    }
+                    event
+                })
+                .collect();
+            &intercepted
+        };
         let mut required: Vec<Vec<Event>> = vec![Vec::new(); self.channels.len()];
         let mut optional: Vec<Vec<Event>> = vec![Vec::new(); self.channels.len()];
         for event in events {

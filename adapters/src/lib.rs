@@ -18,6 +18,7 @@ pub mod connection;
 pub mod counters;
 pub mod delivery;
 pub mod file_problem;
+pub mod interceptors;
 pub mod plan;
 pub mod settings;
 pub mod sink_runner;

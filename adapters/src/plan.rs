@@ -17,6 +17,7 @@ use millrace_server::config::{
     SinkProcessor, SourceConfig,
 };
 
+use crate::interceptors::{plan_interceptors, Interceptor};
 use crate::settings::{self, ComponentSettings};
 use crate::sinks::{RollingFileSettings, DEFAULT_MAX_BYTES_TO_LOG};
 use crate::sources::netcat::{self, NetcatSettings};
@@ -93,13 +94,15 @@ pub struct SourcePlan {
     pub channels: Vec<String>,
     /// Its selector.
     pub selector: ChannelSelector,
+    /// Its interceptors, in order.
+    pub interceptors: Vec<Interceptor>,
 }
 
 /// One unit channel-agent runs and channeld supervises as a process.
 #[derive(Debug, Clone)]
 pub enum ComponentPlan {
     /// A source.
-    Source(SourcePlan),
+    Source(Box<SourcePlan>),
     /// A sink outside any group.
     Sink(SinkPlan),
     /// A sink group and its sinks, in the group's order.
@@ -134,13 +137,14 @@ pub fn plan_agent(config: &AgentConfig, file: &str) -> Result<Vec<ComponentPlan>
         .map(|(name, _)| name.as_str())
         .collect();
     for source in &config.sources {
-        if let Some(kind) = plan_source(config, source, file, &mut errors) {
-            plans.push(ComponentPlan::Source(SourcePlan {
+        if let Some((kind, interceptors)) = plan_source(config, source, file, &mut errors) {
+            plans.push(ComponentPlan::Source(Box::new(SourcePlan {
                 name: source.name.clone(),
                 kind,
                 channels: source.channels.clone(),
                 selector: source.selector.clone(),
-            }));
+                interceptors,
+            })));
         }
     }
     let mut sink_plans: Vec<SinkPlan> = Vec::new();
@@ -225,9 +229,10 @@ fn plan_source(
     source: &SourceConfig,
     file: &str,
     errors: &mut Vec<ConfigError>,
-) -> Option<SourceKind> {
+) -> Option<(SourceKind, Vec<Interceptor>)> {
     let prefix = format!("{}.sources.{}", config.agent_name, source.name);
     let mut keys = ComponentSettings::new(file, prefix, source.declared_line, &source.settings);
+    let interceptors = plan_interceptors(&mut keys);
     if let ChannelSelector::Custom { class_name, .. } = &source.selector {
         keys.conflict(
             "selector.type",
@@ -268,7 +273,7 @@ fn plan_source(
     if failed {
         None
     } else {
-        kind
+        kind.map(|kind| (kind, interceptors))
     }
 }
 

@@ -16,6 +16,7 @@ use crate::connection::{Connection, StopSignal};
 use crate::counters::SourceCounters;
 use crate::delivery::{ChannelProcessor, DeliveryError};
 use crate::file_problem::FileProblem;
+use crate::interceptors::Interceptor;
 
 pub use netcat::NetcatSettings;
 pub use spooldir::SpoolDirSettings;
@@ -64,6 +65,8 @@ pub struct ProcessorFactory {
     pub options: ClientOptions,
     /// The source's counters.
     pub counters: Arc<SourceCounters>,
+    /// Its interceptors, in order.
+    pub interceptors: Vec<Interceptor>,
 }
 
 impl ProcessorFactory {
@@ -75,6 +78,7 @@ impl ProcessorFactory {
             Connection::new(self.options.clone()),
             Arc::clone(&self.counters),
         )
+        .with_interceptors(self.interceptors.clone())
     }
 }
 
