@@ -66,6 +66,34 @@ pub trait Transaction: Send {
     /// Discards the puts and returns the taken events to the head of the channel, in
     /// their original order.
     fn rollback(self: Box<Self>) -> Result<(), ChannelError>;
+
+    /// Starts the commit and returns at once with a handle that completes it. Commits
+    /// started one after another this way take effect in the order they were started,
+    /// so a caller can have several on their way to the disk and let one sync carry
+    /// them all. Each is durable (or failed) when its [`PendingCommit::finish`]
+    /// returns, and visible to takers once every commit started before it has finished
+    /// as well; finishing them in any order, from any threads, never blocks on another.
+    /// Channels that commit synchronously finish here.
+    fn commit_pipelined(self: Box<Self>) -> Result<Box<dyn PendingCommit>, ChannelError> {
+        self.commit()?;
+        Ok(Box::new(AlreadyCommitted))
+    }
+}
+
+/// A commit on its way to stable storage (see [`Transaction::commit_pipelined`]).
+/// Dropping it unfinished still completes it, blocking until the outcome is known.
+pub trait PendingCommit: Send {
+    /// Waits until the commit is durable (or failed) and applies it.
+    fn finish(self: Box<Self>) -> Result<(), ChannelError>;
+}
+
+/// A commit that was already complete when it was returned.
+struct AlreadyCommitted;
+
+impl PendingCommit for AlreadyCommitted {
+    fn finish(self: Box<Self>) -> Result<(), ChannelError> {
+        Ok(())
+    }
 }
 
 /// Whether a channel is serving.

@@ -395,3 +395,45 @@ fn restart_after_the_process_is_killed_keeps_every_committed_event() {
         "every acknowledged event is back, in order"
     );
 }
+
+#[test]
+fn pipelined_commits_take_effect_in_the_order_they_were_started_whatever_order_they_finish() {
+    let root = tempfile::tempdir().unwrap();
+    let channel = open(root.path(), &test_config(root.path(), 2));
+    let mut pending = Vec::new();
+    for batch in 0..6 {
+        let mut transaction = channel.begin().unwrap();
+        for index in 0..3 {
+            transaction
+                .put(Event::from_body(format!("{batch}-{index}")))
+                .unwrap();
+        }
+        pending.push(transaction.commit_pipelined().unwrap());
+    }
+    // Finish the later ones first: visibility still follows the start order.
+    for commit in pending.into_iter().rev() {
+        commit.finish().unwrap();
+    }
+    let expected: Vec<String> = (0..6)
+        .flat_map(|batch| (0..3).map(move |index| format!("{batch}-{index}")))
+        .collect();
+    assert_eq!(take_committed(&channel, 100), expected);
+    drop(channel);
+    let reopened = open(root.path(), &test_config(root.path(), 2));
+    assert_eq!(
+        take_committed(&reopened, 100),
+        Vec::<String>::new(),
+        "takes were committed"
+    );
+}
+
+#[test]
+fn a_pipelined_commit_dropped_unfinished_still_completes() {
+    let root = tempfile::tempdir().unwrap();
+    let channel = open(root.path(), &test_config(root.path(), 1));
+    let mut transaction = channel.begin().unwrap();
+    transaction.put(Event::from_body("kept")).unwrap();
+    drop(transaction.commit_pipelined().unwrap());
+    put_committed(&channel, &["after"]);
+    assert_eq!(take_committed(&channel, 10), ["kept", "after"]);
+}

@@ -67,7 +67,9 @@ use self::recovery::{recover, RecoveryInput};
 use self::segments::{SegmentHandle, SegmentMeta, SegmentRegistry, LOCK_FILE_NAME};
 use self::space::SpaceGuard;
 use self::writer::{DirWriterHandle, RecordLocation, WriteJob, WriterSettings};
-use crate::channel::{Channel, ChannelCounters, ChannelHealth, ChannelStats, Transaction};
+use crate::channel::{
+    Channel, ChannelCounters, ChannelHealth, ChannelStats, PendingCommit, Transaction,
+};
 use crate::config::FileChannelConfig;
 use crate::crypto::{KeyRing, Sealer};
 use crate::error::{ChannelError, OpenError};
@@ -627,7 +629,16 @@ impl Shared {
     }
 
     /// Hands a finished commit to the sequencer and waits until it has been applied.
-    fn finish_commit(&self, first_write_order_id: u64, commit: FinishedCommit) {
+    /// Hands a finished commit to the sequencer, which applies commits in write order.
+    /// With `wait_until_applied`, returns only once this one is applied (visible to
+    /// takers); without, a commit whose predecessors are still on their way is applied
+    /// by whichever of them finishes last.
+    fn finish_commit(
+        &self,
+        first_write_order_id: u64,
+        commit: FinishedCommit,
+        wait_until_applied: bool,
+    ) {
         let last = commit.last_write_order_id;
         let mut state = self.state.lock();
         state.finished.insert(first_write_order_id, commit);
@@ -644,7 +655,7 @@ impl Shared {
         if applied_any {
             self.commits_applied.notify_all();
         }
-        while state.next_apply_write_order_id <= last {
+        while wait_until_applied && state.next_apply_write_order_id <= last {
             self.commits_applied.wait(&mut state);
         }
     }
@@ -938,6 +949,171 @@ fn record_dependencies(
     dependencies
 }
 
+/// A file transaction's commit once its records are handed to the dir writer: its place
+/// in the write order is fixed, its durability still to come. [`SubmittedCommit::finish`]
+/// waits for the writer and applies the outcome; dropping it unfinished finishes it, so
+/// the sequencer never waits for a commit that nobody completes.
+pub struct SubmittedCommit {
+    transaction: Box<FileTransaction>,
+    put_batches: Vec<std::ops::Range<usize>>,
+    first_write_order_id: u64,
+    last_write_order_id: u64,
+    /// The writer's answer, or the error that stopped the records before the writer.
+    reply: Result<
+        crossbeam_channel::Receiver<Result<Vec<RecordLocation>, ChannelError>>,
+        ChannelError,
+    >,
+    finished: bool,
+}
+
+impl FileTransaction {
+    /// Assigns the commit its write-order range and hands its records to a dir writer,
+    /// without waiting for them to be durable.
+    fn submit_commit(mut self: Box<Self>) -> Result<SubmittedCommit, ChannelError> {
+        if self.puts.is_empty() && self.takes.is_empty() {
+            self.finished = true;
+            return Ok(SubmittedCommit {
+                transaction: self,
+                put_batches: Vec::new(),
+                first_write_order_id: 0,
+                last_write_order_id: 0,
+                reply: Err(ChannelError::Closed {
+                    channel: String::new(),
+                }),
+                finished: true,
+            });
+        }
+        if let Err(error) = self.shared.check_usable() {
+            self.rollback_in_memory();
+            return Err(error);
+        }
+        let shared = Arc::clone(&self.shared);
+        let put_batches = self.put_batches();
+        let put_bytes: u64 = self
+            .puts
+            .iter()
+            .map(|event| encoded_event_bytes(event) as u64)
+            .sum();
+        let dir = match shared.pick_dir(put_bytes, !self.puts.is_empty()) {
+            Ok(dir) => dir,
+            Err(error) => {
+                ChannelCounters::add(&shared.counters.put_error, 1);
+                self.rollback_in_memory();
+                return Err(error);
+            }
+        };
+        let record_count = put_batches.len() + usize::from(!self.takes.is_empty()) + 1;
+        let transaction_id = shared.next_transaction_id.fetch_add(1, Ordering::Relaxed);
+        // From here on the write-order range must reach the sequencer, whatever happens,
+        // or later commits would wait for it forever: SubmittedCommit finishes on drop.
+        let first_write_order_id = shared
+            .next_write_order_id
+            .fetch_add(record_count as u64, Ordering::AcqRel);
+        let last_write_order_id = first_write_order_id + record_count as u64 - 1;
+        let (reply_sender, reply_receiver) = crossbeam_channel::bounded(1);
+        let reply = match self.encode(transaction_id, first_write_order_id, &put_batches) {
+            Err(error) => Err(error),
+            Ok(records) => match dir.writer.submit(WriteJob {
+                records,
+                record_count,
+                reply: reply_sender,
+            }) {
+                Ok(()) => Ok(reply_receiver),
+                Err(_) => Err(ChannelError::Closed {
+                    channel: shared.name.clone(),
+                }),
+            },
+        };
+        self.finished = true;
+        Ok(SubmittedCommit {
+            transaction: self,
+            put_batches,
+            first_write_order_id,
+            last_write_order_id,
+            reply,
+            finished: false,
+        })
+    }
+}
+
+impl SubmittedCommit {
+    fn complete(&mut self, wait_until_applied: bool) -> Result<(), ChannelError> {
+        if self.finished {
+            return Ok(());
+        }
+        self.finished = true;
+        let transaction = &mut self.transaction;
+        let shared = Arc::clone(&transaction.shared);
+        let reply = std::mem::replace(
+            &mut self.reply,
+            Err(ChannelError::Closed {
+                channel: shared.name.clone(),
+            }),
+        );
+        let outcome = reply.and_then(|receiver| {
+            receiver.recv().unwrap_or_else(|_| {
+                Err(ChannelError::Closed {
+                    channel: shared.name.clone(),
+                })
+            })
+        });
+        let puts = std::mem::take(&mut transaction.puts);
+        let takes = std::mem::take(&mut transaction.takes);
+        let first_write_order_id = self.first_write_order_id;
+        let last_write_order_id = self.last_write_order_id;
+        match outcome {
+            Ok(locations) => {
+                let dependencies = record_dependencies(&locations, self.put_batches.len(), &takes);
+                let put_pointers = transaction.cache_and_point(&self.put_batches, puts, &locations);
+                shared.finish_commit(
+                    first_write_order_id,
+                    FinishedCommit {
+                        last_write_order_id,
+                        effect: CommitEffect::Applied {
+                            put_pointers,
+                            takes,
+                            dependencies,
+                        },
+                    },
+                    wait_until_applied,
+                );
+                Ok(())
+            }
+            Err(error) => {
+                if !puts.is_empty() {
+                    ChannelCounters::add(&shared.counters.put_error, 1);
+                }
+                shared.finish_commit(
+                    first_write_order_id,
+                    FinishedCommit {
+                        last_write_order_id,
+                        effect: CommitEffect::Abandoned {
+                            put_count: puts.len() as u64,
+                            takes,
+                        },
+                    },
+                    wait_until_applied,
+                );
+                Err(error)
+            }
+        }
+    }
+}
+
+impl PendingCommit for SubmittedCommit {
+    /// Durable (or failed) on return; visible to takers once every commit started
+    /// before it has finished too, so pipelined commits never wait for each other here.
+    fn finish(mut self: Box<Self>) -> Result<(), ChannelError> {
+        self.complete(false)
+    }
+}
+
+impl Drop for SubmittedCommit {
+    fn drop(&mut self) {
+        let _ = self.complete(false);
+    }
+}
+
 impl Transaction for FileTransaction {
     fn put(&mut self, event: Event) -> Result<(), ChannelError> {
         let shared = &self.shared;
@@ -972,93 +1148,12 @@ impl Transaction for FileTransaction {
         self.take_inner(Some(wait))
     }
 
-    fn commit(mut self: Box<Self>) -> Result<(), ChannelError> {
-        if self.puts.is_empty() && self.takes.is_empty() {
-            self.finished = true;
-            return Ok(());
-        }
-        if let Err(error) = self.shared.check_usable() {
-            self.rollback_in_memory();
-            return Err(error);
-        }
-        let shared = Arc::clone(&self.shared);
-        let put_batches = self.put_batches();
-        let put_bytes: u64 = self
-            .puts
-            .iter()
-            .map(|event| encoded_event_bytes(event) as u64)
-            .sum();
-        let dir = match shared.pick_dir(put_bytes, !self.puts.is_empty()) {
-            Ok(dir) => dir,
-            Err(error) => {
-                ChannelCounters::add(&shared.counters.put_error, 1);
-                self.rollback_in_memory();
-                return Err(error);
-            }
-        };
-        let record_count = put_batches.len() + usize::from(!self.takes.is_empty()) + 1;
-        let transaction_id = shared.next_transaction_id.fetch_add(1, Ordering::Relaxed);
-        // From here on the write-order range must reach the sequencer, whatever happens,
-        // or later commits would wait for it forever.
-        let first_write_order_id = shared
-            .next_write_order_id
-            .fetch_add(record_count as u64, Ordering::AcqRel);
-        let last_write_order_id = first_write_order_id + record_count as u64 - 1;
-        let (reply_sender, reply_receiver) = crossbeam_channel::bounded(1);
-        let outcome = match self.encode(transaction_id, first_write_order_id, &put_batches) {
-            Err(error) => Err(error),
-            Ok(records) => match dir.writer.submit(WriteJob {
-                records,
-                record_count,
-                reply: reply_sender,
-            }) {
-                Ok(()) => reply_receiver.recv().unwrap_or_else(|_| {
-                    Err(ChannelError::Closed {
-                        channel: shared.name.clone(),
-                    })
-                }),
-                Err(_) => Err(ChannelError::Closed {
-                    channel: shared.name.clone(),
-                }),
-            },
-        };
-        self.finished = true;
-        let puts = std::mem::take(&mut self.puts);
-        let takes = std::mem::take(&mut self.takes);
-        match outcome {
-            Ok(locations) => {
-                let dependencies = record_dependencies(&locations, put_batches.len(), &takes);
-                let put_pointers = self.cache_and_point(&put_batches, puts, &locations);
-                shared.finish_commit(
-                    first_write_order_id,
-                    FinishedCommit {
-                        last_write_order_id,
-                        effect: CommitEffect::Applied {
-                            put_pointers,
-                            takes,
-                            dependencies,
-                        },
-                    },
-                );
-                Ok(())
-            }
-            Err(error) => {
-                if !puts.is_empty() {
-                    ChannelCounters::add(&shared.counters.put_error, 1);
-                }
-                shared.finish_commit(
-                    first_write_order_id,
-                    FinishedCommit {
-                        last_write_order_id,
-                        effect: CommitEffect::Abandoned {
-                            put_count: puts.len() as u64,
-                            takes,
-                        },
-                    },
-                );
-                Err(error)
-            }
-        }
+    fn commit(self: Box<Self>) -> Result<(), ChannelError> {
+        self.submit_commit()?.complete(true)
+    }
+
+    fn commit_pipelined(self: Box<Self>) -> Result<Box<dyn PendingCommit>, ChannelError> {
+        Ok(Box::new(self.submit_commit()?))
     }
 
     fn rollback(mut self: Box<Self>) -> Result<(), ChannelError> {
