@@ -71,6 +71,18 @@ impl RunningSource {
         read(&self.counters).load(Ordering::Relaxed)
     }
 
+    /// Waits until the channel has refused one of the source's batches (it was full).
+    async fn channel_refused_a_batch(&self) {
+        let deadline = tokio::time::Instant::now() + STUCK_TEST_TIMEOUT;
+        while self.counter(|counters| &counters.channel_write_failures) == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the channel never refused a batch"
+            );
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
     /// Waits for the source to end by itself.
     async fn ended(self) -> Result<(), SourceError> {
         tokio::time::timeout(STUCK_TEST_TIMEOUT, self.task)
@@ -224,14 +236,7 @@ async fn exec_waits_while_the_channel_is_full_and_loses_no_line() {
     );
     // The channel holds 10 events: the source runs into it being full before anyone
     // takes anything.
-    let deadline = tokio::time::Instant::now() + STUCK_TEST_TIMEOUT;
-    while source.counter(|counters| &counters.channel_write_failures) == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the channel never refused a batch"
-        );
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
+    source.channel_refused_a_batch().await;
     let events = take_events(&server, LINES).await;
     let expected: Vec<String> = (1..=LINES).map(|line| line.to_string()).collect();
     assert_eq!(bodies(&events), expected);
@@ -311,6 +316,43 @@ async fn syslog_tcp_delivers_parsed_messages_of_both_rfcs_and_flags_bad_ones_in_
     assert_eq!(source.counter(|counters| &counters.events_received), 6);
     assert_eq!(source.counter(|counters| &counters.events_accepted), 6);
     assert_eq!(source.counter(|counters| &counters.event_read_failures), 2);
+    source
+        .stopped()
+        .await
+        .expect("a stopped syslogtcp source ends cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_tcp_waits_while_the_channel_is_full_and_loses_no_message() {
+    const MESSAGES: usize = 60;
+    let server = server_with_memory_channel(10, 5);
+    let port = free_tcp_port();
+    let source = RunningSource::start(
+        SourceKind::SyslogTcp(SyslogSettings {
+            batch_size: 5,
+            ..syslog_settings(port, 2500)
+        }),
+        &server,
+    );
+    let mut stream = connect_when_listening(port, &source).await;
+    let input: String = (1..=MESSAGES)
+        .map(|number| format!("<13>Oct 11 22:14:15 host message {number}\n"))
+        .collect();
+    tokio::io::AsyncWriteExt::write_all(&mut stream, input.as_bytes())
+        .await
+        .expect("send");
+    drop(stream);
+    source.channel_refused_a_batch().await;
+    let events = take_events(&server, MESSAGES).await;
+    let expected: Vec<String> = (1..=MESSAGES)
+        .map(|number| format!("message {number}"))
+        .collect();
+    assert_eq!(bodies(&events), expected);
+    assert_eq!(
+        channel_size(&server).await,
+        0,
+        "no message was delivered twice"
+    );
     source
         .stopped()
         .await
