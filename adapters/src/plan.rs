@@ -20,10 +20,13 @@ use millrace_server::config::{
 use crate::interceptors::{plan_interceptors, Interceptor};
 use crate::settings::{self, ComponentSettings};
 use crate::sinks::{RollingFileSettings, DEFAULT_MAX_BYTES_TO_LOG};
+use crate::sources::exec::{self, ExecSettings};
+use crate::sources::http::{self, HttpSettings};
 use crate::sources::netcat::{self, NetcatSettings};
 use crate::sources::spooldir::{
     self, CompletionPolicy, ConsumeOrder, DecodeErrorPolicy, SpoolDirSettings,
 };
+use crate::sources::syslog::{self, KeepFields, SyslogSettings};
 use crate::sources::SourceKind;
 
 /// The spooling-directory file sink's class name, accepted as Millrace's own.
@@ -222,7 +225,7 @@ fn unsupported_type(
     }
 }
 
-const SUPPORTED_SOURCES: &str = "netcat, spooldir";
+const SUPPORTED_SOURCES: &str = "netcat, spooldir, exec, syslogtcp, syslogudp, http";
 
 fn plan_source(
     config: &AgentConfig,
@@ -255,6 +258,26 @@ fn plan_source(
         "org.apache.flume.source.SpoolDirectorySource",
     ) {
         plan_spooldir(&mut keys).map(SourceKind::SpoolDir)
+    } else if type_is(source_type, "exec", "org.apache.flume.source.ExecSource") {
+        plan_exec(&mut keys).map(SourceKind::Exec)
+    } else if type_is(
+        source_type,
+        "syslogtcp",
+        "org.apache.flume.source.SyslogTcpSource",
+    ) {
+        plan_syslog(&mut keys, SyslogTransport::Tcp).map(SourceKind::SyslogTcp)
+    } else if type_is(
+        source_type,
+        "syslogudp",
+        "org.apache.flume.source.SyslogUDPSource",
+    ) {
+        plan_syslog(&mut keys, SyslogTransport::Udp).map(SourceKind::SyslogUdp)
+    } else if type_is(
+        source_type,
+        "http",
+        "org.apache.flume.source.http.HTTPSource",
+    ) {
+        plan_http(&mut keys).map(SourceKind::Http)
     } else {
         errors.push(unsupported_type(
             config,
@@ -528,4 +551,103 @@ pub fn client_options(address: &str, auth_token: Option<&str>, component: &str) 
         options = options.with_auth_token(token);
     }
     options
+}
+
+fn plan_exec(keys: &mut ComponentSettings<'_>) -> Option<ExecSettings> {
+    let command = keys.required_text("command", "the command to run");
+    if command
+        .as_deref()
+        .is_some_and(|command| command.trim().is_empty())
+    {
+        keys.conflict("command", "expected a command, got only whitespace");
+    }
+    let shell = keys.text("shell");
+    let restart = keys.boolean_or("restart", false);
+    let restart_throttle = keys.millis_or("restartThrottle", exec::DEFAULT_RESTART_THROTTLE);
+    let log_stderr = keys.boolean_or("logStdErr", false);
+    let batch_size = keys.count_or("batchSize", exec::DEFAULT_BATCH_SIZE as u64);
+    let batch_timeout = keys.parsed_or(
+        "batchTimeout",
+        exec::DEFAULT_BATCH_TIMEOUT,
+        values::positive_milliseconds,
+    );
+    keys.choice_or("charset", "UTF-8", &["UTF-8"]);
+    Some(ExecSettings {
+        command: command.filter(|command| !command.trim().is_empty())?,
+        shell,
+        restart,
+        restart_throttle,
+        log_stderr,
+        batch_size: usize::try_from(batch_size).unwrap_or(usize::MAX),
+        batch_timeout,
+    })
+}
+
+/// Which syslog source is being read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SyslogTransport {
+    Tcp,
+    Udp,
+}
+
+fn plan_syslog(
+    keys: &mut ComponentSettings<'_>,
+    transport: SyslogTransport,
+) -> Option<SyslogSettings> {
+    // Flume listens on every interface when `host` is absent.
+    let host = keys.text_or("host", "0.0.0.0");
+    let port = keys.port("port");
+    let default_event_size = match transport {
+        SyslogTransport::Tcp => syslog::DEFAULT_TCP_EVENT_SIZE_BYTES,
+        SyslogTransport::Udp => syslog::DEFAULT_UDP_EVENT_SIZE_BYTES,
+    };
+    let event_size_bytes = keys.count_or("eventSize", default_event_size as u64);
+    let keep_fields = keys.parsed_or("keepFields", KeepFields::None, |value| {
+        KeepFields::parse(value).map_err(|word| {
+            Expected::new(format!(
+                "none, all, or a space-separated list of priority, version, timestamp, \
+                 hostname (not {word:?})"
+            ))
+        })
+    });
+    let client_ip_header = keys.text("clientIPHeader");
+    let client_hostname_header = keys.text("clientHostnameHeader");
+    let batch_size = keys.count_or("batchSize", syslog::DEFAULT_SYSLOG_BATCH_SIZE as u64);
+    Some(SyslogSettings {
+        host,
+        port: port?,
+        event_size_bytes: usize::try_from(event_size_bytes).unwrap_or(usize::MAX),
+        keep_fields,
+        client_ip_header,
+        client_hostname_header,
+        batch_size: usize::try_from(batch_size).unwrap_or(usize::MAX),
+    })
+}
+
+fn plan_http(keys: &mut ComponentSettings<'_>) -> Option<HttpSettings> {
+    let bind = keys.text_or("bind", http::DEFAULT_BIND);
+    let port = keys.port("port");
+    keys.parsed_or("handler", (), |value| {
+        if value.trim() == http::JSON_HANDLER_CLASS {
+            Ok(())
+        } else {
+            Err(Expected::new(format!(
+                "{} (the only handler Millrace has; it runs no Java classes)",
+                http::JSON_HANDLER_CLASS
+            )))
+        }
+    });
+    for (rest, _, _) in keys.with_prefix("handler.") {
+        keys.conflict(
+            &format!("handler.{rest}"),
+            "the JSON handler takes no settings; remove this key",
+        );
+    }
+    keys.parsed_or("enableSSL", (), |value| match values::boolean(value)? {
+        false => Ok(()),
+        true => Err(Expected::new(
+            "false (HTTPS is not supported: put a TLS proxy in front)",
+        )),
+    });
+    Some(HttpSettings { bind, port: port? })
 }

@@ -3,23 +3,33 @@
 //! Every source hands its events to a [`ChannelProcessor`] and only acknowledges its
 //! input (an `OK` line, a renamed file, an HTTP 200) once the puts are committed.
 
+pub mod exec;
+pub mod http;
 pub mod netcat;
 pub mod spooldir;
+pub mod syslog;
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use millrace_client::ClientOptions;
 use millrace_server::config::ChannelSelector;
 use thiserror::Error;
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{info, warn};
 
 use crate::connection::{Connection, StopSignal};
-use crate::counters::SourceCounters;
+use crate::counters::{self, SourceCounters};
 use crate::delivery::{ChannelProcessor, DeliveryError};
 use crate::file_problem::FileProblem;
 use crate::interceptors::Interceptor;
 
+pub use exec::ExecSettings;
+pub use http::HttpSettings;
 pub use netcat::NetcatSettings;
 pub use spooldir::SpoolDirSettings;
+pub use syslog::SyslogSettings;
 
 /// Why a source stopped.
 #[derive(Debug, Error)]
@@ -89,6 +99,14 @@ pub enum SourceKind {
     Netcat(NetcatSettings),
     /// `spooldir`.
     SpoolDir(SpoolDirSettings),
+    /// `exec`.
+    Exec(ExecSettings),
+    /// `syslogtcp`.
+    SyslogTcp(SyslogSettings),
+    /// `syslogudp`.
+    SyslogUdp(SyslogSettings),
+    /// `http`.
+    Http(HttpSettings),
 }
 
 impl SourceKind {
@@ -104,6 +122,78 @@ impl SourceKind {
             SourceKind::SpoolDir(settings) => {
                 spooldir::run(settings, processors.build(), counters, stop).await
             }
+            SourceKind::Exec(settings) => {
+                exec::run(settings, processors.build(), counters, stop).await
+            }
+            SourceKind::SyslogTcp(settings) => {
+                syslog::tcp::run(settings, processors, counters, stop).await
+            }
+            SourceKind::SyslogUdp(settings) => {
+                syslog::udp::run(settings, processors, counters, stop).await
+            }
+            SourceKind::Http(settings) => http::run(settings, processors, counters, stop).await,
+        }
+    }
+}
+
+/// `host:port`, with an IPv6 host in brackets.
+pub fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// What to say when `address` cannot be bound.
+pub fn bind_failure(address: &str) -> impl Fn(std::io::Error) -> SourceError + '_ {
+    move |source| SourceError::Bind {
+        address: address.to_string(),
+        source,
+    }
+}
+
+/// Binds the listening socket of a TCP source and logs where it listens.
+pub async fn listen_tcp(address: &str, source_type: &str) -> Result<TcpListener, SourceError> {
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(bind_failure(address))?;
+    let local = listener.local_addr().map_err(bind_failure(address))?;
+    info!(address = %local, "{source_type} source listening");
+    Ok(listener)
+}
+
+/// Accepts connections until `stop` is raised, each served by `serve` in its own task
+/// and counted in `OpenConnectionCount` while it lasts.
+pub async fn serve_connections<Serve, Served>(
+    listener: TcpListener,
+    source_type: &'static str,
+    counters: Arc<SourceCounters>,
+    mut stop: StopSignal,
+    mut serve: Serve,
+) -> Result<(), SourceError>
+where
+    Serve: FnMut(TcpStream, SocketAddr) -> Served,
+    Served: Future<Output = std::io::Result<()>> + Send + 'static,
+{
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stop.raised() => return Ok(()),
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let connection = serve(stream, peer);
+                let counters = Arc::clone(&counters);
+                tokio::spawn(async move {
+                    counters::increment(&counters.open_connections);
+                    if let Err(error) = connection.await {
+                        warn!(%peer, %error, "{source_type} connection ended with an error");
+                    }
+                    counters::decrement(&counters.open_connections);
+                });
+            }
+            Err(error) => warn!(%error, "accepting a {source_type} connection failed"),
         }
     }
 }

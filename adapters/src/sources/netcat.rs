@@ -12,10 +12,10 @@ use std::sync::Arc;
 
 use millrace_client::Event;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
-use tracing::{info, warn};
+use tokio::net::TcpStream;
+use tracing::warn;
 
-use super::{ProcessorFactory, SourceError};
+use super::{host_port, listen_tcp, serve_connections, ProcessorFactory, SourceError};
 use crate::connection::StopSignal;
 use crate::counters::{self, SourceCounters};
 
@@ -40,49 +40,25 @@ pub async fn run(
     settings: NetcatSettings,
     processors: ProcessorFactory,
     counters: Arc<SourceCounters>,
-    mut stop: StopSignal,
+    stop: StopSignal,
 ) -> Result<(), SourceError> {
     let host = if settings.bind.is_empty() {
         "127.0.0.1"
     } else {
         settings.bind.as_str()
     };
-    let listener = TcpListener::bind((host, settings.port))
-        .await
-        .map_err(|source| SourceError::Bind {
-            address: format!("{host}:{}", settings.port),
-            source,
-        })?;
-    let local = listener.local_addr().map_err(|source| SourceError::Bind {
-        address: format!("{host}:{}", settings.port),
-        source,
-    })?;
-    info!(address = %local, "netcat source listening");
+    let listener = listen_tcp(&host_port(host, settings.port), "netcat").await?;
     let settings = Arc::new(settings);
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = stop.raised() => return Ok(()),
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let settings = Arc::clone(&settings);
-                let processors = processors.clone();
-                let counters = Arc::clone(&counters);
-                let stop = stop.clone();
-                tokio::spawn(async move {
-                    counters::increment(&counters.open_connections);
-                    if let Err(error) =
-                        serve_connection(stream, peer, &settings, processors, &counters, stop).await
-                    {
-                        warn!(%peer, %error, "netcat connection ended with an error");
-                    }
-                    counters::decrement(&counters.open_connections);
-                });
-            }
-            Err(error) => warn!(%error, "accepting a netcat connection failed"),
-        }
-    }
+    let connection_counters = Arc::clone(&counters);
+    let connection_stop = stop.clone();
+    serve_connections(listener, "netcat", counters, stop, move |stream, peer| {
+        let settings = Arc::clone(&settings);
+        let processors = processors.clone();
+        let counters = Arc::clone(&connection_counters);
+        let stop = connection_stop.clone();
+        async move { serve_connection(stream, peer, &settings, processors, &counters, stop).await }
+    })
+    .await
 }
 
 async fn serve_connection(

@@ -1,0 +1,86 @@
+//! The `syslogtcp` and `syslogudp` sources: syslog messages (RFC 3164 and RFC 5424) as
+//! events, with the headers Flume's `SyslogUtils` sets (see [`message`]).
+//!
+//! - TCP ([`tcp`]): messages end at `\n`, or come octet-counted (`LEN SP <PRI>…`, RFC
+//!   6587). Each connection delivers what it has read in batches and waits while the
+//!   channel is full, so a full channel slows the sender down (TCP back-pressure)
+//!   instead of losing messages.
+//! - UDP ([`udp`]): one datagram is one message. UDP has no back-pressure: a batch the
+//!   channel refuses is counted in `ChannelWriteFail` and dropped, as Flume does.
+
+pub mod message;
+pub mod tcp;
+pub mod udp;
+
+use std::net::SocketAddr;
+
+use chrono::Local;
+use millrace_client::Event;
+use tracing::warn;
+
+pub use message::{KeepFields, KeptFields, SyslogStatus};
+
+use crate::counters::{self, SourceCounters};
+
+/// Flume's default `eventSize` for `syslogtcp`.
+pub const DEFAULT_TCP_EVENT_SIZE_BYTES: usize = 2500;
+/// Flume's fixed message limit for `syslogudp` (the largest UDP payload, RFC 5426).
+pub const DEFAULT_UDP_EVENT_SIZE_BYTES: usize = 1 << 16;
+/// Flume's smallest `eventSize`.
+pub const MIN_EVENT_SIZE_BYTES: usize = 10;
+/// Messages delivered together by default (Millrace's `batchSize`).
+pub const DEFAULT_SYSLOG_BATCH_SIZE: usize = 100;
+
+/// How a syslog source is configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyslogSettings {
+    /// `host`; Flume listens on every interface when it is absent.
+    pub host: String,
+    /// `port`.
+    pub port: u16,
+    /// `eventSize`: longer messages are cut and marked `Incomplete`.
+    pub event_size_bytes: usize,
+    /// `keepFields`.
+    pub keep_fields: KeepFields,
+    /// `clientIPHeader`: header to carry the sender's IP address.
+    pub client_ip_header: Option<String>,
+    /// `clientHostnameHeader`: header to carry the sender's host (its address: no
+    /// reverse DNS lookup is made).
+    pub client_hostname_header: Option<String>,
+    /// `batchSize`: most messages put in one transaction.
+    pub batch_size: usize,
+}
+
+/// The event for one received message from `peer`; counts it as received, and as a
+/// read failure when it is `Invalid` or `Incomplete`.
+pub fn message_event(
+    raw: &[u8],
+    truncated: bool,
+    peer: SocketAddr,
+    settings: &SyslogSettings,
+    counters: &SourceCounters,
+) -> Event {
+    counters::increment(&counters.events_received);
+    let parsed = message::parse_message(raw, truncated, settings.keep_fields, Local::now());
+    if let Some(status) = parsed.status {
+        counters::increment(&counters.event_read_failures);
+        match status {
+            SyslogStatus::Invalid => {
+                warn!(%peer, "syslog message without a valid <PRI>; kept whole")
+            }
+            SyslogStatus::Incomplete => warn!(
+                %peer,
+                event_size_bytes = settings.event_size_bytes,
+                "syslog message longer than eventSize; cut (consider a larger eventSize)"
+            ),
+        }
+    }
+    let mut event = parsed.event;
+    if let Some(header) = &settings.client_ip_header {
+        event = event.with_header(header.clone(), peer.ip().to_string());
+    }
+    if let Some(header) = &settings.client_hostname_header {
+        event = event.with_header(header.clone(), peer.ip().to_string());
+    }
+    event
+}
