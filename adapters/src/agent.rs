@@ -213,7 +213,17 @@ pub async fn supervise(
         };
         let failure = match attempt.await {
             Ok(Ok(())) if stop.is_raised() => return,
-            Ok(Ok(())) => "stopped by itself".to_string(),
+            Ok(Ok(())) => {
+                // A component that ends by itself (an exec source whose command exited,
+                // without `restart`) is done, as in Flume: it is not started again, and
+                // the process stays up so its supervisor does not restart it either.
+                info!(
+                    component = plan.name(),
+                    "component finished; idle until stopped"
+                );
+                stop.raised().await;
+                return;
+            }
             Ok(Err(failure)) => failure,
             Err(join_error) => format!("panicked: {join_error}"),
         };

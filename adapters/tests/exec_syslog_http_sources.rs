@@ -57,6 +57,7 @@ impl RunningSource {
             },
             options: ClientOptions::new(server.protocol_address()),
             counters: Arc::clone(&counters),
+            interceptors: Vec::new(),
         };
         let (stop, signal) = stop_signal();
         let task = tokio::spawn(kind.run(processors, signal));
