@@ -40,8 +40,9 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 pub use millrace_protocol::{
-    counters, fields, ChannelStats, ErrorClass, ErrorCode, ErrorResponse, Event, HelloAccepted,
-    Request, RequestId, Response,
+    counters, fields, ChannelStats, ErrorClass, ErrorCode, ErrorResponse, Event, EventLocation,
+    HelloAccepted, ReplayExecution, ReplayPoint, ReplayReport, ReplayRequest, Request, RequestId,
+    Response, RetainedCommit,
 };
 use millrace_protocol::{
     DecodeError, DecodeLimits, EncodeError, Encoder, Hello, InvalidLimit, ResponseDecoder,
@@ -311,6 +312,8 @@ fn request_name(request: &Request) -> &'static str {
         Request::PutCommit { .. } => "PutCommit",
         Request::Stats { .. } => "Stats",
         Request::Checkpoint { .. } => "Checkpoint",
+        Request::Replay { .. } => "Replay",
+        Request::Inspect { .. } => "Inspect",
         Request::ReportCounters { .. } => "ReportCounters",
     }
 }
@@ -719,6 +722,44 @@ impl Client {
             channel: channel.to_string(),
         })
         .await
+    }
+
+    /// Plans a replay of the file channel `channel` from `point`: the events taken since
+    /// then, which the server would put back. With `execute` the server puts copies of
+    /// them at the tail of the queue; without it nothing changes. A memory or spillable
+    /// channel answers `NOT_SUPPORTED`.
+    pub async fn replay(
+        &mut self,
+        channel: &str,
+        point: ReplayPoint,
+        execute: bool,
+    ) -> Result<ReplayReport, ClientError> {
+        let request = Request::Replay {
+            channel: channel.to_string(),
+            replay: ReplayRequest { point, execute },
+        };
+        match self.call(&request).await? {
+            Response::Replay(report) => Ok(report),
+            other => Err(ClientError::UnexpectedResponse {
+                request: "Replay",
+                response: format!("{other:?}"),
+            }),
+        }
+    }
+
+    /// The inspect report of the live file channel `channel`, as JSON text (its shape is
+    /// in `docs/inspect.md`). A memory or spillable channel answers `NOT_SUPPORTED`.
+    pub async fn inspect(&mut self, channel: &str) -> Result<String, ClientError> {
+        let request = Request::Inspect {
+            channel: channel.to_string(),
+        };
+        match self.call(&request).await? {
+            Response::Inspect(report) => Ok(report.json),
+            other => Err(ClientError::UnexpectedResponse {
+                request: "Inspect",
+                response: format!("{other:?}"),
+            }),
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::ChannelError;
 use crate::event::Event;
-use crate::file::{DirStats, RecoveryReport};
+use crate::file::{DirStats, FileChannel, RecoveryReport};
 
 /// A named channel that hands out transactions.
 pub trait Channel: Send + Sync {
@@ -43,6 +43,13 @@ pub trait Channel: Send + Sync {
     /// Per data directory: path and write figures (file-backed channels only).
     fn dir_stats(&self) -> Vec<(std::path::PathBuf, std::sync::Arc<DirStats>)> {
         Vec::new()
+    }
+
+    /// The channel as a file channel, when it is one: for the operations only a file
+    /// channel's log supports (online inspect and replay). Memory and spillable channels
+    /// return `None`.
+    fn as_file_channel(&self) -> Option<&FileChannel> {
+        None
     }
 }
 

@@ -11,10 +11,10 @@ use millrace_engine::config::FileChannelConfig;
 use millrace_engine::file::RecoveryPath;
 use millrace_engine::inspect::{
     execute_replay, plan_replay, rebuild_checkpoint, salvage, scan_channel, ChannelScan,
-    DamageKind, NoProgress, RecordBody, ReplayPoint, Severity, SlotState, Verdict,
+    DamageKind, InspectError, NoProgress, RecordBody, ReplayPoint, Severity, SlotState, Verdict,
 };
 use millrace_engine::storage::{RealFs, Storage};
-use millrace_engine::{Channel, Event, FileChannel};
+use millrace_engine::{Channel, ChannelError, Event, FileChannel};
 
 const CHANNEL: &str = "c1";
 
@@ -506,6 +506,78 @@ mod replaying {
             .unwrap();
         assert_eq!(outcome.events_replayed, 30);
         assert_eq!(peek_all(&channel), expected_after_replay());
+    }
+
+    #[test]
+    fn a_replay_that_fills_the_channel_part_way_says_how_many_events_it_put_back() {
+        let root = tempfile::tempdir().unwrap();
+        let mut config = retained_config(root.path());
+        config.capacity = 6;
+        config.transaction_capacity = 3;
+        let channel = open(root.path(), &config);
+        put_committed(&channel, &["a", "b", "c"]);
+        put_committed(&channel, &["d", "e", "f"]);
+        assert_eq!(take_committed(&channel, 3).len(), 3);
+        assert_eq!(take_committed(&channel, 3).len(), 3);
+        put_committed(&channel, &["g", "h"]);
+        match channel.replay_execute(ReplayPoint::FromWriteOrderId(1)) {
+            Err(InspectError::ReplayInterrupted {
+                events_replayed,
+                events_planned,
+                transactions,
+                source,
+            }) => {
+                assert_eq!((events_replayed, events_planned, transactions), (3, 6, 1));
+                assert!(
+                    matches!(source, ChannelError::ChannelFull { .. }),
+                    "{source}"
+                );
+            }
+            other => panic!("expected an interrupted replay, got {other:?}"),
+        }
+        let mut queue = take_committed(&channel, 3);
+        queue.extend(take_committed(&channel, 3));
+        assert_eq!(queue, ["g", "h", "a", "b", "c"], "the first copies stay");
+    }
+}
+
+mod inspecting_a_running_channel {
+    use super::*;
+
+    #[test]
+    fn the_live_report_counts_the_queue_and_what_open_transactions_hold() {
+        let root = tempfile::tempdir().unwrap();
+        let config = single_segment_config(root.path());
+        let channel = open(root.path(), &config);
+        put_committed(&channel, &["first", "second", "third", "fourth"]);
+        let mut taker = channel.begin().unwrap();
+        assert!(taker.take().unwrap().is_some());
+        let mut putter = channel.begin().unwrap();
+        putter.put(event("pending")).unwrap();
+        let _idle = channel.begin().unwrap();
+
+        let inspection = channel.inspect_live().unwrap();
+        let figures = &inspection.figures;
+        assert_eq!(figures.queued_events, 3);
+        assert_eq!(figures.open_transactions, 3);
+        assert_eq!(figures.in_flight_taken_events, 1);
+        assert_eq!(figures.in_flight_put_events, 1);
+        let segment_id = inspection.scan.segments[0].segment_id;
+        assert_eq!(inspection.live_events(segment_id), 4);
+        let queue = inspection.queue_summary();
+        assert_eq!(queue.depth, 3);
+        let first_commit_ms = inspection.scan.log.committed[0].summary.committed_unix_ms;
+        assert_eq!(queue.oldest_event_committed_unix_ms, Some(first_commit_ms));
+        assert_eq!(inspection.data_dirs.len(), 1);
+        assert_eq!(inspection.data_dirs[0].segment_count, 1);
+
+        taker.commit().unwrap();
+        putter.rollback().unwrap();
+        let after = channel.live_figures();
+        assert_eq!(after.open_transactions, 1, "only the idle one is left");
+        assert_eq!(after.in_flight_taken_events, 0);
+        assert_eq!(after.in_flight_put_events, 0);
+        assert_eq!(after.live_events_by_segment.get(&segment_id), Some(&3));
     }
 }
 

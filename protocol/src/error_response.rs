@@ -62,6 +62,9 @@ pub enum ErrorCode {
     ChannelUnhealthy,
     /// Code 206: A fault inside the server; the message says what.
     Internal,
+    /// Code 207: The request does not apply to the channel's type (a replay or an inspect
+    /// report of a memory channel, which keeps no log).
+    NotSupported,
     /// Code 301: The client broke the protocol (a malformed frame, a request before the
     /// handshake).
     ProtocolViolation,
@@ -85,7 +88,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code this version defines.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::ChannelFull,
         ErrorCode::InsufficientSpace,
         ErrorCode::TransactionTooLarge,
@@ -94,6 +97,7 @@ impl ErrorCode {
         ErrorCode::TransactionAlreadyOpen,
         ErrorCode::ChannelUnhealthy,
         ErrorCode::Internal,
+        ErrorCode::NotSupported,
         ErrorCode::ProtocolViolation,
         ErrorCode::FrameTooLarge,
         ErrorCode::Unauthorized,
@@ -114,6 +118,7 @@ impl ErrorCode {
             ErrorCode::TransactionAlreadyOpen => 204,
             ErrorCode::ChannelUnhealthy => 205,
             ErrorCode::Internal => 206,
+            ErrorCode::NotSupported => 207,
             ErrorCode::ProtocolViolation => 301,
             ErrorCode::FrameTooLarge => 302,
             ErrorCode::Unauthorized => 303,
@@ -155,6 +160,7 @@ impl ErrorCode {
             ErrorCode::TransactionAlreadyOpen => "TRANSACTION_ALREADY_OPEN",
             ErrorCode::ChannelUnhealthy => "CHANNEL_UNHEALTHY",
             ErrorCode::Internal => "INTERNAL",
+            ErrorCode::NotSupported => "NOT_SUPPORTED",
             ErrorCode::ProtocolViolation => "PROTOCOL_VIOLATION",
             ErrorCode::FrameTooLarge => "FRAME_TOO_LARGE",
             ErrorCode::Unauthorized => "UNAUTHORIZED",
@@ -415,6 +421,27 @@ impl ErrorResponse {
         .with_field(fields::MAX_FRAME_BYTES, u64::from(max_frame_bytes))
     }
 
+    /// A report (`what`, e.g. "inspect report") on `channel` that does not fit the
+    /// client's frame limit. Closes the connection, as any frame too large does.
+    pub fn report_too_large(
+        channel: &str,
+        what: &str,
+        frame_bytes: u64,
+        max_frame_bytes: u32,
+    ) -> Self {
+        ErrorResponse::new(
+            ErrorCode::FrameTooLarge,
+            format!(
+                "the {what} of channel '{channel}' takes a frame of {frame_bytes} bytes, more \
+                 than the client's max_frame_bytes {max_frame_bytes}; reconnect announcing a \
+                 larger max_frame_bytes. Closing the connection"
+            ),
+        )
+        .for_channel(channel)
+        .with_field(fields::FRAME_BYTES, frame_bytes)
+        .with_field(fields::MAX_FRAME_BYTES, u64::from(max_frame_bytes))
+    }
+
     /// The auth token is missing or wrong.
     pub fn unauthorized() -> Self {
         ErrorResponse::new(
@@ -473,6 +500,16 @@ impl ErrorResponse {
             format!("{what} of {limit_ms} ms expired; closing the connection"),
         )
         .with_field(fields::LIMIT_MS, limit_ms)
+    }
+
+    /// `request` (e.g. "replay") does not apply to `channel`, a channel of type
+    /// `channel_type` (Flume's alias, e.g. `memory`); `why` says what it would need.
+    pub fn not_supported(channel: &str, channel_type: &str, request: &str, why: &str) -> Self {
+        ErrorResponse::new(
+            ErrorCode::NotSupported,
+            format!("{request} is not supported for {channel_type} channel '{channel}': {why}"),
+        )
+        .for_channel(channel)
     }
 
     /// A fault inside the server.
@@ -614,6 +651,18 @@ mod tests {
         assert_eq!(
             error.field(fields::NEWEST_SUPPORTED_VERSION),
             Some(u64::from(NEWEST_SUPPORTED_VERSION))
+        );
+    }
+
+    #[test]
+    fn not_supported_names_the_request_the_channel_and_its_type() {
+        let error = ErrorResponse::not_supported("m1", "memory", "replay", "it keeps no log");
+        assert_eq!(error.code.to_wire(), 207);
+        assert_eq!(error.class(), ErrorClass::RequestFailed);
+        assert_eq!(error.channel.as_deref(), Some("m1"));
+        assert_eq!(
+            error.message,
+            "replay is not supported for memory channel 'm1': it keeps no log"
         );
     }
 

@@ -96,6 +96,10 @@ pub enum FrameType {
     Stats = 0x09,
     /// Asks for a checkpoint of a channel now.
     Checkpoint = 0x0A,
+    /// Plans (and optionally executes) a replay of a channel's taken events.
+    Replay = 0x0B,
+    /// Asks for a live channel's inspect report.
+    Inspect = 0x0C,
     /// An adapter's source or sink counters, for the server's metrics.
     ReportCounters = 0x0D,
 
@@ -111,6 +115,10 @@ pub enum FrameType {
     StatsReply = 0x84,
     /// Answer to `Ping`.
     Pong = 0x85,
+    /// A replay's plan (and outcome) returned by `Replay`.
+    ReplayReport = 0x86,
+    /// A live channel's report returned by `Inspect`.
+    InspectReport = 0x87,
 }
 
 impl FrameType {
@@ -127,6 +135,8 @@ impl FrameType {
             0x08 => FrameType::PutCommit,
             0x09 => FrameType::Stats,
             0x0A => FrameType::Checkpoint,
+            0x0B => FrameType::Replay,
+            0x0C => FrameType::Inspect,
             0x0D => FrameType::ReportCounters,
             0x80 => FrameType::Error,
             0x81 => FrameType::HelloAccepted,
@@ -134,6 +144,8 @@ impl FrameType {
             0x83 => FrameType::Events,
             0x84 => FrameType::StatsReply,
             0x85 => FrameType::Pong,
+            0x86 => FrameType::ReplayReport,
+            0x87 => FrameType::InspectReport,
             _ => return None,
         })
     }

@@ -35,8 +35,8 @@
 //! +----------------------+-----------+------------------------+------------------------+
 //! ```
 //!
-//! Request types are `0x01..=0x0A`, response types `0x80..=0x85`; payload layouts are in
-//! [`message`] and [`event`]. There is no checksum: TCP's checksum and the link layer's
+//! Request types are `0x01..=0x0C`, response types `0x80..=0x87`; payload layouts are in
+//! [`message`], [`event`] and [`operator`]. There is no checksum: TCP's checksum and the link layer's
 //! CRC cover transport, the engine checksums what it stores, and TLS (when wanted) is
 //! better added by a tunnel than by a homemade CRC. See `docs/protocol.md`.
 //!
@@ -77,6 +77,7 @@ pub mod event;
 mod frame;
 mod limits;
 pub mod message;
+pub mod operator;
 mod sniff;
 mod wire;
 
@@ -102,6 +103,10 @@ pub use limits::{
 pub use message::{
     counters, validate_channel_name, ChannelStats, Hello, HelloAccepted, Request, Response,
     MAX_AUTH_TOKEN_BYTES, MAX_CHANNEL_NAME_BYTES, MAX_PEER_NAME_BYTES, MAX_STATS_COUNTERS,
+};
+pub use operator::{
+    EventLocation, InspectReport, ReplayExecution, ReplayPoint, ReplayReport, ReplayRequest,
+    RetainedCommit, MAX_LISTED_NOT_RETAINED_EVENTS, MAX_LISTED_REPLAY_SEGMENTS,
 };
 pub use sniff::{LooksLike, LONGEST_SIGNATURE_BYTES};
 pub use wire::{OutputBuffer, MAX_SHORT_STRING_BYTES, MAX_STRING_BYTES};

@@ -17,6 +17,8 @@
 //! 0x08 PutCommit      channel: str8 | batch
 //! 0x09 Stats          channel: str8
 //! 0x0A Checkpoint     channel: str8
+//! 0x0B Replay         channel: str8 | point | execute: u8      (see [`crate::operator`])
+//! 0x0C Inspect        channel: str8
 //! 0x0D ReportCounters component_type: str8 | component: str8
 //!                     | counter_count: u8 | (name: str8 | value: u64) × counter_count
 //!
@@ -27,6 +29,8 @@
 //! 0x83 Events         batch
 //! 0x84 StatsReply     counter_count: u8 | (name: str8 | value: u64) × counter_count
 //! 0x85 Pong           (empty)
+//! 0x86 ReplayReport   the plan and outcome              (see [`crate::operator`])
+//! 0x87 InspectReport  report: str32, JSON               (see [`crate::operator`])
 //! ```
 //!
 //! DO NOT reorder fields or change their widths without bumping `PROTOCOL_VERSION`, and
@@ -42,6 +46,7 @@ use crate::limits::{
     DEFAULT_MAX_FRAME_BYTES, MIN_MAX_FRAME_BYTES, NEWEST_SUPPORTED_VERSION,
     OLDEST_SUPPORTED_VERSION,
 };
+use crate::operator::{InspectReport, ReplayReport, ReplayRequest};
 use crate::wire::{
     put_short_string, put_string, put_u16, put_u32, put_u64, put_u8, OutputBuffer, Reader,
     MAX_SHORT_STRING_BYTES, MAX_STRING_BYTES, SHORT_STRING_LENGTH_BYTES, STRING_LENGTH_BYTES,
@@ -420,6 +425,19 @@ pub enum Request {
         /// The channel.
         channel: String,
     },
+    /// Plans a replay of a file channel's taken events since a point, and with
+    /// `execute` puts them back. Answered with `ReplayReport`.
+    Replay {
+        /// The channel.
+        channel: String,
+        /// The point and whether to execute.
+        replay: ReplayRequest,
+    },
+    /// Asks for a live file channel's inspect report. Answered with `InspectReport`.
+    Inspect {
+        /// The channel.
+        channel: String,
+    },
     /// An adapter's counters for one source or sink, which the server publishes on its
     /// metrics as `<component_type>.<component>`. Answered with `Ok`.
     ReportCounters {
@@ -446,6 +464,8 @@ impl Request {
             Request::PutCommit { .. } => FrameType::PutCommit,
             Request::Stats { .. } => FrameType::Stats,
             Request::Checkpoint { .. } => FrameType::Checkpoint,
+            Request::Replay { .. } => FrameType::Replay,
+            Request::Inspect { .. } => FrameType::Inspect,
             Request::ReportCounters { .. } => FrameType::ReportCounters,
         }
     }
@@ -456,7 +476,9 @@ impl Request {
             Request::Begin { channel }
             | Request::PutCommit { channel, .. }
             | Request::Stats { channel }
-            | Request::Checkpoint { channel } => Some(channel),
+            | Request::Checkpoint { channel }
+            | Request::Replay { channel, .. }
+            | Request::Inspect { channel } => Some(channel),
             _ => None,
         }
     }
@@ -470,9 +492,15 @@ impl Request {
             Request::Ping | Request::Commit | Request::Rollback => {}
             Request::Begin { channel }
             | Request::Stats { channel }
-            | Request::Checkpoint { channel } => {
+            | Request::Checkpoint { channel }
+            | Request::Inspect { channel } => {
                 validate_channel_name(channel)?;
                 put_short_string(out, channel);
+            }
+            Request::Replay { channel, replay } => {
+                validate_channel_name(channel)?;
+                put_short_string(out, channel);
+                replay.write(out);
             }
             Request::Put { events } => events.write(out),
             Request::Take {
@@ -548,6 +576,13 @@ impl Request {
             FrameType::Checkpoint => Request::Checkpoint {
                 channel: parse_channel(&mut reader)?,
             },
+            FrameType::Replay => Request::Replay {
+                channel: parse_channel(&mut reader)?,
+                replay: ReplayRequest::parse(&mut reader)?,
+            },
+            FrameType::Inspect => Request::Inspect {
+                channel: parse_channel(&mut reader)?,
+            },
             FrameType::ReportCounters => Request::ReportCounters {
                 component_type: reader.short_string("component_type")?.to_owned(),
                 component: reader.short_string("component")?.to_owned(),
@@ -558,7 +593,9 @@ impl Request {
             | FrameType::Ok
             | FrameType::Events
             | FrameType::StatsReply
-            | FrameType::Pong => {
+            | FrameType::Pong
+            | FrameType::ReplayReport
+            | FrameType::InspectReport => {
                 // The decoder checks the direction before parsing; kept total so a
                 // mistake there is an error, not a panic.
                 return Err(Malformation::InvalidValue {
@@ -590,6 +627,10 @@ pub enum Response {
     Stats(ChannelStats),
     /// Answer to `Ping`.
     Pong,
+    /// A replay's plan, and its outcome when it was executed.
+    Replay(ReplayReport),
+    /// A live channel's inspect report.
+    Inspect(InspectReport),
     /// The request failed. See [`ErrorResponse`] and its class for what happened to the
     /// transaction and the connection.
     Error(ErrorResponse),
@@ -605,6 +646,8 @@ impl Response {
             Response::Events(_) => FrameType::Events,
             Response::Stats(_) => FrameType::StatsReply,
             Response::Pong => FrameType::Pong,
+            Response::Replay(_) => FrameType::ReplayReport,
+            Response::Inspect(_) => FrameType::InspectReport,
         }
     }
 
@@ -629,6 +672,11 @@ impl Response {
                 Ok(())
             }
             Response::Stats(stats) => stats.write(out),
+            Response::Replay(report) => report.write(out),
+            Response::Inspect(report) => {
+                report.write(out);
+                Ok(())
+            }
         }
     }
 
@@ -650,6 +698,8 @@ impl Response {
             FrameType::Events => Response::Events(EventBatch::parse(&mut reader, payload)?),
             FrameType::StatsReply => Response::Stats(ChannelStats::parse(&mut reader)?),
             FrameType::Pong => Response::Pong,
+            FrameType::ReplayReport => Response::Replay(ReplayReport::parse(&mut reader)?),
+            FrameType::InspectReport => Response::Inspect(InspectReport::parse(&mut reader)?),
             FrameType::Hello
             | FrameType::Ping
             | FrameType::Begin
@@ -660,6 +710,8 @@ impl Response {
             | FrameType::PutCommit
             | FrameType::Stats
             | FrameType::Checkpoint
+            | FrameType::Replay
+            | FrameType::Inspect
             | FrameType::ReportCounters => {
                 return Err(Malformation::InvalidValue {
                     field: "frame type",
@@ -683,6 +735,10 @@ mod tests {
     use crate::event::Event;
     use crate::frame::{RequestId, MAGIC};
     use crate::limits::DecodeLimits;
+    use crate::operator::{
+        EventLocation, ReplayExecution, ReplayPoint, RetainedCommit,
+        MAX_LISTED_NOT_RETAINED_EVENTS, MAX_LISTED_REPLAY_SEGMENTS,
+    };
 
     fn hello() -> Hello {
         Hello::new("unit-test")
@@ -1039,6 +1095,237 @@ mod tests {
         assert_eq!(stats.capacity(), Some(10));
         assert_eq!(stats.get(counters::EVENT_PUT_SUCCESS_COUNT), Some(3));
         assert_eq!(stats.get(counters::EVENT_TAKE_SUCCESS_COUNT), None);
+    }
+
+    fn sample_replay_report() -> ReplayReport {
+        ReplayReport {
+            point: ReplayPoint::FromUnixMs(1_767_225_000_000),
+            take_transactions: 2,
+            events: 15,
+            put_write_order_range: Some((23, 27)),
+            segment_count: 2,
+            segments: vec![3, 4],
+            not_retained_events: 1,
+            not_retained: vec![EventLocation {
+                segment_id: 1,
+                record_offset: 312,
+                event_index: 4,
+            }],
+            oldest_retained_commit: Some(RetainedCommit {
+                write_order_id: 2,
+                committed_unix_ms: 1_767_224_400_000,
+            }),
+            history_truncated: false,
+            execution: Some(ReplayExecution {
+                events_replayed: 15,
+                transactions: 1,
+            }),
+        }
+    }
+
+    #[test]
+    fn replay_and_inspect_requests_round_trip() {
+        for point in [
+            ReplayPoint::LastMs(900_000),
+            ReplayPoint::FromUnixMs(1_767_225_600_000),
+            ReplayPoint::FromWriteOrderId(u64::MAX),
+        ] {
+            for execute in [false, true] {
+                assert_request_round_trips(Request::Replay {
+                    channel: "c1".into(),
+                    replay: ReplayRequest { point, execute },
+                });
+            }
+        }
+        assert_request_round_trips(Request::Inspect {
+            channel: "c1".into(),
+        });
+    }
+
+    #[test]
+    fn replay_request_layout_is_channel_point_kind_value_and_execute_flag() {
+        let request = Request::Replay {
+            channel: "c1".into(),
+            replay: ReplayRequest {
+                point: ReplayPoint::LastMs(900_000),
+                execute: true,
+            },
+        };
+        let mut out = Vec::new();
+        Encoder::default()
+            .encode_request(RequestId(2), &request, &mut out)
+            .unwrap();
+        let expected: Vec<u8> = [
+            &[18, 0, 0, 0][..],        // length
+            &[0x0B],                   // type Replay
+            &[2, 0, 0, 0],             // request id
+            &[2, b'c', b'1'],          // channel
+            &[1],                      // point kind: last_ms
+            &900_000u64.to_le_bytes(), // point value
+            &[1],                      // execute
+        ]
+        .concat();
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn replay_point_kind_and_execute_flag_outside_their_values_are_malformed() {
+        let mut payload = vec![2, b'c', b'1', 4];
+        payload.extend_from_slice(&0u64.to_le_bytes());
+        payload.push(0);
+        assert!(matches!(
+            malformation_of(decode_requests(&hello_then_frame(
+                FrameType::Replay.as_byte(),
+                &payload
+            ))),
+            Malformation::InvalidValue {
+                field: "point kind",
+                value: 4,
+                ..
+            }
+        ));
+        payload[3] = 3;
+        *payload.last_mut().unwrap() = 2;
+        assert!(matches!(
+            malformation_of(decode_requests(&hello_then_frame(
+                FrameType::Replay.as_byte(),
+                &payload
+            ))),
+            Malformation::InvalidValue {
+                field: "execute",
+                value: 2,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn replay_and_inspect_reports_round_trip() {
+        assert_response_round_trips(Response::Replay(sample_replay_report()));
+        let planned_only = ReplayReport {
+            point: ReplayPoint::FromWriteOrderId(1),
+            take_transactions: 0,
+            events: 0,
+            put_write_order_range: None,
+            segment_count: 0,
+            segments: Vec::new(),
+            not_retained_events: 0,
+            not_retained: Vec::new(),
+            oldest_retained_commit: None,
+            history_truncated: true,
+            execution: None,
+        };
+        assert_response_round_trips(Response::Replay(planned_only));
+        assert_response_round_trips(Response::Inspect(InspectReport {
+            json: r#"{"channel":"c1","queue":{"depth":3}}"#.into(),
+        }));
+    }
+
+    #[test]
+    fn a_replay_report_must_carry_a_resolved_point() {
+        let mut report = sample_replay_report();
+        report.point = ReplayPoint::LastMs(60_000);
+        let mut out = Vec::new();
+        assert!(matches!(
+            Encoder::default().encode_response(RequestId(2), &Response::Replay(report), &mut out),
+            Err(EncodeError::InvalidValue {
+                field: "point kind",
+                ..
+            })
+        ));
+        assert!(out.is_empty(), "a refused frame leaves nothing behind");
+        let mut bytes = encode_responses(&[
+            Response::HelloAccepted(accepted()),
+            Response::Replay(sample_replay_report()),
+        ]);
+        let point_kind_offset = bytes.len()
+            - encode_responses(&[Response::Replay(sample_replay_report())]).len()
+            + FRAME_HEADER_BYTES;
+        bytes[point_kind_offset] = 1;
+        assert!(matches!(
+            decode_responses(&bytes),
+            Err(DecodeError::Malformed {
+                problem: Malformation::InvalidValue {
+                    field: "point kind",
+                    value: 1,
+                    ..
+                },
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_replay_report_listing_more_than_it_counts_or_its_cap_is_refused() {
+        let mut overcounted = sample_replay_report();
+        overcounted.not_retained_events = 0;
+        assert!(matches!(
+            Encoder::default().encode_response(
+                RequestId(2),
+                &Response::Replay(overcounted),
+                &mut Vec::new()
+            ),
+            Err(EncodeError::InvalidValue {
+                field: "not_retained",
+                ..
+            })
+        ));
+        let mut over_cap = sample_replay_report();
+        over_cap.segments = vec![7; MAX_LISTED_REPLAY_SEGMENTS + 1];
+        over_cap.segment_count = u64::MAX;
+        assert!(matches!(
+            Encoder::default().encode_response(
+                RequestId(2),
+                &Response::Replay(over_cap),
+                &mut Vec::new()
+            ),
+            Err(EncodeError::TooManyEntries {
+                field: "segments",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn the_largest_replay_report_fits_the_smallest_frame_limit() {
+        let mut largest = sample_replay_report();
+        largest.segments = vec![u32::MAX; MAX_LISTED_REPLAY_SEGMENTS];
+        largest.segment_count = u64::MAX;
+        largest.not_retained = vec![
+            EventLocation {
+                segment_id: u32::MAX,
+                record_offset: u32::MAX,
+                event_index: u32::MAX,
+            };
+            MAX_LISTED_NOT_RETAINED_EVENTS
+        ];
+        largest.not_retained_events = u64::MAX;
+        let mut out = Vec::new();
+        let frame_bytes = Encoder::new(MIN_MAX_FRAME_BYTES)
+            .encode_response(RequestId(2), &Response::Replay(largest), &mut out)
+            .unwrap();
+        assert!(frame_bytes <= MIN_MAX_FRAME_BYTES as usize);
+        assert_eq!(
+            frame_bytes, 102_506,
+            "the size docs/protocol.md §7.6 and §10 give"
+        );
+    }
+
+    #[test]
+    fn an_inspect_report_that_is_not_utf8_is_malformed() {
+        let mut bytes = encode_responses(&[
+            Response::HelloAccepted(accepted()),
+            Response::Inspect(InspectReport { json: "{}".into() }),
+        ]);
+        let last = bytes.len() - 1;
+        bytes[last] = 0xFF;
+        assert!(matches!(
+            decode_responses(&bytes),
+            Err(DecodeError::Malformed {
+                problem: Malformation::InvalidUtf8 { field: "report" },
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub(crate) const STRING_LENGTH_BYTES: usize = 2;
 pub const MAX_SHORT_STRING_BYTES: usize = u8::MAX as usize;
 /// The longest string a `u16` length can describe.
 pub const MAX_STRING_BYTES: usize = u16::MAX as usize;
+/// The longest string a `u32` length can describe (the frame limit is what bounds it in
+/// practice).
+pub const MAX_LONG_STRING_BYTES: usize = u32::MAX as usize;
 
 /// A buffer owned by the caller that frames are appended to.
 ///
@@ -108,6 +111,14 @@ pub(crate) fn put_string<O: OutputBuffer + ?Sized>(out: &mut O, text: &str) {
     out.append_bytes(text.as_bytes());
 }
 
+/// Writes a string with a `u32` length. The caller has checked the length already (the
+/// frame limit bounds it far below `u32::MAX`).
+pub(crate) fn put_long_string<O: OutputBuffer + ?Sized>(out: &mut O, text: &str) {
+    debug_assert!(text.len() <= MAX_LONG_STRING_BYTES);
+    put_u32(out, text.len() as u32);
+    out.append_bytes(text.as_bytes());
+}
+
 /// A cursor over one frame's payload. Every method either returns a value that lies
 /// entirely within the payload or a [`Malformation`] naming the field.
 #[derive(Debug, Clone)]
@@ -182,6 +193,26 @@ impl<'a> Reader<'a> {
         Self::utf8(self.take(len, field)?, field)
     }
 
+    /// A string with a `u32` length in front. The length is checked against the bytes
+    /// that are there before anything is copied.
+    pub(crate) fn long_string(&mut self, field: &'static str) -> Result<&'a str, Malformation> {
+        let len = self.u32(field)? as usize;
+        Self::utf8(self.take(len, field)?, field)
+    }
+
+    /// A `u8` that must be 0 (false) or 1 (true).
+    pub(crate) fn flag(&mut self, field: &'static str) -> Result<bool, Malformation> {
+        match self.u8(field)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(Malformation::InvalidValue {
+                field,
+                value: u64::from(other),
+                expected: "0 or 1",
+            }),
+        }
+    }
+
     /// Fails unless every byte of the payload was read: a frame with bytes left over is
     /// as malformed as one that is cut short.
     pub(crate) fn finish(self) -> Result<(), Malformation> {
@@ -236,6 +267,31 @@ mod tests {
         assert_eq!(
             reader.short_string("channel"),
             Err(Malformation::InvalidUtf8 { field: "channel" })
+        );
+    }
+
+    #[test]
+    fn long_string_length_past_the_payload_is_truncation_and_flags_are_zero_or_one() {
+        let bytes = [0xFF, 0xFF, 0xFF, 0x7F, b'a'];
+        let mut reader = Reader::new(&bytes);
+        assert_eq!(
+            reader.long_string("report"),
+            Err(Malformation::Truncated { field: "report" })
+        );
+        let mut out = Vec::new();
+        put_long_string(&mut out, "{}");
+        put_u8(&mut out, 1);
+        put_u8(&mut out, 2);
+        let mut reader = Reader::new(&out);
+        assert_eq!(reader.long_string("report"), Ok("{}"));
+        assert_eq!(reader.flag("execute"), Ok(true));
+        assert_eq!(
+            reader.flag("execute"),
+            Err(Malformation::InvalidValue {
+                field: "execute",
+                value: 2,
+                expected: "0 or 1"
+            })
         );
     }
 

@@ -4,8 +4,9 @@
 use bytes::BytesMut;
 use millrace_protocol::{
     ChannelStats, DecodeError, DecodeLimits, Encoder, ErrorCode, ErrorResponse, Event, EventBatch,
-    Hello, HelloAccepted, Request, RequestDecoder, RequestFrame, RequestId, Response,
-    ResponseDecoder, ResponseFrame, DEFAULT_MAX_FRAME_BYTES, MAGIC, MIN_MAX_FRAME_BYTES,
+    EventLocation, Hello, HelloAccepted, InspectReport, ReplayExecution, ReplayPoint, ReplayReport,
+    ReplayRequest, Request, RequestDecoder, RequestFrame, RequestId, Response, ResponseDecoder,
+    ResponseFrame, RetainedCommit, DEFAULT_MAX_FRAME_BYTES, MAGIC, MIN_MAX_FRAME_BYTES,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -57,6 +58,80 @@ fn hello() -> impl Strategy<Value = Hello> {
         )
 }
 
+fn replay_point() -> impl Strategy<Value = ReplayPoint> {
+    prop_oneof![
+        any::<u64>().prop_map(ReplayPoint::LastMs),
+        resolved_replay_point(),
+    ]
+}
+
+/// A point a replay report carries: a time or an id, never a duration.
+fn resolved_replay_point() -> impl Strategy<Value = ReplayPoint> {
+    prop_oneof![
+        any::<u64>().prop_map(ReplayPoint::FromUnixMs),
+        any::<u64>().prop_map(ReplayPoint::FromWriteOrderId),
+    ]
+}
+
+fn event_location() -> impl Strategy<Value = EventLocation> {
+    (any::<u32>(), any::<u32>(), any::<u32>()).prop_map(
+        |(segment_id, record_offset, event_index)| EventLocation {
+            segment_id,
+            record_offset,
+            event_index,
+        },
+    )
+}
+
+fn replay_report() -> impl Strategy<Value = ReplayReport> {
+    (
+        (
+            resolved_replay_point(),
+            any::<u64>(),
+            any::<u64>(),
+            proptest::option::of((any::<u64>(), any::<u64>())),
+        ),
+        (
+            prop::collection::vec(any::<u32>(), 0..6),
+            0..3u64,
+            prop::collection::vec(event_location(), 0..6),
+            0..3u64,
+        ),
+        (
+            proptest::option::of((any::<u64>(), any::<u64>())),
+            any::<bool>(),
+            proptest::option::of((any::<u64>(), any::<u64>())),
+        ),
+    )
+        .prop_map(
+            |(
+                (point, take_transactions, events, put_write_order_range),
+                (segments, unlisted_segments, not_retained, unlisted_not_retained),
+                (oldest_retained_commit, history_truncated, execution),
+            )| ReplayReport {
+                point,
+                take_transactions,
+                events,
+                put_write_order_range,
+                segment_count: segments.len() as u64 + unlisted_segments,
+                segments,
+                not_retained_events: not_retained.len() as u64 + unlisted_not_retained,
+                not_retained,
+                oldest_retained_commit: oldest_retained_commit.map(
+                    |(write_order_id, committed_unix_ms)| RetainedCommit {
+                        write_order_id,
+                        committed_unix_ms,
+                    },
+                ),
+                history_truncated,
+                execution: execution.map(|(events_replayed, transactions)| ReplayExecution {
+                    events_replayed,
+                    transactions,
+                }),
+            },
+        )
+}
+
 /// Any request that may follow the handshake.
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
@@ -73,6 +148,13 @@ fn request() -> impl Strategy<Value = Request> {
             .prop_map(|(channel, events)| Request::PutCommit { channel, events }),
         channel_name().prop_map(|channel| Request::Stats { channel }),
         channel_name().prop_map(|channel| Request::Checkpoint { channel }),
+        (channel_name(), replay_point(), any::<bool>()).prop_map(|(channel, point, execute)| {
+            Request::Replay {
+                channel,
+                replay: ReplayRequest { point, execute },
+            }
+        }),
+        channel_name().prop_map(|channel| Request::Inspect { channel }),
         (channel_name(), channel_name(), 0u64..u64::MAX).prop_map(|(kind, name, value)| {
             Request::ReportCounters {
                 component_type: kind,
@@ -119,6 +201,8 @@ fn response() -> impl Strategy<Value = Response> {
         prop::collection::vec(("\\PC{0,20}", any::<u64>()), 0..8)
             .prop_map(|counters| Response::Stats(ChannelStats { counters })),
         error_response().prop_map(Response::Error),
+        replay_report().prop_map(Response::Replay),
+        "\\PC{0,200}".prop_map(|json| Response::Inspect(InspectReport { json })),
     ]
 }
 

@@ -12,7 +12,12 @@
 //! | `EventTooLarge`        | `TRANSACTION_TOO_LARGE` (the protocol has no per-event code; the message and the `event_bytes`/`max_event_bytes` fields say what it is) |
 //! | `InsufficientSpace`    | `INSUFFICIENT_SPACE`    |
 //! | `Failed`, `Io`, `Corruption`, `Closed` | `CHANNEL_UNHEALTHY` (an I/O error or corruption fails the channel) |
+//!
+//! Online inspect and replay read the channel's files; their failures
+//! ([`inspect_error_response`]) are the engine error's code when the channel refused
+//! work, and `INTERNAL` naming the file when reading it failed.
 
+use millrace_engine::inspect::InspectError;
 use millrace_engine::ChannelError;
 use millrace_protocol::{ErrorCode, ErrorResponse};
 
@@ -20,6 +25,45 @@ use millrace_protocol::{ErrorCode, ErrorResponse};
 pub const EVENT_BYTES_FIELD: &str = "event_bytes";
 /// Field of an `EventTooLarge` error: the largest event the channel stores.
 pub const MAX_EVENT_BYTES_FIELD: &str = "max_event_bytes";
+/// Field of an interrupted replay's error: events already put back (and kept).
+pub const EVENTS_REPLAYED_FIELD: &str = "events_replayed";
+/// Field of an interrupted replay's error: events the plan held.
+pub const EVENTS_PLANNED_FIELD: &str = "events_planned";
+
+/// The error frame for a failed online inspect or replay of `channel`.
+pub fn inspect_error_response(channel: &str, error: &InspectError) -> ErrorResponse {
+    match error {
+        InspectError::Channel(source) => engine_error_response(source, 0),
+        InspectError::ReplayInterrupted {
+            events_replayed,
+            events_planned,
+            transactions,
+            source,
+        } => {
+            let cause = engine_error_response(source, 0);
+            ErrorResponse::new(
+                cause.code,
+                format!(
+                    "replay of channel '{channel}' stopped after putting back {events_replayed} \
+                     of {events_planned} events in {transactions} committed transactions; \
+                     those copies stay, so running the same replay again would put them back \
+                     twice. Cause: {}",
+                    cause.message
+                ),
+            )
+            .for_channel(channel)
+            .with_field(EVENTS_REPLAYED_FIELD, *events_replayed)
+            .with_field(EVENTS_PLANNED_FIELD, *events_planned)
+        }
+        InspectError::Io { .. }
+        | InspectError::UnreadableEvent { .. }
+        | InspectError::DestinationNotEmpty { .. }
+        | InspectError::Open(_) => {
+            ErrorResponse::internal(format!("reading channel '{channel}' failed: {error}"))
+                .for_channel(channel)
+        }
+    }
+}
 
 /// The error frame for an engine error. `attempted_events` is how many events the
 /// transaction would have held had the failing request succeeded (for
@@ -105,6 +149,32 @@ mod tests {
         assert_eq!(response.field(fields::SIZE), Some(10));
         assert!(
             response.message.contains("capacity 10"),
+            "{}",
+            response.message
+        );
+    }
+
+    #[test]
+    fn an_interrupted_replay_keeps_its_causes_code_and_says_how_far_it_got() {
+        let error = InspectError::ReplayInterrupted {
+            events_replayed: 100,
+            events_planned: 250,
+            transactions: 1,
+            source: ChannelError::ChannelFull {
+                channel: "c1".into(),
+                capacity: 150,
+                size: 150,
+                waited_ms: 3000,
+            },
+        };
+        let response = inspect_error_response("c1", &error);
+        assert_eq!(response.code, ErrorCode::ChannelFull);
+        assert_eq!(response.field(EVENTS_REPLAYED_FIELD), Some(100));
+        assert_eq!(response.field(EVENTS_PLANNED_FIELD), Some(250));
+        assert!(
+            response
+                .message
+                .contains("after putting back 100 of 250 events in 1 committed transactions"),
             "{}",
             response.message
         );

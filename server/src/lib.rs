@@ -10,7 +10,9 @@
 //! HTTP ─► http ─► metrics / health ─► registry (every channel, its state)
 //! ```
 //!
-//! [`daemon`] runs it all from start to stop; [`cli`] is the command line.
+//! [`daemon`] runs it all from start to stop; [`cli`] is the command line. [`reports`]
+//! builds the operator reports (inspect, replay) that sessions send and that `channelctl`
+//! builds alike for a stopped channel.
 
 pub mod adapters;
 pub mod cli;
@@ -22,5 +24,6 @@ pub mod http;
 pub mod listener;
 pub mod metrics;
 pub mod registry;
+pub mod reports;
 pub mod session;
 pub mod shutdown;

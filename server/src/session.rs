@@ -31,9 +31,9 @@ use std::time::Duration;
 use bytes::BytesMut;
 use millrace_engine::{Channel, ChannelError, ChannelStats as EngineStats, Transaction};
 use millrace_protocol::{
-    encoded_event_bytes, negotiate_version, ChannelStats, DecodeError, DecodeLimits, Encoder,
-    ErrorClass, ErrorResponse, EventBatch, Hello, HelloAccepted, Request, RequestDecoder,
-    RequestFrame, RequestId, Response,
+    encoded_event_bytes, negotiate_version, ChannelStats, DecodeError, DecodeLimits, EncodeError,
+    Encoder, ErrorClass, ErrorResponse, EventBatch, Hello, HelloAccepted, InspectReport,
+    ReplayRequest, Request, RequestDecoder, RequestFrame, RequestId, Response,
 };
 use subtle::ConstantTimeEq;
 use thiserror::Error;
@@ -44,9 +44,10 @@ use tokio::time::{timeout, Instant};
 use tracing::{debug, info, warn};
 
 use crate::config::AuthToken;
-use crate::error_mapping::engine_error_response;
+use crate::error_mapping::{engine_error_response, inspect_error_response};
 use crate::metrics::flume_counters;
 use crate::registry::{ChannelEntry, ChannelRegistry, MAX_REPORTED_COMPONENTS};
+use crate::reports::{live_inspect_report, replay_report, resolve_replay_point};
 use crate::shutdown::{ShutdownPhase, ShutdownWatcher};
 
 /// Bytes the read buffer grows by before each read.
@@ -59,6 +60,12 @@ const FLUSH_THRESHOLD_BYTES: usize = 1024 * 1024;
 const CLOSE_LINGER: Duration = Duration::from_millis(1_000);
 /// After a closing error frame: the most bytes discarded while lingering.
 const CLOSE_DRAIN_MAX_BYTES: usize = 1024 * 1024;
+/// Why a replay needs a file channel, for the `NOT_SUPPORTED` answer.
+const REPLAY_NEEDS_A_LOG: &str = "only a file channel keeps the log of taken events a replay \
+     reads back (a spillable channel's memory tier never reaches disk)";
+/// Why an inspect report needs a file channel, for the `NOT_SUPPORTED` answer.
+const INSPECT_NEEDS_FILES: &str = "only a file channel has segments and checkpoints to \
+     report; `channelctl stats` shows this channel's counters";
 
 /// What every session of a server shares.
 #[derive(Debug)]
@@ -506,6 +513,8 @@ impl Session {
             }
             Request::Stats { channel } => Ok(self.stats(request_id, &channel)),
             Request::Checkpoint { channel } => self.checkpoint(request_id, &channel).await,
+            Request::Replay { channel, replay } => self.replay(request_id, &channel, replay).await,
+            Request::Inspect { channel } => self.inspect(request_id, &channel).await,
             Request::ReportCounters {
                 component_type,
                 component,
@@ -780,6 +789,120 @@ impl Session {
         match on_blocking_pool(move || channel.checkpoint()).await? {
             Ok(()) => Ok(self.respond_ok(request_id)),
             Err(error) => Ok(self.respond_error(request_id, engine_error_response(&error, 0))),
+        }
+    }
+}
+
+/// Operator requests: replay and inspect of a file channel.
+impl Session {
+    /// Plans a replay of a file channel (and with `execute` performs it) on the blocking
+    /// pool: the plan scans the channel's files, the copies go through its transactions.
+    async fn replay(
+        &mut self,
+        request_id: RequestId,
+        channel_name: &str,
+        replay: ReplayRequest,
+    ) -> Result<Flow, SessionError> {
+        let (entry, channel) = match self.serving_channel(channel_name) {
+            Ok(serving) => serving,
+            Err(error) => return Ok(self.respond_error(request_id, error)),
+        };
+        if channel.as_file_channel().is_none() {
+            let error = ErrorResponse::not_supported(
+                channel_name,
+                entry.type_name(),
+                "replay",
+                REPLAY_NEEDS_A_LOG,
+            );
+            return Ok(self.respond_error(request_id, error));
+        }
+        info!(peer = %self.peer, client = %self.client_name, channel = channel_name, point = ?replay.point, execute = replay.execute, "replay requested");
+        let point = resolve_replay_point(replay.point, std::time::SystemTime::now());
+        let outcome = on_blocking_pool(move || {
+            let file_channel = channel.as_file_channel().expect("checked above");
+            if replay.execute {
+                file_channel
+                    .replay_execute(point)
+                    .map(|(plan, outcome)| replay_report(&plan, Some(&outcome)))
+            } else {
+                file_channel
+                    .replay_plan(point)
+                    .map(|plan| replay_report(&plan, None))
+            }
+        })
+        .await?;
+        match outcome {
+            Ok(report) => {
+                self.respond(request_id, &Response::Replay(report));
+                Ok(Flow::Continue)
+            }
+            Err(error) => {
+                warn!(channel = channel_name, %error, "replay failed");
+                let error = inspect_error_response(channel_name, &error);
+                Ok(self.respond_error(request_id, error))
+            }
+        }
+    }
+
+    /// Builds a file channel's inspect report on the blocking pool (it scans the files).
+    /// A channel that failed since it opened can still be inspected; one that is still
+    /// recovering or never opened cannot.
+    async fn inspect(
+        &mut self,
+        request_id: RequestId,
+        channel_name: &str,
+    ) -> Result<Flow, SessionError> {
+        let Some(entry) = self.registry.get(channel_name).cloned() else {
+            return Ok(self.respond_error(request_id, ErrorResponse::unknown_channel(channel_name)));
+        };
+        let Some(channel) = entry.channel() else {
+            let reason = entry
+                .unavailable_reason()
+                .unwrap_or_else(|| "the channel is not open".to_string());
+            let error = ErrorResponse::channel_unhealthy(channel_name, &reason);
+            return Ok(self.respond_error(request_id, error));
+        };
+        if channel.as_file_channel().is_none() {
+            let error = ErrorResponse::not_supported(
+                channel_name,
+                entry.type_name(),
+                "inspect",
+                INSPECT_NEEDS_FILES,
+            );
+            return Ok(self.respond_error(request_id, error));
+        }
+        let outcome = on_blocking_pool(move || {
+            let file_channel = channel.as_file_channel().expect("checked above");
+            let inspection = file_channel.inspect_live()?;
+            Ok(live_inspect_report(&inspection, &channel.stats()).to_string())
+        })
+        .await?;
+        let json = match outcome {
+            Ok(json) => json,
+            Err(error) => {
+                let error = inspect_error_response(channel_name, &error);
+                return Ok(self.respond_error(request_id, error));
+            }
+        };
+        let response = Response::Inspect(InspectReport { json });
+        match self
+            .encoder
+            .encode_response(request_id, &response, &mut self.output)
+        {
+            Ok(_) => Ok(Flow::Continue),
+            Err(EncodeError::FrameTooLarge {
+                frame_bytes,
+                max_frame_bytes,
+            }) => {
+                let error = ErrorResponse::report_too_large(
+                    channel_name,
+                    "inspect report",
+                    frame_bytes,
+                    max_frame_bytes,
+                );
+                Ok(self.respond_error(request_id, error))
+            }
+            Err(error) => Ok(self.respond_error(request_id, ErrorResponse::internal(error))),
         }
     }
 }

@@ -4,7 +4,8 @@
 //! parses the command line and maps the outcome to an exit code. [`offline`] holds the
 //! logic of `channelctl inspect`, `verify`, `checkpoint` and `replay` on a stopped
 //! channel: each function takes parsed options, writes a table (or JSON with `--json`) to
-//! a writer and returns the process exit code.
+//! a writer and returns the process exit code; its report writers also print the
+//! reports channeld sends for a live channel.
 
 pub mod channelctl;
 pub mod offline;

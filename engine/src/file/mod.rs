@@ -95,6 +95,27 @@ pub fn decode_checkpoint_for_fuzzing(bytes: &[u8]) -> Result<(), String> {
     checkpoint::Checkpoint::decode(bytes).map(|_| ())
 }
 
+/// A running file channel's in-memory state, from [`FileChannel::live_figures`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LiveFigures {
+    /// Events queued, ready to be taken.
+    pub queued_events: u64,
+    /// The next event a take gets: the oldest queued event.
+    pub queue_head: Option<EventPointer>,
+    /// The newest queued event.
+    pub queue_tail: Option<EventPointer>,
+    /// Transactions begun and not yet committed or rolled back.
+    pub open_transactions: u64,
+    /// Events taken by open transactions: still in the channel's size, back at the head
+    /// of the queue if their transaction rolls back.
+    pub in_flight_taken_events: u64,
+    /// Events put by open transactions (capacity reserved, not yet visible).
+    pub in_flight_put_events: u64,
+    /// Queued and in-flight events pointing into each segment, by segment id (segments
+    /// with none are absent).
+    pub live_events_by_segment: BTreeMap<u32, u64>,
+}
+
 /// A durable, file-backed channel.
 pub struct FileChannel {
     shared: Arc<Shared>,
@@ -120,6 +141,8 @@ struct Shared {
     /// Signalled when the sequencer applies commits.
     commits_applied: Condvar,
     next_transaction_id: AtomicU64,
+    /// Transactions begun and not yet committed, rolled back or dropped.
+    open_transactions: AtomicU64,
     next_write_order_id: AtomicU64,
     next_segment_id: Arc<AtomicU32>,
     stripe_cursor: AtomicUsize,
@@ -383,6 +406,7 @@ impl FileChannel {
             space_freed: Condvar::new(),
             commits_applied: Condvar::new(),
             next_transaction_id: AtomicU64::new(recovered.next_transaction_id),
+            open_transactions: AtomicU64::new(0),
             next_write_order_id: AtomicU64::new(recovered.next_write_order_id),
             next_segment_id,
             stripe_cursor: AtomicUsize::new(0),
@@ -415,6 +439,9 @@ impl FileChannel {
     /// Starts a transaction with the concrete type (the [`Channel`] trait boxes it).
     pub fn transaction(&self) -> Result<FileTransaction, ChannelError> {
         self.shared.check_usable()?;
+        self.shared
+            .open_transactions
+            .fetch_add(1, Ordering::Relaxed);
         Ok(FileTransaction {
             shared: Arc::clone(&self.shared),
             puts: Vec::new(),
@@ -436,6 +463,25 @@ impl FileChannel {
     /// Events queued (not counting those taken by open transactions).
     pub fn queued_events(&self) -> u64 {
         self.shared.state.lock().queue.len() as u64
+    }
+
+    /// What the channel holds in memory right now: the queue, open transactions and what
+    /// they hold, live events per segment. One snapshot under the queue's lock.
+    pub fn live_figures(&self) -> LiveFigures {
+        let state = self.shared.state.lock();
+        LiveFigures {
+            queued_events: state.queue.len() as u64,
+            queue_head: state.queue.front().copied(),
+            queue_tail: state.queue.back().copied(),
+            open_transactions: self.shared.open_transactions.load(Ordering::Relaxed),
+            in_flight_taken_events: state.in_flight.len() as u64,
+            in_flight_put_events: state.reserved_puts,
+            live_events_by_segment: state
+                .live_events
+                .iter()
+                .map(|(&segment_id, &events)| (segment_id, events))
+                .collect(),
+        }
     }
 
     /// Segment files currently known, by id.
@@ -508,6 +554,10 @@ impl Channel for FileChannel {
             .iter()
             .map(|dir| (dir.path.clone(), Arc::clone(&dir.writer.stats)))
             .collect()
+    }
+
+    fn as_file_channel(&self) -> Option<&FileChannel> {
+        Some(self)
     }
 }
 
@@ -1167,5 +1217,8 @@ impl Drop for FileTransaction {
         if !self.finished {
             self.rollback_in_memory();
         }
+        self.shared
+            .open_transactions
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -24,8 +24,12 @@
 //!   them), records without a commit, and the queue a restart would rebuild.
 //! - [`checkpoints`]: each checkpoint slot decoded and checked against the segments.
 //! - [`salvage`], [`rebuild_checkpoint`], [`plan_replay`]/[`execute_replay`]: repairs.
+//! - [`LiveInspection`] ([`FileChannel::inspect_live`]): the scan of a running channel
+//!   joined with its in-memory queue and open transactions, for inspect through the
+//!   server.
 
 pub mod checkpoints;
+mod live;
 pub mod log;
 mod repair;
 mod replay;
@@ -39,6 +43,7 @@ use std::path::{Path, PathBuf};
 use crate::crypto::KeyRing;
 
 pub use checkpoints::{CheckpointSlot, CheckpointSlotReport, CheckpointSummary, SlotState};
+pub use live::LiveInspection;
 pub use log::{
     CommittedTransaction, DamageLocation, QueuedEvent, ReplayedLog, TransactionLoss,
     UncommittedReason, UncommittedTransaction,
@@ -111,6 +116,23 @@ pub enum InspectError {
     /// Work on the opened channel failed.
     #[error(transparent)]
     Channel(#[from] ChannelError),
+    /// A replay stopped part-way: the first transactions of copies were committed (and
+    /// stay: running the same replay again would put them back twice), then one failed.
+    #[error(
+        "replay stopped after putting back {events_replayed} of {events_planned} events in \
+         {transactions} committed transactions: {source}"
+    )]
+    ReplayInterrupted {
+        /// Events put back by the committed transactions.
+        events_replayed: u64,
+        /// Events the plan held.
+        events_planned: u64,
+        /// Transactions committed before the failure.
+        transactions: u64,
+        /// Why the next transaction failed.
+        #[source]
+        source: ChannelError,
+    },
 }
 
 impl InspectError {

@@ -24,7 +24,7 @@ use crate::storage::Storage;
 
 use super::log::QueuedEvent;
 use super::scan::RecordBody;
-use super::{scan_channel, ChannelScan, EventReader, InspectError, NoProgress, Progress};
+use super::{ChannelScan, EventReader, InspectError, NoProgress, Progress};
 
 /// The first segment id a channel ever creates: while it is on disk, no segment has been
 /// deleted, so the retained history reaches back to the channel's beginning.
@@ -148,19 +148,36 @@ fn put_copies(
     let config = channel.config();
     let batch_size = config.transaction_capacity.min(config.capacity).max(1) as usize;
     let mut transactions = 0u64;
+    let mut events_replayed = 0u64;
     progress.begin("replaying events", events.len() as u64);
     for batch in events.chunks(batch_size) {
-        let mut transaction = channel.transaction()?;
-        for event in batch {
-            transaction.put(event.clone())?;
+        let committed = channel.transaction().and_then(|mut transaction| {
+            for event in batch {
+                transaction.put(event.clone())?;
+            }
+            Box::new(transaction).commit()
+        });
+        if let Err(source) = committed {
+            progress.finish();
+            // Before the first commit nothing changed; after it, say how far it got.
+            return Err(if transactions == 0 {
+                InspectError::Channel(source)
+            } else {
+                InspectError::ReplayInterrupted {
+                    events_replayed,
+                    events_planned: events.len() as u64,
+                    transactions,
+                    source,
+                }
+            });
         }
-        Box::new(transaction).commit()?;
         transactions += 1;
+        events_replayed += batch.len() as u64;
         progress.advance(batch.len() as u64);
     }
     progress.finish();
     Ok(ReplayOutcome {
-        events_replayed: events.len() as u64,
+        events_replayed,
         transactions,
     })
 }
@@ -184,12 +201,7 @@ impl FileChannel {
     /// Plans a replay of this open channel: a read-only scan of its files (see the module
     /// doc for why that is safe beside the writers).
     pub fn replay_plan(&self, point: ReplayPoint) -> Result<ReplayPlan, InspectError> {
-        let scan = scan_channel(
-            self.storage().as_ref(),
-            self.name(),
-            self.config(),
-            &NoProgress,
-        )?;
+        let scan = self.scan_own_files()?;
         Ok(plan_replay(&scan, point))
     }
 
@@ -199,12 +211,7 @@ impl FileChannel {
         &self,
         point: ReplayPoint,
     ) -> Result<(ReplayPlan, ReplayOutcome), InspectError> {
-        let scan = scan_channel(
-            self.storage().as_ref(),
-            self.name(),
-            self.config(),
-            &NoProgress,
-        )?;
+        let scan = self.scan_own_files()?;
         let plan = plan_replay(&scan, point);
         let outcome = put_copies(self.storage().as_ref(), &scan, &plan, self, &NoProgress)?;
         Ok((plan, outcome))

@@ -60,15 +60,17 @@ pub enum Command {
     Stats(StatsArgs),
     /// Check a configuration file without starting channeld.
     Validate(ValidateArgs),
-    /// Show a stopped channel's segments, checkpoints, queue and free space (offline).
+    /// Show a channel's segments, checkpoints, queue, free space and open transactions:
+    /// a live channel through the server, or a stopped one's files (with -f or --data-dir).
     Inspect(InspectArgs),
     /// Check every record and checkpoint of a stopped channel; optionally salvage it.
     Verify(VerifyArgs),
     /// Make the server checkpoint a channel now, or rebuild a stopped channel's
     /// checkpoint from its segments (with -f or --data-dir).
     Checkpoint(CheckpointArgs),
-    /// Rewind a stopped channel: re-enqueue the events taken since a point (plans unless
-    /// --execute).
+    /// Rewind a channel: re-enqueue the events taken since a point (plans unless
+    /// --execute); through the server, or on a stopped channel's files (with -f or
+    /// --data-dir).
     Replay(ReplayArgs),
 }
 

@@ -1,9 +1,11 @@
 //! `channelctl inspect`, `verify`, `checkpoint` and `replay`: command-line arguments for
-//! the offline tools in [`crate::offline`], and the online checkpoint.
+//! the offline tools in [`crate::offline`], and their online forms through the server.
 //!
 //! A channel on disk is named either by its configuration (`-f FILE -n AGENT --channel
 //! NAME`, as channeld reads it) or by its directories (`--data-dir DIR…
-//! --checkpoint-dir DIR [--backup-checkpoint-dir DIR]`).
+//! --checkpoint-dir DIR [--backup-checkpoint-dir DIR]`). Without either, `inspect`,
+//! `checkpoint` and `replay` ask the server (`--server ADDR`) about the live channel and
+//! print the same report as offline.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -113,7 +115,7 @@ impl OnlineArgs {
 }
 
 /// `channelctl inspect`: offline with `-f` or `--data-dir`, else online through the
-/// server (the channel's size, capacity and counters).
+/// server (the live channel's report, with its open transactions and counters).
 #[derive(Debug, Args)]
 pub struct InspectArgs {
     #[command(flatten)]
@@ -169,12 +171,16 @@ pub struct CheckpointArgs {
     pub json: bool,
 }
 
-/// `channelctl replay` (offline).
+/// `channelctl replay`: offline with `-f` or `--data-dir` (the channel stopped), else
+/// online through the server.
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("point").required(true).args(["since", "from_time", "from_id"])))]
 pub struct ReplayArgs {
     #[command(flatten)]
     pub files: ChannelFilesArgs,
+
+    #[command(flatten)]
+    pub online: OnlineArgs,
 
     /// Rewind this far back (`90s`, `15m`, `2h`).
     #[arg(long, value_name = "DURATION")]
@@ -206,14 +212,39 @@ fn finish(outcome: Result<i32, ToolError>) -> Result<(), ChannelctlError> {
     }
 }
 
+/// Runs one request against the server on a runtime of its own.
+fn with_server<T>(
+    work: impl std::future::Future<Output = Result<T, ChannelctlError>>,
+) -> Result<T, ChannelctlError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ChannelctlError::Runtime)?
+        .block_on(work)
+}
+
 pub(super) fn inspect(args: &InspectArgs) -> Result<(), ChannelctlError> {
     if !args.files.is_given() {
+        if args.events {
+            return finish(Err(ToolError::Usage {
+                option: "--events",
+                problem: "events are read from the channel's files: give -f FILE -n AGENT or \
+                          --data-dir (reading them is safe beside a running channel)"
+                    .into(),
+            }));
+        }
         let server = args.online.for_channel(&args.files.channel);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(ChannelctlError::Runtime)?;
-        return runtime.block_on(super::stats::show(&server, args.json, true));
+        let report = with_server(async {
+            let mut client = Client::connect(server.client_options()).await?;
+            Ok(client.inspect(&server.channel).await?)
+        })?;
+        let report: serde_json::Value =
+            serde_json::from_str(&report).map_err(|error| ChannelctlError::Io {
+                stream: "the server's inspect report",
+                source: error.into(),
+            })?;
+        let mut stdout = std::io::stdout().lock();
+        return finish(offline::write_inspect_report(&report, args.json, &mut stdout).map(|()| 0));
     }
     let options = InspectOptions {
         json: args.json,
@@ -252,15 +283,35 @@ pub(super) fn replay(args: &ReplayArgs) -> Result<(), ChannelctlError> {
             problem: "give --since, --from-time or --from-id".into(),
         }),
     };
+    let point = match point {
+        Ok(point) => point,
+        Err(error) => return finish(Err(error)),
+    };
+    if !args.files.is_given() {
+        let server = args.online.for_channel(&args.files.channel);
+        let report = with_server(async {
+            let mut client = Client::connect(server.client_options()).await?;
+            Ok(client
+                .replay(&server.channel, point.to_wire(), args.execute)
+                .await?)
+        })?;
+        let mut stdout = std::io::stdout().lock();
+        return finish(
+            offline::write_replay_report(&server.channel, &report, args.json, &mut stdout)
+                .map(|()| 0),
+        );
+    }
+    let options = ReplayOptions {
+        json: args.json,
+        point,
+        execute: args.execute,
+    };
     let mut stdout = std::io::stdout().lock();
-    finish(point.and_then(|point| {
-        let options = ReplayOptions {
-            json: args.json,
-            point,
-            execute: args.execute,
-        };
-        offline::replay(&args.files.target()?, &options, &mut stdout)
-    }))
+    finish(
+        args.files
+            .target()
+            .and_then(|target| offline::replay(&target, &options, &mut stdout)),
+    )
 }
 
 pub(super) async fn checkpoint(args: &CheckpointArgs) -> Result<(), ChannelctlError> {

@@ -46,26 +46,14 @@ pub fn render_json(channel: &str, stats: &ChannelStats) -> Value {
     json!({ "channel": channel, "counters": counters })
 }
 
+/// Prints a channel's counters.
 pub(super) async fn run(args: &StatsArgs) -> Result<(), ChannelctlError> {
-    show(&args.server, args.json, false).await
-}
-
-/// Prints a channel's counters; `online_inspect` marks the output as `channelctl inspect`
-/// of a live channel (the JSON gains `"online": true`).
-pub(super) async fn show(
-    server: &super::ServerArgs,
-    json: bool,
-    online_inspect: bool,
-) -> Result<(), ChannelctlError> {
+    let server = &args.server;
     let mut client = Client::connect(server.client_options()).await?;
     let channel = server.channel.as_str();
     let stats = client.stats(channel).await?;
-    let text = if json {
-        let mut value = render_json(channel, &stats);
-        if online_inspect {
-            value["online"] = Value::Bool(true);
-        }
-        format!("{value}\n")
+    let text = if args.json {
+        format!("{}\n", render_json(channel, &stats))
     } else {
         render_table(channel, &stats)
     };

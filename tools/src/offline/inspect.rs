@@ -1,15 +1,18 @@
-//! `channelctl inspect` on a stopped channel.
+//! `channelctl inspect`: a stopped channel's report from its files, and the tables for
+//! people that a live channel's report (from the server) prints with too.
+//!
+//! Both reports are built by `millrace_server::reports` in the shape `docs/inspect.md`
+//! gives, so the tables here are drawn from that JSON and read the same for both.
 
 use std::io::Write;
 
-use millrace_engine::inspect::{
-    scan_channel, ChannelScan, DumpedEvent, SlotState, UncommittedReason,
-};
-use serde_json::{json, Value};
+use millrace_engine::inspect::scan_channel;
+use millrace_server::reports::stopped_inspect_report;
+use serde_json::Value;
 
 use super::{
-    display_path, exit, format_age_ms, format_unix_ms, progress_for_stderr, table, write_json,
-    ChannelTarget, ToolError,
+    exit, format_age_ms, format_unix_ms, progress_for_stderr, table, write_json, ChannelTarget,
+    ToolError,
 };
 
 /// How many events `--events` shows without `--limit`.
@@ -63,192 +66,53 @@ pub fn inspect(
     } else {
         None
     };
-    if options.json {
-        write_json(out, &inspect_json(target, &scan, events.as_deref()))?;
-    } else {
-        write_tables(target, &scan, events.as_deref(), out)?;
-    }
+    let data_dirs = scan.data_dirs(target.storage.as_ref());
+    let report = stopped_inspect_report(&scan, &data_dirs, events.as_deref());
+    write_inspect_report(&report, options.json, out)?;
     Ok(exit::OK)
 }
 
-fn inspect_json(
-    target: &ChannelTarget,
-    scan: &ChannelScan,
-    events: Option<&[DumpedEvent]>,
-) -> Value {
-    let now = scan.scanned_unix_ms;
-    let data_dirs: Vec<Value> = scan
-        .data_dirs(target.storage.as_ref())
-        .iter()
-        .map(|dir| {
-            json!({
-                "path": display_path(&dir.path),
-                "segment_count": dir.segment_count,
-                "segment_bytes": dir.segment_bytes,
-                "available_bytes": dir.available_bytes,
-                "minimum_required_space_bytes": dir.minimum_required_space_bytes,
-                "below_space_guard": dir.below_guard(),
-            })
-        })
-        .collect();
-    let segments: Vec<Value> = scan
-        .segments
-        .iter()
-        .map(|segment| {
-            let figures = scan.segment_figures(segment);
-            let (header_valid, created_unix_ms, key_id, header_problem) = match &segment.header {
-                Ok(header) => (true, Some(header.created_unix_ms), Some(header.key_id.clone()), None),
-                Err(reason) => (false, None, None, Some(reason.clone())),
-            };
-            json!({
-                "segment_id": segment.segment_id,
-                "data_dir": display_path(&target.config.data_dirs[segment.dir_index]),
-                "file": display_path(&segment.path),
-                "size_bytes": segment.size_bytes,
-                "header_valid": header_valid,
-                "header_problem": header_problem,
-                "created_unix_ms": created_unix_ms,
-                "key_id": key_id,
-                "records": {
-                    "put": figures.put_records,
-                    "take": figures.take_records,
-                    "commit": figures.commit_records,
-                },
-                "write_order_range": figures.write_order_range.map(|(low, high)| json!([low, high])),
-                "commit_time_range_unix_ms": figures.commit_time_range_unix_ms.map(|(low, high)| json!([low, high])),
-                "live_events": figures.live_events,
-                "first_problem": segment.damaged_regions.first().map(|region| json!({
-                    "offset": region.offset,
-                    "kind": region.kind.as_str(),
-                    "reason": region.reason,
-                })),
-            })
-        })
-        .collect();
-    let queue = scan.queue_summary();
-    json!({
-        "channel": scan.channel,
-        "scanned_unix_ms": now,
-        "data_dirs": data_dirs,
-        "segments": segments,
-        "checkpoints": checkpoints_json(scan),
-        "queue": {
-            "depth": queue.depth,
-            "oldest_event_committed_unix_ms": queue.oldest_event_committed_unix_ms,
-            "oldest_event_age_ms": queue.oldest_event_committed_unix_ms.map(|time| now.saturating_sub(time)),
-        },
-        "in_flight_transactions": 0,
-        "uncommitted_transactions": uncommitted_json(scan),
-        "problem_count": scan.problems().len(),
-        "events": events.map(events_json),
-    })
-}
-
-pub(crate) fn checkpoints_json(scan: &ChannelScan) -> Vec<Value> {
-    scan.checkpoints
-        .iter()
-        .map(|slot| {
-            let mut value = json!({
-                "slot": slot.slot.as_str(),
-                "file": display_path(&slot.file),
-            });
-            let fields = match &slot.state {
-                SlotState::Missing => json!({ "state": "missing" }),
-                SlotState::Unusable { offset, reason } => json!({
-                    "state": "unusable",
-                    "offset": offset,
-                    "reason": reason,
-                }),
-                SlotState::Valid(summary) => json!({
-                    "state": "valid",
-                    "sequence": summary.sequence,
-                    "covered_write_order_id": summary.covered_write_order_id,
-                    "created_unix_ms": summary.created_unix_ms,
-                    "age_ms": scan.scanned_unix_ms.saturating_sub(summary.created_unix_ms),
-                    "queued_events": summary.queued_events,
-                    "file_bytes": summary.file_bytes,
-                }),
-            };
-            if let (Some(object), Value::Object(extra)) = (value.as_object_mut(), fields) {
-                object.extend(extra);
-            }
-            value
-        })
-        .collect()
-}
-
-fn uncommitted_json(scan: &ChannelScan) -> Vec<Value> {
-    scan.log
-        .uncommitted
-        .iter()
-        .map(|transaction| {
-            let reason = match &transaction.reason {
-                UncommittedReason::TornTail => "torn-tail".to_string(),
-                UncommittedReason::DamageFollows(location) => format!(
-                    "damage follows at {} offset {}",
-                    location.file.display(),
-                    location.offset
-                ),
-                UncommittedReason::NoCommitRecord => "no commit record".to_string(),
-            };
-            json!({
-                "transaction_id": transaction.transaction_id,
-                "file": display_path(&transaction.file),
-                "offset": transaction.offset,
-                "put_events": transaction.put_events,
-                "take_events": transaction.take_events,
-                "reason": reason,
-            })
-        })
-        .collect()
-}
-
-/// A body is shown as text when it is UTF-8 without control characters other than tab
-/// and line breaks; otherwise as hex.
-fn body_as_text(body: &[u8]) -> Option<&str> {
-    std::str::from_utf8(body).ok().filter(|text| {
-        !text
-            .chars()
-            .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
-    })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-fn events_json(events: &[DumpedEvent]) -> Value {
-    Value::Array(
-        events
-            .iter()
-            .map(|dumped| {
-                let body = &dumped.event.body[..];
-                json!({
-                    "position": dumped.position,
-                    "segment_id": dumped.source.pointer.segment_id,
-                    "record_offset": dumped.source.pointer.record_offset,
-                    "event_index": dumped.source.pointer.event_index,
-                    "put_write_order_id": dumped.source.put_write_order_id,
-                    "transaction_id": dumped.source.transaction_id,
-                    "committed_unix_ms": dumped.source.committed_unix_ms,
-                    "headers": dumped.event.headers,
-                    "body_bytes": body.len(),
-                    "body_text": body_as_text(body),
-                    "body_hex": body_as_text(body).is_none().then(|| hex(body)),
-                })
-            })
-            .collect(),
-    )
-}
-
-fn write_tables(
-    target: &ChannelTarget,
-    scan: &ChannelScan,
-    events: Option<&[DumpedEvent]>,
+/// Writes an inspect report (a stopped channel's or a live one's) as JSON or as tables.
+pub fn write_inspect_report(
+    report: &Value,
+    json: bool,
     out: &mut dyn Write,
 ) -> Result<(), ToolError> {
-    let now = scan.scanned_unix_ms;
-    writeln!(out, "channel {}", scan.channel)?;
+    if json {
+        write_json(out, report)
+    } else {
+        write_tables(report, out)
+    }
+}
+
+/// A JSON value as a table cell: strings without quotes, `null` as empty.
+fn cell(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn unsigned(value: &Value) -> u64 {
+    value.as_u64().unwrap_or(0)
+}
+
+fn write_tables(report: &Value, out: &mut dyn Write) -> Result<(), ToolError> {
+    let now = unsigned(&report["scanned_unix_ms"]);
+    let live = report["online"].as_bool().unwrap_or(false);
+    writeln!(
+        out,
+        "channel {}{}",
+        cell(&report["channel"]),
+        if live {
+            " (live, through the server)"
+        } else {
+            ""
+        }
+    )?;
+    let no_rows = Vec::new();
+    let rows = |key: &str| report[key].as_array().unwrap_or(&no_rows);
     let mut dirs = table(&[
         "data dir",
         "segments",
@@ -257,15 +121,19 @@ fn write_tables(
         "guard",
         "state",
     ]);
-    for dir in scan.data_dirs(target.storage.as_ref()) {
+    for dir in rows("data_dirs") {
+        let available = &dir["available_bytes"];
         dirs.add_row(vec![
-            display_path(&dir.path),
-            dir.segment_count.to_string(),
-            dir.segment_bytes.to_string(),
-            dir.available_bytes
-                .map_or("?".into(), |bytes| bytes.to_string()),
-            dir.minimum_required_space_bytes.to_string(),
-            if dir.below_guard() {
+            cell(&dir["path"]),
+            cell(&dir["segment_count"]),
+            cell(&dir["segment_bytes"]),
+            if available.is_null() {
+                "?".to_string()
+            } else {
+                cell(available)
+            },
+            cell(&dir["minimum_required_space_bytes"]),
+            if dir["below_space_guard"].as_bool().unwrap_or(false) {
                 "BELOW GUARD (puts refused)"
             } else {
                 "ok"
@@ -285,25 +153,32 @@ fn write_tables(
         "live",
         "problem",
     ]);
-    for segment in &scan.segments {
-        let figures = scan.segment_figures(segment);
+    for segment in rows("segments") {
+        let range = &segment["write_order_range"];
+        let problem = &segment["first_problem"];
         segments.add_row(vec![
-            segment.segment_id.to_string(),
-            segment.dir_index.to_string(),
-            segment.size_bytes.to_string(),
-            figures.put_records.to_string(),
-            figures.take_records.to_string(),
-            figures.commit_records.to_string(),
-            figures
-                .write_order_range
-                .map_or("-".into(), |(low, high)| format!("{low}..={high}")),
-            figures.live_events.to_string(),
-            match (&segment.header, segment.damaged_regions.first()) {
-                (Err(reason), _) => format!("bad header: {reason}"),
-                (Ok(_), Some(region)) => {
-                    format!("{} at offset {}", region.kind.as_str(), region.offset)
-                }
-                (Ok(_), None) => String::new(),
+            cell(&segment["segment_id"]),
+            cell(&segment["dir_index"]),
+            cell(&segment["size_bytes"]),
+            cell(&segment["records"]["put"]),
+            cell(&segment["records"]["take"]),
+            cell(&segment["records"]["commit"]),
+            if range.is_null() {
+                "-".to_string()
+            } else {
+                format!("{}..={}", cell(&range[0]), cell(&range[1]))
+            },
+            cell(&segment["live_events"]),
+            if !segment["header_valid"].as_bool().unwrap_or(true) {
+                format!("bad header: {}", cell(&segment["header_problem"]))
+            } else if problem.is_null() {
+                String::new()
+            } else {
+                format!(
+                    "{} at offset {}",
+                    cell(&problem["kind"]),
+                    cell(&problem["offset"])
+                )
             },
         ]);
     }
@@ -317,90 +192,100 @@ fn write_tables(
         "events",
         "age",
     ]);
-    for slot in &scan.checkpoints {
-        let (state, sequence, covered, queued, age) = match &slot.state {
-            SlotState::Missing => (
-                "missing".to_string(),
-                String::new(),
-                String::new(),
-                String::new(),
-                String::new(),
+    for slot in rows("checkpoints") {
+        let state = match slot["state"].as_str() {
+            Some("unusable") => format!(
+                "unusable at offset {}: {}",
+                cell(&slot["offset"]),
+                cell(&slot["reason"])
             ),
-            SlotState::Unusable { offset, reason } => (
-                format!("unusable at offset {offset}: {reason}"),
-                String::new(),
-                String::new(),
-                String::new(),
-                String::new(),
-            ),
-            SlotState::Valid(summary) => (
-                "valid".to_string(),
-                summary.sequence.to_string(),
-                summary.covered_write_order_id.to_string(),
-                summary.queued_events.to_string(),
-                format_age_ms(now.saturating_sub(summary.created_unix_ms)),
-            ),
+            _ => cell(&slot["state"]),
         };
+        let age = &slot["age_ms"];
         slots.add_row(vec![
-            slot.slot.as_str().to_string(),
-            display_path(&slot.file),
+            cell(&slot["slot"]),
+            cell(&slot["file"]),
             state,
-            sequence,
-            covered,
-            queued,
-            age,
+            cell(&slot["sequence"]),
+            cell(&slot["covered_write_order_id"]),
+            cell(&slot["queued_events"]),
+            if age.is_null() {
+                String::new()
+            } else {
+                format_age_ms(unsigned(age))
+            },
         ]);
     }
     writeln!(out, "{slots}")?;
-    let queue = scan.queue_summary();
-    match queue.oldest_event_committed_unix_ms {
+    let queue = &report["queue"];
+    match queue["oldest_event_committed_unix_ms"].as_u64() {
         Some(oldest) => writeln!(
             out,
             "queue: {} events; oldest committed {} ({} ago)",
-            queue.depth,
+            unsigned(&queue["depth"]),
             format_unix_ms(oldest),
             format_age_ms(now.saturating_sub(oldest))
         )?,
+        None if unsigned(&queue["depth"]) > 0 => {
+            writeln!(out, "queue: {} events", unsigned(&queue["depth"]))?
+        }
         None => writeln!(out, "queue: empty")?,
     }
-    writeln!(
-        out,
-        "in-flight transactions: none (the channel is stopped; takes in flight at a stop are back in the queue)"
-    )?;
-    for transaction in &scan.log.uncommitted {
+    if live {
+        writeln!(
+            out,
+            "in-flight transactions: {} open, holding {} taken and {} put events not yet committed",
+            unsigned(&report["in_flight_transactions"]),
+            unsigned(&report["in_flight"]["taken_events"]),
+            unsigned(&report["in_flight"]["put_events"])
+        )?;
+    } else {
+        writeln!(
+            out,
+            "in-flight transactions: none (the channel is stopped; takes in flight at a stop are back in the queue)"
+        )?;
+    }
+    for transaction in rows("uncommitted_transactions") {
         writeln!(
             out,
             "uncommitted records: transaction {} at {} offset {} ({} puts, {} takes)",
-            transaction.transaction_id,
-            transaction.file.display(),
-            transaction.offset,
-            transaction.put_events,
-            transaction.take_events
+            cell(&transaction["transaction_id"]),
+            cell(&transaction["file"]),
+            cell(&transaction["offset"]),
+            cell(&transaction["put_events"]),
+            cell(&transaction["take_events"])
         )?;
     }
-    let problems = scan.problems().len();
+    let problems = unsigned(&report["problem_count"]);
     if problems > 0 {
         writeln!(
             out,
             "{problems} problems found: run `channelctl verify` for details"
         )?;
     }
-    if let Some(events) = events {
+    if let Some(events) = report["events"].as_array() {
         let mut dump = table(&["#", "write order", "committed", "headers", "body"]);
-        for dumped in events {
-            let body = &dumped.event.body[..];
+        for event in events {
+            let headers = event["headers"]
+                .as_object()
+                .map(|headers| {
+                    headers
+                        .iter()
+                        .map(|(key, value)| format!("{key}={}", cell(value)))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            let body = match event["body_text"].as_str() {
+                Some(text) => text.to_string(),
+                None => format!("hex:{}", cell(&event["body_hex"])),
+            };
             dump.add_row(vec![
-                dumped.position.to_string(),
-                dumped.source.put_write_order_id.to_string(),
-                format_unix_ms(dumped.source.committed_unix_ms),
-                dumped
-                    .event
-                    .headers
-                    .iter()
-                    .map(|(key, value)| format!("{key}={value}"))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                body_as_text(body).map_or_else(|| format!("hex:{}", hex(body)), str::to_string),
+                cell(&event["position"]),
+                cell(&event["put_write_order_id"]),
+                format_unix_ms(unsigned(&event["committed_unix_ms"])),
+                headers,
+                body,
             ]);
         }
         writeln!(out, "{dump}")?;

@@ -27,8 +27,8 @@ use millrace_engine::inspect::{InspectError, NoProgress, Progress};
 use millrace_engine::storage::{RealFs, Storage};
 
 pub use checkpoint::{checkpoint_offline, CheckpointOptions};
-pub use inspect::{inspect, InspectOptions, DEFAULT_EVENT_LIMIT};
-pub use replay::{replay, ReplayOptions, ReplayPointSpec};
+pub use inspect::{inspect, write_inspect_report, InspectOptions, DEFAULT_EVENT_LIMIT};
+pub use replay::{replay, write_replay_report, ReplayOptions, ReplayPointSpec};
 pub use salvage::{salvage, SalvageOptions};
 pub use verify::{verify, VerifyOptions};
 

@@ -4,9 +4,9 @@
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use millrace_engine::inspect::{
-    execute_replay, plan_replay, scan_channel, ReplayPlan, ReplayPoint,
-};
+use millrace_client::{ReplayPoint as WirePoint, ReplayReport};
+use millrace_engine::inspect::{execute_replay, plan_replay, scan_channel, ReplayPoint};
+use millrace_server::reports::{replay_report, resolve_replay_point};
 use serde_json::{json, Value};
 
 use super::{exit, format_unix_ms, progress_for_stderr, write_json, ChannelTarget, ToolError};
@@ -61,19 +61,22 @@ impl ReplayPointSpec {
             })
     }
 
-    /// The engine's point, resolving `--since` against `now`.
-    pub fn resolve(&self, now: SystemTime) -> ReplayPoint {
+    /// The point as the protocol sends it: the server resolves `--since` against its own
+    /// clock, the one that stamped the commit records.
+    pub fn to_wire(&self) -> WirePoint {
         match *self {
             ReplayPointSpec::Since(duration) => {
-                let now_ms = now
-                    .duration_since(UNIX_EPOCH)
-                    .map(|elapsed| elapsed.as_millis() as u64)
-                    .unwrap_or(0);
-                ReplayPoint::FromUnixMs(now_ms.saturating_sub(duration.as_millis() as u64))
+                WirePoint::LastMs(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
             }
-            ReplayPointSpec::FromUnixMs(unix_ms) => ReplayPoint::FromUnixMs(unix_ms),
-            ReplayPointSpec::FromWriteOrderId(id) => ReplayPoint::FromWriteOrderId(id),
+            ReplayPointSpec::FromUnixMs(unix_ms) => WirePoint::FromUnixMs(unix_ms),
+            ReplayPointSpec::FromWriteOrderId(id) => WirePoint::FromWriteOrderId(id),
         }
+    }
+
+    /// The engine's point, resolving `--since` against `now` (as the server does with
+    /// its clock).
+    pub fn resolve(&self, now: SystemTime) -> ReplayPoint {
+        resolve_replay_point(self.to_wire(), now)
     }
 }
 
@@ -115,80 +118,102 @@ pub fn replay(
     } else {
         None
     };
-    if options.json {
-        let mut value = plan_json(&target.name, &plan);
-        value["executed"] = json!(outcome.is_some());
-        value["events_replayed"] = json!(outcome.as_ref().map(|outcome| outcome.events_replayed));
-        write_json(out, &value)?;
-    } else {
-        write!(out, "{}", plan_text(&target.name, &plan))?;
-        match outcome {
-            Some(outcome) => writeln!(
-                out,
-                "replayed: {} events put back in {} transactions (as new copies at the tail of the queue)",
-                outcome.events_replayed, outcome.transactions
-            )?,
-            None => writeln!(out, "nothing changed: run again with --execute to put these events back")?,
-        }
-    }
+    let report = replay_report(&plan, outcome.as_ref());
+    write_replay_report(&target.name, &report, options.json, out)?;
     Ok(exit::OK)
 }
 
-fn point_json(point: ReplayPoint) -> Value {
+/// Writes a replay report (planned offline, or by the server) as JSON or as text.
+pub fn write_replay_report(
+    channel: &str,
+    report: &ReplayReport,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), ToolError> {
+    if json {
+        return write_json(out, &report_json(channel, report));
+    }
+    write!(out, "{}", plan_text(channel, report))?;
+    match report.execution {
+        Some(execution) => writeln!(
+            out,
+            "replayed: {} events put back in {} transactions (as new copies at the tail of the queue)",
+            execution.events_replayed, execution.transactions
+        )?,
+        None => writeln!(out, "nothing changed: run again with --execute to put these events back")?,
+    }
+    Ok(())
+}
+
+fn point_json(point: WirePoint) -> Value {
     match point {
-        ReplayPoint::FromUnixMs(unix_ms) => json!({ "from_unix_ms": unix_ms }),
-        ReplayPoint::FromWriteOrderId(id) => json!({ "from_write_order_id": id }),
+        WirePoint::FromUnixMs(unix_ms) => json!({ "from_unix_ms": unix_ms }),
+        WirePoint::FromWriteOrderId(id) => json!({ "from_write_order_id": id }),
+        WirePoint::LastMs(last_ms) => json!({ "last_ms": last_ms }),
     }
 }
 
-fn plan_json(channel: &str, plan: &ReplayPlan) -> Value {
+fn report_json(channel: &str, report: &ReplayReport) -> Value {
+    let (first_put, last_put) = report.put_write_order_range.unzip();
     json!({
         "channel": channel,
-        "point": point_json(plan.point),
-        "take_transactions": plan.take_transactions,
-        "events": plan.events.len(),
-        "first_put_write_order_id": plan.events.first().map(|event| event.put_write_order_id),
-        "last_put_write_order_id": plan.events.last().map(|event| event.put_write_order_id),
-        "segments": plan.segments,
-        "not_retained": plan.not_retained.iter().map(|pointer| json!({
-            "segment_id": pointer.segment_id,
-            "record_offset": pointer.record_offset,
-            "event_index": pointer.event_index,
+        "point": point_json(report.point),
+        "take_transactions": report.take_transactions,
+        "events": report.events,
+        "first_put_write_order_id": first_put,
+        "last_put_write_order_id": last_put,
+        "segment_count": report.segment_count,
+        "segments": report.segments,
+        "not_retained_events": report.not_retained_events,
+        "not_retained": report.not_retained.iter().map(|location| json!({
+            "segment_id": location.segment_id,
+            "record_offset": location.record_offset,
+            "event_index": location.event_index,
         })).collect::<Vec<_>>(),
-        "oldest_retained_commit": plan.oldest_retained_commit.map(|(id, unix_ms)| json!({
-            "write_order_id": id,
-            "unix_ms": unix_ms,
+        "oldest_retained_commit": report.oldest_retained_commit.map(|commit| json!({
+            "write_order_id": commit.write_order_id,
+            "unix_ms": commit.committed_unix_ms,
         })),
-        "history_truncated": plan.history_truncated,
+        "history_truncated": report.history_truncated,
+        "executed": report.execution.is_some(),
+        "events_replayed": report.execution.map(|execution| execution.events_replayed),
     })
 }
 
-fn plan_text(channel: &str, plan: &ReplayPlan) -> String {
-    let point = match plan.point {
-        ReplayPoint::FromUnixMs(unix_ms) => {
+fn plan_text(channel: &str, report: &ReplayReport) -> String {
+    let point = match report.point {
+        WirePoint::FromUnixMs(unix_ms) => {
             format!("takes committed since {}", format_unix_ms(unix_ms))
         }
-        ReplayPoint::FromWriteOrderId(id) => format!("takes from write-order id {id}"),
+        WirePoint::FromWriteOrderId(id) => format!("takes from write-order id {id}"),
+        WirePoint::LastMs(last_ms) => format!("takes committed in the last {last_ms} ms"),
     };
+    let unlisted_segments = report.segment_count - report.segments.len() as u64;
     let mut text = format!(
-        "replay plan for channel {channel}: {point}\n  {} events from {} take transactions, in segments {:?}\n",
-        plan.events.len(),
-        plan.take_transactions,
-        plan.segments
+        "replay plan for channel {channel}: {point}\n  {} events from {} take transactions, in segments {:?}{}\n",
+        report.events,
+        report.take_transactions,
+        report.segments,
+        if unlisted_segments > 0 {
+            format!(" and {unlisted_segments} more")
+        } else {
+            String::new()
+        }
     );
-    if !plan.not_retained.is_empty() {
+    if report.not_retained_events > 0 {
         text.push_str(&format!(
             "  {} taken events are no longer retained (their segments were deleted) and cannot be replayed\n",
-            plan.not_retained.len()
+            report.not_retained_events
         ));
     }
-    if let Some((id, unix_ms)) = plan.oldest_retained_commit {
+    if let Some(commit) = report.oldest_retained_commit {
         text.push_str(&format!(
-            "  retained history starts at write-order id {id}, committed {}\n",
-            format_unix_ms(unix_ms)
+            "  retained history starts at write-order id {}, committed {}\n",
+            commit.write_order_id,
+            format_unix_ms(commit.committed_unix_ms)
         ));
     }
-    if plan.history_truncated {
+    if report.history_truncated {
         text.push_str("  the point is older than the retained history: takes before it were deleted and are not in this plan (raise retentionTime/retentionBytes)\n");
     }
     text

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use millrace_engine::inspect::{scan_channel, Problem, Verdict};
 use serde_json::{json, Value};
 
-use super::inspect::checkpoints_json;
 use super::salvage::{salvage_scanned, SalvageOptions};
 use super::{display_path, exit, progress_for_stderr, table, write_json, ChannelTarget, ToolError};
+use millrace_server::reports::checkpoints_json;
 
 /// Options of `channelctl verify`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
