@@ -24,6 +24,7 @@
 //!   shutdown and a short drain of what the client already sent, so the close is a FIN
 //!   after the error, not a reset that could destroy it in flight.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +41,7 @@ use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio::task::{JoinError, JoinHandle};
 use tokio::time::{timeout, Instant};
 use tracing::{debug, info, warn};
 
@@ -52,6 +54,10 @@ use crate::shutdown::{ShutdownPhase, ShutdownWatcher};
 
 /// Bytes the read buffer grows by before each read.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Most `PutCommit`s of one connection on their way to the disk at once. Their commits
+/// are started in request order and answered in request order; meanwhile the session
+/// reads and starts the next ones, so one sync can carry several of them.
+pub const MAX_PIPELINED_COMMITS: usize = 32;
 /// Responses are written once this many bytes are waiting, even in the middle of a
 /// pipelined burst, so the output buffer stays bounded.
 const FLUSH_THRESHOLD_BYTES: usize = 1024 * 1024;
@@ -270,6 +276,32 @@ pub struct Session {
     /// True once `HelloAccepted` is queued: until then the server's first bytes are
     /// still to come, so a refusal is a handshake rejection preceded by the magic.
     handshake_accepted: bool,
+    /// `PutCommit`s started and not yet answered, oldest first.
+    pending_commits: VecDeque<PendingPutCommit>,
+}
+
+/// A `PutCommit` whose commit is on its way to the disk.
+struct PendingPutCommit {
+    request_id: RequestId,
+    attempted_events: u64,
+    completion: CommitCompletion,
+}
+
+/// The engine's finishing of a pipelined commit, running or done.
+enum CommitCompletion {
+    /// Still waiting for the disk (on the blocking pool).
+    Running(JoinHandle<Result<(), ChannelError>>),
+    /// Finished; the outcome is kept until the commit's turn to be answered.
+    Finished(Result<Result<(), ChannelError>, JoinError>),
+}
+
+impl CommitCompletion {
+    fn is_finished(&self) -> bool {
+        match self {
+            CommitCompletion::Running(handle) => handle.is_finished(),
+            CommitCompletion::Finished(_) => true,
+        }
+    }
 }
 
 impl Session {
@@ -296,6 +328,7 @@ impl Session {
             partial_frame_since: None,
             client_name: String::new(),
             handshake_accepted: false,
+            pending_commits: VecDeque::new(),
         }
     }
 
@@ -307,6 +340,13 @@ impl Session {
         let served = tokio::select! {
             outcome = self.serve() => Some(outcome),
             () = abort.reached(ShutdownPhase::Aborting) => None,
+        };
+        let served = match served {
+            Some(Ok(end)) => match self.settle_pending_commits().await {
+                Ok(()) => Some(Ok(end)),
+                Err(error) => Some(Err(error)),
+            },
+            other => other,
         };
         let end = match served {
             Some(Ok(end)) => end,
@@ -342,11 +382,56 @@ impl Session {
                     self.flush().await?;
                 }
             }
+            self.answer_finished_commits().await?;
             self.flush().await?;
             if let Flow::Close(end) = self.wait_for_bytes().await? {
                 return Ok(end);
             }
         }
+    }
+
+    /// Answers the oldest pending `PutCommit` once its commit has finished.
+    async fn answer_oldest_commit(&mut self) -> Result<(), SessionError> {
+        let Some(pending) = self.pending_commits.pop_front() else {
+            return Ok(());
+        };
+        let finished = match pending.completion {
+            CommitCompletion::Running(handle) => handle.await,
+            CommitCompletion::Finished(outcome) => outcome,
+        };
+        let outcome = finished
+            .map_err(|join_error| SessionError::EngineTaskFailed(join_error.to_string()))?;
+        match outcome {
+            Ok(()) => {
+                self.respond_ok(pending.request_id);
+            }
+            Err(error) => {
+                let response = engine_error_response(&error, pending.attempted_events);
+                self.respond_error(pending.request_id, response);
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers the pending `PutCommit`s whose commits have finished, in order, without
+    /// waiting for the others.
+    async fn answer_finished_commits(&mut self) -> Result<(), SessionError> {
+        while self
+            .pending_commits
+            .front()
+            .is_some_and(|pending| pending.completion.is_finished())
+        {
+            self.answer_oldest_commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for every pending `PutCommit` and answers them, in order.
+    async fn settle_pending_commits(&mut self) -> Result<(), SessionError> {
+        while !self.pending_commits.is_empty() {
+            self.answer_oldest_commit().await?;
+        }
+        Ok(())
     }
 
     /// Waits for more request bytes, within the idle timeout (nothing buffered) or the
@@ -368,8 +453,23 @@ impl Session {
                 "frame-completion deadline (server.frameDeadlineMs)",
             )
         };
-        let stop_when_draining = self.transaction.is_none();
+        let stop_when_draining = self.transaction.is_none() && self.pending_commits.is_empty();
         self.input.reserve(READ_CHUNK_BYTES);
+        if let Some(oldest) = self.pending_commits.front_mut() {
+            if let CommitCompletion::Running(handle) = &mut oldest.completion {
+                // A commit on its way: answer it as soon as it finishes, or read on.
+                let finished = tokio::select! {
+                    read = self.stream.read_buf(&mut self.input) => return match read {
+                        Ok(0) => Ok(Flow::Close(SessionEnd::ClientClosed)),
+                        Ok(_) => Ok(Flow::Continue),
+                        Err(error) => Err(SessionError::Read(error)),
+                    },
+                    finished = handle => finished,
+                };
+                oldest.completion = CommitCompletion::Finished(finished);
+                return Ok(Flow::Continue);
+            }
+        }
         tokio::select! {
             read = self.stream.read_buf(&mut self.input) => match read {
                 Ok(0) => Ok(Flow::Close(SessionEnd::ClientClosed)),
@@ -491,6 +591,11 @@ impl Session {
     async fn execute(&mut self, frame: RequestFrame) -> Result<Flow, SessionError> {
         let request_id = frame.request_id;
         let draining = self.shutdown.phase() >= ShutdownPhase::Draining;
+        let pipelines = matches!(frame.request, Request::PutCommit { .. }) && !draining;
+        if !pipelines {
+            // Answers keep request order: every earlier PutCommit is answered first.
+            self.settle_pending_commits().await?;
+        }
         match frame.request {
             Request::Hello(hello) => Ok(self.handshake(request_id, hello)),
             _ if draining && self.transaction.is_none() => {
@@ -733,21 +838,38 @@ impl Session {
         }
         let channel = match self.serving_channel(channel_name) {
             Ok((_, channel)) => channel,
-            Err(error) => return Ok(self.respond_error(request_id, error)),
+            Err(error) => {
+                self.settle_pending_commits().await?;
+                return Ok(self.respond_error(request_id, error));
+            }
         };
+        if self.pending_commits.len() >= MAX_PIPELINED_COMMITS {
+            self.answer_oldest_commit().await?;
+        }
         let attempted_events = events.len() as u64;
-        let outcome = on_blocking_pool(move || {
+        // Started here, in request order, so the commits take effect in that order; the
+        // wait for the disk runs beside the session, which reads the next request.
+        let started = on_blocking_pool(move || {
             let mut transaction = channel.begin()?;
             for event in events.shared_events() {
                 // On error the transaction is dropped, which rolls it back.
                 transaction.put(to_engine_event(event))?;
             }
-            transaction.commit()
+            transaction.commit_pipelined()
         })
         .await?;
-        match outcome {
-            Ok(()) => Ok(self.respond_ok(request_id)),
+        match started {
+            Ok(pending) => {
+                let completion = tokio::task::spawn_blocking(move || pending.finish());
+                self.pending_commits.push_back(PendingPutCommit {
+                    request_id,
+                    attempted_events,
+                    completion: CommitCompletion::Running(completion),
+                });
+                Ok(Flow::Continue)
+            }
             Err(error) => {
+                self.settle_pending_commits().await?;
                 Ok(self.respond_error(request_id, engine_error_response(&error, attempted_events)))
             }
         }

@@ -98,6 +98,46 @@ fn pipelined_requests_are_answered_once_each_in_order() {
 }
 
 #[test]
+fn pipelined_put_commits_are_answered_in_order_and_their_events_keep_that_order() {
+    const BATCHES: usize = 80;
+    let server = Server::start(ServerSetup::embedded_default());
+    let mut connection = server.connect_raw();
+    let mut requests = vec![Request::Hello(millrace_protocol::Hello::new("pipeliner"))];
+    let batches: Vec<Vec<String>> = (0..BATCHES)
+        .map(|batch| (0..3).map(|index| format!("{batch:03}-{index}")).collect())
+        .collect();
+    for bodies in &batches {
+        let bodies: Vec<&str> = bodies.iter().map(String::as_str).collect();
+        requests.push(Request::PutCommit {
+            channel: "default".into(),
+            events: batch(&bodies),
+        });
+    }
+    // A request behind them waits until every PutCommit before it is answered.
+    requests.push(Request::Stats {
+        channel: "default".into(),
+    });
+    requests.push(begin("default"));
+    requests.push(take(1_000, 0));
+    requests.push(Request::Commit);
+    let ids = connection.send_pipelined(&requests);
+    let answers: Vec<_> = ids.iter().map(|_| connection.receive()).collect();
+    let answered_ids: Vec<_> = answers.iter().map(|frame| frame.request_id).collect();
+    assert_eq!(answered_ids, ids, "one answer per request, in order");
+    for (index, answer) in answers[1..=BATCHES].iter().enumerate() {
+        assert_eq!(answer.response, Response::Ok, "put-commit {index}");
+    }
+    match &answers[BATCHES + 1].response {
+        Response::Stats(stats) => {
+            assert_eq!(stats.get("EventPutSuccessCount"), Some(3 * BATCHES as u64));
+        }
+        other => panic!("expected stats, got {other:?}"),
+    }
+    let expected: Vec<String> = batches.concat();
+    assert_eq!(bodies(&answers[BATCHES + 3].response), expected);
+}
+
+#[test]
 fn disconnect_mid_transaction_returns_taken_events_to_the_head() {
     let server = Server::start(ServerSetup::embedded_default());
     let mut producer = RawConnection::open(server.protocol_address());

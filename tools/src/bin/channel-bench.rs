@@ -7,11 +7,13 @@
 //! ```
 //!
 //! Producers commit batches of `--batch` events of `--size` bytes (put-and-commit over the
-//! network); consumers take and commit batches. `put` runs only producers, `take` only
+//! network), each keeping up to `--pipeline` of them in flight; consumers take and
+//! commit batches. `put` runs only producers, `take` only
 //! consumers (on a channel filled beforehand), `mixed` both at once. Reports events/s,
 //! MB/s and commit latency percentiles (hdrhistogram); `--json` prints one line with
 //! `events_per_sec`, `mb_per_sec`, `p50_us`, `p99_us`, `p999_us`.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,8 +21,9 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
-use millrace_client::{Client, ClientOptions, DEFAULT_SERVER_ADDRESS};
+use millrace_client::{Client, ClientOptions, Event, Request, Response, DEFAULT_SERVER_ADDRESS};
 use millrace_engine::Channel;
+use millrace_protocol::EventBatch;
 use std::io::IsTerminal;
 
 /// How long a consumer waits for events before checking whether the run is over.
@@ -64,6 +67,10 @@ struct Args {
     /// Concurrent producers (one connection each).
     #[arg(long, default_value_t = 4)]
     producers: u32,
+    /// Put-commits each producer keeps in flight on its connection (pipelined: the
+    /// server starts them in order and answers each once durable).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pipeline: u32,
     /// Concurrent consumers (one connection each).
     #[arg(long, default_value_t = 4)]
     consumers: u32,
@@ -187,24 +194,37 @@ fn run_network(args: &Args, shared: &Arc<Shared>) -> Result<(), String> {
                 let (shared, options, channel) =
                     (Arc::clone(shared), options(), args.channel.clone());
                 let (batch, size) = (u64::from(args.batch), args.size_bytes);
+                let pipeline = args.pipeline as usize;
                 tasks.push(tokio::spawn(async move {
                     let mut client = Client::connect(options)
                         .await
                         .map_err(|error| error.to_string())?;
                     let payload = body(size);
                     let mut remaining = events;
-                    while remaining > 0 {
-                        let count = remaining.min(batch);
-                        let batch_events: Vec<millrace_client::Event> = (0..count)
-                            .map(|_| millrace_client::Event::new(payload.clone()))
-                            .collect();
-                        let started = Instant::now();
-                        client
-                            .put_and_commit(&channel, &batch_events)
-                            .await
-                            .map_err(|error| error.to_string())?;
-                        shared.record(started, count);
-                        remaining -= count;
+                    // Each request in flight: when it was sent and how many events it holds.
+                    let mut in_flight: VecDeque<(Instant, u64)> = VecDeque::new();
+                    while remaining > 0 || !in_flight.is_empty() {
+                        while remaining > 0 && in_flight.len() < pipeline {
+                            let count = remaining.min(batch);
+                            let batch_events: Vec<Event> =
+                                (0..count).map(|_| Event::new(payload.clone())).collect();
+                            let request = Request::PutCommit {
+                                channel: channel.clone(),
+                                events: EventBatch::from_events(&batch_events)
+                                    .map_err(|error| error.to_string())?,
+                            };
+                            client.send(&request).map_err(|error| error.to_string())?;
+                            in_flight.push_back((Instant::now(), count));
+                            remaining -= count;
+                        }
+                        client.flush().await.map_err(|error| error.to_string())?;
+                        let answer = client.receive().await.map_err(|error| error.to_string())?;
+                        let (started, count) =
+                            in_flight.pop_front().expect("an answer per request");
+                        match answer.response {
+                            Response::Ok => shared.record(started, count),
+                            other => return Err(format!("put-commit refused: {other:?}")),
+                        }
                     }
                     Ok::<(), String>(())
                 }));
