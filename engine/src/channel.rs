@@ -87,11 +87,22 @@ pub trait Transaction: Send {
     }
 }
 
+/// The future [`PendingCommit::finish_async`] returns.
+pub type CommitFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ChannelError>> + Send>>;
+
 /// A commit on its way to stable storage (see [`Transaction::commit_pipelined`]).
 /// Dropping it unfinished still completes it, blocking until the outcome is known.
 pub trait PendingCommit: Send {
     /// Waits until the commit is durable (or failed) and applies it.
     fn finish(self: Box<Self>) -> Result<(), ChannelError>;
+
+    /// The same without holding a thread while the disk syncs: for async callers. The
+    /// future needs no particular runtime. Dropped before it completes, the commit still
+    /// completes (blocking the dropping thread until the outcome is known).
+    fn finish_async(self: Box<Self>) -> CommitFuture {
+        Box::pin(std::future::ready(self.finish()))
+    }
 }
 
 /// A commit that was already complete when it was returned.

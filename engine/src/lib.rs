@@ -29,7 +29,7 @@ pub mod record;
 pub mod spillable;
 pub mod storage;
 
-pub use channel::{Channel, ChannelHealth, ChannelStats, PendingCommit, Transaction};
+pub use channel::{Channel, ChannelHealth, ChannelStats, CommitFuture, PendingCommit, Transaction};
 pub use error::{ChannelError, OpenError};
 pub use event::Event;
 pub use file::FileChannel;

@@ -289,7 +289,7 @@ struct PendingPutCommit {
 
 /// The engine's finishing of a pipelined commit, running or done.
 enum CommitCompletion {
-    /// Still waiting for the disk (on the blocking pool).
+    /// Still waiting for the disk.
     Running(JoinHandle<Result<(), ChannelError>>),
     /// Finished; the outcome is kept until the commit's turn to be answered.
     Finished(Result<Result<(), ChannelError>, JoinError>),
@@ -860,7 +860,8 @@ impl Session {
         .await?;
         match started {
             Ok(pending) => {
-                let completion = tokio::task::spawn_blocking(move || pending.finish());
+                // Awaited on the runtime: no thread is held while the disk syncs.
+                let completion = tokio::spawn(pending.finish_async());
                 self.pending_commits.push_back(PendingPutCommit {
                     request_id,
                     attempted_events,

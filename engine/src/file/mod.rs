@@ -66,9 +66,9 @@ use self::health::Health;
 use self::recovery::{recover, RecoveryInput};
 use self::segments::{SegmentHandle, SegmentMeta, SegmentRegistry, LOCK_FILE_NAME};
 use self::space::SpaceGuard;
-use self::writer::{DirWriterHandle, RecordLocation, WriteJob, WriterSettings};
+use self::writer::{CommitOutcome, DirWriterHandle, RecordLocation, WriteJob, WriterSettings};
 use crate::channel::{
-    Channel, ChannelCounters, ChannelHealth, ChannelStats, PendingCommit, Transaction,
+    Channel, ChannelCounters, ChannelHealth, ChannelStats, CommitFuture, PendingCommit, Transaction,
 };
 use crate::config::FileChannelConfig;
 use crate::crypto::{KeyRing, Sealer};
@@ -1008,11 +1008,9 @@ pub struct SubmittedCommit {
     put_batches: Vec<std::ops::Range<usize>>,
     first_write_order_id: u64,
     last_write_order_id: u64,
-    /// The writer's answer, or the error that stopped the records before the writer.
-    reply: Result<
-        crossbeam_channel::Receiver<Result<Vec<RecordLocation>, ChannelError>>,
-        ChannelError,
-    >,
+    /// The writer's answer to come, or the error that stopped the records before the
+    /// writer.
+    reply: WriterReply,
     finished: bool,
 }
 
@@ -1027,9 +1025,7 @@ impl FileTransaction {
                 put_batches: Vec::new(),
                 first_write_order_id: 0,
                 last_write_order_id: 0,
-                reply: Err(ChannelError::Closed {
-                    channel: String::new(),
-                }),
+                reply: WriterReply::Taken,
                 finished: true,
             });
         }
@@ -1060,16 +1056,16 @@ impl FileTransaction {
             .next_write_order_id
             .fetch_add(record_count as u64, Ordering::AcqRel);
         let last_write_order_id = first_write_order_id + record_count as u64 - 1;
-        let (reply_sender, reply_receiver) = crossbeam_channel::bounded(1);
+        let (reply_sender, reply_receiver) = oneshot::channel();
         let reply = match self.encode(transaction_id, first_write_order_id, &put_batches) {
-            Err(error) => Err(error),
+            Err(error) => WriterReply::Failed(error),
             Ok(records) => match dir.writer.submit(WriteJob {
                 records,
                 record_count,
                 reply: reply_sender,
             }) {
-                Ok(()) => Ok(reply_receiver),
-                Err(_) => Err(ChannelError::Closed {
+                Ok(()) => WriterReply::Waiting(reply_receiver),
+                Err(_) => WriterReply::Failed(ChannelError::Closed {
                     channel: shared.name.clone(),
                 }),
             },
@@ -1087,26 +1083,25 @@ impl FileTransaction {
 }
 
 impl SubmittedCommit {
+    /// Waits (blocking) for the writer's answer and applies it.
     fn complete(&mut self, wait_until_applied: bool) -> Result<(), ChannelError> {
         if self.finished {
             return Ok(());
         }
+        let outcome = self.reply.receive_blocking(&self.transaction.shared.name);
+        self.apply(outcome, wait_until_applied)
+    }
+
+    /// Hands the writer's answer to the sequencer: the commit's effects, or its
+    /// abandonment.
+    fn apply(
+        &mut self,
+        outcome: CommitOutcome,
+        wait_until_applied: bool,
+    ) -> Result<(), ChannelError> {
         self.finished = true;
         let transaction = &mut self.transaction;
         let shared = Arc::clone(&transaction.shared);
-        let reply = std::mem::replace(
-            &mut self.reply,
-            Err(ChannelError::Closed {
-                channel: shared.name.clone(),
-            }),
-        );
-        let outcome = reply.and_then(|receiver| {
-            receiver.recv().unwrap_or_else(|_| {
-                Err(ChannelError::Closed {
-                    channel: shared.name.clone(),
-                })
-            })
-        });
         let puts = std::mem::take(&mut transaction.puts);
         let takes = std::mem::take(&mut transaction.takes);
         let first_write_order_id = self.first_write_order_id;
@@ -1155,6 +1150,93 @@ impl PendingCommit for SubmittedCommit {
     /// before it has finished too, so pipelined commits never wait for each other here.
     fn finish(mut self: Box<Self>) -> Result<(), ChannelError> {
         self.complete(false)
+    }
+
+    fn finish_async(mut self: Box<Self>) -> CommitFuture {
+        Box::pin(async move {
+            if self.finished {
+                return Ok(());
+            }
+            let outcome = self.reply.receive(&self.transaction.shared.name).await;
+            self.apply(outcome, false)
+        })
+    }
+}
+
+/// The dir writer's answer to a submitted commit, as it travels.
+enum WriterReply {
+    /// Not received yet (blocking receivers use it as is).
+    Waiting(oneshot::Receiver<CommitOutcome>),
+    /// Not received yet, being awaited.
+    Awaiting(oneshot::AsyncReceiver<CommitOutcome>),
+    /// The records never reached the writer.
+    Failed(ChannelError),
+    /// Received already.
+    Taken,
+}
+
+impl WriterReply {
+    fn closed(channel: &str) -> ChannelError {
+        ChannelError::Closed {
+            channel: channel.to_string(),
+        }
+    }
+
+    /// Waits for the answer on this thread.
+    fn receive_blocking(&mut self, channel: &str) -> CommitOutcome {
+        match std::mem::replace(self, WriterReply::Taken) {
+            WriterReply::Waiting(receiver) => receiver
+                .recv()
+                .unwrap_or_else(|_| Err(Self::closed(channel))),
+            WriterReply::Awaiting(receiver) => {
+                block_on_reply(receiver).unwrap_or_else(|_| Err(Self::closed(channel)))
+            }
+            WriterReply::Failed(error) => Err(error),
+            WriterReply::Taken => Err(Self::closed(channel)),
+        }
+    }
+
+    /// Awaits the answer. If the future is dropped before it arrives, the receiver stays
+    /// here, so dropping the commit still completes it.
+    async fn receive(&mut self, channel: &str) -> CommitOutcome {
+        if let WriterReply::Waiting(_) = self {
+            let WriterReply::Waiting(receiver) = std::mem::replace(self, WriterReply::Taken) else {
+                unreachable!("checked above");
+            };
+            *self = WriterReply::Awaiting(std::future::IntoFuture::into_future(receiver));
+        }
+        let received = match self {
+            WriterReply::Awaiting(receiver) => Some(receiver.await),
+            _ => None,
+        };
+        match received {
+            Some(answer) => {
+                *self = WriterReply::Taken;
+                answer.unwrap_or_else(|_| Err(Self::closed(channel)))
+            }
+            None => self.receive_blocking(channel),
+        }
+    }
+}
+
+/// Waits on this thread for an answer that was being awaited when its future was
+/// dropped.
+fn block_on_reply(
+    mut receiver: oneshot::AsyncReceiver<CommitOutcome>,
+) -> Result<CommitOutcome, oneshot::RecvError> {
+    struct ThreadWaker(std::thread::Thread);
+    impl std::task::Wake for ThreadWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut context = std::task::Context::from_waker(&waker);
+    loop {
+        match std::future::Future::poll(std::pin::Pin::new(&mut receiver), &mut context) {
+            std::task::Poll::Ready(answer) => return answer,
+            std::task::Poll::Pending => std::thread::park(),
+        }
     }
 }
 

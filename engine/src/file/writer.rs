@@ -52,11 +52,14 @@ pub(crate) struct RecordLocation {
     pub(crate) offset: u32,
 }
 
+/// Where a transaction's records landed, or why they did not.
+pub(crate) type CommitOutcome = Result<Vec<RecordLocation>, ChannelError>;
+
 /// A transaction's encoded records, waiting to be written.
 pub(crate) struct WriteJob {
     pub(crate) records: Vec<u8>,
     pub(crate) record_count: usize,
-    pub(crate) reply: Sender<Result<Vec<RecordLocation>, ChannelError>>,
+    pub(crate) reply: oneshot::Sender<CommitOutcome>,
 }
 
 enum WriterMessage {

@@ -243,18 +243,33 @@ fn run_network(args: &Args, shared: &Arc<Shared>) -> Result<(), String> {
                     let mut remaining = events;
                     while remaining > 0 {
                         let started = Instant::now();
-                        client
-                            .begin(&channel)
-                            .await
-                            .map_err(|error| error.to_string())?;
-                        let taken = client
-                            .take(batch.min(remaining as u32), TAKE_WAIT)
-                            .await
-                            .map_err(|error| error.to_string())?;
-                        client.commit().await.map_err(|error| error.to_string())?;
-                        if !taken.is_empty() {
-                            shared.record(started, taken.len() as u64);
-                            remaining -= taken.len() as u64;
+                        // Begin, Take and Commit in one flight: one round trip per batch.
+                        for request in [
+                            Request::Begin {
+                                channel: channel.clone(),
+                            },
+                            Request::Take {
+                                max_events: batch.min(remaining as u32),
+                                wait_ms: TAKE_WAIT.as_millis() as u32,
+                            },
+                            Request::Commit,
+                        ] {
+                            client.send(&request).map_err(|error| error.to_string())?;
+                        }
+                        client.flush().await.map_err(|error| error.to_string())?;
+                        let mut answers = Vec::with_capacity(3);
+                        for _ in 0..3 {
+                            let answer =
+                                client.receive().await.map_err(|error| error.to_string())?;
+                            answers.push(answer.response);
+                        }
+                        let taken = match answers.as_slice() {
+                            [Response::Ok, Response::Events(events), Response::Ok] => events.len(),
+                            other => return Err(format!("take refused: {other:?}")),
+                        };
+                        if taken > 0 {
+                            shared.record(started, taken as u64);
+                            remaining -= taken as u64;
                         }
                     }
                     Ok::<(), String>(())
