@@ -280,11 +280,16 @@ pub struct Session {
     pending_commits: VecDeque<PendingPutCommit>,
 }
 
-/// A `PutCommit` whose commit is on its way to the disk.
+/// A `PutCommit` or `Commit` whose commit is on its way to the disk.
 struct PendingPutCommit {
     request_id: RequestId,
     attempted_events: u64,
+    /// Whether it commits puts (a later request on the connection waits for those to be
+    /// answered, so it sees them); a commit of takes only holds nothing back.
+    commits_puts: bool,
     completion: CommitCompletion,
+    /// Answers to the requests received after it, sent once it is answered.
+    answers_after: BytesMut,
 }
 
 /// The engine's finishing of a pipelined commit, running or done.
@@ -401,15 +406,19 @@ impl Session {
         };
         let outcome = finished
             .map_err(|join_error| SessionError::EngineTaskFailed(join_error.to_string()))?;
-        match outcome {
-            Ok(()) => {
-                self.respond_ok(pending.request_id);
-            }
-            Err(error) => {
-                let response = engine_error_response(&error, pending.attempted_events);
-                self.respond_error(pending.request_id, response);
-            }
+        // Every commit before this one is answered, so its answer and the answers held
+        // behind it go straight out.
+        let response = match outcome {
+            Ok(()) => Response::Ok,
+            Err(error) => Response::Error(engine_error_response(&error, pending.attempted_events)),
+        };
+        if let Err(error) =
+            self.encoder
+                .encode_response(pending.request_id, &response, &mut self.output)
+        {
+            warn!(peer = %self.peer, %error, "could not encode a commit's answer");
         }
+        self.output.extend_from_slice(&pending.answers_after);
         Ok(())
     }
 
@@ -525,15 +534,15 @@ impl Session {
     /// frame size except `Events`, which is encoded separately, so a failure here is a
     /// server bug: it is logged and answered with `INTERNAL`.
     fn respond(&mut self, request_id: RequestId, response: &Response) {
-        if let Err(error) = self
-            .encoder
-            .encode_response(request_id, response, &mut self.output)
-        {
+        let answers = match self.pending_commits.back_mut() {
+            // Behind a commit still on its way: held until that commit is answered.
+            Some(pending) => &mut pending.answers_after,
+            None => &mut self.output,
+        };
+        if let Err(error) = self.encoder.encode_response(request_id, response, answers) {
             warn!(peer = %self.peer, %error, "could not encode a response");
             let fallback = Response::Error(ErrorResponse::internal(error));
-            let _ = self
-                .encoder
-                .encode_response(request_id, &fallback, &mut self.output);
+            let _ = self.encoder.encode_response(request_id, &fallback, answers);
         }
     }
 
@@ -591,9 +600,23 @@ impl Session {
     async fn execute(&mut self, frame: RequestFrame) -> Result<Flow, SessionError> {
         let request_id = frame.request_id;
         let draining = self.shutdown.phase() >= ShutdownPhase::Draining;
-        let pipelines = matches!(frame.request, Request::PutCommit { .. }) && !draining;
-        if !pipelines {
-            // Answers keep request order: every earlier PutCommit is answered first.
+        let puts_pending = self
+            .pending_commits
+            .iter()
+            .any(|pending| pending.commits_puts);
+        let waits_for_commits = draining
+            || match &frame.request {
+                // Commits never wait for the ones before them: they start in order.
+                Request::PutCommit { .. } | Request::Commit => false,
+                // A transaction's requests see the puts committed before them on the
+                // connection; commits of takes only hold nothing back.
+                Request::Begin { .. }
+                | Request::Put { .. }
+                | Request::Take { .. }
+                | Request::Rollback => puts_pending,
+                _ => true,
+            };
+        if waits_for_commits {
             self.settle_pending_commits().await?;
         }
         match frame.request {
@@ -782,7 +805,10 @@ impl Session {
         .await?;
         match outcome {
             Ok(frame) => {
-                self.output.extend_from_slice(&frame);
+                match self.pending_commits.back_mut() {
+                    Some(pending) => pending.answers_after.extend_from_slice(&frame),
+                    None => self.output.extend_from_slice(&frame),
+                }
                 self.transaction = Some(open);
                 Ok(Flow::Continue)
             }
@@ -811,9 +837,28 @@ impl Session {
             .for_channel(channel);
             return Ok(self.respond_error(request_id, error));
         }
-        let OpenTransaction { transaction, .. } = open;
-        match on_blocking_pool(move || transaction.commit()).await? {
-            Ok(()) => Ok(self.respond_ok(request_id)),
+        let OpenTransaction {
+            transaction,
+            put_count,
+            ..
+        } = open;
+        if self.pending_commits.len() >= MAX_PIPELINED_COMMITS {
+            self.answer_oldest_commit().await?;
+        }
+        // Started in request order; answered in order once durable, while the requests
+        // behind it (the next Begin and Take of a consumer) go on.
+        match on_blocking_pool(move || transaction.commit_pipelined()).await? {
+            Ok(pending) => {
+                let completion = tokio::spawn(pending.finish_async());
+                self.pending_commits.push_back(PendingPutCommit {
+                    request_id,
+                    attempted_events: put_count,
+                    commits_puts: put_count > 0,
+                    completion: CommitCompletion::Running(completion),
+                    answers_after: BytesMut::new(),
+                });
+                Ok(Flow::Continue)
+            }
             Err(error) => Ok(self.respond_error(request_id, engine_error_response(&error, 0))),
         }
     }
@@ -865,7 +910,9 @@ impl Session {
                 self.pending_commits.push_back(PendingPutCommit {
                     request_id,
                     attempted_events,
+                    commits_puts: true,
                     completion: CommitCompletion::Running(completion),
+                    answers_after: BytesMut::new(),
                 });
                 Ok(Flow::Continue)
             }

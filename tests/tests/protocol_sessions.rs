@@ -138,6 +138,53 @@ fn pipelined_put_commits_are_answered_in_order_and_their_events_keep_that_order(
 }
 
 #[test]
+fn pipelined_take_transactions_deliver_each_event_once_in_order() {
+    let server = Server::start(ServerSetup::embedded_default());
+    let mut connection = server.connect_raw();
+    let expected: Vec<String> = (0..250).map(|n| format!("{n:04}")).collect();
+    let body_refs: Vec<&str> = expected.iter().map(String::as_str).collect();
+    let mut requests = vec![
+        Request::Hello(millrace_protocol::Hello::new("consumer")),
+        Request::PutCommit {
+            channel: "default".into(),
+            events: batch(&body_refs),
+        },
+    ];
+    // Five take transactions back to back: each commit is still syncing while the next
+    // Begin and Take are served.
+    for _ in 0..5 {
+        requests.extend([begin("default"), take(100, 0), Request::Commit]);
+    }
+    requests.push(Request::Stats {
+        channel: "default".into(),
+    });
+    let ids = connection.send_pipelined(&requests);
+    let answers: Vec<_> = ids.iter().map(|_| connection.receive()).collect();
+    let answered_ids: Vec<_> = answers.iter().map(|frame| frame.request_id).collect();
+    assert_eq!(answered_ids, ids, "one answer per request, in order");
+    assert_eq!(answers[1].response, Response::Ok);
+    let mut taken = Vec::new();
+    for transaction in 0..5 {
+        let first = 2 + 3 * transaction;
+        assert_eq!(answers[first].response, Response::Ok, "begin {transaction}");
+        taken.extend(bodies(&answers[first + 1].response));
+        assert_eq!(
+            answers[first + 2].response,
+            Response::Ok,
+            "commit {transaction}"
+        );
+    }
+    assert_eq!(taken, expected, "every event once, in order");
+    match &answers[17].response {
+        Response::Stats(stats) => {
+            assert_eq!(stats.size(), Some(0));
+            assert_eq!(stats.get("EventTakeSuccessCount"), Some(250));
+        }
+        other => panic!("expected stats, got {other:?}"),
+    }
+}
+
+#[test]
 fn disconnect_mid_transaction_returns_taken_events_to_the_head() {
     let server = Server::start(ServerSetup::embedded_default());
     let mut producer = RawConnection::open(server.protocol_address());

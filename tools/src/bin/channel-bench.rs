@@ -67,8 +67,8 @@ struct Args {
     /// Concurrent producers (one connection each).
     #[arg(long, default_value_t = 4)]
     producers: u32,
-    /// Put-commits each producer keeps in flight on its connection (pipelined: the
-    /// server starts them in order and answers each once durable).
+    /// Transactions each producer or consumer keeps in flight on its connection
+    /// (pipelined: the server starts the commits in order and answers each once durable).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pipeline: u32,
     /// Concurrent consumers (one connection each).
@@ -235,26 +235,35 @@ fn run_network(args: &Args, shared: &Arc<Shared>) -> Result<(), String> {
                 let events = share(args.events, args.consumers, index);
                 let (shared, options, channel) =
                     (Arc::clone(shared), options(), args.channel.clone());
-                let batch = args.batch;
+                let (batch, pipeline) = (args.batch, args.pipeline as usize);
                 tasks.push(tokio::spawn(async move {
                     let mut client = Client::connect(options)
                         .await
                         .map_err(|error| error.to_string())?;
                     let mut remaining = events;
-                    while remaining > 0 {
-                        let started = Instant::now();
-                        // Begin, Take and Commit in one flight: one round trip per batch.
-                        for request in [
-                            Request::Begin {
-                                channel: channel.clone(),
-                            },
-                            Request::Take {
-                                max_events: batch.min(remaining as u32),
-                                wait_ms: TAKE_WAIT.as_millis() as u32,
-                            },
-                            Request::Commit,
-                        ] {
-                            client.send(&request).map_err(|error| error.to_string())?;
+                    // Begin, Take and Commit in one flight, and up to `pipeline` such
+                    // batches in flight: their take commits share syncs.
+                    // Each batch in flight: when it was sent and how many it asked for. What
+                    // is asked for never exceeds what is left to take.
+                    let mut in_flight: VecDeque<(Instant, u64)> = VecDeque::new();
+                    let mut outstanding = 0u64;
+                    while remaining > 0 || !in_flight.is_empty() {
+                        while remaining > outstanding && in_flight.len() < pipeline {
+                            let max_events = u64::from(batch).min(remaining - outstanding);
+                            for request in [
+                                Request::Begin {
+                                    channel: channel.clone(),
+                                },
+                                Request::Take {
+                                    max_events: max_events as u32,
+                                    wait_ms: TAKE_WAIT.as_millis() as u32,
+                                },
+                                Request::Commit,
+                            ] {
+                                client.send(&request).map_err(|error| error.to_string())?;
+                            }
+                            in_flight.push_back((Instant::now(), max_events));
+                            outstanding += max_events;
                         }
                         client.flush().await.map_err(|error| error.to_string())?;
                         let mut answers = Vec::with_capacity(3);
@@ -263,6 +272,8 @@ fn run_network(args: &Args, shared: &Arc<Shared>) -> Result<(), String> {
                                 client.receive().await.map_err(|error| error.to_string())?;
                             answers.push(answer.response);
                         }
+                        let (started, asked) = in_flight.pop_front().expect("an answer per batch");
+                        outstanding -= asked;
                         let taken = match answers.as_slice() {
                             [Response::Ok, Response::Events(events), Response::Ok] => events.len(),
                             other => return Err(format!("take refused: {other:?}")),
