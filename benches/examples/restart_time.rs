@@ -1,7 +1,7 @@
 //! Restart time of a file channel holding many queued events.
 //!
 //! ```text
-//! cargo run --release -p millrace-benches --example restart_time -- --events 1000000 [--drop-caches]
+//! cargo run --release -p millrace-benches --example restart_time -- --events 1000000 [--drop-caches] [--memory]
 //! ```
 //!
 //! Fills a channel with `--events` events of `--body-bytes`, then measures three restarts:
@@ -9,6 +9,11 @@
 //! a recent checkpoint exists (what a crash leaves), and with no checkpoint at all (a full
 //! replay, reported in MB/s of log read). `--drop-caches` (root) empties the page cache
 //! before each restart so reads come from the disk.
+//!
+//! `--memory` reports the process's resident memory (`VmRSS`, Linux) before the channel
+//! opens, after the fill, and after each restart, as bytes per queued event above the
+//! figure before the open; the peak (`VmHWM`) is reported too, and reset before each
+//! restart where the kernel allows it, so each peak belongs to one phase.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -22,6 +27,7 @@ struct Options {
     batch: u64,
     dir: PathBuf,
     drop_caches: bool,
+    memory: bool,
 }
 
 fn parse_options() -> Options {
@@ -31,6 +37,7 @@ fn parse_options() -> Options {
         batch: 1_000,
         dir: std::env::current_dir().unwrap().join("restart-bench-data"),
         drop_caches: false,
+        memory: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -44,6 +51,7 @@ fn parse_options() -> Options {
             "--batch" => options.batch = value().parse().expect("--batch N"),
             "--dir" => options.dir = PathBuf::from(value()),
             "--drop-caches" => options.drop_caches = true,
+            "--memory" => options.memory = true,
             other => panic!("unknown flag {other}"),
         }
     }
@@ -70,8 +78,82 @@ fn drop_caches(enabled: bool) {
     }
 }
 
-fn reopen(options: &Options, label: &str) -> FileChannel {
+/// `/proc/PID/status` gives sizes in kibibytes.
+const STATUS_UNIT_BYTES: u64 = 1024;
+/// Written to `/proc/self/clear_refs`, resets the peak resident size (`VmHWM`) to the
+/// current one (Linux 4.0 and later).
+const CLEAR_REFS_RESET_PEAK: &str = "5";
+const MEGABYTE_BYTES: f64 = 1e6;
+
+/// A field of `/proc/self/status` given in kibibytes, in bytes.
+fn status_bytes(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with(field))?;
+    let kibibytes: u64 = line[field.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kibibytes * STATUS_UNIT_BYTES)
+}
+
+/// Resident memory figures against the process's resident size before the first open.
+struct MemoryProbe {
+    enabled: bool,
+    baseline_bytes: u64,
+}
+
+impl MemoryProbe {
+    fn start(enabled: bool) -> Self {
+        let baseline_bytes = if enabled {
+            status_bytes("VmRSS:").unwrap_or_else(|| {
+                eprintln!("no VmRSS in /proc/self/status; memory figures are unavailable");
+                0
+            })
+        } else {
+            0
+        };
+        MemoryProbe {
+            enabled,
+            baseline_bytes,
+        }
+    }
+
+    /// Starts a new phase: the peak from here on is this phase's.
+    fn reset_peak(&self) {
+        if self.enabled && std::fs::write("/proc/self/clear_refs", CLEAR_REFS_RESET_PEAK).is_err() {
+            eprintln!("cannot reset VmHWM; the next peak may be an earlier phase's");
+        }
+    }
+
+    fn report(&self, label: &str, queued_events: u64) {
+        if !self.enabled {
+            return;
+        }
+        let (Some(resident_bytes), Some(peak_bytes)) =
+            (status_bytes("VmRSS:"), status_bytes("VmHWM:"))
+        else {
+            return;
+        };
+        let per_event = |bytes: u64| {
+            bytes.saturating_sub(self.baseline_bytes) as f64 / queued_events.max(1) as f64
+        };
+        println!(
+            "memory {label}: {queued_events} queued, resident {:.1} MB ({:.1} B/event above \
+             the {:.1} MB before the first open), peak {:.1} MB ({:.1} B/event)",
+            resident_bytes as f64 / MEGABYTE_BYTES,
+            per_event(resident_bytes),
+            self.baseline_bytes as f64 / MEGABYTE_BYTES,
+            peak_bytes as f64 / MEGABYTE_BYTES,
+            per_event(peak_bytes),
+        );
+    }
+}
+
+fn reopen(options: &Options, label: &str, memory: &MemoryProbe) -> FileChannel {
     drop_caches(options.drop_caches);
+    memory.reset_peak();
     let started = Instant::now();
     let channel = FileChannel::open("bench", config(options)).unwrap();
     let seconds = started.elapsed().as_secs_f64();
@@ -88,6 +170,7 @@ fn reopen(options: &Options, label: &str) -> FileChannel {
         },
         report.events_recovered,
     );
+    memory.report(label, channel.queued_events());
     channel
 }
 
@@ -103,6 +186,7 @@ fn main() {
     let options = parse_options();
     let _ = std::fs::remove_dir_all(&options.dir);
     let body = vec![b'e'; options.body_bytes];
+    let memory = MemoryProbe::start(options.memory);
     {
         let channel = FileChannel::open("bench", config(&options)).unwrap();
         let started = Instant::now();
@@ -122,8 +206,9 @@ fn main() {
             started.elapsed().as_secs_f64(),
             log_bytes(&options.dir) as f64 / 1e6
         );
+        memory.report("after the fill", channel.queued_events());
     }
-    drop(reopen(&options, "restart after a clean stop"));
+    drop(reopen(&options, "restart after a clean stop", &memory));
     {
         // Reopen with checkpointOnClose off so that this restart's stop leaves the log
         // after the checkpoint in place, like a crash.
@@ -141,8 +226,13 @@ fn main() {
     drop(reopen(
         &options,
         "restart after a crash with a recent checkpoint",
+        &memory,
     ));
     std::fs::remove_file(options.dir.join("checkpoint").join("checkpoint")).unwrap();
-    drop(reopen(&options, "restart with no checkpoint (full replay)"));
+    drop(reopen(
+        &options,
+        "restart with no checkpoint (full replay)",
+        &memory,
+    ));
     let _ = std::fs::remove_dir_all(&options.dir);
 }

@@ -61,43 +61,87 @@ pub(crate) struct Checkpoint {
     pub(crate) segments: Vec<SegmentEntry>,
 }
 
+/// A checkpoint's fields besides its queue and segment table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CheckpointHead {
+    pub(crate) sequence: u64,
+    pub(crate) covered_write_order_id: u64,
+    pub(crate) next_transaction_id: u64,
+    pub(crate) next_segment_id: u32,
+    pub(crate) created_unix_ms: u64,
+}
+
+/// Encodes a checkpoint up to its checksum, reading the `event_count` pointers of `queue`
+/// once: the channel encodes straight from its queue, under its lock, rather than copying
+/// the queue first and so holding it twice. [`seal_checkpoint`] appends the checksum.
+pub(crate) fn encode_checkpoint_body<'a>(
+    head: &CheckpointHead,
+    event_count: usize,
+    queue: impl Iterator<Item = &'a EventPointer>,
+    segments: &[SegmentEntry],
+) -> Vec<u8> {
+    let outlives_total: usize = segments.iter().map(|entry| entry.outlives.len()).sum();
+    let mut out = Vec::with_capacity(
+        CHECKPOINT_HEADER_BYTES
+            + event_count * POINTER_BYTES
+            + segments.len() * SEGMENT_ENTRY_FIXED_BYTES
+            + outlives_total * 4
+            + CHECKPOINT_CRC_BYTES,
+    );
+    out.extend_from_slice(&CHECKPOINT_MAGIC);
+    out.extend_from_slice(&CHECKPOINT_FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&(CHECKPOINT_HEADER_BYTES as u16).to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&head.sequence.to_le_bytes());
+    out.extend_from_slice(&head.covered_write_order_id.to_le_bytes());
+    out.extend_from_slice(&head.next_transaction_id.to_le_bytes());
+    out.extend_from_slice(&head.next_segment_id.to_le_bytes());
+    out.extend_from_slice(&(segments.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(event_count as u64).to_le_bytes());
+    out.extend_from_slice(&head.created_unix_ms.to_le_bytes());
+    let queue_start = out.len();
+    for pointer in queue {
+        out.extend_from_slice(&pointer.segment_id.to_le_bytes());
+        out.extend_from_slice(&pointer.record_offset.to_le_bytes());
+        out.extend_from_slice(&pointer.event_index.to_le_bytes());
+    }
+    assert_eq!(
+        out.len() - queue_start,
+        event_count * POINTER_BYTES,
+        "the queue holds the event count the header states"
+    );
+    for entry in segments {
+        out.extend_from_slice(&entry.segment_id.to_le_bytes());
+        out.extend_from_slice(&entry.max_write_order_id.to_le_bytes());
+        out.push(u8::from(entry.closed));
+        out.extend_from_slice(&(entry.outlives.len() as u32).to_le_bytes());
+        for id in &entry.outlives {
+            out.extend_from_slice(&id.to_le_bytes());
+        }
+    }
+    out
+}
+
+/// Appends the checksum to what [`encode_checkpoint_body`] encoded.
+pub(crate) fn seal_checkpoint(body: &mut Vec<u8>) {
+    let crc = crc32c::crc32c(body);
+    body.extend_from_slice(&crc.to_le_bytes());
+}
+
 impl Checkpoint {
+    /// The whole checkpoint's bytes (the channel encodes from its state instead).
+    #[cfg(test)]
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let outlives_total: usize = self.segments.iter().map(|entry| entry.outlives.len()).sum();
-        let mut out = Vec::with_capacity(
-            CHECKPOINT_HEADER_BYTES
-                + self.queue.len() * POINTER_BYTES
-                + self.segments.len() * SEGMENT_ENTRY_FIXED_BYTES
-                + outlives_total * 4
-                + CHECKPOINT_CRC_BYTES,
-        );
-        out.extend_from_slice(&CHECKPOINT_MAGIC);
-        out.extend_from_slice(&CHECKPOINT_FORMAT_VERSION.to_le_bytes());
-        out.extend_from_slice(&(CHECKPOINT_HEADER_BYTES as u16).to_le_bytes());
-        out.extend_from_slice(&0u32.to_le_bytes());
-        out.extend_from_slice(&self.sequence.to_le_bytes());
-        out.extend_from_slice(&self.covered_write_order_id.to_le_bytes());
-        out.extend_from_slice(&self.next_transaction_id.to_le_bytes());
-        out.extend_from_slice(&self.next_segment_id.to_le_bytes());
-        out.extend_from_slice(&(self.segments.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(self.queue.len() as u64).to_le_bytes());
-        out.extend_from_slice(&self.created_unix_ms.to_le_bytes());
-        for pointer in &self.queue {
-            out.extend_from_slice(&pointer.segment_id.to_le_bytes());
-            out.extend_from_slice(&pointer.record_offset.to_le_bytes());
-            out.extend_from_slice(&pointer.event_index.to_le_bytes());
-        }
-        for entry in &self.segments {
-            out.extend_from_slice(&entry.segment_id.to_le_bytes());
-            out.extend_from_slice(&entry.max_write_order_id.to_le_bytes());
-            out.push(u8::from(entry.closed));
-            out.extend_from_slice(&(entry.outlives.len() as u32).to_le_bytes());
-            for id in &entry.outlives {
-                out.extend_from_slice(&id.to_le_bytes());
-            }
-        }
-        let crc = crc32c::crc32c(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
+        let head = CheckpointHead {
+            sequence: self.sequence,
+            covered_write_order_id: self.covered_write_order_id,
+            next_transaction_id: self.next_transaction_id,
+            next_segment_id: self.next_segment_id,
+            created_unix_ms: self.created_unix_ms,
+        };
+        let mut out =
+            encode_checkpoint_body(&head, self.queue.len(), self.queue.iter(), &self.segments);
+        seal_checkpoint(&mut out);
         out
     }
 

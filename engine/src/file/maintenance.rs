@@ -34,7 +34,10 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use tracing::{debug, info, warn};
 
-use super::checkpoint::{Checkpoint, SegmentEntry, CHECKPOINT_TEMP_FILE_NAME};
+use super::checkpoint::{
+    encode_checkpoint_body, seal_checkpoint, CheckpointHead, SegmentEntry,
+    CHECKPOINT_TEMP_FILE_NAME,
+};
 use super::space::SPACE_REFRESH_INTERVAL_MS;
 use super::Shared;
 use crate::channel::{unix_time_ms, ChannelCounters};
@@ -156,6 +159,13 @@ fn write_atomically(storage: &dyn Storage, target: &Path, bytes: &[u8]) -> io::R
     storage.sync_dir(dir)
 }
 
+/// A checkpoint encoded from the channel's state, before its checksum.
+struct CheckpointSnapshot {
+    covered_write_order_id: u64,
+    events: u64,
+    bytes: Vec<u8>,
+}
+
 impl Shared {
     /// Writes a checkpoint to every slot, then deletes the segments no slot needs.
     pub(super) fn checkpoint(&self) -> Result<CheckpointReport, ChannelError> {
@@ -168,8 +178,9 @@ impl Shared {
             });
         }
         let sequence = checkpoints.sequence + 1;
-        let snapshot = self.snapshot(sequence);
-        let bytes = snapshot.encode();
+        let mut snapshot = self.snapshot(sequence);
+        seal_checkpoint(&mut snapshot.bytes);
+        let bytes = snapshot.bytes;
         let primary = &self.checkpoint_files[0];
         if let Err(source) = write_atomically(self.storage.as_ref(), primary, &bytes) {
             ChannelCounters::add(&self.counters.checkpoint_write_error, 1);
@@ -204,7 +215,7 @@ impl Shared {
         let report = CheckpointReport {
             sequence,
             covered_write_order_id: snapshot.covered_write_order_id,
-            events: snapshot.queue.len() as u64,
+            events: snapshot.events,
             bytes: bytes.len() as u64,
             backup_written,
             segments_deleted,
@@ -221,19 +232,13 @@ impl Shared {
         Ok(report)
     }
 
-    /// Copies what a checkpoint holds. The segment list is read before the channel lock:
-    /// a segment created in between is simply not listed, and a restart reads unlisted
-    /// segments in full.
-    fn snapshot(&self, sequence: u64) -> Checkpoint {
+    /// Encodes what a checkpoint holds, but its checksum, under the channel lock. The
+    /// segment list is read before the lock: a segment created in between is simply not
+    /// listed, and a restart reads unlisted segments in full.
+    fn snapshot(&self, sequence: u64) -> CheckpointSnapshot {
         let handles = self.registry.handles();
         let state = self.state.lock();
-        let queue = state
-            .in_flight
-            .values()
-            .chain(state.queue.iter())
-            .copied()
-            .collect();
-        let segments = handles
+        let segments: Vec<SegmentEntry> = handles
             .iter()
             .map(|(segment_id, handle)| {
                 // `closed` first: once it reads true, the maximum is final.
@@ -255,7 +260,7 @@ impl Shared {
                 }
             })
             .collect();
-        Checkpoint {
+        let head = CheckpointHead {
             sequence,
             covered_write_order_id: state.next_apply_write_order_id,
             next_transaction_id: self
@@ -265,8 +270,19 @@ impl Shared {
                 .next_segment_id
                 .load(std::sync::atomic::Ordering::Acquire),
             created_unix_ms: unix_time_ms(),
-            queue,
-            segments,
+        };
+        let events = state.size();
+        // In-flight takes first, in take order: a restart puts them back at the head.
+        let bytes = encode_checkpoint_body(
+            &head,
+            events as usize,
+            state.in_flight.values().chain(state.queue.iter()),
+            &segments,
+        );
+        CheckpointSnapshot {
+            covered_write_order_id: head.covered_write_order_id,
+            events,
+            bytes,
         }
     }
 

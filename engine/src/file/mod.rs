@@ -190,9 +190,7 @@ impl QueueState {
     }
 
     fn add_live(&mut self, pointers: &[EventPointer]) {
-        for pointer in pointers {
-            *self.live_events.entry(pointer.segment_id).or_default() += 1;
-        }
+        count_live_events(&mut self.live_events, pointers);
     }
 
     fn remove_live(&mut self, pointers: impl Iterator<Item = EventPointer>) {
@@ -209,6 +207,16 @@ impl QueueState {
     fn add_outlives(&mut self, segment_id: u32, others: impl Iterator<Item = u32>) {
         let set = self.outlives.entry(segment_id).or_default();
         set.extend(others.filter(|&other| other != segment_id));
+    }
+}
+
+/// Counts the events each segment holds among `pointers` into `live_events`.
+fn count_live_events<'a>(
+    live_events: &mut HashMap<u32, u64>,
+    pointers: impl IntoIterator<Item = &'a EventPointer>,
+) {
+    for pointer in pointers {
+        *live_events.entry(pointer.segment_id).or_default() += 1;
     }
 }
 
@@ -376,18 +384,19 @@ impl FileChannel {
             .min(u64::from(MAX_RECORD_BYTES));
         let max_event_bytes =
             max_record_bytes - (RECORD_HEADER_BYTES + MAX_PUT_ENVELOPE_BYTES) as u64;
-        let mut state = QueueState {
+        let mut live_events = HashMap::new();
+        count_live_events(&mut live_events, &recovered.queue);
+        let state = QueueState {
+            // Reuses the recovered vector's allocation: no second copy of the queue.
             queue: recovered.queue.into(),
             in_flight: BTreeMap::new(),
             next_take_sequence: 0,
             reserved_puts: 0,
             next_apply_write_order_id: recovered.next_write_order_id,
             finished: BTreeMap::new(),
-            live_events: HashMap::new(),
+            live_events,
             outlives: recovered.outlives,
         };
-        let queued: Vec<EventPointer> = state.queue.iter().copied().collect();
-        state.add_live(&queued);
         info!(
             channel = name,
             events = state.queue.len(),

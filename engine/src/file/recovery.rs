@@ -185,15 +185,35 @@ struct DiskSegment {
 
 struct CommittedTransaction {
     commit_write_order_id: u64,
-    puts: Vec<EventPointer>,
+    puts: Vec<PutRecordEvents>,
     takes: Vec<EventPointer>,
+}
+
+/// The events of one put record, indexes `0..event_count`: replay keeps one of these per
+/// record rather than a pointer per event, and expands them only into the final queue.
+#[derive(Debug, Clone, Copy)]
+struct PutRecordEvents {
+    segment_id: u32,
+    record_offset: u32,
+    event_count: u32,
+}
+
+impl PutRecordEvents {
+    fn pointers(self) -> impl Iterator<Item = EventPointer> {
+        (0..self.event_count).map(move |event_index| EventPointer {
+            segment_id: self.segment_id,
+            record_offset: self.record_offset,
+            event_index,
+        })
+    }
 }
 
 struct PendingTransaction {
     transaction_id: u64,
     /// Below the checkpoint's coverage: read only for segment dependencies.
     covered: bool,
-    puts: Vec<EventPointer>,
+    puts: Vec<PutRecordEvents>,
+    put_events: u32,
     put_records: u32,
     put_segments: HashSet<u32>,
     takes: Vec<EventPointer>,
@@ -601,19 +621,27 @@ impl<'a> Replay<'a> {
             ),
             None => (Vec::new(), 0, 0, Vec::new()),
         };
-        let appended = self
+        // The checkpoint's queue, then the replayed puts, less what was taken: built in
+        // the checkpoint queue's own allocation, grown once to its final size.
+        let mut queue = base_queue;
+        if !taken.is_empty() {
+            queue.retain(|pointer| !taken.contains(pointer));
+        }
+        let appended_events: usize = self
             .committed
             .iter()
-            .flat_map(|transaction| transaction.puts.iter().copied());
-        let queue: Vec<EventPointer> = if taken.is_empty() {
-            base_queue.into_iter().chain(appended).collect()
-        } else {
-            base_queue
-                .into_iter()
-                .chain(appended)
-                .filter(|pointer| !taken.contains(pointer))
-                .collect()
-        };
+            .flat_map(|transaction| &transaction.puts)
+            .map(|record| record.event_count as usize)
+            .sum();
+        queue.reserve_exact(appended_events);
+        queue.extend(
+            self.committed
+                .iter()
+                .flat_map(|transaction| {
+                    transaction.puts.iter().flat_map(|record| record.pointers())
+                })
+                .filter(|pointer| !taken.contains(pointer)),
+        );
         for entry in checkpoint_segments {
             self.outlives
                 .entry(entry.segment_id)
@@ -852,6 +880,7 @@ impl<'a> Replay<'a> {
             transaction_id: header.transaction_id,
             covered,
             puts: Vec::new(),
+            put_events: 0,
             put_records: 0,
             put_segments: HashSet::new(),
             takes: Vec::new(),
@@ -863,13 +892,12 @@ impl<'a> Replay<'a> {
                 transaction.put_records += 1;
                 transaction.put_segments.insert(segment.segment_id);
                 if !transaction.covered {
-                    transaction
-                        .puts
-                        .extend((0..count).map(|event_index| EventPointer {
-                            segment_id: segment.segment_id,
-                            record_offset: offset as u32,
-                            event_index,
-                        }));
+                    transaction.puts.push(PutRecordEvents {
+                        segment_id: segment.segment_id,
+                        record_offset: offset as u32,
+                        event_count: count,
+                    });
+                    transaction.put_events = transaction.put_events.saturating_add(count);
                 }
             }
             RecordKind::Take => {
@@ -899,7 +927,7 @@ impl<'a> Replay<'a> {
                 }
                 let found = (
                     transaction.put_records,
-                    transaction.puts.len() as u32,
+                    transaction.put_events,
                     transaction.takes.len() as u32,
                 );
                 if found != summary.counts() {

@@ -26,9 +26,23 @@ use crate::storage::StorageFile;
 pub(crate) const LOCK_FILE_NAME: &str = "millrace.lock";
 const SEGMENT_FILE_PREFIX: &str = "segment-";
 const SEGMENT_FILE_SUFFIX: &str = ".log";
-/// Decoded put records kept for takes, in bytes of event content. Large enough to hold
-/// several seconds of a fast producer's batches, small beside the machine's memory.
+/// Decoded put records kept for takes, in bytes of memory they hold (see
+/// [`cached_event_bytes`]). Large enough to hold many batches of every producer, small
+/// beside the machine's memory.
 pub(crate) const RECORD_CACHE_BUDGET_BYTES: usize = 64 * 1024 * 1024;
+/// Entries in one node of the standard library's B-tree (`2 * B - 1` with `B = 6`): an
+/// event's header map allocates one node per this many headers. An estimate for the
+/// cache's accounting, not something the code relies on.
+const HEADER_MAP_NODE_ENTRIES: usize = 11;
+/// A header map node's slots for keys and values, filled or not.
+const HEADER_MAP_NODE_BYTES: usize = HEADER_MAP_NODE_ENTRIES * 2 * std::mem::size_of::<String>();
+/// What one cached record costs besides its events: the shared vector, its entries in the
+/// cache's map and eviction order.
+const CACHED_RECORD_OVERHEAD_BYTES: usize = std::mem::size_of::<Arc<Vec<Event>>>()
+    + 2 * std::mem::size_of::<usize>()
+    + std::mem::size_of::<Vec<Event>>()
+    + std::mem::size_of::<(RecordKey, CachedRecord)>()
+    + std::mem::size_of::<RecordKey>();
 
 /// `segment-0000000042.log`: zero-padded so that names sort by id.
 pub(crate) fn segment_file_name(segment_id: u32) -> String {
@@ -250,15 +264,24 @@ type RecordKey = (u32, u32);
 #[derive(Debug)]
 struct CachedRecord {
     events: Arc<Vec<Event>>,
-    content_bytes: usize,
+    memory_bytes: usize,
 }
 
-/// Decoded put records, evicted oldest first once their content exceeds the budget.
+/// The memory a decoded event holds while cached: the event itself, its body, and its
+/// headers with the map nodes that hold them. Counting only the content would let a cache
+/// of small events, or of events with a few headers, hold many times its budget.
+fn cached_event_bytes(event: &Event) -> usize {
+    let header_nodes = event.headers.len().div_ceil(HEADER_MAP_NODE_ENTRIES);
+    std::mem::size_of::<Event>() + event.content_bytes() + header_nodes * HEADER_MAP_NODE_BYTES
+}
+
+/// Decoded put records, evicted oldest first once the memory they hold exceeds the
+/// budget.
 #[derive(Debug, Default)]
 struct RecordCache {
     entries: HashMap<RecordKey, CachedRecord>,
     order: VecDeque<RecordKey>,
-    content_bytes: usize,
+    memory_bytes: usize,
 }
 
 impl RecordCache {
@@ -269,21 +292,23 @@ impl RecordCache {
     }
 
     fn insert(&mut self, key: RecordKey, events: Arc<Vec<Event>>) {
-        let content_bytes = events.iter().map(Event::content_bytes).sum::<usize>() + events.len();
+        let memory_bytes =
+            CACHED_RECORD_OVERHEAD_BYTES + events.iter().map(cached_event_bytes).sum::<usize>();
         let cached = CachedRecord {
             events,
-            content_bytes,
+            memory_bytes,
         };
-        if self.entries.insert(key, cached).is_none() {
-            self.order.push_back(key);
-            self.content_bytes += content_bytes;
+        match self.entries.insert(key, cached) {
+            None => self.order.push_back(key),
+            Some(replaced) => self.memory_bytes -= replaced.memory_bytes,
         }
-        while self.content_bytes > RECORD_CACHE_BUDGET_BYTES {
+        self.memory_bytes += memory_bytes;
+        while self.memory_bytes > RECORD_CACHE_BUDGET_BYTES {
             let Some(oldest) = self.order.pop_front() else {
                 break;
             };
             if let Some(evicted) = self.entries.remove(&oldest) {
-                self.content_bytes -= evicted.content_bytes;
+                self.memory_bytes -= evicted.memory_bytes;
             }
         }
     }
@@ -297,6 +322,59 @@ pub(crate) fn segment_path(dir: &Path, segment_id: u32) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn small_events_with_headers(count: usize) -> Arc<Vec<Event>> {
+        Arc::new(
+            (0..count)
+                .map(|_| Event::from_body(vec![b'e'; 16]).with_header("host", "h1"))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_cached_event_counts_its_struct_and_header_nodes_beside_its_content() {
+        let event = Event::from_body(vec![b'e'; 16]).with_header("host", "h1");
+        assert_eq!(
+            cached_event_bytes(&event),
+            std::mem::size_of::<Event>() + event.content_bytes() + HEADER_MAP_NODE_BYTES
+        );
+        let bare = Event::from_body(vec![b'e'; 16]);
+        assert_eq!(
+            cached_event_bytes(&bare),
+            std::mem::size_of::<Event>() + bare.content_bytes()
+        );
+    }
+
+    #[test]
+    fn the_record_cache_holds_no_more_memory_than_its_budget() {
+        let events_per_record = 100;
+        let record_bytes = CACHED_RECORD_OVERHEAD_BYTES
+            + small_events_with_headers(events_per_record)
+                .iter()
+                .map(cached_event_bytes)
+                .sum::<usize>();
+        let mut cache = RecordCache::default();
+        let records = 2 * RECORD_CACHE_BUDGET_BYTES / record_bytes;
+        for offset in 0..records as u32 {
+            cache.insert((1, offset), small_events_with_headers(events_per_record));
+        }
+        assert!(cache.memory_bytes <= RECORD_CACHE_BUDGET_BYTES);
+        assert_eq!(cache.memory_bytes, cache.entries.len() * record_bytes);
+        assert_eq!(
+            cache.entries.len(),
+            RECORD_CACHE_BUDGET_BYTES / record_bytes
+        );
+    }
+
+    #[test]
+    fn caching_a_record_twice_counts_it_once() {
+        let mut cache = RecordCache::default();
+        cache.insert((1, 0), small_events_with_headers(3));
+        let once = cache.memory_bytes;
+        cache.insert((1, 0), small_events_with_headers(3));
+        assert_eq!(cache.memory_bytes, once);
+        assert_eq!(cache.order.len(), 1);
+    }
 
     #[test]
     fn segment_names_round_trip_and_sort_by_id() {
