@@ -687,7 +687,6 @@ impl Shared {
         Ok(())
     }
 
-    /// Hands a finished commit to the sequencer and waits until it has been applied.
     /// Hands a finished commit to the sequencer, which applies commits in write order.
     /// With `wait_until_applied`, returns only once this one is applied (visible to
     /// takers); without, a commit whose predecessors are still on their way is applied
