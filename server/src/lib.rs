@@ -22,6 +22,7 @@ pub mod error_mapping;
 pub mod health;
 pub mod http;
 pub mod listener;
+pub mod logging;
 pub mod metrics;
 pub mod registry;
 pub mod reports;
