@@ -4,13 +4,14 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use millrace_engine::config::FileChannelConfig;
 use millrace_engine::file::RecoveryPath;
-use millrace_engine::storage::{SimFs, Storage};
+use millrace_engine::storage::{SimFs, SimFsOptions, Storage};
 use millrace_engine::{Channel, ChannelError, ChannelHealth, Event, FileChannel};
 
 fn config_with(root: &Path, dual: bool) -> FileChannelConfig {
@@ -358,6 +359,50 @@ fn below_the_space_guard_puts_are_refused_and_takes_commits_and_checkpoints_go_o
     assert_eq!(channel.health(), ChannelHealth::Open);
     put_committed(&channel, &["accepted-again"]);
     assert_eq!(peek_all(&channel), ["c", "accepted-again"]);
+}
+
+#[test]
+fn takes_commit_on_a_disk_with_room_for_their_records_but_not_for_a_segment_reservation() {
+    let disk = SimFs::default();
+    let storage: Arc<dyn Storage> = Arc::new(disk.clone());
+    let mut config = sim_config();
+    config.max_file_size_bytes = 16 * 1024;
+    let channel = FileChannel::open_with_storage("c1", config, Arc::clone(&storage)).unwrap();
+    let bodies = bodies(0..1_000, &"x".repeat(100));
+    for batch in bodies.chunks(100) {
+        put_committed(
+            &channel,
+            &batch.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+    }
+    let segments_created = || -> u64 {
+        channel
+            .dir_stats()
+            .iter()
+            .map(|(_, stats)| stats.segments_created.load(Ordering::Relaxed))
+            .sum()
+    };
+    let segments_before_takes = segments_created();
+    // Less room than one segment's reservation (16 KiB), plenty for take records.
+    disk.set_options(SimFsOptions {
+        largest_allocation_bytes: Some(1024),
+        ..SimFsOptions::default()
+    });
+    let mut taken = Vec::new();
+    while taken.len() < bodies.len() {
+        let batch = take_committed(&channel, 50);
+        assert!(
+            !batch.is_empty(),
+            "a take came back empty after {}",
+            taken.len()
+        );
+        taken.extend(batch);
+    }
+    assert_eq!(taken, bodies);
+    assert!(
+        segments_created() > segments_before_takes,
+        "the take records rolled into a new segment"
+    );
 }
 
 #[test]

@@ -11,11 +11,14 @@
 //! | `TransactionFull`      | `TRANSACTION_TOO_LARGE` |
 //! | `EventTooLarge`        | `TRANSACTION_TOO_LARGE` (the protocol has no per-event code; the message and the `event_bytes`/`max_event_bytes` fields say what it is) |
 //! | `InsufficientSpace`    | `INSUFFICIENT_SPACE`    |
-//! | `Failed`, `Io`, `Corruption`, `Closed` | `CHANNEL_UNHEALTHY` (an I/O error or corruption fails the channel) |
+//! | `Io` with ENOSPC from a write, an allocation or a create (not a sync) | `INSUFFICIENT_SPACE` (the disk filled faster than the space guard saw; the writer rolled back and the channel still serves) |
+//! | `Failed`, other `Io`, `Corruption`, `Closed` | `CHANNEL_UNHEALTHY` (an I/O error or corruption fails the channel) |
 //!
 //! Online inspect and replay read the channel's files; their failures
 //! ([`inspect_error_response`]) are the engine error's code when the channel refused
 //! work, and `INTERNAL` naming the file when reading it failed.
+
+use std::io;
 
 use millrace_engine::inspect::InspectError;
 use millrace_engine::ChannelError;
@@ -119,6 +122,26 @@ pub fn engine_error_response(error: &ChannelError, attempted_events: u64) -> Err
         ChannelError::Closed { channel } => {
             ErrorResponse::channel_unhealthy(channel, "the channel is closed")
         }
+        ChannelError::Io {
+            channel,
+            file,
+            operation,
+            source,
+        } if source.kind() == io::ErrorKind::StorageFull && !operation.contains("sync") => {
+            // A failed sync fails the channel whatever its errno; a failed write or
+            // allocation only fails its round (the writer removes a segment it could not
+            // reserve), so this is as transient as the guard's own refusal.
+            ErrorResponse::new(
+                ErrorCode::InsufficientSpace,
+                format!(
+                    "channel '{channel}' is out of disk space: {operation} of {} failed: \
+                     {source}. The transaction was rolled back; the channel still serves, \
+                     and writes succeed again once space is freed",
+                    file.display()
+                ),
+            )
+            .for_channel(channel)
+        }
         ChannelError::Io { channel, .. } | ChannelError::Corruption { channel, .. } => {
             ErrorResponse::channel_unhealthy(channel, &error.to_string())
         }
@@ -218,6 +241,41 @@ mod tests {
         let response = engine_error_response(&error, 0);
         assert_eq!(response.code, ErrorCode::ChannelUnhealthy);
         assert!(response.message.contains("EIO"), "{}", response.message);
+    }
+
+    #[test]
+    fn enospc_from_an_allocation_is_a_retryable_space_error_naming_the_file() {
+        let error = ChannelError::Io {
+            channel: "c1".into(),
+            file: PathBuf::from("/data/c1/segment-0000000003.log"),
+            operation: "fallocate",
+            source: io::Error::from_raw_os_error(28),
+        };
+        let response = engine_error_response(&error, 0);
+        assert_eq!(response.code, ErrorCode::InsufficientSpace);
+        assert_eq!(response.class(), ErrorClass::Retryable);
+        assert!(
+            response
+                .message
+                .contains("fallocate of /data/c1/segment-0000000003.log")
+                && response.message.contains("os error 28"),
+            "{}",
+            response.message
+        );
+    }
+
+    #[test]
+    fn enospc_from_a_sync_is_still_unhealthy() {
+        let error = ChannelError::Io {
+            channel: "c1".into(),
+            file: PathBuf::from("/data/c1/segment-0000000003.log"),
+            operation: "fdatasync",
+            source: io::Error::from_raw_os_error(28),
+        };
+        assert_eq!(
+            engine_error_response(&error, 0).code,
+            ErrorCode::ChannelUnhealthy
+        );
     }
 
     #[test]

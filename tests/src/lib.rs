@@ -155,6 +155,12 @@ pub struct ServerSetup {
     pub files: Vec<(String, Vec<u8>)>,
     /// The agent to run (`-n`); [`AGENT`] when `None`.
     pub agent: Option<String>,
+    /// A program (and its arguments) to start channeld under, such as `strace`; channeld's
+    /// path and arguments follow them. The wrapper must pass signals through and exit
+    /// when channeld does.
+    pub wrapper: Vec<String>,
+    /// Extra environment variables for channeld (and its wrapper).
+    pub env: Vec<(String, String)>,
 }
 
 impl ServerSetup {
@@ -188,13 +194,28 @@ impl ServerSetup {
         self.agent = Some(name.into());
         self
     }
+
+    /// Starts channeld under `wrapper` (program, then its arguments).
+    pub fn wrapped_in(mut self, wrapper: &[String]) -> Self {
+        self.wrapper = wrapper.to_vec();
+        self
+    }
+
+    /// Sets an environment variable for channeld.
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((name.into(), value.into()));
+        self
+    }
 }
 
 /// A running (or stopped) channeld in its own temporary directory. Killed on drop.
 pub struct Server {
     directory: tempfile::TempDir,
     setup: ServerSetup,
+    /// channeld, or its wrapper when [`ServerSetup::wrapper`] is set.
     process: Option<Child>,
+    /// channeld's own process id, from the ready file.
+    channeld_pid: Option<Pid>,
     protocol_address: String,
     http_address: String,
     starts: u32,
@@ -219,6 +240,7 @@ impl Server {
             directory,
             setup,
             process: None,
+            channeld_pid: None,
             protocol_address: String::new(),
             http_address: String::new(),
             starts: 0,
@@ -272,8 +294,16 @@ impl Server {
         let _ = std::fs::remove_file(&ready_file);
         let stderr = std::fs::File::create(self.stderr_path()).expect("stderr log file");
         let stdout = std::fs::File::create(self.stdout_path()).expect("stdout log file");
-        let mut command = Command::new(&binaries().channeld);
+        let mut command = match self.setup.wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut command = Command::new(program);
+                command.args(wrapper_args).arg(&binaries().channeld);
+                command
+            }
+            None => Command::new(&binaries().channeld),
+        };
         command
+            .envs(self.setup.env.iter().map(|(name, value)| (name, value)))
             .current_dir(self.directory.path())
             .env("RUST_LOG", "info")
             .env("MILLRACE_AGENT_BIN", &binaries().channel_agent)
@@ -320,12 +350,26 @@ impl Server {
         .expect("the ready file is JSON");
         self.protocol_address = ready["protocol"].as_str().expect("protocol").to_string();
         self.http_address = ready["http"].as_str().expect("http").to_string();
+        let pid = ready["pid"]
+            .as_i64()
+            .and_then(|pid| i32::try_from(pid).ok())
+            .and_then(Pid::from_raw)
+            .expect("the ready file names channeld's pid");
+        self.channeld_pid = Some(pid);
         self.process = Some(child);
     }
 
-    fn pid(&self) -> Pid {
-        let process = self.process.as_ref().expect("the server is running");
-        Pid::from_raw(process.id() as i32).expect("a valid pid")
+    /// channeld's process id (not its wrapper's).
+    pub fn pid(&self) -> Pid {
+        assert!(self.process.is_some(), "the server is running");
+        self.channeld_pid
+            .expect("the ready file named channeld's pid")
+    }
+
+    /// The setup the next [`restart`](Self::restart) uses; change it to restart
+    /// differently (without a wrapper, say).
+    pub fn setup_mut(&mut self) -> &mut ServerSetup {
+        &mut self.setup
     }
 
     /// The process's resident memory, from `/proc/PID/status` (`VmRSS`).
@@ -390,16 +434,29 @@ impl Server {
         });
         if status.is_some() {
             self.process = None;
+            self.channeld_pid = None;
         }
         status
     }
 
-    /// Kills the process with SIGKILL, as a crash would.
+    /// Kills channeld with SIGKILL, as a crash would (and then its wrapper, if it does
+    /// not exit with channeld).
     pub fn kill_9(&mut self) {
-        if let Some(mut process) = self.process.take() {
-            let _ = process.kill();
-            let _ = process.wait();
+        let Some(mut process) = self.process.take() else {
+            return;
+        };
+        if let Some(pid) = self.channeld_pid.take() {
+            if pid.as_raw_nonzero().get() as u32 != process.id() {
+                // A wrapper (strace) exits once channeld is gone; SIGKILL of the wrapper
+                // alone would leave channeld running, detached.
+                let _ = kill_process(pid, Signal::KILL);
+                wait_until(SERVER_STOP_TIMEOUT, || {
+                    !matches!(process.try_wait(), Ok(None))
+                });
+            }
         }
+        let _ = process.kill();
+        let _ = process.wait();
     }
 
     /// Starts the stopped server again with the same directory, configuration and
@@ -734,6 +791,81 @@ pub fn free_port() -> u16 {
         .and_then(|listener| listener.local_addr())
         .expect("bind a free port")
         .port()
+}
+
+/// Events with these bodies and no headers.
+pub fn events_with_bodies(bodies: &[String]) -> Vec<millrace_client::Event> {
+    bodies
+        .iter()
+        .map(|body| millrace_client::Event::new(body.clone().into_bytes()))
+        .collect()
+}
+
+/// Takes and commits up to `max_per_take` events at a time from `channel` until a take
+/// returns nothing within 200 ms; returns the bodies (as text) in delivery order.
+/// Panics on any error.
+pub async fn drain_channel(
+    client: &mut millrace_client::Client,
+    channel: &str,
+    max_per_take: u32,
+) -> Vec<String> {
+    let mut delivered = Vec::new();
+    loop {
+        client.begin(channel).await.expect("begin a draining take");
+        let events = client
+            .take(max_per_take, Duration::from_millis(200))
+            .await
+            .expect("take while draining");
+        client.commit().await.expect("commit a draining take");
+        if events.is_empty() {
+            return delivered;
+        }
+        delivered.extend(
+            events
+                .into_iter()
+                .map(|event| String::from_utf8(event.body.to_vec()).expect("a text body")),
+        );
+    }
+}
+
+/// Arguments that run a program under `strace` with a fault injected: `strace -f -o LOG
+/// -e trace=TRACED -e inject=INJECTION` (plus `--seccomp-bpf` where it works, so that only
+/// the traced system calls stop the program). Append the program and its arguments.
+/// Injection only reaches traced calls, so `traced_syscalls` must include the injected
+/// one. `Err` says why strace cannot be used here (missing, or ptrace not permitted), for
+/// a test to print and skip.
+pub fn strace_wrapper(
+    log_path: &Path,
+    traced_syscalls: &str,
+    injection: &str,
+) -> Result<Vec<String>, String> {
+    let mut last_problem = String::new();
+    for seccomp in [true, false] {
+        let mut args = vec!["strace".to_string()];
+        if seccomp {
+            args.push("--seccomp-bpf".to_string());
+        }
+        args.extend([
+            "-f".to_string(),
+            "-o".to_string(),
+            log_path.display().to_string(),
+            "-e".to_string(),
+            format!("trace={traced_syscalls}"),
+            "-e".to_string(),
+            format!("inject={injection}"),
+        ]);
+        match Command::new(&args[0]).args(&args[1..]).arg("true").output() {
+            Err(error) => return Err(format!("strace is not installed ({error})")),
+            Ok(output) if output.status.success() => return Ok(args),
+            Ok(output) => {
+                last_problem = format!(
+                    "strace cannot trace here (is ptrace permitted?): {}",
+                    String::from_utf8_lossy(&output.stderr).trim()
+                );
+            }
+        }
+    }
+    Err(last_problem)
 }
 
 /// Config text for agent [`AGENT`] with file channels `names`, each with its

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use millrace_client::{Client, ClientOptions, Event};
-use millrace_e2e::{file_channels_config, Server, ServerSetup};
+use millrace_e2e::{drain_channel, file_channels_config, Server, ServerSetup};
 use rand::{Rng, SeedableRng};
 
 /// Kill cycles in the default run.
@@ -114,21 +114,10 @@ async fn consumer(address: String, seed: u64, history: Arc<Mutex<History>>) {
 
 async fn drain(address: String, history: Arc<Mutex<History>>) {
     let mut client = Client::connect(ClientOptions::new(address)).await.unwrap();
-    loop {
-        client.begin("c1").await.unwrap();
-        let events = client
-            .take(1_000, Duration::from_millis(200))
-            .await
-            .unwrap();
-        client.commit().await.unwrap();
-        if events.is_empty() {
-            return;
-        }
-        let mut history = history.lock().unwrap();
-        for event in events {
-            let body = String::from_utf8(event.body.to_vec()).unwrap();
-            *history.acknowledged_takes.entry(body).or_default() += 1;
-        }
+    let delivered = drain_channel(&mut client, "c1", 1_000).await;
+    let mut history = history.lock().unwrap();
+    for body in delivered {
+        *history.acknowledged_takes.entry(body).or_default() += 1;
     }
 }
 

@@ -398,10 +398,9 @@ impl DirWriter {
         let end = position + buffer.len() as u64;
         if end > active.allocated {
             let target = (end + PREALLOCATION_CHUNK_BYTES).min(max_file_size.max(end));
-            active.file.allocate(target).map_err(|source| {
+            active.allocated = reserve(&*active.file, end, target).map_err(|source| {
                 recoverable(io_error(&channel, &active.path, "fallocate", source))
             })?;
-            active.allocated = target;
         }
         match durability {
             Durability::Deferred => active
@@ -482,16 +481,19 @@ impl DirWriter {
             .write_all_at(&header.encode(), 0)
             .map_err(|source| io("write header", source))
             .and_then(|()| {
-                file.allocate(initial_bytes)
+                reserve(&*file, SEGMENT_HEADER_BYTES as u64, initial_bytes)
                     .map_err(|source| io("fallocate", source))
             });
-        if let Err(error) = prepared {
-            // Leave no empty segment behind when the disk is full.
-            if settings.storage.remove_file(&path).is_ok() {
-                let _ = settings.storage.sync_dir(&settings.dir);
+        let allocated = match prepared {
+            Ok(allocated) => allocated,
+            Err(error) => {
+                // Leave no empty segment behind when the disk is full.
+                if settings.storage.remove_file(&path).is_ok() {
+                    let _ = settings.storage.sync_dir(&settings.dir);
+                }
+                return Err(recoverable(error));
             }
-            return Err(recoverable(error));
-        }
+        };
         file.sync_all().map_err(|source| RoundFailure {
             error: io("fsync", source),
             fatal: true,
@@ -523,7 +525,7 @@ impl DirWriter {
             file,
             meta,
             position: SEGMENT_HEADER_BYTES as u64,
-            allocated: initial_bytes,
+            allocated,
         });
         Ok(())
     }
@@ -582,6 +584,23 @@ enum Durability {
     Synced,
     /// Written only (before a roll, whose close syncs it; or without per-transaction sync).
     Deferred,
+}
+
+/// Reserves the first `preferred_bytes` of `file` and returns how many are reserved. When
+/// the disk cannot give that much (ENOSPC), reserves only `needed_bytes`, what the write
+/// at hand needs: the space guard keeps a margin for takes and commits, and a whole
+/// preallocation chunk (up to a segment) may be larger than that margin, so insisting on
+/// it would refuse a take's few bytes on a disk that still has room for them.
+fn reserve(file: &dyn StorageFile, needed_bytes: u64, preferred_bytes: u64) -> io::Result<u64> {
+    match file.allocate(preferred_bytes) {
+        Ok(()) => Ok(preferred_bytes),
+        Err(error)
+            if error.kind() == io::ErrorKind::StorageFull && needed_bytes < preferred_bytes =>
+        {
+            file.allocate(needed_bytes).map(|()| needed_bytes)
+        }
+        Err(error) => Err(error),
+    }
 }
 
 fn recoverable(error: ChannelError) -> RoundFailure {

@@ -53,6 +53,9 @@ pub struct SimFsOptions {
     pub fail_syncs_from_op: Option<u64>,
     /// Writes and allocations fail with ENOSPC.
     pub no_space: bool,
+    /// Allocations that would grow a file by more than this many bytes fail with ENOSPC:
+    /// a disk with a little room left, but not enough for a whole reservation.
+    pub largest_allocation_bytes: Option<u64>,
     /// What `available_space_bytes` reports.
     pub available_space_bytes: u64,
 }
@@ -63,6 +66,7 @@ impl Default for SimFsOptions {
             crash_after_ops: None,
             fail_syncs_from_op: None,
             no_space: false,
+            largest_allocation_bytes: None,
             available_space_bytes: DEFAULT_AVAILABLE_SPACE_BYTES,
         }
     }
@@ -472,11 +476,16 @@ impl StorageFile for SimFile {
     }
 
     fn allocate(&self, len: u64) -> io::Result<()> {
-        if len <= self.len_bytes()? {
+        let current = self.len_bytes()?;
+        if len <= current {
             return Ok(());
         }
         let mut state = self.fs.lock();
-        if state.options.no_space {
+        let too_large = state
+            .options
+            .largest_allocation_bytes
+            .is_some_and(|largest| len - current > largest);
+        if state.options.no_space || too_large {
             state.begin_mutation()?;
             return Err(io::Error::from_raw_os_error(
                 rustix::io::Errno::NOSPC.raw_os_error(),
