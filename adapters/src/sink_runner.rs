@@ -420,12 +420,9 @@ impl SinkGroupRunner {
         let count = self.sinks.len();
         let now = Instant::now();
         match &self.policy {
-            Policy::Failover { .. } => {
-                let live: Vec<usize> = (0..count)
-                    .filter(|&index| !self.penalties[index].is_active(now))
-                    .collect();
-                live
-            }
+            Policy::Failover { .. } => (0..count)
+                .filter(|&index| !self.penalties[index].is_active(now))
+                .collect(),
             Policy::LoadBalance {
                 random, backoff, ..
             } => {
