@@ -4,6 +4,16 @@
 //! then `commit` or `rollback`. Dropping an open transaction rolls it back. A transaction
 //! belongs to one user at a time (it is `Send`, not `Sync`); concurrency comes from many
 //! transactions.
+//!
+//! # Calls that never block
+//!
+//! [`Channel::begin`], [`Transaction::rollback`] and the `try_` calls of a transaction
+//! ([`Transaction::try_put`], [`Transaction::try_take_many`],
+//! [`Transaction::try_commit_pipelined`]) never block the calling thread: they take
+//! short locks and do bounded CPU work, but never wait for room, for an event, for
+//! another thread or for disk I/O. An async runtime may call them on its own threads.
+//! What would block is handed back (the event, the transaction) for the caller to run
+//! where blocking is allowed. The other calls may block.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,7 +27,8 @@ pub trait Channel: Send + Sync {
     /// The channel's name, as configured.
     fn name(&self) -> &str;
 
-    /// Starts a transaction. Fails when the channel is closed or has failed.
+    /// Starts a transaction. Fails when the channel is closed or has failed. Never
+    /// blocks (see the module documentation).
     fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError>;
 
     /// A snapshot of the channel's size, capacity and counters.
@@ -71,7 +82,7 @@ pub trait Transaction: Send {
     fn commit(self: Box<Self>) -> Result<(), ChannelError>;
 
     /// Discards the puts and returns the taken events to the head of the channel, in
-    /// their original order.
+    /// their original order. Never blocks (see the module documentation).
     fn rollback(self: Box<Self>) -> Result<(), ChannelError>;
 
     /// Starts the commit and returns at once with a handle that completes it. Commits
@@ -85,6 +96,70 @@ pub trait Transaction: Send {
         self.commit()?;
         Ok(Box::new(AlreadyCommitted))
     }
+
+    /// Like [`Transaction::put`], but never blocks the calling thread (see the module
+    /// documentation): when the put would have to wait for room, the event comes back in
+    /// [`PutAttempt::WouldBlock`] and the transaction is unchanged. Errors are those of
+    /// `put`. The default hands every event back.
+    fn try_put(&mut self, event: Event) -> Result<PutAttempt, ChannelError> {
+        Ok(PutAttempt::WouldBlock(event))
+    }
+
+    /// Takes up to `max_events` events from the head of the channel, as that many
+    /// [`Transaction::take`]s would, appending them to `taken`; never blocks the calling
+    /// thread: it stops before an event it cannot get without waiting (one that must be
+    /// read from the device, say). `accept` sees each event before it is taken and
+    /// stops the run by refusing it (the event stays at the head): a caller with a byte
+    /// budget takes only what it can carry. Says why it stopped. Fails as `take` does
+    /// when the transaction is full before the first event; reaching
+    /// `transactionCapacity` later stops it with [`TakeStop::Limit`]. After a failure
+    /// part-way, the events taken before it stay in the transaction and in `taken`. The
+    /// default takes nothing.
+    fn try_take_many(
+        &mut self,
+        _max_events: usize,
+        _accept: &mut dyn FnMut(&Event) -> bool,
+        _taken: &mut Vec<Event>,
+    ) -> Result<TakeStop, ChannelError> {
+        Ok(TakeStop::WouldBlock)
+    }
+
+    /// Like [`Transaction::commit_pipelined`], but never blocks the calling thread: a
+    /// commit that would have to wait (for room, for the disk, or for long CPU work)
+    /// hands the transaction back, unchanged, in [`CommitAttempt::WouldBlock`] (a
+    /// channel that cannot tell hands every transaction back).
+    fn try_commit_pipelined(self: Box<Self>) -> Result<CommitAttempt, ChannelError>;
+}
+
+/// The outcome of [`Transaction::try_put`].
+#[must_use]
+pub enum PutAttempt {
+    /// The event is in the transaction.
+    Added,
+    /// The channel has no room now; `put` would wait for it. The event is handed back.
+    WouldBlock(Event),
+}
+
+/// Why [`Transaction::try_take_many`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TakeStop {
+    /// It took `max_events`, the transaction reached `transactionCapacity`, or `accept`
+    /// refused the next event.
+    Limit,
+    /// The channel has nothing more to take.
+    Empty,
+    /// The next event cannot be had without blocking; a [`Transaction::take`] on a
+    /// thread that may block gets it.
+    WouldBlock,
+}
+
+/// The outcome of [`Transaction::try_commit_pipelined`].
+#[must_use]
+pub enum CommitAttempt {
+    /// The commit is started, as [`Transaction::commit_pipelined`] starts it.
+    Started(Box<dyn PendingCommit>),
+    /// Committing would block; the transaction is handed back as it was.
+    WouldBlock(Box<dyn Transaction>),
 }
 
 /// The future [`PendingCommit::finish_async`] returns.
@@ -106,7 +181,7 @@ pub trait PendingCommit: Send {
 }
 
 /// A commit that was already complete when it was returned.
-struct AlreadyCommitted;
+pub(crate) struct AlreadyCommitted;
 
 impl PendingCommit for AlreadyCommitted {
     fn finish(self: Box<Self>) -> Result<(), ChannelError> {
@@ -204,6 +279,43 @@ impl ChannelCounters {
 
     pub(crate) fn add(counter: &AtomicU64, amount: u64) {
         counter.fetch_add(amount, Ordering::Relaxed);
+    }
+
+    /// Counts the take attempts of a [`Transaction::try_take_many`] that took
+    /// `taken_events`: one per event, and one more for the look that found the channel
+    /// empty (Flume counts every take call, including those that return nothing).
+    pub(crate) fn add_take_attempts(
+        &self,
+        taken_events: usize,
+        stop: &Result<TakeStop, ChannelError>,
+    ) {
+        let found_empty = matches!(stop, Ok(TakeStop::Empty));
+        Self::add(
+            &self.take_attempt,
+            taken_events as u64 + u64::from(found_empty),
+        );
+    }
+
+    /// How many events a [`Transaction::try_take_many`] of `max_events` may take in a
+    /// transaction that holds `taken_events` of `transaction_capacity`; when it holds
+    /// them all already, the error a take fails with (counted as an attempt).
+    pub(crate) fn take_room(
+        &self,
+        channel: &str,
+        transaction_capacity: u64,
+        taken_events: usize,
+        max_events: usize,
+    ) -> Result<usize, ChannelError> {
+        let room = transaction_capacity.saturating_sub(taken_events as u64);
+        if room == 0 {
+            Self::add(&self.take_attempt, 1);
+            return Err(ChannelError::TransactionFull {
+                channel: channel.to_string(),
+                transaction_capacity,
+                operation: "take",
+            });
+        }
+        Ok(usize::try_from(room).unwrap_or(usize::MAX).min(max_events))
     }
 
     pub(crate) fn mark_stopped(&self) {

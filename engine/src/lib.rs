@@ -29,7 +29,10 @@ pub mod record;
 pub mod spillable;
 pub mod storage;
 
-pub use channel::{Channel, ChannelHealth, ChannelStats, CommitFuture, PendingCommit, Transaction};
+pub use channel::{
+    Channel, ChannelHealth, ChannelStats, CommitAttempt, CommitFuture, PendingCommit, PutAttempt,
+    TakeStop, Transaction,
+};
 pub use error::{ChannelError, OpenError};
 pub use event::Event;
 pub use file::FileChannel;

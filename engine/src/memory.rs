@@ -97,7 +97,10 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use tracing::{info, warn};
 
-use crate::channel::{Channel, ChannelCounters, ChannelHealth, ChannelStats, Transaction};
+use crate::channel::{
+    AlreadyCommitted, Channel, ChannelCounters, ChannelHealth, ChannelStats, CommitAttempt,
+    PutAttempt, TakeStop, Transaction,
+};
 use crate::config::{usable_byte_slots, MemoryChannelConfig, MEMORY_BYTE_SLOT_SIZE_BYTES};
 use crate::error::{ChannelError, OpenError};
 use crate::event::Event;
@@ -589,6 +592,40 @@ impl MemoryTransaction {
     }
 }
 
+impl MemoryTransaction {
+    /// What the transaction needs from the channel to commit.
+    fn need(&self) -> CommitNeed {
+        CommitNeed {
+            puts: self.puts.len() as u64,
+            takes: self.takes.len() as u64,
+            put_byte_slots: self.put_byte_slots,
+            take_byte_slots: self.take_byte_slots,
+        }
+    }
+
+    /// Moves the puts to the tail and makes the takes final, in the critical section that
+    /// found room for them (`state`), then wakes takers and waiting commits.
+    fn apply_commit(&mut self, mut state: MutexGuard<'_, QueueState>, need: CommitNeed) {
+        let shared = Arc::clone(&self.shared);
+        state.queue.extend(self.puts.drain(..));
+        state.taken_events -= need.takes;
+        state.byte_slots_in_use =
+            state.byte_slots_in_use - need.take_byte_slots + need.put_byte_slots;
+        drop(state);
+        self.takes.clear();
+        self.finished = true;
+
+        ChannelCounters::add(&shared.counters.put_success, need.puts);
+        ChannelCounters::add(&shared.counters.take_success, need.takes);
+        shared.wake_takers(need.puts as usize);
+        let frees_capacity = need.takes > need.puts;
+        let frees_bytes = need.take_byte_slots > need.put_byte_slots;
+        if frees_capacity || frees_bytes {
+            shared.space_freed.notify_all();
+        }
+    }
+}
+
 impl Transaction for MemoryTransaction {
     fn put(&mut self, event: Event) -> Result<(), ChannelError> {
         let shared = &*self.shared;
@@ -623,35 +660,87 @@ impl Transaction for MemoryTransaction {
             return Ok(());
         }
         let shared = Arc::clone(&self.shared);
-        let need = CommitNeed {
-            puts: self.puts.len() as u64,
-            takes: self.takes.len() as u64,
-            put_byte_slots: self.put_byte_slots,
-            take_byte_slots: self.take_byte_slots,
-        };
+        let need = self.need();
         let mut state = shared.state.lock();
         if let Err(error) = shared.wait_for_room(&mut state, need) {
             drop(state);
             self.roll_back();
             return Err(error);
         }
-        state.queue.extend(self.puts.drain(..));
-        state.taken_events -= need.takes;
-        state.byte_slots_in_use =
-            state.byte_slots_in_use - need.take_byte_slots + need.put_byte_slots;
-        drop(state);
-        self.takes.clear();
-        self.finished = true;
-
-        ChannelCounters::add(&shared.counters.put_success, need.puts);
-        ChannelCounters::add(&shared.counters.take_success, need.takes);
-        shared.wake_takers(need.puts as usize);
-        let frees_capacity = need.takes > need.puts;
-        let frees_bytes = need.take_byte_slots > need.put_byte_slots;
-        if frees_capacity || frees_bytes {
-            shared.space_freed.notify_all();
-        }
+        self.apply_commit(state, need);
         Ok(())
+    }
+
+    fn try_put(&mut self, event: Event) -> Result<PutAttempt, ChannelError> {
+        // Puts never wait here: room is checked at commit.
+        self.put(event)?;
+        Ok(PutAttempt::Added)
+    }
+
+    /// Takes the run under one lock: a memory take never waits unless asked to.
+    fn try_take_many(
+        &mut self,
+        max_events: usize,
+        accept: &mut dyn FnMut(&Event) -> bool,
+        taken: &mut Vec<Event>,
+    ) -> Result<TakeStop, ChannelError> {
+        let shared = Arc::clone(&self.shared);
+        shared.check_open().inspect_err(|_| {
+            ChannelCounters::add(&shared.counters.take_attempt, 1);
+        })?;
+        let limit = shared.counters.take_room(
+            &shared.name,
+            shared.config.transaction_capacity,
+            self.takes.len(),
+            max_events,
+        )?;
+        let (count, stop) = {
+            let mut state = shared.state.lock();
+            let available = limit.min(state.queue.len());
+            let count = state
+                .queue
+                .iter()
+                .take(available)
+                .position(|event| !accept(event))
+                .unwrap_or(available);
+            self.takes.extend(state.queue.drain(..count));
+            state.taken_events += count as u64;
+            let stop = if count < limit && state.queue.is_empty() {
+                TakeStop::Empty
+            } else {
+                TakeStop::Limit
+            };
+            (count, stop)
+        };
+        // The copies kept for a rollback are the ones just moved in; the caller gets
+        // clones (bodies shared), made outside the lock.
+        for event in &self.takes[self.takes.len() - count..] {
+            self.take_byte_slots += event_byte_slots(event);
+            taken.push(event.clone());
+        }
+        let stop = Ok(stop);
+        shared.counters.add_take_attempts(count, &stop);
+        stop
+    }
+
+    /// Commits now when the channel has room for the net change (a memory commit is
+    /// complete when it returns); hands the transaction back when it would have to wait
+    /// for room.
+    fn try_commit_pipelined(mut self: Box<Self>) -> Result<CommitAttempt, ChannelError> {
+        if self.puts.is_empty() && self.takes.is_empty() {
+            self.finished = true;
+            return Ok(CommitAttempt::Started(Box::new(AlreadyCommitted)));
+        }
+        let shared = Arc::clone(&self.shared);
+        let need = self.need();
+        let state = shared.state.lock();
+        shared.check_open()?;
+        if shared.shortfall(&state, need).is_some() {
+            drop(state);
+            return Ok(CommitAttempt::WouldBlock(self));
+        }
+        self.apply_commit(state, need);
+        Ok(CommitAttempt::Started(Box::new(AlreadyCommitted)))
     }
 
     fn rollback(mut self: Box<Self>) -> Result<(), ChannelError> {

@@ -36,7 +36,10 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::channel::{Channel, ChannelCounters, ChannelHealth, ChannelStats, Transaction};
+use crate::channel::{
+    Channel, ChannelCounters, ChannelHealth, ChannelStats, CommitAttempt, PutAttempt, TakeStop,
+    Transaction,
+};
 use crate::config::{usable_byte_slots, SpillableChannelConfig};
 use crate::error::{ChannelError, OpenError};
 use crate::event::Event;
@@ -364,10 +367,48 @@ pub struct SpillableTransaction {
     finished: bool,
 }
 
+/// What a take at the head got.
+enum HeadTake {
+    Taken(Event),
+    /// The caller's `accept` refused the head event; it stays.
+    Refused,
+    Empty,
+    WouldBlock,
+}
+
+/// How a take at the head may wait.
+enum TakeMode<'a> {
+    /// Up to this long for an event to arrive (`None`: not at all), reading the overflow
+    /// from the disk when needed.
+    Waiting(Option<Duration>),
+    /// Never blocking: an overflow event that must be read from the disk is left in
+    /// place, and so is one the caller's `accept` refuses.
+    WithoutBlocking(&'a mut dyn FnMut(&Event) -> bool),
+}
+
 impl SpillableTransaction {
     fn take_inner(&mut self, wait: Option<Duration>) -> Result<Option<Event>, ChannelError> {
+        match self.take_from_head(TakeMode::Waiting(wait))? {
+            HeadTake::Taken(event) => Ok(Some(event)),
+            HeadTake::Refused | HeadTake::Empty | HeadTake::WouldBlock => Ok(None),
+        }
+    }
+
+    /// A take at the head; every take counts as an attempt except one handed back
+    /// because it would block (it is made again by a call that may block).
+    fn take_from_head(&mut self, mode: TakeMode<'_>) -> Result<HeadTake, ChannelError> {
+        let attempt = self.take_from_head_uncounted(mode);
+        if !matches!(attempt, Ok(HeadTake::WouldBlock)) {
+            ChannelCounters::add(&self.shared.counters.take_attempt, 1);
+        }
+        attempt
+    }
+
+    fn take_from_head_uncounted(
+        &mut self,
+        mut mode: TakeMode<'_>,
+    ) -> Result<HeadTake, ChannelError> {
         let shared = Arc::clone(&self.shared);
-        ChannelCounters::add(&shared.counters.take_attempt, 1);
         shared.check_open()?;
         if self.take_tiers.len() as u64 >= shared.transaction_capacity() {
             return Err(ChannelError::TransactionFull {
@@ -376,17 +417,26 @@ impl SpillableTransaction {
                 operation: "take",
             });
         }
-        let deadline = wait.map(|wait| Instant::now() + wait);
+        let deadline = match mode {
+            TakeMode::Waiting(wait) => wait.map(|wait| Instant::now() + wait),
+            TakeMode::WithoutBlocking(_) => None,
+        };
         let mut state = shared.state.lock();
         loop {
             match state.drain_order.front().map(|(tier, _)| *tier) {
                 Some(Tier::Memory) => {
+                    if let TakeMode::WithoutBlocking(accept) = &mut mode {
+                        let head = state.memory.front().expect("a memory run has events");
+                        if !accept(head) {
+                            return Ok(HeadTake::Refused);
+                        }
+                    }
                     state.pop_front_one();
                     let event = state.memory.pop_front().expect("a memory run has events");
                     state.memory_in_flight += 1;
                     self.memory_takes.push(event.clone());
                     self.take_tiers.push(Tier::Memory);
-                    return Ok(Some(event));
+                    return Ok(HeadTake::Taken(event));
                 }
                 Some(Tier::Overflow) => {
                     let overflow = shared
@@ -397,7 +447,24 @@ impl SpillableTransaction {
                         self.overflow_transaction = Some(overflow.transaction()?);
                     }
                     let transaction = self.overflow_transaction.as_mut().expect("just set");
-                    let event = transaction.take()?.ok_or_else(|| ChannelError::Failed {
+                    let taken = match &mut mode {
+                        TakeMode::Waiting(_) => transaction.take()?,
+                        TakeMode::WithoutBlocking(accept) => {
+                            let mut overflow_taken = Vec::with_capacity(1);
+                            match transaction.try_take_many(
+                                1,
+                                &mut **accept,
+                                &mut overflow_taken,
+                            )? {
+                                TakeStop::WouldBlock => return Ok(HeadTake::WouldBlock),
+                                TakeStop::Limit if overflow_taken.is_empty() => {
+                                    return Ok(HeadTake::Refused)
+                                }
+                                TakeStop::Limit | TakeStop::Empty => overflow_taken.pop(),
+                            }
+                        }
+                    };
+                    let event = taken.ok_or_else(|| ChannelError::Failed {
                         channel: shared.name.clone(),
                         reason: "the drain order expected an overflow event that is not there"
                             .into(),
@@ -405,11 +472,11 @@ impl SpillableTransaction {
                     state.pop_front_one();
                     self.overflow_takes += 1;
                     self.take_tiers.push(Tier::Overflow);
-                    return Ok(Some(event));
+                    return Ok(HeadTake::Taken(event));
                 }
                 None => {
                     let Some(deadline) = deadline else {
-                        return Ok(None);
+                        return Ok(HeadTake::Empty);
                     };
                     if shared
                         .events_available
@@ -417,7 +484,7 @@ impl SpillableTransaction {
                         .timed_out()
                         && state.drain_order.is_empty()
                     {
-                        return Ok(None);
+                        return Ok(HeadTake::Empty);
                     }
                     shared.check_open()?;
                 }
@@ -475,6 +542,42 @@ impl Transaction for SpillableTransaction {
 
     fn take_waiting(&mut self, wait: Duration) -> Result<Option<Event>, ChannelError> {
         self.take_inner(Some(wait))
+    }
+
+    fn try_put(&mut self, event: Event) -> Result<PutAttempt, ChannelError> {
+        // A put only joins the transaction: which tier it goes to is decided at commit.
+        self.put(event)?;
+        Ok(PutAttempt::Added)
+    }
+
+    fn try_take_many(
+        &mut self,
+        max_events: usize,
+        accept: &mut dyn FnMut(&Event) -> bool,
+        taken: &mut Vec<Event>,
+    ) -> Result<TakeStop, ChannelError> {
+        let first_new = taken.len();
+        while taken.len() - first_new < max_events {
+            // Full after some events: stop with those (full before the first: the take
+            // below fails as `take` does).
+            let full = self.take_tiers.len() as u64 >= self.shared.transaction_capacity();
+            if full && taken.len() > first_new {
+                return Ok(TakeStop::Limit);
+            }
+            match self.take_from_head(TakeMode::WithoutBlocking(&mut *accept))? {
+                HeadTake::Taken(event) => taken.push(event),
+                HeadTake::Refused => return Ok(TakeStop::Limit),
+                HeadTake::Empty => return Ok(TakeStop::Empty),
+                HeadTake::WouldBlock => return Ok(TakeStop::WouldBlock),
+            }
+        }
+        Ok(TakeStop::Limit)
+    }
+
+    /// A commit may wait `overflowTimeout` for memory room and spills with a sync of the
+    /// overflow, so it is always handed back.
+    fn try_commit_pipelined(self: Box<Self>) -> Result<CommitAttempt, ChannelError> {
+        Ok(CommitAttempt::WouldBlock(self))
     }
 
     fn commit(mut self: Box<Self>) -> Result<(), ChannelError> {

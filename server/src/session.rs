@@ -3,10 +3,13 @@
 //! # Constraints
 //!
 //! - **The engine blocks; the runtime must not.** A commit waits for `fdatasync`, a put
-//!   may wait `keep-alive` for capacity, a take may wait for an event. Every engine call
-//!   that can wait runs on tokio's blocking pool ([`on_blocking_pool`]); the session's
-//!   transaction (`Box<dyn Transaction>`, `Send`) moves into that call and comes back with
-//!   the result, so the session owns it between requests.
+//!   may wait `keep-alive` for capacity, a take may wait for an event or read the disk.
+//!   The session first makes each call in the engine's never-blocking form (`begin`,
+//!   `try_put`, `try_take`, `try_commit_pipelined`, `rollback`) on the runtime's own
+//!   thread, which is the common case and costs no thread hand-off. Only what the engine
+//!   hands back as blocking moves to tokio's blocking pool ([`on_blocking_pool`]): the
+//!   session's transaction (`Box<dyn Transaction>`, `Send`) moves into that call and
+//!   comes back with the result, so the session owns it between requests.
 //! - **In order, exactly once.** Requests are executed one after another as they are
 //!   decoded, each answered once, in order. Responses collect in an output buffer that is
 //!   written when no complete request is left to execute (so a pipelined burst is
@@ -30,7 +33,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use millrace_engine::{Channel, ChannelError, ChannelStats as EngineStats, Transaction};
+use millrace_engine::{
+    Channel, ChannelError, ChannelStats as EngineStats, CommitAttempt, PendingCommit, PutAttempt,
+    TakeStop, Transaction,
+};
 use millrace_protocol::{
     encoded_event_bytes, negotiate_version, ChannelStats, DecodeError, DecodeLimits, EncodeError,
     Encoder, ErrorClass, ErrorResponse, EventBatch, Hello, HelloAccepted, InspectReport,
@@ -149,11 +155,6 @@ struct OpenTransaction {
     put_count: u64,
     /// Events taken so far (delivered or not).
     take_count: u64,
-    /// An event taken from the channel that did not fit in the last `Events` frame. It
-    /// is delivered first by the next `Take`. The engine cannot hand one event back, so
-    /// a `Commit` while it is undelivered rolls the whole transaction back instead of
-    /// losing it.
-    undelivered: Option<millrace_engine::Event>,
 }
 
 impl OpenTransaction {
@@ -161,15 +162,12 @@ impl OpenTransaction {
         self.entry.name()
     }
 
-    /// Rolls back on the blocking pool; logs a failure (the engine's rollback only fails
-    /// on a closed channel, where nothing is left to undo).
-    async fn roll_back(self) {
+    /// Rolls back (the engine's rollback never blocks); logs a failure (it only fails on
+    /// a closed channel, where nothing is left to undo).
+    fn roll_back(self) {
         let channel = self.entry.name().to_string();
-        let outcome = on_blocking_pool(move || self.transaction.rollback()).await;
-        match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => warn!(%channel, %error, "rollback failed"),
-            Err(error) => warn!(%channel, %error, "rollback failed"),
+        if let Err(error) = self.transaction.rollback() {
+            warn!(%channel, %error, "rollback failed");
         }
     }
 }
@@ -196,64 +194,217 @@ fn stats_reply(stats: &EngineStats) -> ChannelStats {
 /// transaction must then be rolled back).
 type TakeOutcome = Result<BytesMut, ErrorResponse>;
 
-/// Takes up to `max_events` into the transaction and encodes them as one `Events` frame
-/// within the client's frame limit. Runs on the blocking pool.
-fn take_events(
+/// The room an `Events` frame has for events within the client's frame limit; the
+/// engine asks it before taking each event, so an event the frame cannot carry is never
+/// taken.
+struct FrameRoom {
+    /// The frame's bytes before its events: length prefix, header and event count.
+    header_bytes: usize,
+    room_bytes: u64,
+    used_bytes: usize,
+    /// The size of the first event refused for lack of room.
+    refused_event_bytes: Option<usize>,
+    /// An event whose size cannot be encoded at all.
+    sizing_error: Option<EncodeError>,
+}
+
+impl FrameRoom {
+    fn new(encoder: Encoder, request_id: RequestId) -> Self {
+        let mut probe = BytesMut::new();
+        let writer = encoder.events_writer(&mut probe, request_id);
+        FrameRoom {
+            header_bytes: writer.frame_bytes(),
+            room_bytes: writer.remaining_bytes(),
+            used_bytes: 0,
+            refused_event_bytes: None,
+            sizing_error: None,
+        }
+    }
+
+    /// Makes room for `event` and says yes, or remembers why not and says no.
+    fn admit(&mut self, event: &millrace_engine::Event) -> bool {
+        match encoded_event_bytes(event.headers.iter(), event.body.len()) {
+            Ok(event_bytes) if event_bytes as u64 <= self.room_bytes => {
+                self.room_bytes -= event_bytes as u64;
+                self.used_bytes += event_bytes;
+                true
+            }
+            Ok(event_bytes) => {
+                self.refused_event_bytes.get_or_insert(event_bytes);
+                false
+            }
+            Err(error) => {
+                self.sizing_error.get_or_insert(error);
+                false
+            }
+        }
+    }
+
+    /// The answer when not even one event fits: `FRAME_TOO_LARGE` (closing) naming the
+    /// sizes, or `INTERNAL` for an event that cannot be encoded; `None` when nothing was
+    /// refused.
+    fn refusal(&mut self, encoder: Encoder) -> Option<ErrorResponse> {
+        if let Some(error) = self.sizing_error.take() {
+            return Some(ErrorResponse::internal(error));
+        }
+        self.refused_event_bytes.take().map(|event_bytes| {
+            ErrorResponse::frame_too_large(
+                (self.header_bytes + event_bytes) as u64,
+                encoder.peer_max_frame_bytes(),
+            )
+        })
+    }
+
+    /// Encodes `events` (admitted by this room) as one `Events` frame.
+    fn encode(
+        self,
+        encoder: Encoder,
+        request_id: RequestId,
+        events: &[millrace_engine::Event],
+    ) -> TakeOutcome {
+        let mut frame = BytesMut::with_capacity(self.header_bytes + self.used_bytes);
+        let mut writer = encoder.events_writer(&mut frame, request_id);
+        for event in events {
+            writer
+                .push(event.headers.iter(), &event.body)
+                .map_err(ErrorResponse::internal)?;
+        }
+        writer.finish().map_err(ErrorResponse::internal)?;
+        Ok(frame)
+    }
+}
+
+/// Takes up to `max_events` into the transaction without blocking and encodes them as
+/// one `Events` frame within the client's frame limit. `None` when nothing could be
+/// taken without blocking, or nothing is there and the client asked to wait (nothing was
+/// taken then): the caller takes on the blocking pool instead
+/// ([`take_events_blocking`]).
+fn take_events_without_blocking(
+    open: &mut OpenTransaction,
+    encoder: Encoder,
+    request_id: RequestId,
+    max_events: u32,
+    wait: Duration,
+) -> Option<TakeOutcome> {
+    let mut room = FrameRoom::new(encoder, request_id);
+    let mut taken = Vec::new();
+    let stop = open.transaction.try_take_many(
+        max_events as usize,
+        &mut |event| room.admit(event),
+        &mut taken,
+    );
+    open.take_count += taken.len() as u64;
+    match stop {
+        // The transaction is full after some events: return those.
+        Err(ChannelError::TransactionFull { .. }) if !taken.is_empty() => {}
+        Err(error) => return Some(Err(engine_error_response(&error, open.take_count + 1))),
+        Ok(_) if !taken.is_empty() => {}
+        Ok(stop) => {
+            // A refused event never left the channel; the closing error ends the session.
+            if let Some(refusal) = room.refusal(encoder) {
+                return Some(Err(refusal));
+            }
+            let must_wait = stop == TakeStop::Empty && !wait.is_zero();
+            if stop == TakeStop::WouldBlock || must_wait {
+                return None;
+            }
+            return Some(room.encode(encoder, request_id, &taken));
+        }
+    }
+    Some(room.encode(encoder, request_id, &taken))
+}
+
+/// Takes up to `max_events` into the transaction on a thread that may block: the first
+/// waiting up to `wait` and read from the disk if need be, the rest as far as they come
+/// without blocking (the first one's put record is cached by then). Encodes them as one
+/// `Events` frame within the client's frame limit.
+fn take_events_blocking(
     open: &mut OpenTransaction,
     encoder: Encoder,
     request_id: RequestId,
     max_events: u32,
     wait: Duration,
 ) -> TakeOutcome {
-    let mut frame = BytesMut::new();
-    let mut writer = encoder.events_writer(&mut frame, request_id);
-    while writer.event_count() < max_events as usize {
-        let event = match open.undelivered.take() {
-            Some(event) => event,
-            None => {
-                let first_take = writer.event_count() == 0;
-                let taken = if first_take && !wait.is_zero() {
-                    open.transaction.take_waiting(wait)
-                } else {
-                    open.transaction.take()
-                };
-                match taken {
-                    Ok(Some(event)) => {
-                        open.take_count += 1;
-                        event
-                    }
-                    Ok(None) => break,
-                    // The transaction is full after some events: return those.
-                    Err(ChannelError::TransactionFull { .. }) if !first_take => break,
-                    Err(error) => return Err(engine_error_response(&error, open.take_count + 1)),
-                }
+    let mut room = FrameRoom::new(encoder, request_id);
+    if max_events == 0 {
+        return room.encode(encoder, request_id, &[]);
+    }
+    let first = if wait.is_zero() {
+        open.transaction.take()
+    } else {
+        open.transaction.take_waiting(wait)
+    };
+    let first = match first {
+        Ok(Some(event)) => event,
+        Ok(None) => return room.encode(encoder, request_id, &[]),
+        Err(error) => return Err(engine_error_response(&error, open.take_count + 1)),
+    };
+    open.take_count += 1;
+    if !room.admit(&first) {
+        // Closing error: the session ends and its rollback puts the event back.
+        return Err(room
+            .refusal(encoder)
+            .expect("an event that was not admitted was refused"));
+    }
+    let mut taken = vec![first];
+    let rest = open.transaction.try_take_many(
+        max_events as usize - 1,
+        &mut |event| room.admit(event),
+        &mut taken,
+    );
+    open.take_count += (taken.len() - 1) as u64;
+    match rest {
+        // Full after the first events, or the rest would block: return what came.
+        Ok(_) | Err(ChannelError::TransactionFull { .. }) => {}
+        Err(error) => return Err(engine_error_response(&error, open.take_count + 1)),
+    }
+    room.encode(encoder, request_id, &taken)
+}
+
+/// Puts `events` into the transaction, in order, in the never-blocking form. Returns
+/// the events not put yet (the first one handed back by the engine and those after it)
+/// for the caller to put on the blocking pool; empty when all went in.
+fn try_put_events(
+    transaction: &mut dyn Transaction,
+    events: impl Iterator<Item = millrace_protocol::Event>,
+    put_count: &mut u64,
+) -> Result<Vec<millrace_engine::Event>, ChannelError> {
+    let mut events = events.map(to_engine_event);
+    while let Some(event) = events.next() {
+        match transaction.try_put(event)? {
+            PutAttempt::Added => *put_count += 1,
+            PutAttempt::WouldBlock(event) => {
+                return Ok(std::iter::once(event).chain(events).collect());
             }
-        };
-        let event_bytes = match encoded_event_bytes(event.headers.iter(), event.body.len()) {
-            Ok(event_bytes) => event_bytes,
-            Err(error) => return Err(ErrorResponse::internal(error)),
-        };
-        if !writer.fits(event_bytes) {
-            let frame_bytes = writer.frame_bytes() + event_bytes;
-            let nothing_delivered_yet = writer.event_count() == 0;
-            open.undelivered = Some(event);
-            if nothing_delivered_yet {
-                // Closing error: the session ends and the rollback puts the event back.
-                return Err(ErrorResponse::frame_too_large(
-                    frame_bytes as u64,
-                    encoder.peer_max_frame_bytes(),
-                ));
-            }
-            break;
-        }
-        if let Err(error) = writer.push(event.headers.iter(), &event.body) {
-            open.undelivered = Some(event);
-            return Err(ErrorResponse::internal(error));
         }
     }
-    match writer.finish() {
-        Ok(_) => Ok(frame),
-        Err(error) => Err(ErrorResponse::internal(error)),
+    Ok(Vec::new())
+}
+
+/// Puts events that may wait for room (on the blocking pool).
+fn put_waiting(
+    transaction: &mut dyn Transaction,
+    events: Vec<millrace_engine::Event>,
+    put_count: &mut u64,
+) -> Result<(), ChannelError> {
+    for event in events {
+        transaction.put(event)?;
+        *put_count += 1;
+    }
+    Ok(())
+}
+
+/// Starts a commit: in the never-blocking form when the engine can, else on the
+/// blocking pool.
+async fn start_commit(
+    transaction: Box<dyn Transaction>,
+) -> Result<Result<Box<dyn PendingCommit>, ChannelError>, SessionError> {
+    match transaction.try_commit_pipelined() {
+        Ok(CommitAttempt::Started(pending)) => Ok(Ok(pending)),
+        Ok(CommitAttempt::WouldBlock(transaction)) => {
+            on_blocking_pool(move || transaction.commit_pipelined()).await
+        }
+        Err(error) => Ok(Err(error)),
     }
 }
 
@@ -301,6 +452,18 @@ enum CommitCompletion {
 }
 
 impl CommitCompletion {
+    /// Follows a started commit: one already complete (a memory channel's, say) is kept
+    /// as finished; one still on its way to the disk is awaited beside the session, so
+    /// that it applies as soon as the disk answers even while the session is busy.
+    fn of(pending: Box<dyn PendingCommit>) -> Self {
+        let mut finishing = pending.finish_async();
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        match finishing.as_mut().poll(&mut context) {
+            std::task::Poll::Ready(outcome) => CommitCompletion::Finished(Ok(outcome)),
+            std::task::Poll::Pending => CommitCompletion::Running(tokio::spawn(finishing)),
+        }
+    }
+
     fn is_finished(&self) -> bool {
         match self {
             CommitCompletion::Running(handle) => handle.is_finished(),
@@ -585,7 +748,7 @@ impl Session {
     async fn finish(mut self, end: SessionEnd) {
         if let Some(open) = self.transaction.take() {
             debug!(peer = %self.peer, channel = open.channel_name(), "rolling back the open transaction");
-            open.roll_back().await;
+            open.roll_back();
         }
         if let Err(error) = self.flush().await {
             debug!(peer = %self.peer, %error, "could not send the last responses");
@@ -734,14 +897,13 @@ impl Session {
             Ok(serving) => serving,
             Err(error) => return Ok(self.respond_error(request_id, error)),
         };
-        match on_blocking_pool(move || channel.begin()).await? {
+        match channel.begin() {
             Ok(transaction) => {
                 self.transaction = Some(OpenTransaction {
                     entry,
                     transaction,
                     put_count: 0,
                     take_count: 0,
-                    undelivered: None,
                 });
                 Ok(self.respond_ok(request_id))
             }
@@ -758,15 +920,26 @@ impl Session {
             return Ok(self.respond_error(request_id, ErrorResponse::no_transaction()));
         };
         let attempted_events = open.put_count + events.len() as u64;
-        let (open, outcome) = on_blocking_pool(move || {
-            let outcome = events.shared_events().try_for_each(|event| {
-                open.transaction.put(to_engine_event(event))?;
-                open.put_count += 1;
-                Ok::<(), ChannelError>(())
-            });
-            (open, outcome)
-        })
-        .await?;
+        let waiting = try_put_events(
+            open.transaction.as_mut(),
+            events.shared_events(),
+            &mut open.put_count,
+        );
+        let outcome = match waiting {
+            Ok(waiting) if waiting.is_empty() => Ok(()),
+            Ok(waiting) => {
+                // The channel is full: the rest may wait `keep-alive` for room.
+                let (returned, outcome) = on_blocking_pool(move || {
+                    let outcome =
+                        put_waiting(open.transaction.as_mut(), waiting, &mut open.put_count);
+                    (open, outcome)
+                })
+                .await?;
+                open = returned;
+                outcome
+            }
+            Err(error) => Err(error),
+        };
         match outcome {
             Ok(()) => {
                 self.transaction = Some(open);
@@ -774,7 +947,7 @@ impl Session {
             }
             Err(error) => {
                 // A failed Put rolls the transaction back (protocol §8).
-                open.roll_back().await;
+                open.roll_back();
                 Ok(self.respond_error(request_id, engine_error_response(&error, attempted_events)))
             }
         }
@@ -790,19 +963,26 @@ impl Session {
             return Ok(self.respond_error(request_id, ErrorResponse::no_transaction()));
         };
         let wait = Duration::from_millis(u64::from(wait_ms)).min(self.settings.max_take_wait);
-        if !wait.is_zero() {
-            // Responses queued before a take that may wait must not wait with it.
-            if let Err(error) = self.flush().await {
-                self.transaction = Some(open);
-                return Err(error);
-            }
-        }
         let encoder = self.encoder;
-        let (open, outcome) = on_blocking_pool(move || {
-            let outcome = take_events(&mut open, encoder, request_id, max_events, wait);
-            (open, outcome)
-        })
-        .await?;
+        let inline = take_events_without_blocking(&mut open, encoder, request_id, max_events, wait);
+        let (open, outcome) = match inline {
+            Some(outcome) => (open, outcome),
+            None => {
+                if !wait.is_zero() {
+                    // Responses queued before a take that may wait must not wait with it.
+                    if let Err(error) = self.flush().await {
+                        self.transaction = Some(open);
+                        return Err(error);
+                    }
+                }
+                on_blocking_pool(move || {
+                    let outcome =
+                        take_events_blocking(&mut open, encoder, request_id, max_events, wait);
+                    (open, outcome)
+                })
+                .await?
+            }
+        };
         match outcome {
             Ok(frame) => {
                 match self.pending_commits.back_mut() {
@@ -815,7 +995,7 @@ impl Session {
             Err(error) => {
                 // A failed Take rolls the transaction back (protocol §8); the events
                 // return to the head of the channel.
-                open.roll_back().await;
+                open.roll_back();
                 Ok(self.respond_error(request_id, error))
             }
         }
@@ -825,18 +1005,6 @@ impl Session {
         let Some(open) = self.transaction.take() else {
             return Ok(self.respond_error(request_id, ErrorResponse::no_transaction()));
         };
-        if open.undelivered.is_some() {
-            let channel = open.channel_name().to_string();
-            let max_frame_bytes = self.encoder.peer_max_frame_bytes();
-            open.roll_back().await;
-            let error = ErrorResponse::internal(format!(
-                "the transaction on channel '{channel}' was rolled back instead of committed: \
-                 one taken event did not fit in the last Events frame (client max_frame_bytes \
-                 {max_frame_bytes}) and has not been delivered; take again before committing"
-            ))
-            .for_channel(channel);
-            return Ok(self.respond_error(request_id, error));
-        }
         let OpenTransaction {
             transaction,
             put_count,
@@ -847,14 +1015,13 @@ impl Session {
         }
         // Started in request order; answered in order once durable, while the requests
         // behind it (the next Begin and Take of a consumer) go on.
-        match on_blocking_pool(move || transaction.commit_pipelined()).await? {
+        match start_commit(transaction).await? {
             Ok(pending) => {
-                let completion = tokio::spawn(pending.finish_async());
                 self.pending_commits.push_back(PendingPutCommit {
                     request_id,
                     attempted_events: put_count,
                     commits_puts: put_count > 0,
-                    completion: CommitCompletion::Running(completion),
+                    completion: CommitCompletion::of(pending),
                     answers_after: BytesMut::new(),
                 });
                 Ok(Flow::Continue)
@@ -867,7 +1034,7 @@ impl Session {
         let Some(open) = self.transaction.take() else {
             return Ok(self.respond_error(request_id, ErrorResponse::no_transaction()));
         };
-        open.roll_back().await;
+        open.roll_back();
         Ok(self.respond_ok(request_id))
     }
 
@@ -894,24 +1061,17 @@ impl Session {
         let attempted_events = events.len() as u64;
         // Started here, in request order, so the commits take effect in that order; the
         // wait for the disk runs beside the session, which reads the next request.
-        let started = on_blocking_pool(move || {
-            let mut transaction = channel.begin()?;
-            for event in events.shared_events() {
-                // On error the transaction is dropped, which rolls it back.
-                transaction.put(to_engine_event(event))?;
-            }
-            transaction.commit_pipelined()
-        })
-        .await?;
+        let started = match self.begin_and_put(channel, events).await? {
+            Ok(transaction) => start_commit(transaction).await?,
+            Err(error) => Err(error),
+        };
         match started {
             Ok(pending) => {
-                // Awaited on the runtime: no thread is held while the disk syncs.
-                let completion = tokio::spawn(pending.finish_async());
                 self.pending_commits.push_back(PendingPutCommit {
                     request_id,
                     attempted_events,
                     commits_puts: true,
-                    completion: CommitCompletion::Running(completion),
+                    completion: CommitCompletion::of(pending),
                     answers_after: BytesMut::new(),
                 });
                 Ok(Flow::Continue)
@@ -921,6 +1081,33 @@ impl Session {
                 Ok(self.respond_error(request_id, engine_error_response(&error, attempted_events)))
             }
         }
+    }
+
+    /// Begins a transaction and puts `events` into it, on the runtime's thread unless the
+    /// channel is full (then the rest wait for room on the blocking pool). On error the
+    /// transaction is dropped, which rolls it back.
+    async fn begin_and_put(
+        &mut self,
+        channel: Arc<dyn Channel>,
+        events: EventBatch,
+    ) -> Result<Result<Box<dyn Transaction>, ChannelError>, SessionError> {
+        let mut transaction = match channel.begin() {
+            Ok(transaction) => transaction,
+            Err(error) => return Ok(Err(error)),
+        };
+        let mut put_count = 0;
+        let waiting =
+            match try_put_events(transaction.as_mut(), events.shared_events(), &mut put_count) {
+                Ok(waiting) => waiting,
+                Err(error) => return Ok(Err(error)),
+            };
+        if waiting.is_empty() {
+            return Ok(Ok(transaction));
+        }
+        on_blocking_pool(move || {
+            put_waiting(transaction.as_mut(), waiting, &mut put_count).map(|()| transaction)
+        })
+        .await
     }
 
     fn stats(&mut self, request_id: RequestId, channel_name: &str) -> Flow {

@@ -382,23 +382,32 @@ fn a_take_stays_within_the_clients_frame_limit_and_delivers_the_rest_next() {
 }
 
 #[test]
-fn committing_with_an_undelivered_taken_event_rolls_back_instead_of_losing_it() {
+fn a_commit_after_a_take_cut_short_by_the_frame_limit_leaves_the_rest_at_the_head() {
     let server = Server::start(ServerSetup::embedded_default());
     let sent = put_three_large_events(&server);
     let mut consumer = small_frame_consumer(&server);
     assert_eq!(consumer.call(&begin("default")), Response::Ok);
-    assert_eq!(bodies(&consumer.call(&take(10, 0))).len(), 2);
-    let refused = error_of(consumer.call(&Request::Commit));
-    assert_eq!(refused.code, ErrorCode::Internal);
-    assert!(
-        refused.message.contains("rolled back"),
-        "{}",
-        refused.message
-    );
-    // Everything is back at the head, in order.
+    assert_eq!(bodies(&consumer.call(&take(10, 0))), sent[..2]);
+    assert_eq!(consumer.call(&Request::Commit), Response::Ok);
     let mut reader = RawConnection::open(server.protocol_address());
     assert_eq!(reader.call(&begin("default")), Response::Ok);
-    assert_eq!(bodies(&reader.call(&take(10, 0))), sent);
+    assert_eq!(bodies(&reader.call(&take(10, 0))), sent[2..]);
+    assert_eq!(reader.call(&Request::Commit), Response::Ok);
+}
+
+#[test]
+fn a_waiting_take_woken_by_large_events_delivers_what_fits_and_leaves_the_rest() {
+    let server = Server::start(ServerSetup::embedded_default());
+    let mut consumer = small_frame_consumer(&server);
+    assert_eq!(consumer.call(&begin("default")), Response::Ok);
+    // The channel is empty: the take waits (on the blocking pool) until the put.
+    consumer.send(&take(10, 10_000));
+    let sent = put_three_large_events(&server);
+    assert_eq!(bodies(&consumer.receive().response), sent[..2]);
+    assert_eq!(consumer.call(&Request::Commit), Response::Ok);
+    let mut reader = RawConnection::open(server.protocol_address());
+    assert_eq!(reader.call(&begin("default")), Response::Ok);
+    assert_eq!(bodies(&reader.call(&take(10, 0))), sent[2..]);
 }
 
 #[test]

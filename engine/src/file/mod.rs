@@ -68,7 +68,8 @@ use self::segments::{SegmentHandle, SegmentMeta, SegmentRegistry, LOCK_FILE_NAME
 use self::space::SpaceGuard;
 use self::writer::{CommitOutcome, DirWriterHandle, RecordLocation, WriteJob, WriterSettings};
 use crate::channel::{
-    Channel, ChannelCounters, ChannelHealth, ChannelStats, CommitFuture, PendingCommit, Transaction,
+    Channel, ChannelCounters, ChannelHealth, ChannelStats, CommitAttempt, CommitFuture,
+    PendingCommit, PutAttempt, TakeStop, Transaction,
 };
 use crate::config::FileChannelConfig;
 use crate::crypto::{KeyRing, Sealer};
@@ -88,6 +89,12 @@ const PUT_RECORD_TARGET_BYTES: usize = 1024 * 1024;
 const OS_RANDOM_SOURCE: &str = "the operating system's random generator (getrandom)";
 /// How long `close` waits for commits already handed to the writers to be applied.
 const CLOSE_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most event bytes a commit may put and still be started by
+/// [`Transaction::try_commit_pipelined`]: encoding (copy, compression, sealing and CRC)
+/// runs on the committing thread, and beyond this it is long CPU work (about 0.1 ms per
+/// MiB plain, several times that compressed or sealed) that an async caller should run
+/// off its runtime.
+const TRY_COMMIT_MAX_PUT_BYTES: u64 = 1024 * 1024;
 
 /// Decodes checkpoint bytes (for the fuzz targets); the error text says what is wrong.
 #[doc(hidden)]
@@ -454,6 +461,7 @@ impl FileChannel {
         Ok(FileTransaction {
             shared: Arc::clone(&self.shared),
             puts: Vec::new(),
+            put_bytes: 0,
             takes: Vec::new(),
             finished: false,
         })
@@ -662,6 +670,16 @@ impl Shared {
             })
     }
 
+    /// Reserves capacity for one put if the channel has room now.
+    fn try_reserve_put(&self) -> bool {
+        let mut state = self.state.lock();
+        if state.occupied() >= self.config.capacity {
+            return false;
+        }
+        state.reserved_puts += 1;
+        true
+    }
+
     /// Reserves capacity for one put, waiting up to `keep-alive`.
     fn reserve_put(&self) -> Result<(), ChannelError> {
         let started = Instant::now();
@@ -772,6 +790,8 @@ impl Shared {
 pub struct FileTransaction {
     shared: Arc<Shared>,
     puts: Vec<Event>,
+    /// Encoded bytes of the events in `puts`.
+    put_bytes: u64,
     /// Taken events with their take sequence.
     takes: Vec<(u64, EventPointer)>,
     finished: bool,
@@ -819,35 +839,41 @@ impl FileTransaction {
                 Ok(Some(event))
             }
             Err(failure) => {
-                ChannelCounters::add(&shared.counters.take_error, 1);
                 {
                     let mut state = shared.state.lock();
                     shared.return_takes(&mut state, &[(sequence, pointer)]);
                 }
-                let error = match failure {
-                    segments::ReadFailure::Io { path, source } => ChannelError::Io {
-                        channel: shared.name.clone(),
-                        file: path,
-                        operation: "read",
-                        source,
-                    },
-                    segments::ReadFailure::Corrupt {
-                        path,
-                        offset,
-                        detail,
-                    } => ChannelError::Corruption {
-                        channel: shared.name.clone(),
-                        file: path,
-                        offset,
-                        detail,
-                    },
-                };
-                // Serving later events past one that cannot be read would lose it
-                // silently; stop instead and let the operator run `channelctl verify`.
-                shared.health.fail(error.to_string());
-                Err(error)
+                Err(self.fail_unreadable(failure))
             }
         }
+    }
+
+    /// A take could not read its event: counts the error and fails the channel, since
+    /// serving later events past one that cannot be read would lose it silently (the
+    /// operator runs `channelctl verify`). The pointer is already back at the head.
+    fn fail_unreadable(&self, failure: segments::ReadFailure) -> ChannelError {
+        let shared = &self.shared;
+        ChannelCounters::add(&shared.counters.take_error, 1);
+        let error = match failure {
+            segments::ReadFailure::Io { path, source } => ChannelError::Io {
+                channel: shared.name.clone(),
+                file: path,
+                operation: "read",
+                source,
+            },
+            segments::ReadFailure::Corrupt {
+                path,
+                offset,
+                detail,
+            } => ChannelError::Corruption {
+                channel: shared.name.clone(),
+                file: path,
+                offset,
+                detail,
+            },
+        };
+        shared.health.fail(error.to_string());
+        error
     }
 
     /// Encodes the transaction's records: one put record per batch (compressed and
@@ -944,6 +970,7 @@ impl FileTransaction {
         }
         self.takes.clear();
         self.puts.clear();
+        self.put_bytes = 0;
     }
 
     /// Pointers to the committed events (one per event, in order), and the decoded
@@ -1043,11 +1070,7 @@ impl FileTransaction {
         }
         let shared = Arc::clone(&self.shared);
         let put_batches = self.put_batches();
-        let put_bytes: u64 = self
-            .puts
-            .iter()
-            .map(|event| encoded_event_bytes(event) as u64)
-            .sum();
+        let put_bytes = self.put_bytes;
         let dir = match shared.pick_dir(put_bytes, !self.puts.is_empty()) {
             Ok(dir) => dir,
             Err(error) => {
@@ -1254,8 +1277,9 @@ impl Drop for SubmittedCommit {
     }
 }
 
-impl Transaction for FileTransaction {
-    fn put(&mut self, event: Event) -> Result<(), ChannelError> {
+impl FileTransaction {
+    /// The checks a put makes before it reserves room; returns the event's encoded size.
+    fn check_put(&self, event: &Event) -> Result<u64, ChannelError> {
         let shared = &self.shared;
         ChannelCounters::add(&shared.counters.put_attempt, 1);
         shared.check_usable()?;
@@ -1266,7 +1290,7 @@ impl Transaction for FileTransaction {
                 operation: "put",
             });
         }
-        let event_bytes = encoded_event_bytes(&event) as u64;
+        let event_bytes = encoded_event_bytes(event) as u64;
         if event_bytes > shared.max_event_bytes {
             return Err(ChannelError::EventTooLarge {
                 channel: shared.name.clone(),
@@ -1275,9 +1299,120 @@ impl Transaction for FileTransaction {
             });
         }
         shared.space.check_put(&shared.name, event_bytes)?;
-        shared.reserve_put()?;
+        Ok(event_bytes)
+    }
+}
+
+impl Transaction for FileTransaction {
+    fn put(&mut self, event: Event) -> Result<(), ChannelError> {
+        let event_bytes = self.check_put(&event)?;
+        self.shared.reserve_put()?;
+        self.put_bytes += event_bytes;
         self.puts.push(event);
         Ok(())
+    }
+
+    fn try_put(&mut self, event: Event) -> Result<PutAttempt, ChannelError> {
+        let event_bytes = self.check_put(&event)?;
+        if !self.shared.try_reserve_put() {
+            return Ok(PutAttempt::WouldBlock(event));
+        }
+        self.put_bytes += event_bytes;
+        self.puts.push(event);
+        Ok(PutAttempt::Added)
+    }
+
+    /// Takes from the head while its events' put records
+    /// are in the record cache, one state lock for the run; a record that is not is
+    /// read outside the lock if the page cache holds it. Counts a take attempt per event
+    /// taken, and one more when it stopped at an empty queue.
+    fn try_take_many(
+        &mut self,
+        max_events: usize,
+        accept: &mut dyn FnMut(&Event) -> bool,
+        taken: &mut Vec<Event>,
+    ) -> Result<TakeStop, ChannelError> {
+        let shared = Arc::clone(&self.shared);
+        if let Err(error) = shared.check_usable() {
+            ChannelCounters::add(&shared.counters.take_attempt, 1);
+            return Err(error);
+        }
+        let limit = shared.counters.take_room(
+            &shared.name,
+            shared.config.transaction_capacity,
+            self.takes.len(),
+            max_events,
+        )?;
+        let first_new = taken.len();
+        let outcome = loop {
+            let mut state = shared.state.lock();
+            let mut refused = false;
+            // The put record of the previous event taken, with its place.
+            let mut record: Option<(segments::RecordKey, segments::DecodedRecord)> = None;
+            let uncached_head = loop {
+                if taken.len() - first_new == limit {
+                    break None;
+                }
+                let Some(&pointer) = state.queue.front() else {
+                    break None;
+                };
+                let place = (pointer.segment_id, pointer.record_offset);
+                let events = match record.take() {
+                    Some((cached_place, events)) if cached_place == place => events,
+                    _ => match shared.registry.cached_record(pointer) {
+                        Some(events) => events,
+                        None => break Some(pointer),
+                    },
+                };
+                let Some(event) = events.get(pointer.event_index as usize) else {
+                    break Some(pointer);
+                };
+                if !accept(event) {
+                    refused = true;
+                    break None;
+                }
+                taken.push(event.clone());
+                state.queue.pop_front();
+                let sequence = state.next_take_sequence;
+                state.next_take_sequence += 1;
+                state.in_flight.insert(sequence, pointer);
+                self.takes.push((sequence, pointer));
+                record = Some((place, events));
+            };
+            let queue_empty = state.queue.is_empty();
+            drop(state);
+            let Some(head) = uncached_head else {
+                break Ok(
+                    if queue_empty && !refused && taken.len() - first_new < limit {
+                        TakeStop::Empty
+                    } else {
+                        TakeStop::Limit
+                    },
+                );
+            };
+            // The head's record is not cached (or is too short for its pointer): read it
+            // without the lock if the page cache has it, then go on from the head.
+            match shared.registry.load_record_without_blocking(head) {
+                Ok(Some(events)) if head.event_index < events.len() as u32 => {}
+                Ok(Some(events)) => {
+                    let failure = shared.registry.event_index_out_of_range(head, events.len());
+                    break Err(self.fail_unreadable(failure));
+                }
+                Ok(None) => break Ok(TakeStop::WouldBlock),
+                Err(failure) => break Err(self.fail_unreadable(failure)),
+            }
+        };
+        shared
+            .counters
+            .add_take_attempts(taken.len() - first_new, &outcome);
+        outcome
+    }
+
+    fn try_commit_pipelined(self: Box<Self>) -> Result<CommitAttempt, ChannelError> {
+        if self.put_bytes > TRY_COMMIT_MAX_PUT_BYTES {
+            return Ok(CommitAttempt::WouldBlock(self));
+        }
+        Ok(CommitAttempt::Started(Box::new(self.submit_commit()?)))
     }
 
     fn take(&mut self) -> Result<Option<Event>, ChannelError> {

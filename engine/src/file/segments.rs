@@ -22,6 +22,20 @@ use crate::record::{
 };
 use crate::storage::StorageFile;
 
+/// The largest put record a never-blocking take reads and decodes itself: reading,
+/// checking and decoding this much takes tens of microseconds. Larger records are read
+/// by a take that may block.
+const MAX_RECORD_BYTES_WITHOUT_BLOCKING: u32 = 256 * 1024;
+
+/// How a record read may wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadMode {
+    /// Waits for the device as long as it takes.
+    MayBlock,
+    /// Reads only what the page cache holds.
+    WithoutBlocking,
+}
+
 /// The name of a channel's lock file in each of its directories.
 pub(crate) const LOCK_FILE_NAME: &str = "millrace.lock";
 const SEGMENT_FILE_PREFIX: &str = "segment-";
@@ -164,31 +178,73 @@ impl SegmentRegistry {
 
     /// The event a pointer designates: from the cache, else read and verified from disk.
     pub(crate) fn read_event(&self, pointer: EventPointer) -> Result<Event, ReadFailure> {
-        let key = (pointer.segment_id, pointer.record_offset);
-        let cached = self.cache.lock().get(&key);
-        let events = match cached {
+        let events = match self.cached_record(pointer) {
             Some(events) => events,
             None => {
-                let events = Arc::new(self.read_put_record(pointer)?);
-                self.cache.lock().insert(key, Arc::clone(&events));
-                events
+                let events = self
+                    .read_put_record(pointer, ReadMode::MayBlock)?
+                    .expect("a read that may block always reads");
+                self.cache_record(pointer, events)
             }
         };
         events
             .get(pointer.event_index as usize)
             .cloned()
-            .ok_or_else(|| ReadFailure::Corrupt {
-                path: self.path_of(pointer.segment_id).unwrap_or_default(),
-                offset: u64::from(pointer.record_offset),
-                detail: format!(
-                    "put record holds {} events, pointer asks for index {}",
-                    events.len(),
-                    pointer.event_index
-                ),
-            })
+            .ok_or_else(|| self.event_index_out_of_range(pointer, events.len()))
     }
 
-    fn read_put_record(&self, pointer: EventPointer) -> Result<Vec<Event>, ReadFailure> {
+    /// Reads, verifies and caches the put record a pointer points into, if that needs no
+    /// wait for the device (its bytes are in the page cache) and it is small enough to
+    /// decode in a moment ([`MAX_RECORD_BYTES_WITHOUT_BLOCKING`]). `Ok(None)` otherwise.
+    pub(crate) fn load_record_without_blocking(
+        &self,
+        pointer: EventPointer,
+    ) -> Result<Option<Arc<Vec<Event>>>, ReadFailure> {
+        if let Some(events) = self.cached_record(pointer) {
+            return Ok(Some(events));
+        }
+        Ok(self
+            .read_put_record(pointer, ReadMode::WithoutBlocking)?
+            .map(|events| self.cache_record(pointer, events)))
+    }
+
+    fn cache_record(&self, pointer: EventPointer, events: Vec<Event>) -> Arc<Vec<Event>> {
+        let events = Arc::new(events);
+        let key = (pointer.segment_id, pointer.record_offset);
+        self.cache.lock().insert(key, Arc::clone(&events));
+        events
+    }
+
+    /// The decoded put record a pointer points into, if the cache holds it (no I/O).
+    pub(crate) fn cached_record(&self, pointer: EventPointer) -> Option<Arc<Vec<Event>>> {
+        self.cache
+            .lock()
+            .get(&(pointer.segment_id, pointer.record_offset))
+    }
+
+    /// The failure of a pointer past the end of its put record's `record_events` events.
+    pub(crate) fn event_index_out_of_range(
+        &self,
+        pointer: EventPointer,
+        record_events: usize,
+    ) -> ReadFailure {
+        ReadFailure::Corrupt {
+            path: self.path_of(pointer.segment_id).unwrap_or_default(),
+            offset: u64::from(pointer.record_offset),
+            detail: format!(
+                "put record holds {record_events} events, pointer asks for index {}",
+                pointer.event_index
+            ),
+        }
+    }
+
+    /// Reads and verifies a put record. `Ok(None)` only with [`ReadMode::WithoutBlocking`],
+    /// when reading would wait for the device or the record is too large.
+    fn read_put_record(
+        &self,
+        pointer: EventPointer,
+        mode: ReadMode,
+    ) -> Result<Option<Vec<Event>>, ReadFailure> {
         let handle = self
             .segments
             .read()
@@ -209,38 +265,44 @@ impl SegmentRegistry {
             offset,
             detail,
         };
-        let mut header = [0u8; RECORD_HEADER_BYTES];
-        handle
-            .file
-            .read_exact_at(&mut header, offset)
-            .map_err(|source| {
+        // True when the bytes were read; false when reading them would wait.
+        let read = |buf: &mut [u8], past_the_end: &dyn Fn() -> String| {
+            let outcome = match mode {
+                ReadMode::MayBlock => handle.file.read_exact_at(buf, offset).map(|()| true),
+                ReadMode::WithoutBlocking => handle.file.read_exact_cached_at(buf, offset),
+            };
+            outcome.map_err(|source| {
+                // A length that runs past the end of the file is damage, not an I/O fault.
                 if source.kind() == std::io::ErrorKind::UnexpectedEof {
-                    corrupt("the record header runs past the end of the segment".into())
+                    corrupt(past_the_end())
                 } else {
                     io_failure(source)
                 }
-            })?;
+            })
+        };
+        let mut header = [0u8; RECORD_HEADER_BYTES];
+        if !read(&mut header, &|| {
+            "the record header runs past the end of the segment".into()
+        })? {
+            return Ok(None);
+        }
         let record_bytes = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
         if (record_bytes as usize) < RECORD_HEADER_BYTES || record_bytes > MAX_RECORD_BYTES {
             return Err(corrupt(format!(
                 "record length {record_bytes} is impossible"
             )));
         }
+        if mode == ReadMode::WithoutBlocking && record_bytes > MAX_RECORD_BYTES_WITHOUT_BLOCKING {
+            return Ok(None);
+        }
         let mut record = vec![0u8; record_bytes as usize];
-        handle
-            .file
-            .read_exact_at(&mut record, offset)
-            .map_err(|source| {
-                // A length that runs past the end of the file is damage, not an I/O fault.
-                if source.kind() == std::io::ErrorKind::UnexpectedEof {
-                    corrupt(format!(
-                        "record length {record_bytes} runs past the end of the segment"
-                    ))
-                } else {
-                    io_failure(source)
-                }
-            })?;
+        if !read(&mut record, &|| {
+            format!("record length {record_bytes} runs past the end of the segment")
+        })? {
+            return Ok(None);
+        }
         decode_put_record(record, &handle.header, self.keys.as_deref())
+            .map(Some)
             .map_err(|error| corrupt(error.to_string()))
     }
 
@@ -258,7 +320,10 @@ impl SegmentRegistry {
 }
 
 /// A put record's place: segment id and byte offset.
-type RecordKey = (u32, u32);
+pub(crate) type RecordKey = (u32, u32);
+
+/// A put record's events, decoded, as the record cache shares them.
+pub(crate) type DecodedRecord = Arc<Vec<Event>>;
 
 /// A decoded put record and the bytes it counts against the cache budget.
 #[derive(Debug)]

@@ -87,6 +87,14 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     /// reading them in the background. Only a hint: the default does nothing.
     fn prefetch(&self, _offset: u64, _len: u64) {}
 
+    /// Reads exactly `buf.len()` bytes at `offset` if that needs no wait for the device:
+    /// `Ok(true)` when read, `Ok(false)` when some of the bytes are not in memory (the
+    /// operating system's page cache) and reading them would wait, or the storage cannot
+    /// tell (the default). Fails with `UnexpectedEof` like [`Self::read_exact_at`].
+    fn read_exact_cached_at(&self, _buf: &mut [u8], _offset: u64) -> io::Result<bool> {
+        Ok(false)
+    }
+
     /// Reads exactly `buf.len()` bytes at `offset`, or fails with `UnexpectedEof`.
     fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
         while !buf.is_empty() {

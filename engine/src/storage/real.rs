@@ -100,6 +100,36 @@ impl StorageFile for RealFile {
         self.file.read_at(buf, offset)
     }
 
+    /// `preadv2` with `RWF_NOWAIT`: the kernel reads from the page cache only and says
+    /// `EAGAIN` (or reads short) where it would have to wait for the device. Kernels or
+    /// file systems without the flag answer `EOPNOTSUPP`, which reads as "would wait".
+    fn read_exact_cached_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<bool> {
+        while !buf.is_empty() {
+            let slices = &mut [io::IoSliceMut::new(buf)];
+            match rustix::io::preadv2(
+                &self.file,
+                slices,
+                offset,
+                rustix::io::ReadWriteFlags::NOWAIT,
+            ) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("file ends before offset {}", offset + buf.len() as u64),
+                    ))
+                }
+                Ok(read) => {
+                    buf = &mut buf[read..];
+                    offset += read as u64;
+                }
+                Err(rustix::io::Errno::AGAIN | rustix::io::Errno::OPNOTSUPP) => return Ok(false),
+                Err(rustix::io::Errno::INTR) => {}
+                Err(errno) => return Err(errno.into()),
+            }
+        }
+        Ok(true)
+    }
+
     fn len_bytes(&self) -> io::Result<u64> {
         Ok(self.file.metadata()?.len())
     }

@@ -461,6 +461,11 @@ impl StorageFile for SimFile {
         Ok(read)
     }
 
+    /// The simulated disk lives in memory: every read is a cached one.
+    fn read_exact_cached_at(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+        self.read_exact_at(buf, offset).map(|()| true)
+    }
+
     fn len_bytes(&self) -> io::Result<u64> {
         let state = self.fs.lock();
         let node = &state.nodes[self.node];
