@@ -349,6 +349,16 @@ impl EventBatch {
         }
     }
 
+    /// The same batch in a buffer of its own: its bytes copied out of whatever larger
+    /// buffer they were decoded from (a connection's read buffer, say), so that events
+    /// kept from it hold on to their own batch only, not to the buffer around it.
+    pub fn unshared(&self) -> EventBatch {
+        EventBatch {
+            event_count: self.event_count,
+            encoded: Bytes::copy_from_slice(&self.encoded),
+        }
+    }
+
     /// All events as owned values (bodies shared, as in [`shared_events`](Self::shared_events)).
     pub fn to_events(&self) -> Vec<Event> {
         self.shared_events().collect()
@@ -679,5 +689,18 @@ mod tests {
             })
         );
         assert!(builder.is_empty());
+    }
+
+    #[test]
+    fn an_unshared_batch_has_the_same_events_in_bytes_of_its_own() {
+        let batch = EventBatch::from_events(&sample_events()).unwrap();
+        let unshared = batch.unshared();
+        assert_eq!(unshared, batch);
+        assert_eq!(unshared.to_events(), sample_events());
+        assert_ne!(
+            unshared.encoded_events().as_ptr(),
+            batch.encoded_events().as_ptr(),
+            "the unshared batch's bytes are a copy"
+        );
     }
 }

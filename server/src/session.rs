@@ -364,12 +364,18 @@ fn take_events_blocking(
 /// Puts `events` into the transaction, in order, in the never-blocking form. Returns
 /// the events not put yet (the first one handed back by the engine and those after it)
 /// for the caller to put on the blocking pool; empty when all went in.
+///
+/// The events' bodies share one copy of the batch, not the connection's read buffer
+/// they were decoded from: a queued or cached event would otherwise keep the whole read
+/// buffer alive (64 KiB and more for a one-event frame), the next read would have to
+/// allocate a fresh one, and the memory held would be many times what the events count.
 fn try_put_events(
     transaction: &mut dyn Transaction,
-    events: impl Iterator<Item = millrace_protocol::Event>,
+    events: &EventBatch,
     put_count: &mut u64,
 ) -> Result<Vec<millrace_engine::Event>, ChannelError> {
-    let mut events = events.map(to_engine_event);
+    let batch = events.unshared();
+    let mut events = batch.shared_events().map(to_engine_event);
     while let Some(event) = events.next() {
         match transaction.try_put(event)? {
             PutAttempt::Added => *put_count += 1,
@@ -920,11 +926,7 @@ impl Session {
             return Ok(self.respond_error(request_id, ErrorResponse::no_transaction()));
         };
         let attempted_events = open.put_count + events.len() as u64;
-        let waiting = try_put_events(
-            open.transaction.as_mut(),
-            events.shared_events(),
-            &mut open.put_count,
-        );
+        let waiting = try_put_events(open.transaction.as_mut(), &events, &mut open.put_count);
         let outcome = match waiting {
             Ok(waiting) if waiting.is_empty() => Ok(()),
             Ok(waiting) => {
@@ -1096,11 +1098,10 @@ impl Session {
             Err(error) => return Ok(Err(error)),
         };
         let mut put_count = 0;
-        let waiting =
-            match try_put_events(transaction.as_mut(), events.shared_events(), &mut put_count) {
-                Ok(waiting) => waiting,
-                Err(error) => return Ok(Err(error)),
-            };
+        let waiting = match try_put_events(transaction.as_mut(), &events, &mut put_count) {
+            Ok(waiting) => waiting,
+            Err(error) => return Ok(Err(error)),
+        };
         if waiting.is_empty() {
             return Ok(Ok(transaction));
         }
