@@ -431,3 +431,85 @@ fn a_file_channel_keeps_serving_after_try_calls_across_a_restart() {
         "the take of 1 was durable"
     );
 }
+
+#[test]
+fn concurrent_never_blocking_producers_and_consumers_move_every_event_exactly_once_in_order() {
+    const PRODUCERS: usize = 2;
+    const CONSUMERS: usize = 3;
+    const BATCHES_PER_PRODUCER: usize = 200;
+    const EVENTS_PER_BATCH: usize = 25;
+    let root = tempfile::tempdir().unwrap();
+    let mut config = test_config(root.path(), 2);
+    // Small segments, so that takes cross segment and record boundaries often.
+    config.max_file_size_bytes = 64 * 1024;
+    let channel = std::sync::Arc::new(open(root.path(), &config));
+    let total = PRODUCERS * BATCHES_PER_PRODUCER * EVENTS_PER_BATCH;
+    let taken_so_far = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let producers: Vec<_> = (0..PRODUCERS)
+        .map(|producer| {
+            let channel = std::sync::Arc::clone(&channel);
+            std::thread::spawn(move || {
+                for batch in 0..BATCHES_PER_PRODUCER {
+                    let mut transaction = channel.begin().unwrap();
+                    for index in 0..EVENTS_PER_BATCH {
+                        let sequence = batch * EVENTS_PER_BATCH + index;
+                        let event = event(&format!("{producer}:{sequence}"));
+                        if let PutAttempt::WouldBlock(event) = transaction.try_put(event).unwrap() {
+                            transaction.put(event).unwrap();
+                        }
+                    }
+                    match transaction.try_commit_pipelined().unwrap() {
+                        CommitAttempt::Started(pending) => pending.finish().unwrap(),
+                        CommitAttempt::WouldBlock(transaction) => transaction.commit().unwrap(),
+                    }
+                }
+            })
+        })
+        .collect();
+    let consumers: Vec<_> = (0..CONSUMERS)
+        .map(|_| {
+            let channel = std::sync::Arc::clone(&channel);
+            let taken_so_far = std::sync::Arc::clone(&taken_so_far);
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                while taken_so_far.load(std::sync::atomic::Ordering::SeqCst) < total {
+                    let mut transaction = channel.begin().unwrap();
+                    let mut taken = Vec::new();
+                    let stop = transaction
+                        .try_take_many(40, &mut accept_all(), &mut taken)
+                        .unwrap();
+                    if stop == TakeStop::WouldBlock && taken.is_empty() {
+                        taken.extend(transaction.take_waiting(Duration::from_millis(10)).unwrap());
+                    }
+                    transaction.commit().unwrap();
+                    taken_so_far.fetch_add(taken.len(), std::sync::atomic::Ordering::SeqCst);
+                    seen.extend(texts(&taken));
+                }
+                seen
+            })
+        })
+        .collect();
+    for producer in producers {
+        producer.join().unwrap();
+    }
+    let mut everything = std::collections::HashSet::new();
+    for consumer in consumers {
+        let seen = consumer.join().unwrap();
+        // Each consumer sees each producer's events in the order they were put.
+        let mut last_by_producer = [None::<usize>; PRODUCERS];
+        for text in &seen {
+            let (producer, sequence) = text.split_once(':').unwrap();
+            let (producer, sequence): (usize, usize) =
+                (producer.parse().unwrap(), sequence.parse().unwrap());
+            let last = &mut last_by_producer[producer];
+            assert!(
+                last.is_none_or(|last| last < sequence),
+                "{text} after {last:?}"
+            );
+            *last = Some(sequence);
+            assert!(everything.insert(text.clone()), "{text} taken twice");
+        }
+    }
+    assert_eq!(everything.len(), total, "every event was taken");
+    assert_eq!(channel.stats().channel_size, 0);
+}

@@ -1344,11 +1344,13 @@ impl Transaction for FileTransaction {
             max_events,
         )?;
         let first_new = taken.len();
+        // The put record of the previous event taken (or of the head, just read), with
+        // its place: used as long as the head points into it, even if the cache has
+        // evicted it meanwhile.
+        let mut record: Option<(segments::RecordKey, segments::DecodedRecord)> = None;
         let outcome = loop {
             let mut state = shared.state.lock();
             let mut refused = false;
-            // The put record of the previous event taken, with its place.
-            let mut record: Option<(segments::RecordKey, segments::DecodedRecord)> = None;
             let uncached_head = loop {
                 if taken.len() - first_new == limit {
                     break None;
@@ -1393,7 +1395,9 @@ impl Transaction for FileTransaction {
             // The head's record is not cached (or is too short for its pointer): read it
             // without the lock if the page cache has it, then go on from the head.
             match shared.registry.load_record_without_blocking(head) {
-                Ok(Some(events)) if head.event_index < events.len() as u32 => {}
+                Ok(Some(events)) if head.event_index < events.len() as u32 => {
+                    record = Some(((head.segment_id, head.record_offset), events));
+                }
                 Ok(Some(events)) => {
                     let failure = shared.registry.event_index_out_of_range(head, events.len());
                     break Err(self.fail_unreadable(failure));
