@@ -9,8 +9,11 @@
 #
 # Starts a release channeld with one file channel (c1: one data dir, capacity 10 M,
 # fsync per transaction) and one memory channel (m1), runs each case with --json and
-# prints one line per case: its name, then channel-bench's JSON. The probe case prints
-# the physical reference measured in the same sitting (sync probe and dd).
+# prints one line per case: its name, channel-bench's JSON, and the CPU time channeld
+# spent on the case (server_cpu_s, from /proc/PID/stat: a figure that the disk's swings
+# and other work on the machine disturb far less than throughput). The probe case prints
+# the physical reference measured in the same sitting (sync probe and dd). To compare two
+# builds, run the suite with each (BENCH_BIN) and compare server_cpu_s.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -60,10 +63,20 @@ start_server() {
     exit 1
 }
 
+# channeld's CPU time so far (user + system), in clock ticks.
+server_cpu_ticks() {
+    awk '{print $14 + $15}' "/proc/$server_pid/stat"
+}
+
 bench() {
     local name="$1"
     shift
-    printf '%-8s %s\n' "$name" "$("$bin/channel-bench" --server "127.0.0.1:$protocol_port" --json "$@")"
+    local before after result
+    before=$(server_cpu_ticks)
+    result=$("$bin/channel-bench" --server "127.0.0.1:$protocol_port" --json "$@")
+    after=$(server_cpu_ticks)
+    printf '%-8s %s server_cpu_s=%s\n' "$name" "$result" \
+        "$(awk -v ticks=$((after - before)) -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", ticks / hz}')"
 }
 
 probe() {
