@@ -459,8 +459,11 @@ enum CommitCompletion {
 
 impl CommitCompletion {
     /// Follows a started commit: one already complete (a memory channel's, say) is kept
-    /// as finished; one still on its way to the disk is awaited beside the session, so
-    /// that it applies as soon as the disk answers even while the session is busy.
+    /// as finished, with no task; one still on its way to the disk is awaited by a task
+    /// of its own, so that it applies as soon as the disk answers even while the session
+    /// is busy or blocked writing to a slow client. Later commits of other connections
+    /// become visible only after this one has applied, so its applying must not wait for
+    /// this session.
     fn of(pending: Box<dyn PendingCommit>) -> Self {
         let mut finishing = pending.finish_async();
         let mut context = std::task::Context::from_waker(std::task::Waker::noop());
