@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use millrace_engine::storage::IoBackendChoice;
 use millrace_protocol::MIN_MAX_FRAME_BYTES;
 use thiserror::Error;
 
@@ -88,6 +89,11 @@ pub struct ChanneldArgs {
     #[arg(long, value_name = "MS")]
     pub shutdown_grace_ms: Option<u64>,
 
+    /// How log writers write and sync: auto, io_uring or pwrite (overrides
+    /// server.ioBackend).
+    #[arg(long, value_name = "BACKEND")]
+    pub io_backend: Option<IoBackendChoice>,
+
     /// Once serving, write the bound addresses and the process id to FILE as JSON
     /// (`{"protocol":"127.0.0.1:41450","http":"127.0.0.1:41451","pid":123}`), for
     /// supervisors and scripts that bind port 0. Removed on a clean stop.
@@ -128,6 +134,14 @@ pub enum SettingError {
     /// An empty auth token would let anyone in while looking configured.
     #[error("the auth token must not be empty")]
     EmptyAuthToken,
+    /// The configured I/O backend cannot be used on this machine.
+    #[error("ioBackend {choice:?} cannot be used: {reason}")]
+    IoBackendUnavailable {
+        /// The backend asked for.
+        choice: IoBackendChoice,
+        /// Why not, from the operating system.
+        reason: String,
+    },
 }
 
 impl ChanneldArgs {
@@ -159,6 +173,9 @@ impl ChanneldArgs {
         }
         if let Some(shutdown_grace_ms) = self.shutdown_grace_ms {
             settings.shutdown_grace = Duration::from_millis(shutdown_grace_ms);
+        }
+        if let Some(io_backend) = self.io_backend {
+            settings.io_backend = io_backend;
         }
         check_settings(settings)
     }

@@ -241,6 +241,12 @@ async fn serve(
             min_bytes: millrace_protocol::MIN_MAX_FRAME_BYTES,
             max_bytes: u32::MAX,
         })?;
+    millrace_engine::storage::choose_io_backend(settings.io_backend).map_err(|error| {
+        SettingError::IoBackendUnavailable {
+            choice: settings.io_backend,
+            reason: error.to_string(),
+        }
+    })?;
     let (registry, openers) = ChannelRegistry::plan(&config.channels);
     let adapter_restarts = Arc::new(AdapterRestarts::default());
     let registry = Arc::new(registry);

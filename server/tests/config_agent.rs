@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use millrace_engine::storage::IoBackendChoice;
 use millrace_server::config::{
     load_agent_config, parse_agent_config, AgentConfig, ChannelConfig, ChannelSelector,
     Compression, EncryptionConfig, FileChannelConfig, HeaderRoute, HostPort, KeySource,
@@ -211,6 +212,7 @@ a1.server.maxFrameBytes = 1048576
 a1.server.idleTimeoutMs = 1000
 a1.server.frameDeadlineMs = 500
 a1.server.shutdownGraceMs = 0
+a1.server.ioBackend = pwrite
 ",
     );
     let server = &config.server;
@@ -232,6 +234,7 @@ a1.server.shutdownGraceMs = 0
     assert_eq!(server.idle_timeout, Duration::from_millis(1000));
     assert_eq!(server.frame_deadline, Duration::from_millis(500));
     assert_eq!(server.shutdown_grace, Duration::ZERO);
+    assert_eq!(server.io_backend, IoBackendChoice::Pwrite);
     assert_eq!(server.data_base_dir, PathBuf::from("base"));
 }
 

@@ -296,6 +296,13 @@ fn each_kind_of_mistake_gets_a_precise_message() {
              127.0.0.1:41450 for both",
         ),
         (
+            "unknown I/O backend",
+            "a1.channels = c1\n\
+             a1.channels.c1.type = memory\n\
+             a1.server.ioBackend = uring\n",
+            "agent.conf:3: a1.server.ioBackend: expected auto, io_uring or pwrite, got \"uring\"",
+        ),
+        (
             "unknown server setting",
             "a1.channels = c1\n\
              a1.channels.c1.type = memory\n\

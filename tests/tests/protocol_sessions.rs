@@ -438,3 +438,35 @@ fn an_event_larger_than_the_clients_frame_limit_is_refused_and_stays_in_the_chan
     }
     assert_eq!(seen, [huge]);
 }
+
+#[test]
+fn the_log_writer_can_be_forced_to_pwrite_and_still_commits_durably() {
+    let mut server = Server::start(
+        ServerSetup::embedded_default()
+            .arg("--io-backend")
+            .arg("pwrite"),
+    );
+    let mut producer = RawConnection::open(server.protocol_address());
+    put_commit(&mut producer, "default", &["kept"]);
+    assert!(
+        server.stderr().contains("Pwrite"),
+        "the chosen backend is logged: {}",
+        server.stderr()
+    );
+    server.kill_9();
+    server.restart();
+    let mut reader = RawConnection::open(server.protocol_address());
+    assert_eq!(reader.call(&begin("default")), Response::Ok);
+    assert_eq!(bodies(&reader.call(&take(10, 0))), ["kept"]);
+}
+
+#[test]
+fn an_unknown_io_backend_flag_is_refused_before_starting() {
+    let output = std::process::Command::new(&millrace_e2e::binaries().channeld)
+        .args(["--io-backend", "uring"])
+        .output()
+        .expect("run channeld");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("auto, io_uring or pwrite"), "{stderr}");
+}

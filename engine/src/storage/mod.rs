@@ -19,7 +19,9 @@ use std::sync::Arc;
 
 pub use real::RealFs;
 pub use sim::{CrashMode, SimFs, SimFsOptions};
-pub use uring::{io_backend, IoBackend, WriteSyncError, IO_BACKEND_VARIABLE};
+pub use uring::{
+    choose_io_backend, io_backend, IoBackend, IoBackendChoice, WriteSyncError, IO_BACKEND_VARIABLE,
+};
 
 /// A directory tree the engine can create files in.
 pub trait Storage: Send + Sync + fmt::Debug {

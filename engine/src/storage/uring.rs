@@ -33,21 +33,99 @@ pub enum IoBackend {
     Pwrite,
 }
 
-/// The backend in use, chosen once per process: forced by [`IO_BACKEND_VARIABLE`], else
-/// io_uring when a ring can be created, else pwrite. The choice is logged.
+/// Which backend a process asks for: a configuration switch (channeld's
+/// `server.ioBackend`) or [`IO_BACKEND_VARIABLE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IoBackendChoice {
+    /// io_uring when a ring can be created, else pwrite.
+    #[default]
+    Auto,
+    /// io_uring, or fail to start when it is not available.
+    IoUring,
+    /// pwrite + fdatasync.
+    Pwrite,
+}
+
+impl IoBackendChoice {
+    /// The words the switch accepts, for error messages.
+    pub const EXPECTED: &'static str = "auto, io_uring or pwrite";
+}
+
+impl std::str::FromStr for IoBackendChoice {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "auto" => Ok(IoBackendChoice::Auto),
+            "io_uring" => Ok(IoBackendChoice::IoUring),
+            "pwrite" => Ok(IoBackendChoice::Pwrite),
+            other => Err(format!("expected {}, got {other:?}", Self::EXPECTED)),
+        }
+    }
+}
+
+static BACKEND: OnceLock<IoBackend> = OnceLock::new();
+
+/// The backend in use, chosen once per process: by [`choose_io_backend`] if it was
+/// called first, else by [`IO_BACKEND_VARIABLE`] (`auto` when unset or unknown). The
+/// choice is logged.
 pub fn io_backend() -> IoBackend {
-    static BACKEND: OnceLock<IoBackend> = OnceLock::new();
     *BACKEND.get_or_init(|| {
         let requested = std::env::var(IO_BACKEND_VARIABLE).unwrap_or_default();
-        let backend = match requested.as_str() {
-            "pwrite" => IoBackend::Pwrite,
-            "io_uring" => IoBackend::IoUring,
-            _ if IoUring::new(RING_ENTRIES).is_ok() => IoBackend::IoUring,
-            _ => IoBackend::Pwrite,
+        let choice = requested.parse().unwrap_or(IoBackendChoice::Auto);
+        let backend = match choice {
+            // The variable is a test and debugging switch: a forced io_uring that cannot
+            // start shows up as failed writes, with the reason.
+            IoBackendChoice::IoUring => IoBackend::IoUring,
+            IoBackendChoice::Pwrite => IoBackend::Pwrite,
+            IoBackendChoice::Auto => auto_backend(),
         };
         info!(?backend, requested = %requested, "log writer I/O backend chosen");
         backend
     })
+}
+
+/// Fixes the process's backend from a configuration switch, before any channel opens.
+/// `Auto` defers to [`IO_BACKEND_VARIABLE`], so the variable still works when the
+/// switch is left at its default. A forced `IoUring` that cannot create a ring fails
+/// with the reason (containers often forbid io_uring), rather than failing every write
+/// later. Fails too when the backend was already chosen otherwise.
+pub fn choose_io_backend(choice: IoBackendChoice) -> io::Result<IoBackend> {
+    let backend = match choice {
+        IoBackendChoice::Auto => return Ok(io_backend()),
+        IoBackendChoice::Pwrite => IoBackend::Pwrite,
+        IoBackendChoice::IoUring => match IoUring::new(RING_ENTRIES) {
+            Ok(_) => IoBackend::IoUring,
+            Err(error) => {
+                return Err(io::Error::new(
+                    error.kind(),
+                    format!("io_uring was asked for but cannot be used here: {error}"),
+                ))
+            }
+        },
+    };
+    let chosen = *BACKEND.get_or_init(|| {
+        info!(
+            ?backend,
+            ?choice,
+            "log writer I/O backend chosen by configuration"
+        );
+        backend
+    });
+    if chosen != backend {
+        return Err(io::Error::other(format!(
+            "the log writer's I/O backend was already chosen as {chosen:?}"
+        )));
+    }
+    Ok(chosen)
+}
+
+fn auto_backend() -> IoBackend {
+    if IoUring::new(RING_ENTRIES).is_ok() {
+        IoBackend::IoUring
+    } else {
+        IoBackend::Pwrite
+    }
 }
 
 /// Which half of a linked write + sync failed.

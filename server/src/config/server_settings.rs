@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use millrace_engine::storage::IoBackendChoice;
+
 use crate::config::values::{self, Expected};
 
 /// Host both listeners use by default: loopback only, so a fresh server is not exposed.
@@ -174,6 +176,8 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// `server.dataBaseDir`: where file channels without configured directories live.
     pub data_base_dir: PathBuf,
+    /// `server.ioBackend`: how file channels' log writers write and sync.
+    pub io_backend: IoBackendChoice,
 }
 
 impl Default for ServerSettings {
@@ -188,6 +192,7 @@ impl Default for ServerSettings {
             frame_deadline: DEFAULT_FRAME_DEADLINE,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             data_base_dir: PathBuf::from(DEFAULT_DATA_BASE_DIR),
+            io_backend: IoBackendChoice::Auto,
         }
     }
 }
@@ -298,6 +303,18 @@ pub static SERVER_SETTINGS: &[ServerSettingSpec] = &[
         description: "base directory of file channels configured without directories",
         apply: |settings, value| {
             settings.data_base_dir = values::directory(value)?;
+            Ok(())
+        },
+    },
+    ServerSettingSpec {
+        key: "ioBackend",
+        default: Some("auto"),
+        description: "how log writers write and sync: io_uring when it can be used (auto), \
+                      io_uring (refuse to start without it) or pwrite",
+        apply: |settings, value| {
+            settings.io_backend = value
+                .parse()
+                .map_err(|_| Expected::new(IoBackendChoice::EXPECTED))?;
             Ok(())
         },
     },
