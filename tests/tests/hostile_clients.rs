@@ -5,8 +5,8 @@
 //! (puts begun and never committed, takes taken and never committed, frames cut short).
 //!
 //! Afterwards the server is still up and accepts connections, its resident memory grew
-//! by less than [`RSS_GROWTH_LIMIT_BYTES`] (and repeating the flood does not grow it by
-//! more than [`REPEATED_FLOOD_GROWTH_LIMIT_BYTES`]), every event the well-behaved producer had
+//! by less than [`RSS_GROWTH_LIMIT_BYTES`] (and the last of three identical floods grew
+//! it by less than [`REPEATED_FLOOD_GROWTH_LIMIT_BYTES`]), every event the well-behaved producer had
 //! acknowledged was delivered exactly once to acknowledged takes, no event of an
 //! uncommitted put was ever delivered, and every event a disconnected client had taken
 //! came back and was delivered. (Oversized and garbage frames one at a time, slow
@@ -33,8 +33,10 @@ const MIB: u64 = 1024 * 1024;
 const RSS_GROWTH_LIMIT_BYTES: u64 = 32 * MIB;
 /// Rounds of the flood (each: held, then churned).
 const FLOOD_ROUNDS: usize = 3;
-/// How much more memory the later rounds of the same flood may take than the first.
-const REPEATED_FLOOD_GROWTH_LIMIT_BYTES: u64 = 8 * MIB;
+/// How much more memory the last round of the same flood may take than the one before
+/// it (the allocator keeps what the first rounds freed, so they may grow more). A leak of
+/// 2 KiB per connection would exceed it.
+const REPEATED_FLOOD_GROWTH_LIMIT_BYTES: u64 = 4 * MIB;
 /// The connection cap of the flood test.
 const MAX_CONNECTIONS: usize = 40;
 /// Connections the flood opens at once and holds.
@@ -68,7 +70,8 @@ struct WellBehaved {
 }
 
 impl WellBehaved {
-    fn start(address: &str) -> WellBehaved {
+    /// Starts both; the producer pauses `pause` between commits.
+    fn start(address: &str, pause: Duration) -> WellBehaved {
         let stop = Arc::new(AtomicBool::new(false));
         let commits = Arc::new(AtomicU64::new(0));
         let takes = Arc::new(AtomicU64::new(0));
@@ -115,7 +118,7 @@ impl WellBehaved {
                                     return;
                                 }
                             }
-                            tokio::time::sleep(Duration::from_millis(2)).await;
+                            tokio::time::sleep(pause).await;
                         }
                     };
                     let consuming = async {
@@ -359,7 +362,9 @@ fn a_connection_flood_beyond_the_cap_leaves_the_server_up_bounded_and_serving() 
             .arg(MAX_CONNECTIONS.to_string()),
     );
     let address = server.protocol_address().to_string();
-    let good = WellBehaved::start(&address);
+    // Slow enough that the events it keeps queued and cached add little to the memory
+    // the floods are judged by.
+    let good = WellBehaved::start(&address, Duration::from_millis(10));
     good.assert_still_working("before the flood");
     let resident_before = server.resident_memory_bytes();
     // The same abuse twice: memory freed after the first may stay with the allocator, but
@@ -395,14 +400,16 @@ fn a_connection_flood_beyond_the_cap_leaves_the_server_up_bounded_and_serving() 
         "a put cut short was delivered"
     );
     let first = resident_after_round[0];
-    let last = *resident_after_round.last().unwrap();
+    let [.., before_last, last] = resident_after_round[..] else {
+        unreachable!("at least two rounds");
+    };
     assert!(
         first < resident_before + RSS_GROWTH_LIMIT_BYTES,
         "resident memory grew from {resident_before} to {first} bytes in the first flood"
     );
     assert!(
-        last < first + REPEATED_FLOOD_GROWTH_LIMIT_BYTES,
-        "resident memory grew from {first} to {last} bytes in the repeated floods"
+        last < before_last + REPEATED_FLOOD_GROWTH_LIMIT_BYTES,
+        "resident memory grew from {before_last} to {last} bytes in the last flood"
     );
 }
 
@@ -492,7 +499,8 @@ fn walk_out(address: &str, walkout: Walkout, tag: &str) -> Vec<String> {
 fn clients_that_disconnect_mid_transaction_lose_nothing_and_their_takes_come_back() {
     let server = Server::start(ServerSetup::embedded_default());
     let address = server.protocol_address().to_string();
-    let good = WellBehaved::start(&address);
+    // Fast, so the channel always has events for the walkouts to take.
+    let good = WellBehaved::start(&address, Duration::from_millis(2));
     good.assert_still_working("before the walkouts");
     let resident_before = server.resident_memory_bytes();
     let walkers: Vec<_> = (0..DISCONNECTING_THREADS)
