@@ -120,7 +120,9 @@ const OUTAGEFS_TIMEOUT: Duration = Duration::from_secs(30);
 const RECORDING_TAKE_WAIT: Duration = Duration::from_secs(2);
 /// The marker file's name at the root of the filesystem under test.
 const MARKER_FILE: &str = "acked-operations";
-/// The channel's directories, under the filesystem under test.
+/// The channel's settings besides its directories (which [`channel_config`] puts on the
+/// filesystem under test): small segments so the log rolls, frequent checkpoints, the
+/// smallest space guard.
 const CHANNEL_SETTINGS: &str = "maxFileSize = 8192\n\
                                 checkpointInterval = 1000\n\
                                 minimumRequiredSpace = 1048576\n\
@@ -309,7 +311,7 @@ fn path_str(path: &Path) -> &str {
 /// install directory.
 fn outagefs_binary() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("MILLRACE_OUTAGEFS") {
-        return Some(PathBuf::from(path));
+        return Some(PathBuf::from(path)).filter(|path| path.is_file());
     }
     let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).collect())
@@ -357,7 +359,7 @@ fn prerequisites() -> Result<PathBuf, String> {
     }
     outagefs_binary().ok_or_else(|| {
         "the outagefs binary is missing (`cargo install outagefs --locked`, which needs \
-         libfuse-dev and pkg-config; or set MILLRACE_OUTAGEFS)"
+         libfuse-dev and pkg-config; or set MILLRACE_OUTAGEFS to its path)"
             .to_string()
     })
 }
