@@ -5,8 +5,9 @@
 //! (puts begun and never committed, takes taken and never committed, frames cut short).
 //!
 //! Afterwards the server is still up and accepts connections, its resident memory grew
-//! by less than [`RSS_GROWTH_LIMIT_BYTES`] (and the last of three identical floods grew
-//! it by less than [`REPEATED_FLOOD_GROWTH_LIMIT_BYTES`]), every event the well-behaved producer had
+//! by less than [`RSS_GROWTH_LIMIT_BYTES`] in the first flood (and by less than
+//! [`REPEATED_FLOOD_GROWTH_LIMIT_BYTES`] in the four identical ones after it), every
+//! event the well-behaved producer had
 //! acknowledged was delivered exactly once to acknowledged takes, no event of an
 //! uncommitted put was ever delivered, and every event a disconnected client had taken
 //! came back and was delivered. (Oversized and garbage frames one at a time, slow
@@ -32,11 +33,12 @@ const MIB: u64 = 1024 * 1024;
 /// bound is about memory that stays, not about peaks.
 const RSS_GROWTH_LIMIT_BYTES: u64 = 32 * MIB;
 /// Rounds of the flood (each: held, then churned).
-const FLOOD_ROUNDS: usize = 3;
-/// How much more memory the last round of the same flood may take than the one before
-/// it (the allocator keeps what the first rounds freed, so they may grow more). A leak of
-/// 2 KiB per connection would exceed it.
-const REPEATED_FLOOD_GROWTH_LIMIT_BYTES: u64 = 4 * MIB;
+const FLOOD_ROUNDS: usize = 5;
+/// How much more memory all rounds after the first may take together. The allocator
+/// keeps what a round freed and now and then grows by a step of a few MiB (a new
+/// thread arena); a leak grows every round: 2 KiB per connection would be 18 MiB over
+/// the 4 repeated rounds' 9,200 connections.
+const REPEATED_FLOOD_GROWTH_LIMIT_BYTES: u64 = 16 * MIB;
 /// The connection cap of the flood test.
 const MAX_CONNECTIONS: usize = 40;
 /// Connections the flood opens at once and holds.
@@ -400,16 +402,15 @@ fn a_connection_flood_beyond_the_cap_leaves_the_server_up_bounded_and_serving() 
         "a put cut short was delivered"
     );
     let first = resident_after_round[0];
-    let [.., before_last, last] = resident_after_round[..] else {
-        unreachable!("at least two rounds");
-    };
+    let last = *resident_after_round.last().unwrap();
     assert!(
         first < resident_before + RSS_GROWTH_LIMIT_BYTES,
         "resident memory grew from {resident_before} to {first} bytes in the first flood"
     );
     assert!(
-        last < before_last + REPEATED_FLOOD_GROWTH_LIMIT_BYTES,
-        "resident memory grew from {before_last} to {last} bytes in the last flood"
+        last < first + REPEATED_FLOOD_GROWTH_LIMIT_BYTES,
+        "resident memory grew from {first} to {last} bytes over the {} repeated floods",
+        FLOOD_ROUNDS - 1
     );
 }
 
