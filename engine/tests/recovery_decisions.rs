@@ -278,3 +278,35 @@ fn a_segment_whose_creation_never_finished_is_removed() {
         "new segments get ids after the stray one"
     );
 }
+
+/// Found by the real-ext4 power-loss test with outagefs's zero-filled writes
+/// (`tests/tests/power_loss_ext4.rs`): a disk that rewrites a segment's first block and
+/// loses power between zeroing it and writing it leaves a segment that looks like one
+/// whose creation never finished. Recovery used to remove it, find the checkpoint that
+/// names it unusable, and replay the remaining log: the segment's acknowledged events
+/// were gone without a word.
+#[test]
+fn a_segment_a_checkpoint_names_is_corruption_when_its_header_and_data_are_gone() {
+    let root = tempfile::tempdir().unwrap();
+    let config = test_config(root.path(), 1);
+    {
+        let channel = open(root.path(), &config);
+        put_committed(&channel, &["acknowledged-1", "acknowledged-2"]);
+        // Closing writes a checkpoint whose queue points into the segment.
+    }
+    let segment_path = only_segment(&config.data_dirs[0]);
+    let length = std::fs::metadata(&segment_path).unwrap().len();
+    std::fs::write(&segment_path, vec![0u8; length as usize]).unwrap();
+    let error = FileChannel::open("c1", config.clone())
+        .err()
+        .expect("the destroyed segment must be reported");
+    match &error {
+        OpenError::Corruption { file, offset, .. } => {
+            assert_eq!(file, &segment_path);
+            assert_eq!(*offset, 0);
+        }
+        other => panic!("expected corruption, got {other}"),
+    }
+    assert!(error.to_string().contains("checkpoint"), "{error}");
+    assert!(segment_path.exists(), "the evidence is kept");
+}

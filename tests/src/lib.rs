@@ -226,6 +226,12 @@ pub struct Server {
 impl Server {
     /// Starts a server and waits until it serves.
     pub fn start(setup: ServerSetup) -> Server {
+        Server::try_start(setup).unwrap_or_else(|problem| panic!("{problem}"))
+    }
+
+    /// Like [`start`](Self::start), but says why (with channeld's stderr) instead of
+    /// panicking when channeld exits during startup or does not become ready.
+    pub fn try_start(setup: ServerSetup) -> Result<Server, String> {
         let directory = tempfile::Builder::new()
             .prefix("millrace-e2e-")
             .tempdir()
@@ -246,8 +252,8 @@ impl Server {
             starts: 0,
             keep_addresses: false,
         };
-        server.launch();
-        server
+        server.try_launch()?;
+        Ok(server)
     }
 
     /// The server's working directory (channel data lives under it).
@@ -288,6 +294,11 @@ impl Server {
     }
 
     fn launch(&mut self) {
+        self.try_launch()
+            .unwrap_or_else(|problem| panic!("{problem}"));
+    }
+
+    fn try_launch(&mut self) -> Result<(), String> {
         assert!(self.process.is_none(), "the server is already running");
         self.starts += 1;
         let ready_file = self.directory.path().join(READY_FILE_NAME);
@@ -334,15 +345,15 @@ impl Server {
             ready_file.exists()
         });
         if let Some(status) = exited {
-            panic!(
+            return Err(format!(
                 "channeld exited during startup ({status}):\n{}",
                 self.stderr()
-            );
+            ));
         }
         if !ready {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("channeld did not become ready:\n{}", self.stderr());
+            return Err(format!("channeld did not become ready:\n{}", self.stderr()));
         }
         let ready: Value = serde_json::from_str(
             &std::fs::read_to_string(&ready_file).expect("read the ready file"),
@@ -357,6 +368,7 @@ impl Server {
             .expect("the ready file names channeld's pid");
         self.channeld_pid = Some(pid);
         self.process = Some(child);
+        Ok(())
     }
 
     /// channeld's process id (not its wrapper's).
@@ -383,6 +395,14 @@ impl Server {
             .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("a VmRSS line");
         kib * 1024
+    }
+
+    /// How many file descriptors the process holds open (the entries of
+    /// `/proc/PID/fd`).
+    pub fn open_fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid().as_raw_nonzero()))
+            .expect("list /proc/PID/fd")
+            .count()
     }
 
     /// The pids of the running `channel-agent` processes this server started for
@@ -776,6 +796,35 @@ impl RawConnection {
     pub fn disconnect(self) {
         let _ = self.stream.shutdown(Shutdown::Both);
     }
+}
+
+/// The regular files under `dir`, recursively: their total length in bytes, and how
+/// many of them have a name ending in `suffix` (`".log"` counts segments). A file removed
+/// while the walk runs is skipped.
+pub fn dir_usage(dir: &Path, suffix: &str) -> (u64, usize) {
+    let mut bytes = 0;
+    let mut matching = 0;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (0, 0);
+    };
+    for entry in entries.flatten() {
+        let Ok(file_type) = entry.file_type() else {
+            continue;
+        };
+        if file_type.is_dir() {
+            let (inner_bytes, inner_matching) = dir_usage(&entry.path(), suffix);
+            bytes += inner_bytes;
+            matching += inner_matching;
+        } else if file_type.is_file() {
+            if let Ok(metadata) = entry.metadata() {
+                bytes += metadata.len();
+                if entry.file_name().to_string_lossy().ends_with(suffix) {
+                    matching += 1;
+                }
+            }
+        }
+    }
+    (bytes, matching)
 }
 
 /// Sends SIGKILL to a process by pid (an adapter, say).

@@ -249,10 +249,6 @@ pub(crate) fn recover(input: &RecoveryInput<'_>) -> Result<RecoveredLog, OpenErr
         removed_unfinished_segments: Vec::new(),
         duration_ms: 0,
     };
-    let mut dirs = Vec::new();
-    for dir in input.data_dirs {
-        dirs.push(discover_segments(input, dir, &mut report)?);
-    }
     let mut slots: Vec<(RecoveryPath, Checkpoint)> = Vec::new();
     let mut slot_coverage = [None, None];
     for (slot_index, path) in input.checkpoint_files.iter().enumerate() {
@@ -274,6 +270,28 @@ pub(crate) fn recover(input: &RecoveryInput<'_>) -> Result<RecoveredLog, OpenErr
                     .push(format!("{}: {reason}", path.display()));
             }
         }
+    }
+    // A segment enters the channel (and so any checkpoint) only once its header and its
+    // directory entry are synced: a segment a checkpoint names cannot be one whose
+    // creation was cut short, however empty it looks now.
+    let named_by_checkpoints: HashSet<u32> = slots
+        .iter()
+        .flat_map(|(_, checkpoint)| {
+            checkpoint
+                .queue
+                .iter()
+                .map(|pointer| pointer.segment_id)
+                .chain(checkpoint.segments.iter().map(|entry| entry.segment_id))
+        })
+        .collect();
+    let mut dirs = Vec::new();
+    for dir in input.data_dirs {
+        dirs.push(discover_segments(
+            input,
+            dir,
+            &named_by_checkpoints,
+            &mut report,
+        )?);
     }
     // Newest first; the primary wins a tie.
     slots.sort_by_key(|(_, checkpoint)| std::cmp::Reverse(checkpoint.sequence));
@@ -349,10 +367,13 @@ fn corruption(channel: &str, file: &Path, offset: u64, detail: String) -> OpenEr
 
 /// Lists a directory's segments, oldest first, checking each header. A file whose header
 /// never became valid and that holds nothing after it is a segment whose creation was
-/// cut short: removed.
+/// cut short: removed — unless a checkpoint names it (`named_by_checkpoints`), which
+/// proves its header was once synced: then its contents were destroyed, and that is
+/// corruption (removing it would let a full replay drop its events silently).
 fn discover_segments(
     input: &RecoveryInput<'_>,
     dir: &Path,
+    named_by_checkpoints: &HashSet<u32>,
     report: &mut RecoveryReport,
 ) -> Result<Vec<DiskSegment>, OpenError> {
     let channel = input.channel;
@@ -411,6 +432,17 @@ fn discover_segments(
                         &path,
                         0,
                         format!("bad segment header ({header_error}) before data"),
+                    ));
+                }
+                if named_by_checkpoints.contains(&segment_id) {
+                    return Err(corruption(
+                        channel,
+                        &path,
+                        0,
+                        format!(
+                            "bad segment header ({header_error}) and no data, but a \
+                             checkpoint names segment {segment_id}: its contents were lost"
+                        ),
                     ));
                 }
                 warn!(
