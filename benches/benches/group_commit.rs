@@ -16,6 +16,8 @@ use millrace_engine::{Channel, Event, FileChannel};
 const COMMITTERS: [usize; 3] = [1, 4, 16];
 /// The event body size of the single-event transactions.
 const BODY_BYTES: usize = 256;
+/// The baseline loop's file: far more than a measurement appends.
+const BASELINE_FILE_BYTES: u64 = 1 << 30;
 
 fn plain_fdatasync(criterion: &mut Criterion) {
     let dir = tempfile::tempdir_in(bench_dir()).unwrap();
@@ -26,8 +28,15 @@ fn plain_fdatasync(criterion: &mut Criterion) {
         .write(true)
         .open(dir.path().join("plain"))
         .unwrap();
-    // Preallocated like a segment, so the loop measures data syncs, not size updates.
-    file.set_len(1 << 30).unwrap();
+    // Reserved with fallocate like a segment, so the loop measures data syncs, not size
+    // updates.
+    rustix::fs::fallocate(
+        &file,
+        rustix::fs::FallocateFlags::empty(),
+        0,
+        BASELINE_FILE_BYTES,
+    )
+    .unwrap();
     let body = vec![1u8; BODY_BYTES];
     let mut offset = 0u64;
     let mut group = criterion.benchmark_group("fdatasync_baseline");
