@@ -38,11 +38,15 @@ use millrace_e2e::{
 };
 use millrace_protocol::{fields, ErrorCode};
 
-const TMPFS_SIZE_BYTES: u64 = 8 * 1024 * 1024;
-const BALLAST_BYTES: usize = 2 * 1024 * 1024;
+const TMPFS_SIZE_BYTES: u64 = 9 * 1024 * 1024;
 /// The guard (Flume's `minimumRequiredSpace`, at its 1 MiB floor).
 const MINIMUM_REQUIRED_SPACE_BYTES: u64 = 1024 * 1024;
 const SEGMENT_BYTES: u64 = 1024 * 1024;
+/// Deleted to free space: enough for the guard, the next segment's reservation (a roll
+/// takes a whole segment from the free space at once) and a segment of puts after it. With
+/// only guard + segment freed, a roll right after the deletion leaves the disk at the guard
+/// again and puts stay refused, which is the guard working, not puts resuming.
+const BALLAST_BYTES: usize = (MINIMUM_REQUIRED_SPACE_BYTES + 2 * SEGMENT_BYTES) as usize;
 const EVENT_BODY_BYTES: usize = 1_000;
 const MAX_BATCH_EVENTS: usize = 20;
 const PRODUCERS: usize = 2;
@@ -477,7 +481,8 @@ fn a_filling_disk_refuses_puts_keeps_takes_and_resumes_when_space_is_freed() {
     );
     assert_no_empty_segments(&data_dir);
 
-    // 4. Space is freed by someone else: puts are accepted again, without a restart.    std::fs::remove_file(&filler).expect("delete the filler");
+    // 4. Space is freed by someone else: puts are accepted again, without a restart.
+    std::fs::remove_file(&filler).expect("delete the filler");
     std::fs::remove_file(&ballast).expect("delete the ballast");
     phases.space_freed.store(true, Ordering::SeqCst);
     let resumed = wait_until(PHASE_DEADLINE, || {
