@@ -1,9 +1,10 @@
 //! A real channeld on a small real filesystem that fills up under load.
 //!
-//! The filesystem is an 8 MiB tmpfs mounted in a private mount namespace, held open by a
-//! small holder process; channeld enters that namespace with `nsenter`, so a restart finds
-//! the same files, and the test reaches them through `/proc/<holder>/root`. A 2 MiB
-//! ballast file stands for "something else on the disk". The test checks:
+//! The filesystem is a small tmpfs (`TMPFS_SIZE_BYTES`) mounted in a private mount
+//! namespace, held open by a small holder process; channeld enters that namespace with
+//! `nsenter`, so a restart finds the same files, and the test reaches them through
+//! `/proc/<holder>/root`. A ballast file (`BALLAST_BYTES`) stands for "something else on
+//! the disk". The test checks:
 //! - two producers fill the disk until their puts are refused with `INSUFFICIENT_SPACE`,
 //!   naming the directory, the usable and the required bytes, and the channel does not
 //!   fail (`/health` says `open` or `read-only`);
@@ -38,7 +39,10 @@ use millrace_e2e::{
 };
 use millrace_protocol::{fields, ErrorCode};
 
-const TMPFS_SIZE_BYTES: u64 = 9 * 1024 * 1024;
+/// What the channel's files (data and checkpoints, guard included) can take before the
+/// ballast is deleted.
+const CHANNEL_ROOM_BYTES: u64 = 6 * 1024 * 1024;
+const TMPFS_SIZE_BYTES: u64 = CHANNEL_ROOM_BYTES + BALLAST_BYTES as u64;
 /// The guard (Flume's `minimumRequiredSpace`, at its 1 MiB floor).
 const MINIMUM_REQUIRED_SPACE_BYTES: u64 = 1024 * 1024;
 const SEGMENT_BYTES: u64 = 1024 * 1024;
