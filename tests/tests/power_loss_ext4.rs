@@ -116,6 +116,10 @@ const MAX_EVENTS_PER_PUT: usize = 5;
 const WORKERS: usize = 2;
 /// Longest wait for an outagefs mount to appear or to finish.
 const OUTAGEFS_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for a just-killed channeld's files to be released so that its
+/// filesystem unmounts, and the pause between tries.
+const UNMOUNT_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+const UNMOUNT_RETRY_INTERVAL: Duration = Duration::from_millis(50);
 /// How long a take during the recording waits for events the model says are there.
 const RECORDING_TAKE_WAIT: Duration = Duration::from_secs(2);
 /// The marker file's name at the root of the filesystem under test.
@@ -499,6 +503,28 @@ fn is_mount_point(path: &Path) -> bool {
         .any(|line| line.split(' ').nth(4) == Some(path_str(path)))
 }
 
+/// Unmounts `mount_point`, trying again while it is busy for up to
+/// [`UNMOUNT_BUSY_TIMEOUT`]. A channeld killed with SIGKILL is reaped before the kernel
+/// has torn down its io_uring: a sync still running in io-wq holds its file for a moment
+/// after the process is gone, and `umount` meanwhile says "target is busy".
+fn unmount_waiting_while_busy(mount_point: &Path) -> Result<(), String> {
+    let started = Instant::now();
+    loop {
+        match run("umount", &[path_str(mount_point)]) {
+            Ok(_) => return Ok(()),
+            Err(_) if started.elapsed() < UNMOUNT_BUSY_TIMEOUT => {
+                thread::sleep(UNMOUNT_RETRY_INTERVAL);
+            }
+            Err(problem) => {
+                return Err(format!(
+                    "{problem} (still failing after {} ms of retries)",
+                    UNMOUNT_BUSY_TIMEOUT.as_millis()
+                ))
+            }
+        }
+    }
+}
+
 /// An image file attached to a loop device and mounted as ext4. Unmounted and detached
 /// when `finish`ed or dropped.
 struct Ext4Mount {
@@ -525,7 +551,7 @@ impl Ext4Mount {
     fn finish(mut self) -> Result<(), String> {
         if self.mounted {
             self.mounted = false;
-            run("umount", &[path_str(&self.mount_point)])?;
+            unmount_waiting_while_busy(&self.mount_point)?;
         }
         if let Some(device) = self.device.take() {
             run("losetup", &["--detach", &device])?;
@@ -536,17 +562,8 @@ impl Ext4Mount {
 
 impl Drop for Ext4Mount {
     fn drop(&mut self) {
-        if self.mounted {
-            let unmounted = (0..20).any(|_| {
-                let done = run("umount", &[path_str(&self.mount_point)]).is_ok();
-                if !done {
-                    thread::sleep(Duration::from_millis(100));
-                }
-                done
-            });
-            if !unmounted {
-                let _ = run("umount", &["-l", path_str(&self.mount_point)]);
-            }
+        if self.mounted && unmount_waiting_while_busy(&self.mount_point).is_err() {
+            let _ = run("umount", &["-l", path_str(&self.mount_point)]);
         }
         if let Some(device) = self.device.take() {
             let _ = run("losetup", &["--detach", &device]);
