@@ -42,7 +42,7 @@ use millrace_protocol::{fields, ErrorCode};
 /// What the channel's files (data and checkpoints, guard included) can take before the
 /// ballast is deleted.
 const CHANNEL_ROOM_BYTES: u64 = 6 * 1024 * 1024;
-const TMPFS_SIZE_BYTES: u64 = CHANNEL_ROOM_BYTES + BALLAST_BYTES as u64;
+const TMPFS_SIZE_BYTES: u64 = CHANNEL_ROOM_BYTES + BALLAST_BYTES;
 /// The guard (Flume's `minimumRequiredSpace`, at its 1 MiB floor).
 const MINIMUM_REQUIRED_SPACE_BYTES: u64 = 1024 * 1024;
 const SEGMENT_BYTES: u64 = 1024 * 1024;
@@ -50,7 +50,7 @@ const SEGMENT_BYTES: u64 = 1024 * 1024;
 /// takes a whole segment from the free space at once) and a segment of puts after it. With
 /// only guard + segment freed, a roll right after the deletion leaves the disk at the guard
 /// again and puts stay refused, which is the guard working, not puts resuming.
-const BALLAST_BYTES: usize = (MINIMUM_REQUIRED_SPACE_BYTES + 2 * SEGMENT_BYTES) as usize;
+const BALLAST_BYTES: u64 = MINIMUM_REQUIRED_SPACE_BYTES + 2 * SEGMENT_BYTES;
 const EVENT_BODY_BYTES: usize = 1_000;
 const MAX_BATCH_EVENTS: usize = 20;
 const PRODUCERS: usize = 2;
@@ -350,7 +350,7 @@ fn a_filling_disk_refuses_puts_keeps_takes_and_resumes_when_space_is_freed() {
     };
     let ballast = tmpfs.outside_path("ballast");
     std::fs::File::create(&ballast)
-        .and_then(|mut file| file.write_all(&vec![0xa5; BALLAST_BYTES]))
+        .and_then(|mut file| file.write_all(&vec![0xa5; BALLAST_BYTES as usize]))
         .expect("write the ballast file");
     let data_dir = tmpfs.outside_path("data");
     let root = tmpfs.path().display().to_string();

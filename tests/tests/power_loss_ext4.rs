@@ -117,9 +117,8 @@ const WORKERS: usize = 2;
 /// Longest wait for an outagefs mount to appear or to finish.
 const OUTAGEFS_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest wait for a just-killed channeld's files to be released so that its
-/// filesystem unmounts, and the pause between tries.
+/// filesystem unmounts.
 const UNMOUNT_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-const UNMOUNT_RETRY_INTERVAL: Duration = Duration::from_millis(50);
 /// How long a take during the recording waits for events the model says are there.
 const RECORDING_TAKE_WAIT: Duration = Duration::from_secs(2);
 /// The marker file's name at the root of the filesystem under test.
@@ -503,25 +502,28 @@ fn is_mount_point(path: &Path) -> bool {
         .any(|line| line.split(' ').nth(4) == Some(path_str(path)))
 }
 
-/// Unmounts `mount_point`, trying again while it is busy for up to
-/// [`UNMOUNT_BUSY_TIMEOUT`]. A channeld killed with SIGKILL is reaped before the kernel
-/// has torn down its io_uring: a sync still running in io-wq holds its file for a moment
-/// after the process is gone, and `umount` meanwhile says "target is busy".
+/// Unmounts `mount_point`, trying again for up to [`UNMOUNT_BUSY_TIMEOUT`] while it
+/// fails. A channeld killed with SIGKILL is reaped before the kernel has torn down its
+/// io_uring: a sync still running in io-wq holds its file for a moment after the process
+/// is gone, and `umount` meanwhile says "target is busy".
 fn unmount_waiting_while_busy(mount_point: &Path) -> Result<(), String> {
-    let started = Instant::now();
-    loop {
+    let mut last_problem = String::new();
+    let unmounted = wait_until(UNMOUNT_BUSY_TIMEOUT, || {
         match run("umount", &[path_str(mount_point)]) {
-            Ok(_) => return Ok(()),
-            Err(_) if started.elapsed() < UNMOUNT_BUSY_TIMEOUT => {
-                thread::sleep(UNMOUNT_RETRY_INTERVAL);
-            }
+            Ok(_) => true,
             Err(problem) => {
-                return Err(format!(
-                    "{problem} (still failing after {} ms of retries)",
-                    UNMOUNT_BUSY_TIMEOUT.as_millis()
-                ))
+                last_problem = problem;
+                false
             }
         }
+    });
+    if unmounted {
+        Ok(())
+    } else {
+        Err(format!(
+            "{last_problem} (still failing after {} ms of retries)",
+            UNMOUNT_BUSY_TIMEOUT.as_millis()
+        ))
     }
 }
 
