@@ -14,12 +14,11 @@ use std::time::Duration;
 use millrace_adapters::connection::{stop_signal, StopHandle};
 use millrace_adapters::counters::SourceCounters;
 use millrace_adapters::sources::exec::ExecSettings;
-use millrace_adapters::sources::http::HttpSettings;
+use millrace_adapters::sources::http::{HttpLimits, HttpSettings};
 use millrace_adapters::sources::syslog::{KeepFields, SyslogSettings};
-use millrace_adapters::sources::{ProcessorFactory, SourceError, SourceKind};
+use millrace_adapters::sources::{ListenerLimits, ProcessorFactory, SourceError, SourceKind};
 use millrace_client::{Client, ClientOptions, Event};
 use millrace_e2e::{Server, ServerSetup, AGENT};
-use millrace_server::config::ChannelSelector;
 use tokio::task::JoinHandle;
 
 /// Longest a test waits for events or for a source to stop before failing.
@@ -50,15 +49,11 @@ struct RunningSource {
 impl RunningSource {
     fn start(kind: SourceKind, server: &Server) -> RunningSource {
         let counters = Arc::new(SourceCounters::default());
-        let processors = ProcessorFactory {
-            channels: vec![CHANNEL.to_string()],
-            selector: ChannelSelector::Replicating {
-                optional: Vec::new(),
-            },
-            options: ClientOptions::new(server.protocol_address()),
-            counters: Arc::clone(&counters),
-            interceptors: Vec::new(),
-        };
+        let processors = ProcessorFactory::new(
+            ClientOptions::new(server.protocol_address()),
+            vec![CHANNEL.to_string()],
+            Arc::clone(&counters),
+        );
         let (stop, signal) = stop_signal();
         let task = tokio::spawn(kind.run(processors, signal));
         RunningSource {
@@ -261,6 +256,7 @@ fn syslog_settings(port: u16, event_size_bytes: usize) -> SyslogSettings {
         client_ip_header: Some("client.ip".to_string()),
         client_hostname_header: None,
         batch_size: 100,
+        listener: ListenerLimits::default(),
     }
 }
 
@@ -458,6 +454,7 @@ async fn start_http_source(server: &Server) -> (RunningSource, u16) {
         SourceKind::Http(HttpSettings {
             bind: "127.0.0.1".to_string(),
             port,
+            limits: HttpLimits::default(),
         }),
         server,
     );

@@ -386,15 +386,8 @@ impl Server {
 
     /// The process's resident memory, from `/proc/PID/status` (`VmRSS`).
     pub fn resident_memory_bytes(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid().as_raw_nonzero()))
-                .expect("read /proc/PID/status");
-        let kib: u64 = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("a VmRSS line");
-        kib * 1024
+        resident_memory_bytes_of(self.pid().as_raw_nonzero().get())
+            .expect("channeld's /proc/PID/status has a VmRSS line")
     }
 
     /// How many file descriptors the process holds open (the entries of
@@ -825,6 +818,17 @@ pub fn dir_usage(dir: &Path, suffix: &str) -> (u64, usize) {
         }
     }
     (bytes, matching)
+}
+
+/// A process's resident memory, from `/proc/PID/status` (`VmRSS`); `None` once it is
+/// gone.
+pub fn resident_memory_bytes_of(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())?;
+    Some(kib * 1024)
 }
 
 /// Sends SIGKILL to a process by pid (an adapter, say).

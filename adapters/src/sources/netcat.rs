@@ -21,9 +21,11 @@ use std::sync::Arc;
 use millrace_client::Event;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tracing::warn;
+use tracing::{debug, warn};
 
-use super::{host_port, listen_tcp, serve_connections, ProcessorFactory, SourceError};
+use super::{
+    host_port, listen_tcp, serve_connections, ListenerLimits, ProcessorFactory, SourceError,
+};
 use crate::connection::StopSignal;
 use crate::counters::{self, SourceCounters};
 
@@ -41,6 +43,8 @@ pub struct NetcatSettings {
     pub max_line_length: usize,
     /// `ack-every-event`: answer `OK` per committed line.
     pub ack_every_event: bool,
+    /// `maxConnections` and `idleTimeout`.
+    pub listener: ListenerLimits,
 }
 
 /// Accepts connections until `stop` is raised.
@@ -59,7 +63,8 @@ pub async fn run(
     let settings = Arc::new(settings);
     let connection_counters = Arc::clone(&counters);
     let connection_stop = stop.clone();
-    serve_connections(listener, "netcat", counters, stop, move |stream, peer| {
+    let limits = settings.listener;
+    serve_connections(listener, "netcat", limits, counters, stop, move |stream, peer| {
         let settings = Arc::clone(&settings);
         let processors = processors.clone();
         let counters = Arc::clone(&connection_counters);
@@ -84,7 +89,13 @@ async fn serve_connection(
     loop {
         line.clear();
         let read = tokio::select! {
-            read = read_bounded_line(&mut reader, &mut line, settings.max_line_length) => read?,
+            read = settings.listener.read_or_idle(read_bounded_line(&mut reader, &mut line, settings.max_line_length)) => match read? {
+                Some(read) => read,
+                None => {
+                    debug!(%peer, "netcat client idle past idleTimeout; disconnected");
+                    break;
+                }
+            },
             () = stop.raised() => break,
         };
         match read {
