@@ -186,9 +186,11 @@ struct RefusedEvent {
 pub struct PendingDelivery {
     shares: Vec<Share>,
     refused: Vec<RefusedEvent>,
-    /// Refused events already committed on the dead-letter channel.
+    /// Refused events already committed on the dead-letter channel (or reported).
     dead_lettered: usize,
     event_count: usize,
+    /// Whether the accepted events are counted already.
+    counted: bool,
 }
 
 impl PendingDelivery {
@@ -383,6 +385,7 @@ impl ChannelProcessor {
             refused: Vec::new(),
             dead_lettered: 0,
             event_count,
+            counted: false,
         }
     }
 
@@ -569,8 +572,14 @@ impl ChannelProcessor {
             for share in delivery.shares.iter_mut().filter(|share| !share.required) {
                 if share.done < share.events.len() {
                     let channel = &self.channels[share.channel];
-                    if let Err(error) = self.deliver_share(share, &mut refused, whole).await {
+                    // Flume's rule for optional channels: failures, refusals included,
+                    // are only logged.
+                    let mut refused_here = Vec::new();
+                    if let Err(error) = self.deliver_share(share, &mut refused_here, whole).await {
                         warn!(%channel, %error, "optional channel did not take its events");
+                    }
+                    if !refused_here.is_empty() {
+                        warn!(%channel, refused_events = refused_here.len(), reason = %refused_here[0].reason, "optional channel refused events");
                     }
                     share.done = share.events.len();
                 }
@@ -578,13 +587,15 @@ impl ChannelProcessor {
         }
         delivery.refused = refused;
         outcome?;
-        self.dispose_of_refused(delivery).await?;
-        let refused = delivery.refused.len();
-        counters::add(
-            &self.counters.events_accepted,
-            delivery.event_count.saturating_sub(refused),
-        );
-        Ok(())
+        if !delivery.counted {
+            delivery.counted = true;
+            let refused = delivery.refused.len();
+            counters::add(
+                &self.counters.events_accepted,
+                delivery.event_count.saturating_sub(refused),
+            );
+        }
+        self.dispose_of_refused(delivery).await
     }
 
     /// One attempt at the rest of `delivery`: every required channel's share committed,
