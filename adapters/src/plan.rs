@@ -242,13 +242,14 @@ struct PlannedSource {
     channeld_connections: usize,
 }
 
-/// `deadLetter.channel` of a source: a channel of the agent that is not one of the
-/// source's own channels.
-fn plan_source_dead_letter(
+/// Reads `deadLetter.channel`: a channel of the agent that is none of `own_channels`
+/// (the component's own, described as `own` in the message).
+fn plan_dead_letter_channel(
     keys: &mut ComponentSettings<'_>,
     config: &AgentConfig,
-    source: &SourceConfig,
     channel_names: &[&str],
+    own_channels: &[String],
+    own: &str,
 ) -> Option<String> {
     let channel = keys.text("deadLetter.channel")?;
     if !channel_names.contains(&channel.as_str()) {
@@ -260,10 +261,10 @@ fn plan_source_dead_letter(
                 channel_names.join(" ")
             ),
         );
-    } else if source.channels.contains(&channel) {
+    } else if own_channels.contains(&channel) {
         keys.conflict(
             "deadLetter.channel",
-            format!("expected a channel other than the source's own channels, got {channel:?}"),
+            format!("expected a channel other than {own}, got {channel:?}"),
         );
     }
     Some(channel)
@@ -298,7 +299,13 @@ fn plan_source(
             ),
         );
     }
-    let dead_letter_channel = plan_source_dead_letter(&mut keys, config, source, channel_names);
+    let dead_letter_channel = plan_dead_letter_channel(
+        &mut keys,
+        config,
+        channel_names,
+        &source.channels,
+        "the source's own channels",
+    );
     let source_type = source.source_type.as_str();
     // Only sources serving many clients at once can use more than one connection.
     let serves_many_clients = ["netcat", "syslogtcp", "http"]
@@ -524,25 +531,14 @@ fn plan_sink(
             ));
             return None;
         };
-    let dead_letter_channel = keys.text("deadLetter.channel");
+    let dead_letter_channel = plan_dead_letter_channel(
+        &mut keys,
+        config,
+        channel_names,
+        std::slice::from_ref(&sink.channel),
+        "the sink's own channel",
+    );
     let max_attempts = keys.count_or("deadLetter.maxAttempts", DEFAULT_DEAD_LETTER_MAX_ATTEMPTS);
-    if let Some(channel) = &dead_letter_channel {
-        if !channel_names.contains(&channel.as_str()) {
-            keys.conflict(
-                "deadLetter.channel",
-                format!(
-                    "expected a channel listed in {}.channels ({}), got {channel:?}",
-                    config.agent_name,
-                    channel_names.join(" ")
-                ),
-            );
-        } else if *channel == sink.channel {
-            keys.conflict(
-                "deadLetter.channel",
-                format!("expected a channel other than the sink's own channel {channel:?}"),
-            );
-        }
-    }
     let found = keys.finish();
     let failed = !found.is_empty();
     errors.extend(found);

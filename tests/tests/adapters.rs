@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use millrace_client::{Client, ClientOptions, Event};
-use millrace_e2e::{free_port, kill_9_pid, wait_until, Server, ServerSetup, AGENT};
+use millrace_e2e::{bodies_of, free_port, kill_9_pid, wait_until, Server, ServerSetup, AGENT};
 
 /// Longest wait for events to cross a flow.
 const FLOW_TIMEOUT: Duration = Duration::from_secs(60);
@@ -34,39 +34,11 @@ fn put_bodies(server: &Server, channel: &str, bodies: &[String], batch: usize) {
 
 /// Takes every event from `channel` until it stays empty for a moment.
 fn drain(server: &Server, channel: &str) -> Vec<Event> {
-    runtime().block_on(async {
-        let mut client = Client::connect(ClientOptions::new(server.protocol_address()))
-            .await
-            .expect("connect");
-        let mut taken = Vec::new();
-        loop {
-            client.begin(channel).await.expect("begin");
-            let events = client
-                .take(500, Duration::from_millis(300))
-                .await
-                .expect("take");
-            client.commit().await.expect("commit");
-            if events.is_empty() {
-                return taken;
-            }
-            taken.extend(events);
-        }
-    })
-}
-
-fn bodies_of(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .map(|event| String::from_utf8(event.body.to_vec()).expect("UTF-8 body"))
-        .collect()
+    server.drain_events(channel, 500)
 }
 
 fn channel_size(server: &Server, channel: &str) -> u64 {
-    let (_, metrics) = server.http_json("/metrics");
-    metrics[format!("CHANNEL.{channel}")]["ChannelSize"]
-        .as_str()
-        .and_then(|size| size.parse().ok())
-        .unwrap_or(u64::MAX)
+    server.metrics_channel_size(channel)
 }
 
 /// The lines of every file in `directory` (not its subdirectories), files in the order

@@ -19,7 +19,9 @@ use std::thread;
 use std::time::Duration;
 
 use millrace_client::{Client, ClientOptions, Event};
-use millrace_e2e::{free_port, resident_memory_bytes_of, wait_until, Server, ServerSetup, AGENT};
+use millrace_e2e::{
+    bodies_of, free_port, resident_memory_bytes_of, wait_until, Server, ServerSetup, AGENT,
+};
 
 /// Longest wait for events to cross a flow.
 const FLOW_TIMEOUT: Duration = Duration::from_secs(60);
@@ -54,42 +56,11 @@ fn server_with_small_transactions(source: &str, extra: &str) -> Server {
 
 /// Takes every event of `channel` until it stays empty for a moment.
 fn drain(server: &Server, channel: &str) -> Vec<Event> {
-    runtime().block_on(async {
-        let mut client = Client::connect(ClientOptions::new(server.protocol_address()))
-            .await
-            .expect("connect");
-        let mut taken = Vec::new();
-        loop {
-            client.begin(channel).await.expect("begin");
-            let events = client
-                .take(
-                    SMALL_TRANSACTION_CAPACITY as u32,
-                    Duration::from_millis(300),
-                )
-                .await
-                .expect("take");
-            client.commit().await.expect("commit");
-            if events.is_empty() {
-                return taken;
-            }
-            taken.extend(events);
-        }
-    })
-}
-
-fn bodies_of(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .map(|event| String::from_utf8(event.body.to_vec()).expect("UTF-8 body"))
-        .collect()
+    server.drain_events(channel, SMALL_TRANSACTION_CAPACITY as u32)
 }
 
 fn channel_size(server: &Server, channel: &str) -> u64 {
-    let (_, metrics) = server.http_json("/metrics");
-    metrics[format!("CHANNEL.{channel}")]["ChannelSize"]
-        .as_str()
-        .and_then(|size| size.parse().ok())
-        .unwrap_or(u64::MAX)
+    server.metrics_channel_size(channel)
 }
 
 fn wait_for_tcp_port(port: u16) {

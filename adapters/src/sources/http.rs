@@ -266,9 +266,12 @@ impl<'de> DeserializeSeed<'de> for KeySeed {
     }
 }
 
+/// Header names and values as parsed, borrowed from the body where they can be.
+type ParsedHeaders<'de> = Vec<(Cow<'de, str>, Cow<'de, str>)>;
+
 /// One event as parsed, its text borrowed from the body where it can be.
 struct ParsedEvent<'de> {
-    headers: Vec<(Cow<'de, str>, Cow<'de, str>)>,
+    headers: ParsedHeaders<'de>,
     body: Cow<'de, str>,
 }
 
@@ -318,6 +321,56 @@ impl EventSink for Vec<Event> {
     }
 }
 
+/// A visitor that reads arrays, objects and null, and names the JSON type of anything
+/// else; [`ByJsonType`] turns it into a serde visitor.
+trait JsonTypeVisitor<'de>: Sized {
+    type Value;
+    /// An array.
+    fn array<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error>;
+    /// An object.
+    fn object<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error>;
+    /// Any other JSON type (`null`, `a boolean`, …).
+    fn other<E: de::Error>(self, found: &'static str) -> Result<Self::Value, E>;
+    /// `null`: another type unless the visitor says otherwise.
+    fn null<E: de::Error>(self) -> Result<Self::Value, E> {
+        self.other("null")
+    }
+}
+
+struct ByJsonType<V>(V);
+
+impl<'de, V: JsonTypeVisitor<'de>> Visitor<'de> for ByJsonType<V> {
+    type Value = V::Value;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("JSON")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        self.0.array(seq)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        self.0.object(map)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        self.0.null()
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        self.0.other("a boolean")
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        self.0.other("a number")
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        self.0.other("a number")
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        self.0.other("a number")
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        self.0.other("a string")
+    }
+}
+
 /// Reads the top-level array, handing each event to the sink; a typed problem found on
 /// the way is kept in `problem` (serde's error only carries text).
 struct EventsVisitor<'sink, S> {
@@ -330,66 +383,27 @@ fn abort<E: de::Error>(problem: &mut Option<JsonEventsError>, found: JsonEventsE
     E::custom("invalid event")
 }
 
-impl<'de, S: EventSink> Visitor<'de> for EventsVisitor<'_, S> {
+impl<'de, S: EventSink> JsonTypeVisitor<'de> for EventsVisitor<'_, S> {
     type Value = ();
 
-    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str("a JSON array of events")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+    fn array<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let mut index = 0;
-        while let Some(scalar_or_event) = seq.next_element_seed(EventSeed {
+        while let Some(event) = seq.next_element_seed(EventSeed {
             index,
             problem: &mut *self.problem,
         })? {
-            self.sink.accept(scalar_or_event);
+            self.sink.accept(event);
             index += 1;
         }
         Ok(())
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, _map: A) -> Result<(), A::Error> {
-        Err(abort(
-            self.problem,
-            JsonEventsError::NotAnArray { found: "an object" },
-        ))
+    fn object<A: MapAccess<'de>>(self, _map: A) -> Result<(), A::Error> {
+        self.other("an object")
     }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Err(abort(
-            self.problem,
-            JsonEventsError::NotAnArray { found: "null" },
-        ))
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-        Err(abort(
-            self.problem,
-            JsonEventsError::NotAnArray { found: "a boolean" },
-        ))
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-        Err(abort(
-            self.problem,
-            JsonEventsError::NotAnArray { found: "a number" },
-        ))
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-        Err(abort(
-            self.problem,
-            JsonEventsError::NotAnArray { found: "a number" },
-        ))
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-        Err(abort(
-            self.problem,
-            JsonEventsError::NotAnArray { found: "a number" },
-        ))
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-        Err(abort(
-            self.problem,
-            JsonEventsError::NotAnArray { found: "a string" },
-        ))
+
+    fn other<E: de::Error>(self, found: &'static str) -> Result<(), E> {
+        Err(abort(self.problem, JsonEventsError::NotAnArray { found }))
     }
 }
 
@@ -404,28 +418,14 @@ impl<'de> DeserializeSeed<'de> for EventSeed<'_> {
         self,
         deserializer: D,
     ) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(self)
+        deserializer.deserialize_any(ByJsonType(self))
     }
 }
 
-impl<'de> EventSeed<'_> {
-    fn not_an_object<E: de::Error>(self, found: &'static str) -> Result<ParsedEvent<'de>, E> {
-        let index = self.index;
-        Err(abort(
-            self.problem,
-            JsonEventsError::EventNotAnObject { index, found },
-        ))
-    }
-}
-
-impl<'de> Visitor<'de> for EventSeed<'_> {
+impl<'de> JsonTypeVisitor<'de> for EventSeed<'_> {
     type Value = ParsedEvent<'de>;
 
-    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str("an event object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+    fn object<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let index = self.index;
         let mut event = ParsedEvent {
             headers: Vec::new(),
@@ -445,11 +445,10 @@ impl<'de> Visitor<'de> for EventSeed<'_> {
                     };
                 }
                 "headers" => {
-                    let headers = map.next_value_seed(HeadersSeed {
+                    event.headers = map.next_value_seed(HeadersSeed {
                         index,
                         problem: &mut *self.problem,
                     })?;
-                    event.headers = headers;
                 }
                 _ => {
                     map.next_value::<de::IgnoredAny>()?;
@@ -459,26 +458,16 @@ impl<'de> Visitor<'de> for EventSeed<'_> {
         Ok(event)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, _seq: A) -> Result<Self::Value, A::Error> {
-        self.not_an_object("an array")
+    fn array<A: SeqAccess<'de>>(self, _seq: A) -> Result<Self::Value, A::Error> {
+        self.other("an array")
     }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        self.not_an_object("null")
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        self.not_an_object("a boolean")
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        self.not_an_object("a number")
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        self.not_an_object("a number")
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        self.not_an_object("a number")
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        self.not_an_object("a string")
+
+    fn other<E: de::Error>(self, found: &'static str) -> Result<Self::Value, E> {
+        let index = self.index;
+        Err(abort(
+            self.problem,
+            JsonEventsError::EventNotAnObject { index, found },
+        ))
     }
 }
 
@@ -490,45 +479,24 @@ struct HeadersSeed<'problem> {
 }
 
 impl<'de> DeserializeSeed<'de> for HeadersSeed<'_> {
-    type Value = Vec<(Cow<'de, str>, Cow<'de, str>)>;
+    type Value = ParsedHeaders<'de>;
     fn deserialize<D: serde::Deserializer<'de>>(
         self,
         deserializer: D,
     ) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(self)
+        deserializer.deserialize_any(ByJsonType(self))
     }
 }
 
-impl<'de> HeadersSeed<'_> {
-    fn not_an_object<E: de::Error>(
-        self,
-        found: &'static str,
-    ) -> Result<Vec<(Cow<'de, str>, Cow<'de, str>)>, E> {
-        let index = self.index;
-        Err(abort(
-            self.problem,
-            JsonEventsError::BadHeaderValue {
-                index,
-                name: String::new(),
-                found,
-            },
-        ))
-    }
-}
+impl<'de> JsonTypeVisitor<'de> for HeadersSeed<'_> {
+    type Value = ParsedHeaders<'de>;
 
-impl<'de> Visitor<'de> for HeadersSeed<'_> {
-    type Value = Vec<(Cow<'de, str>, Cow<'de, str>)>;
-
-    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str("an object of headers")
-    }
-
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+    fn null<E: de::Error>(self) -> Result<Self::Value, E> {
         Ok(Vec::new())
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut headers: Vec<(Cow<'de, str>, Cow<'de, str>)> = Vec::new();
+    fn object<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut headers: ParsedHeaders<'de> = Vec::new();
         while let Some(name) = map.next_key_seed(KeySeed)? {
             let value = match map.next_value_seed(ScalarSeed)?.text() {
                 Ok(value) => value,
@@ -552,23 +520,20 @@ impl<'de> Visitor<'de> for HeadersSeed<'_> {
         Ok(headers)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, _seq: A) -> Result<Self::Value, A::Error> {
-        self.not_an_object("an array")
+    fn array<A: SeqAccess<'de>>(self, _seq: A) -> Result<Self::Value, A::Error> {
+        self.other("an array")
     }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        self.not_an_object("a boolean")
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        self.not_an_object("a number")
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        self.not_an_object("a number")
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        self.not_an_object("a number")
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        self.not_an_object("a string")
+
+    fn other<E: de::Error>(self, found: &'static str) -> Result<Self::Value, E> {
+        let index = self.index;
+        Err(abort(
+            self.problem,
+            JsonEventsError::BadHeaderValue {
+                index,
+                name: String::new(),
+                found,
+            },
+        ))
     }
 }
 
@@ -577,10 +542,10 @@ fn read_json_events<S: EventSink>(body: &[u8], sink: &mut S) -> Result<(), JsonE
     let mut problem = None;
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let outcome = deserializer
-        .deserialize_any(EventsVisitor {
+        .deserialize_any(ByJsonType(EventsVisitor {
             sink,
             problem: &mut problem,
-        })
+        }))
         .and_then(|()| deserializer.end());
     match (outcome, problem) {
         (_, Some(problem)) => Err(problem),
