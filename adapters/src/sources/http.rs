@@ -31,8 +31,9 @@
 //!   events will take before building them. The body is parsed straight into events
 //!   (no intermediate JSON tree): a first pass only counts events and text bytes, so
 //!   the reservation is exact-ish before anything is built.
-//! - When the last request in flight ends, freed memory is handed back to the system
-//!   (glibc keeps it otherwise), so a burst does not leave the agent large.
+//! - When the last request in flight ends after at least 8 MiB of bodies, freed memory
+//!   is handed back to the system (`malloc_trim`; glibc may keep it otherwise), so a
+//!   burst does not leave the agent large.
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -85,6 +86,9 @@ pub const DEFAULT_MAX_BYTES_IN_FLIGHT: usize = 64 * 1024 * 1024;
 pub const PARSED_EVENT_OVERHEAD_BYTES: usize = 192;
 /// The memory budget counts in KiB (a semaphore's permits are `u32`).
 const BUDGET_UNIT_BYTES: usize = 1024;
+/// Body bytes read after which the end of the last request in flight hands freed memory
+/// back (`malloc_trim` walks the whole heap: not after every small request).
+const TRIM_AFTER_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// How often a connection's idleness is checked.
 const IDLE_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// Header naming a channel's transaction limit on a 413 for too many events.
@@ -591,6 +595,8 @@ struct HttpSourceState {
     budget: Arc<Semaphore>,
     /// Requests being handled now.
     in_flight: AtomicUsize,
+    /// Body bytes read since freed memory was last handed back.
+    body_bytes_since_trim: AtomicUsize,
 }
 
 /// Ends a request's accounting when dropped (also when its connection goes away).
@@ -600,7 +606,10 @@ struct InFlight<'state> {
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        if self.state.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+        let last = self.state.in_flight.fetch_sub(1, Ordering::AcqRel) == 1;
+        if last && self.state.body_bytes_since_trim.load(Ordering::Acquire) >= TRIM_AFTER_BODY_BYTES
+        {
+            self.state.body_bytes_since_trim.store(0, Ordering::Release);
             release_freed_memory();
         }
     }
@@ -629,6 +638,7 @@ pub async fn run(
             budget_units(limits.max_bytes_in_flight) as usize
         )),
         in_flight: AtomicUsize::new(0),
+        body_bytes_since_trim: AtomicUsize::new(0),
     });
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let (closing_sender, closing) = tokio::sync::watch::channel(false);
@@ -916,6 +926,9 @@ async fn receive(state: &HttpSourceState, request: Request<Incoming>) -> Respons
             return empty_response(StatusCode::BAD_REQUEST);
         }
     };
+    state
+        .body_bytes_since_trim
+        .fetch_add(body.len(), Ordering::AcqRel);
     let survey = match survey_json_events(&body) {
         Ok(survey) => survey,
         Err(problem) => {
