@@ -11,7 +11,9 @@ use tracing::{debug, error, info, warn};
 
 use crate::connection::{Connection, StopHandle, StopSignal};
 use crate::counters::{ComponentKind, SinkCounters, SourceCounters};
+use crate::delivery::SourceDeadLetter;
 use crate::plan::{client_options, ComponentPlan, SinkKindPlan, SinkPlan};
+use crate::pool::ServerPool;
 use crate::sink_runner::{DeadLetter, SinkGroupRunner, SinkRunner, SinkUnit};
 use crate::sinks::{ForwardSettings, ForwardSink, LoggerSink, RollingFileSink, Sink};
 use crate::sources::ProcessorFactory;
@@ -154,9 +156,16 @@ async fn run_once(
             let processors = ProcessorFactory {
                 channels: source.channels.clone(),
                 selector: source.selector.clone(),
-                options: server.options(&source.name),
+                pool: ServerPool::new(server.options(&source.name), source.channeld_connections),
                 counters: Arc::clone(&counters.sources[&source.name]),
                 interceptors: source.interceptors.clone(),
+                dead_letter: source
+                    .dead_letter_channel
+                    .clone()
+                    .map(|channel| SourceDeadLetter {
+                        channel,
+                        source: source.name.clone(),
+                    }),
             };
             source
                 .kind

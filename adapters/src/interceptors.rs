@@ -1,10 +1,41 @@
 //! Flume's common interceptors: headers a source adds to each event before the selector
 //! sees it (`AGENT.sources.NAME.interceptors = i1 i2`, then `interceptors.i1.type`).
+//!
+//! ## How the `host` interceptor names this machine
+//!
+//! By default exactly as Flume's `HostInterceptor`, which asks Java's
+//! `InetAddress.getLocalHost()` once when it starts ([`HostLookup::Resolver`]):
+//!
+//! 1. The host name is the kernel's (`gethostname`). If it is `localhost`, the address is
+//!    the loopback address `127.0.0.1`.
+//! 2. Otherwise the name is resolved through the system resolver (`getaddrinfo`, so
+//!    `/etc/nsswitch.conf`: usually `/etc/hosts`, then DNS). The address is the first
+//!    IPv4 address of the answer, in the resolver's order; the first IPv6 address only
+//!    when there is no IPv4 one (Java's default `java.net.preferIPv6Addresses=false`).
+//! 3. `useIP = true` (the default) puts that address in the header. `useIP = false` puts
+//!    its canonical name (Java's `getCanonicalHostName`): the reverse lookup of the
+//!    address (`getnameinfo`), kept only if that name resolves back to the address, else
+//!    the address itself.
+//! 4. When the host name cannot be resolved, no header is added (Flume logs a warning
+//!    and adds none); Millrace logs a warning too.
+//!
+//! The lookup is made once per process, on first use, as Flume makes it once when the
+//! interceptor is built: later changes to `/etc/hosts` or DNS are seen after a restart.
+//!
+//! `lookup = route` (**Millrace extension**) instead takes the address of the interface
+//! that routes outward (the local address of a UDP socket connected to a TEST-NET
+//! address; no packet is sent), or `127.0.0.1` without a route, and the kernel's host
+//! name for `useIP = false`. It does not depend on `/etc/hosts` being right, which in
+//! containers often maps the host name to a loopback address.
 
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use millrace_client::Event;
 use millrace_server::config::values;
+
+use tracing::warn;
 
 use crate::settings::ComponentSettings;
 
@@ -18,12 +49,14 @@ pub enum Interceptor {
         /// `preserveExisting` (false): keep a header already there.
         preserve_existing: bool,
     },
-    /// `host`: this machine's address or name.
+    /// `host`: this machine's address or name (see the module documentation).
     Host {
         /// `hostHeader` (`host`).
         header: String,
-        /// The value: the IP address (`useIP = true`, the default) or the host name.
-        value: String,
+        /// `useIP` (true): the address, else the name.
+        use_ip: bool,
+        /// `lookup` (`resolver`): how the address and name are found.
+        lookup: HostLookup,
         /// `preserveExisting` (false).
         preserve_existing: bool,
     },
@@ -36,6 +69,15 @@ pub enum Interceptor {
         /// `preserveExisting` (true).
         preserve_existing: bool,
     },
+}
+
+/// How the `host` interceptor finds this machine's address and name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostLookup {
+    /// Flume's choice: the kernel's host name resolved through the system resolver.
+    Resolver,
+    /// The address of the outward-routing interface and the kernel's host name.
+    Route,
 }
 
 fn set_header(event: &mut Event, header: &str, value: String, preserve_existing: bool) {
@@ -61,10 +103,15 @@ impl Interceptor {
             }
             Interceptor::Host {
                 header,
-                value,
+                use_ip,
+                lookup,
                 preserve_existing,
+            } => {
+                if let Some(value) = host_header_value(*lookup, *use_ip) {
+                    set_header(event, header, value.to_string(), *preserve_existing);
+                }
             }
-            | Interceptor::Static {
+            Interceptor::Static {
                 header,
                 value,
                 preserve_existing,
@@ -73,23 +120,86 @@ impl Interceptor {
     }
 }
 
-/// This machine's name, from the kernel.
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|name| name.trim().to_string())
-        .unwrap_or_else(|_| "localhost".to_string())
+/// This machine's name, from the kernel (`gethostname`).
+fn kernel_host_name() -> Option<String> {
+    dns_lookup::get_hostname().ok()
 }
 
-/// This machine's outward IP address: the local address a UDP socket would use (no
-/// packet is sent), else loopback.
-fn host_address() -> String {
+/// A TEST-NET-1 address (RFC 5737): connecting a UDP socket to it picks the outward
+/// interface without sending anything.
+const OUTWARD_PROBE_ADDRESS: &str = "192.0.2.1:9";
+
+/// The address of the interface that routes outward, else loopback.
+fn outward_address() -> IpAddr {
     std::net::UdpSocket::bind("0.0.0.0:0")
         .and_then(|socket| {
-            socket.connect("192.0.2.1:9")?;
+            socket.connect(OUTWARD_PROBE_ADDRESS)?;
             socket.local_addr()
         })
-        .map(|address| address.ip().to_string())
-        .unwrap_or_else(|_| "127.0.0.1".to_string())
+        .map(|address| address.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// Java's `InetAddress.getLocalHost()`: the kernel's host name through the system
+/// resolver, the first IPv4 address first. `None` when the name does not resolve.
+pub fn resolver_local_address() -> Option<IpAddr> {
+    let name = kernel_host_name()?;
+    if name == "localhost" {
+        return Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    let addresses: Vec<IpAddr> = dns_lookup::lookup_host(&name).ok()?.collect();
+    addresses
+        .iter()
+        .find(|address| address.is_ipv4())
+        .or_else(|| addresses.first())
+        .copied()
+}
+
+/// Java's `getCanonicalHostName`: the reverse lookup of `address` if it resolves back to
+/// `address`, else the address as text.
+pub fn canonical_host_name(address: IpAddr) -> String {
+    dns_lookup::lookup_addr(&address)
+        .ok()
+        .filter(|name| {
+            dns_lookup::lookup_host(name)
+                .map(|mut forward| forward.any(|resolved| resolved == address))
+                .unwrap_or(false)
+        })
+        .unwrap_or_else(|| address.to_string())
+}
+
+/// The value the `host` interceptor adds, looked up now.
+pub fn look_up_host_value(lookup: HostLookup, use_ip: bool) -> Option<String> {
+    let value = match (lookup, use_ip) {
+        (HostLookup::Resolver, true) => resolver_local_address().map(|address| address.to_string()),
+        (HostLookup::Resolver, false) => resolver_local_address().map(canonical_host_name),
+        (HostLookup::Route, true) => Some(outward_address().to_string()),
+        (HostLookup::Route, false) => {
+            Some(kernel_host_name().unwrap_or_else(|| "localhost".to_string()))
+        }
+    };
+    if value.is_none() {
+        warn!(
+            host_name = kernel_host_name().unwrap_or_default(),
+            "host interceptor: this machine's host name does not resolve; no host header is added \
+             (as in Flume). Fix /etc/hosts or DNS, or set lookup = route"
+        );
+    }
+    value
+}
+
+/// The value of the `host` header for this choice, looked up once per process.
+fn host_header_value(lookup: HostLookup, use_ip: bool) -> Option<&'static str> {
+    static VALUES: [OnceLock<Option<String>>; 4] = [const { OnceLock::new() }; 4];
+    let slot = match (lookup, use_ip) {
+        (HostLookup::Resolver, true) => 0,
+        (HostLookup::Resolver, false) => 1,
+        (HostLookup::Route, true) => 2,
+        (HostLookup::Route, false) => 3,
+    };
+    VALUES[slot]
+        .get_or_init(|| look_up_host_value(lookup, use_ip))
+        .as_deref()
 }
 
 /// Reads `interceptors` and each `interceptors.NAME.*` of a source.
@@ -111,10 +221,15 @@ pub fn plan_interceptors(keys: &mut ComponentSettings<'_>) -> Vec<Interceptor> {
                 preserve_existing: keys.boolean_or(&key("preserveExisting"), false),
             }
         } else if kind_lower == "host" || kind.contains("HostInterceptor") {
-            let use_ip = keys.boolean_or(&key("useIP"), true);
+            let lookup = keys.choice_or(&key("lookup"), "resolver", &["resolver", "route"]);
             Interceptor::Host {
                 header: keys.text_or(&key("hostHeader"), "host"),
-                value: if use_ip { host_address() } else { host_name() },
+                use_ip: keys.boolean_or(&key("useIP"), true),
+                lookup: if lookup == "route" {
+                    HostLookup::Route
+                } else {
+                    HostLookup::Resolver
+                },
                 preserve_existing: keys.boolean_or(&key("preserveExisting"), false),
             }
         } else if kind_lower == "static" || kind.contains("StaticInterceptor") {
@@ -170,6 +285,84 @@ mod tests {
             Some("dev"),
             "static preserves by default"
         );
+    }
+
+    /// The first line of `getent DATABASE KEY` (glibc's resolver, through nsswitch),
+    /// split on whitespace; `None` when getent is missing or finds nothing.
+    fn getent(database: &str, key: &str) -> Option<Vec<String>> {
+        let output = std::process::Command::new("getent")
+            .args([database, key])
+            .output()
+            .ok()?;
+        let text = String::from_utf8(output.stdout).ok()?;
+        let first = text.lines().next()?;
+        Some(first.split_whitespace().map(str::to_string).collect())
+    }
+
+    #[test]
+    fn the_host_interceptor_by_default_adds_the_address_the_system_resolver_gives_for_the_host_name(
+    ) {
+        let settings = [raw("interceptors", "h"), raw("interceptors.h.type", "host")];
+        let mut keys = ComponentSettings::new("a.conf", "a1.sources.r1", 1, &settings);
+        let interceptors = plan_interceptors(&mut keys);
+        assert!(keys.finish().is_empty());
+        let host_name = kernel_host_name().expect("a host name");
+        let Some(expected) = getent("ahostsv4", &host_name).map(|fields| fields[0].clone()) else {
+            println!("skipped: getent (libc-bin) is missing or {host_name} does not resolve");
+            return;
+        };
+        let mut event = Event::new("x");
+        interceptors[0].apply(&mut event);
+        assert_eq!(event.header("host"), Some(expected.as_str()));
+    }
+
+    #[test]
+    fn use_ip_false_gives_the_canonical_name_of_the_resolved_address() {
+        let Some(address) = resolver_local_address() else {
+            println!("skipped: this machine's host name does not resolve");
+            return;
+        };
+        let name = look_up_host_value(HostLookup::Resolver, false).expect("a name");
+        let reverse = getent("hosts", &address.to_string()).map(|fields| fields[1].clone());
+        match reverse {
+            // Kept only when it resolves back to the address, as Java checks.
+            Some(reverse) if name != address.to_string() => assert_eq!(name, reverse),
+            _ => assert_eq!(name, address.to_string()),
+        }
+    }
+
+    #[test]
+    fn lookup_route_and_bad_lookup_values_are_read_from_the_key() {
+        let settings = [
+            raw("interceptors", "h"),
+            raw("interceptors.h.type", "host"),
+            raw("interceptors.h.lookup", "route"),
+            raw("interceptors.h.useIP", "false"),
+        ];
+        let mut keys = ComponentSettings::new("a.conf", "a1.sources.r1", 1, &settings);
+        let interceptors = plan_interceptors(&mut keys);
+        assert!(keys.finish().is_empty());
+        assert_eq!(
+            interceptors,
+            [Interceptor::Host {
+                header: "host".into(),
+                use_ip: false,
+                lookup: HostLookup::Route,
+                preserve_existing: false,
+            }]
+        );
+        let settings = [
+            raw("interceptors", "h"),
+            raw("interceptors.h.type", "host"),
+            raw("interceptors.h.lookup", "dns"),
+        ];
+        let mut keys = ComponentSettings::new("a.conf", "a1.sources.r1", 1, &settings);
+        plan_interceptors(&mut keys);
+        let errors = keys.finish();
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0]
+            .to_string()
+            .contains("a1.sources.r1.interceptors.h.lookup"));
     }
 
     #[test]

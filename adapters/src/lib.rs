@@ -20,6 +20,7 @@ pub mod delivery;
 pub mod file_problem;
 pub mod interceptors;
 pub mod plan;
+pub mod pool;
 pub mod settings;
 pub mod sink_runner;
 pub mod sinks;

@@ -18,16 +18,17 @@ use millrace_server::config::{
 };
 
 use crate::interceptors::{plan_interceptors, Interceptor};
+use crate::pool::DEFAULT_CHANNELD_CONNECTIONS;
 use crate::settings::{self, ComponentSettings};
 use crate::sinks::{RollingFileSettings, DEFAULT_MAX_BYTES_TO_LOG};
 use crate::sources::exec::{self, ExecSettings};
-use crate::sources::http::{self, HttpSettings};
+use crate::sources::http::{self, HttpLimits, HttpSettings};
 use crate::sources::netcat::{self, NetcatSettings};
 use crate::sources::spooldir::{
     self, CompletionPolicy, ConsumeOrder, DecodeErrorPolicy, SpoolDirSettings,
 };
 use crate::sources::syslog::{self, KeepFields, SyslogSettings};
-use crate::sources::SourceKind;
+use crate::sources::{ListenerLimits, SourceKind, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
 
 /// The spooling-directory file sink's class name, accepted as Millrace's own.
 pub const SPOOLING_DIRECTORY_SINK_CLASS: &str = "com.unrulymedia.flume.SpoolingDirectoryFileSink";
@@ -99,6 +100,10 @@ pub struct SourcePlan {
     pub selector: ChannelSelector,
     /// Its interceptors, in order.
     pub interceptors: Vec<Interceptor>,
+    /// `deadLetter.channel`: where events its channels refuse go.
+    pub dead_letter_channel: Option<String>,
+    /// `channeldConnections`: most connections to channeld it opens.
+    pub channeld_connections: usize,
 }
 
 /// One unit channel-agent runs and channeld supervises as a process.
@@ -140,13 +145,15 @@ pub fn plan_agent(config: &AgentConfig, file: &str) -> Result<Vec<ComponentPlan>
         .map(|(name, _)| name.as_str())
         .collect();
     for source in &config.sources {
-        if let Some((kind, interceptors)) = plan_source(config, source, file, &mut errors) {
+        if let Some(planned) = plan_source(config, source, file, &channel_names, &mut errors) {
             plans.push(ComponentPlan::Source(Box::new(SourcePlan {
                 name: source.name.clone(),
-                kind,
+                kind: planned.kind,
                 channels: source.channels.clone(),
                 selector: source.selector.clone(),
-                interceptors,
+                interceptors: planned.interceptors,
+                dead_letter_channel: planned.dead_letter_channel,
+                channeld_connections: planned.channeld_connections,
             })));
         }
     }
@@ -227,12 +234,59 @@ fn unsupported_type(
 
 const SUPPORTED_SOURCES: &str = "netcat, spooldir, exec, syslogtcp, syslogudp, http";
 
+/// What [`plan_source`] reads besides the source's type-specific keys.
+struct PlannedSource {
+    kind: SourceKind,
+    interceptors: Vec<Interceptor>,
+    dead_letter_channel: Option<String>,
+    channeld_connections: usize,
+}
+
+/// Reads `deadLetter.channel`: a channel of the agent that is none of `own_channels`
+/// (the component's own, described as `own` in the message).
+fn plan_dead_letter_channel(
+    keys: &mut ComponentSettings<'_>,
+    config: &AgentConfig,
+    channel_names: &[&str],
+    own_channels: &[String],
+    own: &str,
+) -> Option<String> {
+    let channel = keys.text("deadLetter.channel")?;
+    if !channel_names.contains(&channel.as_str()) {
+        keys.conflict(
+            "deadLetter.channel",
+            format!(
+                "expected a channel listed in {}.channels ({}), got {channel:?}",
+                config.agent_name,
+                channel_names.join(" ")
+            ),
+        );
+    } else if own_channels.contains(&channel) {
+        keys.conflict(
+            "deadLetter.channel",
+            format!("expected a channel other than {own}, got {channel:?}"),
+        );
+    }
+    Some(channel)
+}
+
+/// `maxConnections` and `idleTimeout` of a netcat or syslogtcp listener.
+fn plan_listener_limits(keys: &mut ComponentSettings<'_>) -> ListenerLimits {
+    let max_connections = keys.count_or("maxConnections", DEFAULT_MAX_CONNECTIONS as u64);
+    let idle_timeout = keys.millis_or("idleTimeout", DEFAULT_IDLE_TIMEOUT);
+    ListenerLimits {
+        max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+        idle_timeout: (!idle_timeout.is_zero()).then_some(idle_timeout),
+    }
+}
+
 fn plan_source(
     config: &AgentConfig,
     source: &SourceConfig,
     file: &str,
+    channel_names: &[&str],
     errors: &mut Vec<ConfigError>,
-) -> Option<(SourceKind, Vec<Interceptor>)> {
+) -> Option<PlannedSource> {
     let prefix = format!("{}.sources.{}", config.agent_name, source.name);
     let mut keys = ComponentSettings::new(file, prefix, source.declared_line, &source.settings);
     let interceptors = plan_interceptors(&mut keys);
@@ -245,7 +299,26 @@ fn plan_source(
             ),
         );
     }
+    let dead_letter_channel = plan_dead_letter_channel(
+        &mut keys,
+        config,
+        channel_names,
+        &source.channels,
+        "the source's own channels",
+    );
     let source_type = source.source_type.as_str();
+    // Only sources serving many clients at once can use more than one connection.
+    let serves_many_clients = ["netcat", "syslogtcp", "http"]
+        .iter()
+        .any(|alias| source_type.eq_ignore_ascii_case(alias))
+        || source_type.ends_with("NetcatSource")
+        || source_type.ends_with("SyslogTcpSource")
+        || source_type.ends_with("HTTPSource");
+    let channeld_connections = if serves_many_clients {
+        keys.count_or("channeldConnections", DEFAULT_CHANNELD_CONNECTIONS as u64)
+    } else {
+        1
+    };
     let kind = if type_is(
         source_type,
         "netcat",
@@ -296,7 +369,12 @@ fn plan_source(
     if failed {
         None
     } else {
-        kind.map(|kind| (kind, interceptors))
+        kind.map(|kind| PlannedSource {
+            kind,
+            interceptors,
+            dead_letter_channel,
+            channeld_connections: usize::try_from(channeld_connections).unwrap_or(usize::MAX),
+        })
     }
 }
 
@@ -306,11 +384,13 @@ fn plan_netcat(keys: &mut ComponentSettings<'_>) -> Option<NetcatSettings> {
     let max_line_length = keys.count_or("max-line-length", netcat::DEFAULT_MAX_LINE_LENGTH as u64);
     let ack_every_event = keys.boolean_or("ack-every-event", true);
     keys.choice_or("encoding", "utf-8", &["utf-8"]);
+    let listener = plan_listener_limits(keys);
     Some(NetcatSettings {
         bind,
         port: port?,
         max_line_length: usize::try_from(max_line_length).unwrap_or(usize::MAX),
         ack_every_event,
+        listener,
     })
 }
 
@@ -451,25 +531,14 @@ fn plan_sink(
             ));
             return None;
         };
-    let dead_letter_channel = keys.text("deadLetter.channel");
+    let dead_letter_channel = plan_dead_letter_channel(
+        &mut keys,
+        config,
+        channel_names,
+        std::slice::from_ref(&sink.channel),
+        "the sink's own channel",
+    );
     let max_attempts = keys.count_or("deadLetter.maxAttempts", DEFAULT_DEAD_LETTER_MAX_ATTEMPTS);
-    if let Some(channel) = &dead_letter_channel {
-        if !channel_names.contains(&channel.as_str()) {
-            keys.conflict(
-                "deadLetter.channel",
-                format!(
-                    "expected a channel listed in {}.channels ({}), got {channel:?}",
-                    config.agent_name,
-                    channel_names.join(" ")
-                ),
-            );
-        } else if *channel == sink.channel {
-            keys.conflict(
-                "deadLetter.channel",
-                format!("expected a channel other than the sink's own channel {channel:?}"),
-            );
-        }
-    }
     let found = keys.finish();
     let failed = !found.is_empty();
     errors.extend(found);
@@ -613,6 +682,10 @@ fn plan_syslog(
     let client_ip_header = keys.text("clientIPHeader");
     let client_hostname_header = keys.text("clientHostnameHeader");
     let batch_size = keys.count_or("batchSize", syslog::DEFAULT_SYSLOG_BATCH_SIZE as u64);
+    let listener = match transport {
+        SyslogTransport::Tcp => plan_listener_limits(keys),
+        SyslogTransport::Udp => ListenerLimits::default(),
+    };
     Some(SyslogSettings {
         host,
         port: port?,
@@ -621,6 +694,7 @@ fn plan_syslog(
         client_ip_header,
         client_hostname_header,
         batch_size: usize::try_from(batch_size).unwrap_or(usize::MAX),
+        listener,
     })
 }
 
@@ -649,5 +723,52 @@ fn plan_http(keys: &mut ComponentSettings<'_>) -> Option<HttpSettings> {
             "false (HTTPS is not supported: put a TLS proxy in front)",
         )),
     });
-    Some(HttpSettings { bind, port: port? })
+    let as_usize = |value: u64| usize::try_from(value).unwrap_or(usize::MAX);
+    let max_connections = keys.count_or("maxConnections", http::DEFAULT_MAX_CONNECTIONS as u64);
+    let idle_timeout = keys.parsed_or(
+        "ServerConnector.idleTimeout",
+        http::DEFAULT_IDLE_TIMEOUT,
+        values::positive_milliseconds,
+    );
+    let request_timeout = keys.parsed_or(
+        "requestTimeout",
+        http::DEFAULT_REQUEST_TIMEOUT,
+        values::positive_milliseconds,
+    );
+    let max_body_bytes = keys.count_or("maxBodyBytes", http::DEFAULT_MAX_BODY_BYTES as u64);
+    let max_concurrent_requests = keys.count_or(
+        "maxConcurrentRequests",
+        http::DEFAULT_MAX_CONCURRENT_REQUESTS as u64,
+    );
+    let max_bytes_in_flight = keys.parsed_or(
+        "maxBytesInFlight",
+        http::DEFAULT_MAX_BYTES_IN_FLIGHT as u64,
+        |value| {
+            let bytes = values::positive_integer(value)?;
+            if bytes > u64::from(u32::MAX) {
+                return Err(Expected::new("a positive number of bytes up to 4294967295"));
+            }
+            Ok(bytes)
+        },
+    );
+    if max_body_bytes > max_bytes_in_flight {
+        keys.conflict(
+            "maxBodyBytes",
+            format!(
+                "expected at most maxBytesInFlight ({max_bytes_in_flight}), got {max_body_bytes}"
+            ),
+        );
+    }
+    Some(HttpSettings {
+        bind,
+        port: port?,
+        limits: HttpLimits {
+            max_connections: as_usize(max_connections),
+            idle_timeout,
+            request_timeout,
+            max_body_bytes: as_usize(max_body_bytes),
+            max_concurrent_requests: as_usize(max_concurrent_requests),
+            max_bytes_in_flight: as_usize(max_bytes_in_flight),
+        },
+    })
 }

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use millrace_adapters::plan::{plan_agent, ComponentPlan};
 use millrace_adapters::sources::exec::ExecSettings;
-use millrace_adapters::sources::http::HttpSettings;
+use millrace_adapters::sources::http::{HttpLimits, HttpSettings};
 use millrace_adapters::sources::syslog::{KeepFields, KeptFields, SyslogSettings};
-use millrace_adapters::sources::SourceKind;
+use millrace_adapters::sources::{ListenerLimits, SourceKind};
 use millrace_server::config::parse_agent_config;
 
 const FILE: &str = "agent.conf";
@@ -126,6 +126,10 @@ fn syslog_sources_listen_everywhere_by_default_with_flumes_event_sizes() {
         client_ip_header: None,
         client_hostname_header: None,
         batch_size: 100,
+        listener: ListenerLimits {
+            max_connections: 1000,
+            idle_timeout: Some(Duration::from_millis(300_000)),
+        },
     };
     assert!(matches!(&tcp, SourceKind::SyslogTcp(settings) if *settings == expected));
     let udp = planned_source("org.apache.flume.source.SyslogUDPSource", &["port = 5140"]).unwrap();
@@ -148,6 +152,8 @@ fn syslog_reads_keep_fields_and_client_headers() {
             "clientIPHeader = client_ip",
             "clientHostnameHeader = client_host",
             "batchSize = 10",
+            "maxConnections = 50",
+            "idleTimeout = 0",
         ],
     )
     .unwrap();
@@ -168,6 +174,10 @@ fn syslog_reads_keep_fields_and_client_headers() {
             client_ip_header: Some("client_ip".into()),
             client_hostname_header: Some("client_host".into()),
             batch_size: 10,
+            listener: ListenerLimits {
+                max_connections: 50,
+                idle_timeout: None,
+            },
         }
     );
 }
@@ -208,7 +218,70 @@ fn http_takes_the_json_handler_by_default_and_by_its_class_name() {
         &["port = 1", "bind = ::1"],
     )
     .unwrap();
-    assert!(matches!(kind, SourceKind::Http(HttpSettings { ref bind, port: 1 }) if bind == "::1"));
+    assert!(
+        matches!(kind, SourceKind::Http(HttpSettings { ref bind, port: 1, limits }) if bind == "::1" && limits == HttpLimits::default())
+    );
+}
+
+#[test]
+fn http_reads_its_bounds_with_flumes_jetty_idle_timeout_key() {
+    let kind = planned_source(
+        "http",
+        &[
+            "port = 8080",
+            "maxConnections = 10",
+            "ServerConnector.idleTimeout = 5000",
+            "requestTimeout = 2000",
+            "maxBodyBytes = 1024",
+            "maxConcurrentRequests = 2",
+            "maxBytesInFlight = 65536",
+            "channeldConnections = 2",
+        ],
+    )
+    .unwrap();
+    let SourceKind::Http(settings) = kind else {
+        panic!("an http source, got {kind:?}");
+    };
+    assert_eq!(
+        settings.limits,
+        HttpLimits {
+            max_connections: 10,
+            idle_timeout: Duration::from_millis(5000),
+            request_timeout: Duration::from_millis(2000),
+            max_body_bytes: 1024,
+            max_concurrent_requests: 2,
+            max_bytes_in_flight: 65536,
+        }
+    );
+    let errors = planned_source(
+        "http",
+        &[
+            "port = 8080",
+            "maxBodyBytes = 2048",
+            "maxBytesInFlight = 1024",
+        ],
+    )
+    .unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0].contains(
+            "a1.sources.r1.maxBodyBytes: expected at most maxBytesInFlight (1024), got 2048"
+        ),
+        "{}",
+        errors[0]
+    );
+}
+
+#[test]
+fn channeld_connections_is_a_key_of_the_sources_serving_many_clients_only() {
+    assert!(planned_source("syslogtcp", &["port = 1", "channeldConnections = 2"]).is_ok());
+    let errors = planned_source("syslogudp", &["port = 1", "channeldConnections = 2"]).unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0].contains("a1.sources.r1.channeldConnections: unknown key"),
+        "{}",
+        errors[0]
+    );
 }
 
 #[test]

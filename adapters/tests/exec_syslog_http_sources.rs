@@ -13,13 +13,13 @@ use std::time::Duration;
 
 use millrace_adapters::connection::{stop_signal, StopHandle};
 use millrace_adapters::counters::SourceCounters;
+use millrace_adapters::delivery::SourceDeadLetter;
 use millrace_adapters::sources::exec::ExecSettings;
-use millrace_adapters::sources::http::HttpSettings;
+use millrace_adapters::sources::http::{HttpLimits, HttpSettings};
 use millrace_adapters::sources::syslog::{KeepFields, SyslogSettings};
-use millrace_adapters::sources::{ProcessorFactory, SourceError, SourceKind};
+use millrace_adapters::sources::{ListenerLimits, ProcessorFactory, SourceError, SourceKind};
 use millrace_client::{Client, ClientOptions, Event};
 use millrace_e2e::{Server, ServerSetup, AGENT};
-use millrace_server::config::ChannelSelector;
 use tokio::task::JoinHandle;
 
 /// Longest a test waits for events or for a source to stop before failing.
@@ -49,16 +49,21 @@ struct RunningSource {
 
 impl RunningSource {
     fn start(kind: SourceKind, server: &Server) -> RunningSource {
+        RunningSource::start_with(kind, server, None)
+    }
+
+    /// Starts `kind` writing to `c1`, with `dead_letter` as its `deadLetter.channel`.
+    fn start_with(kind: SourceKind, server: &Server, dead_letter: Option<&str>) -> RunningSource {
         let counters = Arc::new(SourceCounters::default());
-        let processors = ProcessorFactory {
-            channels: vec![CHANNEL.to_string()],
-            selector: ChannelSelector::Replicating {
-                optional: Vec::new(),
-            },
-            options: ClientOptions::new(server.protocol_address()),
-            counters: Arc::clone(&counters),
-            interceptors: Vec::new(),
-        };
+        let mut processors = ProcessorFactory::new(
+            ClientOptions::new(server.protocol_address()),
+            vec![CHANNEL.to_string()],
+            Arc::clone(&counters),
+        );
+        processors.dead_letter = dead_letter.map(|channel| SourceDeadLetter {
+            channel: channel.to_string(),
+            source: "r1".to_string(),
+        });
         let (stop, signal) = stop_signal();
         let task = tokio::spawn(kind.run(processors, signal));
         RunningSource {
@@ -135,6 +140,11 @@ async fn connect_when_listening(port: u16, source: &RunningSource) -> tokio::net
 
 /// Takes exactly `count` events from `c1` (committing each take), in order.
 async fn take_events(server: &Server, count: usize) -> Vec<Event> {
+    take_events_from(server, CHANNEL, count).await
+}
+
+/// Takes exactly `count` events from `channel` (committing each take), in order.
+async fn take_events_from(server: &Server, channel: &str, count: usize) -> Vec<Event> {
     let mut client = Client::connect(ClientOptions::new(server.protocol_address()))
         .await
         .expect("a consumer connects");
@@ -147,7 +157,7 @@ async fn take_events(server: &Server, count: usize) -> Vec<Event> {
             taken.len(),
             bodies(&taken)
         );
-        client.begin(CHANNEL).await.expect("begin");
+        client.begin(channel).await.expect("begin");
         let wanted = u32::try_from(count - taken.len()).unwrap().min(4);
         let batch = client
             .take(wanted, Duration::from_millis(200))
@@ -261,6 +271,7 @@ fn syslog_settings(port: u16, event_size_bytes: usize) -> SyslogSettings {
         client_ip_header: Some("client.ip".to_string()),
         client_hostname_header: None,
         batch_size: 100,
+        listener: ListenerLimits::default(),
     }
 }
 
@@ -453,11 +464,16 @@ async fn http_request(port: u16, method: &str, body: &str) -> (u16, String) {
 }
 
 async fn start_http_source(server: &Server) -> (RunningSource, u16) {
+    start_http_source_with(server, HttpLimits::default()).await
+}
+
+async fn start_http_source_with(server: &Server, limits: HttpLimits) -> (RunningSource, u16) {
     let port = free_tcp_port();
     let source = RunningSource::start(
         SourceKind::Http(HttpSettings {
             bind: "127.0.0.1".to_string(),
             port,
+            limits,
         }),
         server,
     );
@@ -538,4 +554,187 @@ async fn http_answers_503_when_the_channel_is_full_and_puts_none_of_that_request
         .stopped()
         .await
         .expect("a stopped http source ends cleanly");
+}
+
+/// Sends `raw` on a new connection and reads until the source closes it (or
+/// `STUCK_TEST_TIMEOUT`); returns what came back and whether the source closed.
+async fn exchange_until_closed(port: u16, raw: Vec<u8>) -> (String, bool) {
+    tokio::task::spawn_blocking(move || {
+        let mut stream = StdTcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("connect");
+        stream
+            .set_read_timeout(Some(STUCK_TEST_TIMEOUT))
+            .expect("a read timeout");
+        // A source that closes at once may reset the connection under our bytes.
+        let _ = stream.write_all(&raw);
+        let mut answer = Vec::new();
+        let closed = match stream.read_to_end(&mut answer) {
+            Ok(_) => true,
+            Err(error) => error.kind() == std::io::ErrorKind::ConnectionReset,
+        };
+        (String::from_utf8_lossy(&answer).into_owned(), closed)
+    })
+    .await
+    .expect("the exchange task")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_answers_413_to_a_10_gb_content_length_without_waiting_for_the_body() {
+    let server = server_with_memory_channel(100, 100);
+    let (source, port) = start_http_source(&server).await;
+    let head = "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+                Content-Length: 10737418240\r\n\r\n";
+    let (answer, closed) = exchange_until_closed(port, head.as_bytes().to_vec()).await;
+    assert!(closed, "the source closed the connection: {answer:?}");
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        answer.contains("more than maxBodyBytes 2097152"),
+        "{answer}"
+    );
+    assert_eq!(source.counter(|counters| &counters.event_read_failures), 1);
+    source
+        .stopped()
+        .await
+        .expect("a stopped http source ends cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_answers_408_and_closes_when_a_body_is_slower_than_request_timeout() {
+    let server = server_with_memory_channel(100, 100);
+    let limits = HttpLimits {
+        request_timeout: Duration::from_millis(500),
+        ..HttpLimits::default()
+    };
+    let (source, port) = start_http_source_with(&server, limits).await;
+    // Ten of the hundred bytes announced, then nothing.
+    let head = "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n[{\"body\":";
+    let (answer, closed) = exchange_until_closed(port, head.as_bytes().to_vec()).await;
+    assert!(closed, "the source closed the connection");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert_eq!(channel_size(&server).await, 0);
+    source
+        .stopped()
+        .await
+        .expect("a stopped http source ends cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_closes_a_connection_silent_past_its_idle_timeout() {
+    let server = server_with_memory_channel(100, 100);
+    let limits = HttpLimits {
+        idle_timeout: Duration::from_millis(300),
+        ..HttpLimits::default()
+    };
+    let (source, port) = start_http_source_with(&server, limits).await;
+    let (answer, closed) = exchange_until_closed(port, Vec::new()).await;
+    assert!(
+        closed && answer.is_empty(),
+        "closed without an answer: {answer:?}"
+    );
+    source
+        .stopped()
+        .await
+        .expect("a stopped http source ends cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_tcp_closes_senders_beyond_max_connections_and_silent_ones_after_idle_timeout() {
+    let server = server_with_memory_channel(100, 100);
+    let port = free_tcp_port();
+    let source = RunningSource::start(
+        SourceKind::SyslogTcp(SyslogSettings {
+            listener: ListenerLimits {
+                max_connections: 2,
+                idle_timeout: Some(Duration::from_millis(500)),
+            },
+            ..syslog_settings(port, 2500)
+        }),
+        &server,
+    );
+    let mut first = connect_when_listening(port, &source).await;
+    let mut second = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+        .await
+        .expect("a second sender connects");
+    for (number, sender) in [&mut first, &mut second].into_iter().enumerate() {
+        tokio::io::AsyncWriteExt::write_all(
+            sender,
+            format!("<13>Oct 11 22:14:15 host sender {number}\n").as_bytes(),
+        )
+        .await
+        .expect("send");
+    }
+    // Both are served (their messages arrive) before the third knocks.
+    assert_eq!(bodies(&take_events(&server, 2).await).len(), 2);
+    let (answer, closed) =
+        exchange_until_closed(port, b"<13>Oct 11 22:14:15 host third\n".to_vec()).await;
+    assert!(
+        closed && answer.is_empty(),
+        "the third sender was closed at once"
+    );
+    // The two silent senders are disconnected after idleTimeout.
+    for mut sender in [first, second] {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(
+            STUCK_TEST_TIMEOUT,
+            tokio::io::AsyncReadExt::read_to_end(&mut sender, &mut rest),
+        )
+        .await
+        .expect("the source disconnects a silent sender");
+        assert!(read.is_ok());
+    }
+    assert_eq!(
+        channel_size(&server).await,
+        0,
+        "the third sender's message was not taken"
+    );
+    source
+        .stopped()
+        .await
+        .expect("a stopped syslogtcp source ends cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_tcp_puts_a_message_its_channel_refuses_on_the_dead_letter_channel_and_the_rest_on_the_channel(
+) {
+    // c1's log records hold at most 64 KiB; the dead-letter channel takes anything.
+    let server = Server::start(ServerSetup::with_config(format!(
+        "{AGENT}.channels = {CHANNEL} dead\n\
+         {AGENT}.channels.{CHANNEL}.type = file\n\
+         {AGENT}.channels.{CHANNEL}.checkpointDir = c1/checkpoint\n\
+         {AGENT}.channels.{CHANNEL}.dataDirs = c1/data\n\
+         {AGENT}.channels.{CHANNEL}.maxFileSize = 65536\n\
+         {AGENT}.channels.{CHANNEL}.minimumRequiredSpace = 1048576\n\
+         {AGENT}.channels.dead.type = memory\n"
+    )));
+    let port = free_tcp_port();
+    let source = RunningSource::start_with(
+        SourceKind::SyslogTcp(syslog_settings(port, 200_000)),
+        &server,
+        Some("dead"),
+    );
+    let mut stream = connect_when_listening(port, &source).await;
+    let huge = "h".repeat(100_000);
+    let input = format!(
+        "<13>Oct 11 22:14:15 host before\n<13>Oct 11 22:14:15 host {huge}\n<13>Oct 11 22:14:15 host after\n"
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut stream, input.as_bytes())
+        .await
+        .expect("send");
+    drop(stream);
+    assert_eq!(bodies(&take_events(&server, 2).await), ["before", "after"]);
+    let dead = take_events_from(&server, "dead", 1).await;
+    assert_eq!(body_text(&dead[0]), huge);
+    assert_eq!(dead[0].header("millrace.deadLetter.source"), Some("r1"));
+    assert_eq!(dead[0].header("millrace.deadLetter.channel"), Some(CHANNEL));
+    assert!(
+        dead[0]
+            .header("millrace.deadLetter.reason")
+            .is_some_and(|reason| reason.contains("too large")),
+        "{:?}",
+        dead[0].headers
+    );
+    assert_eq!(source.counter(|counters| &counters.events_accepted), 2);
+    source
+        .stopped()
+        .await
+        .expect("a stopped syslogtcp source ends cleanly");
 }

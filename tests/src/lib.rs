@@ -386,15 +386,8 @@ impl Server {
 
     /// The process's resident memory, from `/proc/PID/status` (`VmRSS`).
     pub fn resident_memory_bytes(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid().as_raw_nonzero()))
-                .expect("read /proc/PID/status");
-        let kib: u64 = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("a VmRSS line");
-        kib * 1024
+        resident_memory_bytes_of(self.pid().as_raw_nonzero().get())
+            .expect("channeld's /proc/PID/status has a VmRSS line")
     }
 
     /// How many file descriptors the process holds open (the entries of
@@ -512,6 +505,44 @@ impl Server {
         let mut full_args = vec![subcommand, "--server", self.protocol_address()];
         full_args.extend_from_slice(args);
         channelctl(&full_args, stdin)
+    }
+
+    /// `ChannelSize` of `channel` as `/metrics` publishes it; `u64::MAX` when it is not
+    /// there.
+    pub fn metrics_channel_size(&self, channel: &str) -> u64 {
+        let (_, metrics) = self.http_json("/metrics");
+        metrics[format!("CHANNEL.{channel}")]["ChannelSize"]
+            .as_str()
+            .and_then(|size| size.parse().ok())
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Takes and commits every event of `channel`, `max_per_take` at a time, until a take
+    /// returns nothing within 300 ms; the events in delivery order. Panics on any error.
+    pub fn drain_events(&self, channel: &str, max_per_take: u32) -> Vec<millrace_client::Event> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            let options = millrace_client::ClientOptions::new(self.protocol_address());
+            let mut client = millrace_client::Client::connect(options)
+                .await
+                .expect("connect to drain");
+            let mut taken = Vec::new();
+            loop {
+                client.begin(channel).await.expect("begin a draining take");
+                let events = client
+                    .take(max_per_take, Duration::from_millis(300))
+                    .await
+                    .expect("take while draining");
+                client.commit().await.expect("commit a draining take");
+                if events.is_empty() {
+                    return taken;
+                }
+                taken.extend(events);
+            }
+        })
     }
 
     /// A raw protocol connection to this server.
@@ -827,6 +858,17 @@ pub fn dir_usage(dir: &Path, suffix: &str) -> (u64, usize) {
     (bytes, matching)
 }
 
+/// A process's resident memory, from `/proc/PID/status` (`VmRSS`); `None` once it is
+/// gone.
+pub fn resident_memory_bytes_of(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())?;
+    Some(kib * 1024)
+}
+
 /// Sends SIGKILL to a process by pid (an adapter, say).
 pub fn kill_9_pid(pid: i32) {
     if let Some(pid) = Pid::from_raw(pid) {
@@ -840,6 +882,14 @@ pub fn free_port() -> u16 {
         .and_then(|listener| listener.local_addr())
         .expect("bind a free port")
         .port()
+}
+
+/// The bodies of `events` as text; panics on a body that is not UTF-8.
+pub fn bodies_of(events: &[millrace_client::Event]) -> Vec<String> {
+    events
+        .iter()
+        .map(|event| String::from_utf8(event.body.to_vec()).expect("UTF-8 body"))
+        .collect()
 }
 
 /// Events with these bodies and no headers.

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use millrace_client::{Client, ClientOptions, Event};
-use millrace_e2e::{free_port, kill_9_pid, wait_until, Server, ServerSetup, AGENT};
+use millrace_e2e::{bodies_of, free_port, kill_9_pid, wait_until, Server, ServerSetup, AGENT};
 
 /// Longest wait for events to cross a flow.
 const FLOW_TIMEOUT: Duration = Duration::from_secs(60);
@@ -34,39 +34,11 @@ fn put_bodies(server: &Server, channel: &str, bodies: &[String], batch: usize) {
 
 /// Takes every event from `channel` until it stays empty for a moment.
 fn drain(server: &Server, channel: &str) -> Vec<Event> {
-    runtime().block_on(async {
-        let mut client = Client::connect(ClientOptions::new(server.protocol_address()))
-            .await
-            .expect("connect");
-        let mut taken = Vec::new();
-        loop {
-            client.begin(channel).await.expect("begin");
-            let events = client
-                .take(500, Duration::from_millis(300))
-                .await
-                .expect("take");
-            client.commit().await.expect("commit");
-            if events.is_empty() {
-                return taken;
-            }
-            taken.extend(events);
-        }
-    })
-}
-
-fn bodies_of(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .map(|event| String::from_utf8(event.body.to_vec()).expect("UTF-8 body"))
-        .collect()
+    server.drain_events(channel, 500)
 }
 
 fn channel_size(server: &Server, channel: &str) -> u64 {
-    let (_, metrics) = server.http_json("/metrics");
-    metrics[format!("CHANNEL.{channel}")]["ChannelSize"]
-        .as_str()
-        .and_then(|size| size.parse().ok())
-        .unwrap_or(u64::MAX)
+    server.metrics_channel_size(channel)
 }
 
 /// The lines of every file in `directory` (not its subdirectories), files in the order
@@ -463,6 +435,66 @@ fn an_over_long_netcat_line_is_refused_and_the_connection_closed_while_the_chann
     let mut line = String::new();
     BufReader::new(again).read_line(&mut line).unwrap();
     assert_eq!(line, "OK\n");
+}
+
+/// Whether `tool` is on `PATH`. When it is not, prints one line saying how to get it and
+/// returns false (the test then passes as skipped) — unless `CI=true`, where it panics.
+fn tool_available(tool: &str, package: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !found {
+        let message =
+            format!("skipped: needs `{tool}` (apt-get install {package}; .ci/run installs it)");
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
+        println!("{message}");
+    }
+    found
+}
+
+/// A source counter as channeld publishes it (`SOURCE.<name>`), once reported.
+fn source_counter(server: &Server, source: &str, counter: &str) -> Option<u64> {
+    let (_, metrics) = server.http_json("/metrics");
+    metrics[format!("SOURCE.{source}")][counter]
+        .as_str()
+        .and_then(|value| value.parse().ok())
+}
+
+#[test]
+fn netcat_refuses_a_last_line_without_a_newline_with_failed_and_delivers_only_whole_lines() {
+    if !tool_available("nc", "netcat-openbsd") {
+        return;
+    }
+    let port = free_port();
+    let server = plain_memory_server(&format!(
+        "{AGENT}.sources = r1\n\
+         {AGENT}.sources.r1.type = netcat\n\
+         {AGENT}.sources.r1.bind = 127.0.0.1\n\
+         {AGENT}.sources.r1.port = {port}\n\
+         {AGENT}.sources.r1.channels = c1\n"
+    ));
+    wait_for_port(port);
+    // nc closes its sending half at the end of its input and still prints the answers.
+    let output = Command::new("sh")
+        .args([
+            "-c",
+            &format!("printf 'one\\ntwo\\nthree' | nc -q 5 127.0.0.1 {port}"),
+        ])
+        .output()
+        .expect("run nc");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "OK\nOK\nFAILED: Incomplete line (5 bytes) at end of input: not delivered, end each \
+         line with a newline\n",
+        "netcat's answers"
+    );
+    assert_eq!(bodies_of(&drain(&server, "c1")), ["one", "two"]);
+    let counted = wait_until(FLOW_TIMEOUT, || {
+        source_counter(&server, "r1", "EventReadFail") == Some(1)
+    });
+    assert!(counted, "EventReadFail counts the incomplete line");
 }
 
 /// Reads until the peer closes.

@@ -12,18 +12,24 @@ pub mod syslog;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use millrace_client::ClientOptions;
 use millrace_server::config::ChannelSelector;
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
-use crate::connection::{Connection, StopSignal};
+/// Pause after a failed `accept` (out of file descriptors, …) before the next one.
+pub const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
+
+use crate::connection::StopSignal;
 use crate::counters::{self, SourceCounters};
-use crate::delivery::{ChannelProcessor, DeliveryError};
+use crate::delivery::{ChannelProcessor, DeliveryError, SourceDeadLetter};
 use crate::file_problem::FileProblem;
 use crate::interceptors::Interceptor;
+use crate::pool::{ServerPool, DEFAULT_CHANNELD_CONNECTIONS};
 
 pub use exec::ExecSettings;
 pub use http::HttpSettings;
@@ -64,31 +70,55 @@ pub enum SourceError {
     },
 }
 
-/// Makes [`ChannelProcessor`]s for a source: one per client connection it serves.
+/// Makes [`ChannelProcessor`]s for a source: one per client connection it serves, all
+/// sharing the source's small pool of channeld connections.
 #[derive(Debug, Clone)]
 pub struct ProcessorFactory {
     /// The source's channels, in its `channels` order.
     pub channels: Vec<String>,
     /// Its selector.
     pub selector: ChannelSelector,
-    /// How to reach channeld.
-    pub options: ClientOptions,
+    /// The source's connections to channeld.
+    pub pool: Arc<ServerPool>,
     /// The source's counters.
     pub counters: Arc<SourceCounters>,
     /// Its interceptors, in order.
     pub interceptors: Vec<Interceptor>,
+    /// Where refused events go.
+    pub dead_letter: Option<SourceDeadLetter>,
 }
 
 impl ProcessorFactory {
-    /// A processor with its own connection to channeld.
+    /// For a source reaching channeld with `options` over at most
+    /// [`DEFAULT_CHANNELD_CONNECTIONS`] connections, writing to `channels` through a
+    /// replicating selector, without interceptors or dead-letter channel.
+    pub fn new(
+        options: ClientOptions,
+        channels: Vec<String>,
+        counters: Arc<SourceCounters>,
+    ) -> Self {
+        ProcessorFactory {
+            channels,
+            selector: ChannelSelector::Replicating {
+                optional: Vec::new(),
+            },
+            pool: ServerPool::new(options, DEFAULT_CHANNELD_CONNECTIONS),
+            counters,
+            interceptors: Vec::new(),
+            dead_letter: None,
+        }
+    }
+
+    /// A processor; its deliveries borrow connections from the shared pool.
     pub fn build(&self) -> ChannelProcessor {
         ChannelProcessor::new(
             self.channels.clone(),
             self.selector.clone(),
-            Connection::new(self.options.clone()),
+            Arc::clone(&self.pool),
             Arc::clone(&self.counters),
         )
         .with_interceptors(self.interceptors.clone())
+        .with_dead_letter(self.dead_letter.clone())
     }
 }
 
@@ -117,7 +147,8 @@ impl SourceKind {
         stop: StopSignal,
     ) -> Result<(), SourceError> {
         let counters = Arc::clone(&processors.counters);
-        match self {
+        let pool = Arc::clone(&processors.pool);
+        let outcome = match self {
             SourceKind::Netcat(settings) => netcat::run(settings, processors, counters, stop).await,
             SourceKind::SpoolDir(settings) => {
                 spooldir::run(settings, processors.build(), counters, stop).await
@@ -132,7 +163,9 @@ impl SourceKind {
                 syslog::udp::run(settings, processors, counters, stop).await
             }
             SourceKind::Http(settings) => http::run(settings, processors, counters, stop).await,
-        }
+        };
+        pool.close_all_idle();
+        outcome
     }
 }
 
@@ -163,11 +196,56 @@ pub async fn listen_tcp(address: &str, source_type: &str) -> Result<TcpListener,
     Ok(listener)
 }
 
+/// The bounds of a source's own TCP listener (netcat, syslogtcp).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerLimits {
+    /// `maxConnections`: clients served at once; more are closed as they connect.
+    pub max_connections: usize,
+    /// `idleTimeout`: a client that sends nothing for this long is disconnected;
+    /// `None` never.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// Clients a netcat or syslogtcp source serves at once by default.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1000;
+/// Silence after which a netcat or syslogtcp client is disconnected, by default (as
+/// channeld's own idle timeout).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_millis(300_000);
+/// Least time between two warnings about refused connections.
+const REFUSAL_WARNING_INTERVAL: Duration = Duration::from_secs(10);
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        ListenerLimits {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+        }
+    }
+}
+
+impl ListenerLimits {
+    /// Reads `reader` with the idle timeout: `Ok(None)` when the client stayed silent.
+    pub async fn read_or_idle<T>(
+        &self,
+        reader: impl Future<Output = std::io::Result<T>>,
+    ) -> std::io::Result<Option<T>> {
+        match self.idle_timeout {
+            None => reader.await.map(Some),
+            Some(idle_timeout) => match tokio::time::timeout(idle_timeout, reader).await {
+                Ok(read) => read.map(Some),
+                Err(_elapsed) => Ok(None),
+            },
+        }
+    }
+}
+
 /// Accepts connections until `stop` is raised, each served by `serve` in its own task
-/// and counted in `OpenConnectionCount` while it lasts.
+/// and counted in `OpenConnectionCount` while it lasts. Beyond `limits.max_connections`
+/// a new connection is closed at once (with a warning at most every 10 s).
 pub async fn serve_connections<Serve, Served>(
     listener: TcpListener,
     source_type: &'static str,
+    limits: ListenerLimits,
     counters: Arc<SourceCounters>,
     mut stop: StopSignal,
     mut serve: Serve,
@@ -176,6 +254,9 @@ where
     Serve: FnMut(TcpStream, SocketAddr) -> Served,
     Served: Future<Output = std::io::Result<()>> + Send + 'static,
 {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut refused_since_warning = 0_u64;
+    let mut last_warning: Option<Instant> = None;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -183,6 +264,16 @@ where
         };
         match accepted {
             Ok((stream, peer)) => {
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    drop(stream);
+                    refused_since_warning += 1;
+                    if last_warning.is_none_or(|at| at.elapsed() >= REFUSAL_WARNING_INTERVAL) {
+                        warn!(%peer, max_connections = limits.max_connections, refused = refused_since_warning, "{source_type} source at maxConnections; closed new connections");
+                        refused_since_warning = 0;
+                        last_warning = Some(Instant::now());
+                    }
+                    continue;
+                };
                 let connection = serve(stream, peer);
                 let counters = Arc::clone(&counters);
                 tokio::spawn(async move {
@@ -191,9 +282,16 @@ where
                         warn!(%peer, %error, "{source_type} connection ended with an error");
                     }
                     counters::decrement(&counters.open_connections);
+                    drop(slot);
                 });
             }
-            Err(error) => warn!(%error, "accepting a {source_type} connection failed"),
+            Err(error) => {
+                warn!(%error, "accepting a {source_type} connection failed");
+                // Out of descriptors, say: do not spin.
+                if !stop.sleep(ACCEPT_RETRY_DELAY).await {
+                    return Ok(());
+                }
+            }
         }
     }
 }

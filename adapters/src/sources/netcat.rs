@@ -6,6 +6,14 @@
 //! connection goes on; a line longer than `max-line-length` (newline included) is
 //! answered `FAILED: Event exceeds the maximum length (N chars, including newline)` and
 //! the connection is closed.
+//!
+//! Bytes after the last `\n` when the sender closes are not an event, as in Flume (its
+//! reader only hands on complete lines): a line cut short by a sender that stopped in
+//! the middle of it must not pass for a whole one. Unlike Flume, dropping it is not
+//! silent: the sender is answered `FAILED: Incomplete line (N bytes) at end of input:
+//! not delivered, end each line with a newline`, the source counts it in `EventReadFail`
+//! and logs a warning. (The sender has only closed its writing half, so it can still
+//! read the answer, as `nc -q` does.)
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,9 +21,11 @@ use std::sync::Arc;
 use millrace_client::Event;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tracing::warn;
+use tracing::{debug, warn};
 
-use super::{host_port, listen_tcp, serve_connections, ProcessorFactory, SourceError};
+use super::{
+    host_port, listen_tcp, serve_connections, ListenerLimits, ProcessorFactory, SourceError,
+};
 use crate::connection::StopSignal;
 use crate::counters::{self, SourceCounters};
 
@@ -33,6 +43,8 @@ pub struct NetcatSettings {
     pub max_line_length: usize,
     /// `ack-every-event`: answer `OK` per committed line.
     pub ack_every_event: bool,
+    /// `maxConnections` and `idleTimeout`.
+    pub listener: ListenerLimits,
 }
 
 /// Accepts connections until `stop` is raised.
@@ -51,7 +63,8 @@ pub async fn run(
     let settings = Arc::new(settings);
     let connection_counters = Arc::clone(&counters);
     let connection_stop = stop.clone();
-    serve_connections(listener, "netcat", counters, stop, move |stream, peer| {
+    let limits = settings.listener;
+    serve_connections(listener, "netcat", limits, counters, stop, move |stream, peer| {
         let settings = Arc::clone(&settings);
         let processors = processors.clone();
         let counters = Arc::clone(&connection_counters);
@@ -76,11 +89,29 @@ async fn serve_connection(
     loop {
         line.clear();
         let read = tokio::select! {
-            read = read_bounded_line(&mut reader, &mut line, settings.max_line_length) => read?,
+            read = settings.listener.read_or_idle(read_bounded_line(&mut reader, &mut line, settings.max_line_length)) => match read? {
+                Some(read) => read,
+                None => {
+                    debug!(%peer, "netcat client idle past idleTimeout; disconnected");
+                    break;
+                }
+            },
             () = stop.raised() => break,
         };
         match read {
             LineRead::End => break,
+            LineRead::Unterminated => {
+                counters::increment(&counters.event_read_failures);
+                warn!(%peer, incomplete_line_bytes = line.len(), "input ended in the middle of a line; not delivered, answered FAILED");
+                let message = format!(
+                    "FAILED: Incomplete line ({} bytes) at end of input: not delivered, end \
+                     each line with a newline\n",
+                    line.len()
+                );
+                // The sender may have closed both halves: nothing more to tell it then.
+                let _ = writer.write_all(message.as_bytes()).await;
+                break;
+            }
             LineRead::TooLong => {
                 counters::increment(&counters.event_read_failures);
                 let message = format!(
@@ -116,13 +147,19 @@ async fn serve_connection(
 }
 
 enum LineRead {
+    /// A `\n`-terminated line (the `\n` removed).
     Line,
+    /// More than the limit without a newline.
     TooLong,
+    /// The input ended after a line's first bytes, before its newline.
+    Unterminated,
+    /// The input ended between lines.
     End,
 }
 
 /// Reads one line into `line` (without its `\n`), refusing more than `max_length`
-/// bytes including the newline. A last line without a newline counts as a line.
+/// bytes including the newline. A last line without a newline is
+/// [`LineRead::Unterminated`], not a line.
 async fn read_bounded_line<R: AsyncBufReadExt + Unpin>(
     reader: &mut R,
     line: &mut Vec<u8>,
@@ -134,7 +171,7 @@ async fn read_bounded_line<R: AsyncBufReadExt + Unpin>(
             return Ok(if line.is_empty() {
                 LineRead::End
             } else {
-                LineRead::Line
+                LineRead::Unterminated
             });
         }
         let room = max_length.saturating_sub(line.len());
@@ -172,21 +209,27 @@ mod tests {
                     found.push(Err("too long"));
                     return found;
                 }
+                LineRead::Unterminated => {
+                    found.push(Err("unterminated"));
+                    return found;
+                }
                 LineRead::End => return found,
             }
         }
     }
 
     #[tokio::test]
-    async fn lines_split_at_newlines_keep_carriage_returns_and_end_without_one() {
+    async fn lines_split_at_newlines_keep_carriage_returns_and_a_last_line_without_one_is_unterminated(
+    ) {
         assert_eq!(
             lines(b"ding\r\ndong\nlast", 512).await,
             [
                 Ok("ding\r".to_string()),
                 Ok("dong".into()),
-                Ok("last".into())
+                Err("unterminated")
             ]
         );
+        assert_eq!(lines(b"ding\n", 512).await, [Ok("ding".to_string())]);
     }
 
     #[tokio::test]

@@ -6,7 +6,13 @@
 //!   channel is full, so a full channel slows the sender down (TCP back-pressure)
 //!   instead of losing messages.
 //! - UDP ([`udp`]): one datagram is one message. UDP has no back-pressure: a batch the
-//!   channel refuses is counted in `ChannelWriteFail` and dropped, as Flume does.
+//!   channel cannot take now (full, unreachable) is counted in `ChannelWriteFail` and
+//!   dropped, as Flume does.
+//!
+//! Both split a batch to fit the channel's `transactionCapacity` (see
+//! [`crate::delivery`]), so a `batchSize` above it loses nothing; a message the channel
+//! refuses for what it is goes to the source's `deadLetter.channel`, or is logged as an
+//! error and counted in `ChannelWriteFail` (a syslog sender cannot be told).
 
 pub mod message;
 pub mod tcp;
@@ -21,6 +27,7 @@ use tracing::warn;
 pub use message::{KeepFields, KeptFields, SyslogStatus};
 
 use crate::counters::{self, SourceCounters};
+use crate::sources::ListenerLimits;
 
 /// Flume's default `eventSize` for `syslogtcp`.
 pub const DEFAULT_TCP_EVENT_SIZE_BYTES: usize = 2500;
@@ -47,8 +54,11 @@ pub struct SyslogSettings {
     /// `clientHostnameHeader`: header to carry the sender's host (its address: no
     /// reverse DNS lookup is made).
     pub client_hostname_header: Option<String>,
-    /// `batchSize`: most messages put in one transaction.
+    /// `batchSize`: most messages put in one transaction (fewer when the channel's
+    /// `transactionCapacity` is smaller).
     pub batch_size: usize,
+    /// `maxConnections` and `idleTimeout` of the TCP listener (unused over UDP).
+    pub listener: ListenerLimits,
 }
 
 /// The event for one received message from `peer`; counts it as received, and as a

@@ -6,9 +6,14 @@
 //! its newline or its counted length) is skipped.
 //!
 //! Each connection reads what the socket has, cuts it into messages and delivers them
-//! (at most `batchSize` per transaction) before reading on. While the channel is full
-//! it waits and retries, and stops reading meanwhile: the sender is slowed down by TCP
-//! flow control and nothing is lost.
+//! (at most `batchSize` per transaction, fewer when the channel's `transactionCapacity`
+//! is smaller) before reading on. While the channel is full it waits and retries the
+//! messages not yet committed, and stops reading meanwhile: the sender is slowed down by
+//! TCP flow control and nothing is lost.
+//!
+//! The listener serves at most `maxConnections` senders and disconnects one silent for
+//! `idleTimeout`; all senders share the source's few connections to channeld (see
+//! [`crate::pool`]), so many senders cannot take channeld's connection slots.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +21,7 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tracing::error;
+use tracing::{debug, error};
 
 use super::{message_event, SyslogSettings};
 use crate::connection::StopSignal;
@@ -39,7 +44,8 @@ pub async fn run(
     let settings = Arc::new(settings);
     let connection_counters = Arc::clone(&counters);
     let connection_stop = stop.clone();
-    serve_connections(listener, "syslogtcp", counters, stop, move |stream, peer| {
+    let limits = settings.listener;
+    serve_connections(listener, "syslogtcp", limits, counters, stop, move |stream, peer| {
         let settings = Arc::clone(&settings);
         let processors = processors.clone();
         let counters = Arc::clone(&connection_counters);
@@ -64,7 +70,13 @@ async fn serve_connection(
     loop {
         buffer.reserve(READ_CHUNK_BYTES);
         let read_bytes = tokio::select! {
-            read = stream.read_buf(&mut buffer) => read?,
+            read = settings.listener.read_or_idle(stream.read_buf(&mut buffer)) => match read? {
+                Some(read_bytes) => read_bytes,
+                None => {
+                    debug!(%peer, "syslog sender idle past idleTimeout; disconnected");
+                    break;
+                }
+            },
             () = stop.raised() => break,
         };
         let input_ended = read_bytes == 0;
@@ -83,9 +95,8 @@ async fn serve_connection(
                 Ok(Ok(())) => counters::increment(&counters.append_batches_accepted),
                 Ok(Err(refused)) => error!(
                     %peer,
-                    dropped_events = batch.len(),
                     error = %refused,
-                    "the channel refused syslog messages for what they are; dropped"
+                    "the channel refused syslog messages; they are lost (configure deadLetter.channel to keep refused messages)"
                 ),
                 Err(_stopped) => {
                     processor.close();

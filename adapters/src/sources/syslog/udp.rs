@@ -2,10 +2,11 @@
 //!
 //! A datagram longer than `eventSize` is cut and marked `Incomplete`; one final `\n`
 //! is dropped. Datagrams already waiting in the socket are delivered together (up to
-//! `batchSize`) in one attempt. UDP has no back-pressure — a sender never waits for
-//! us — so a batch the channel refuses (full, unreachable) is counted in
-//! `ChannelWriteFail`, logged and dropped, as in Flume; waiting would only move the
-//! loss into the kernel's receive buffer.
+//! `batchSize`) in one attempt, split to fit the channel's `transactionCapacity`. UDP
+//! has no back-pressure — a sender never waits for us — so messages the channel cannot
+//! take now (full, unreachable) are counted in `ChannelWriteFail`, logged and dropped,
+//! as in Flume; waiting would only move the loss into the kernel's receive buffer.
+//! Messages refused for what they are go to `deadLetter.channel` when there is one.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -72,9 +73,8 @@ pub async fn run(
         match processor.deliver(&events).await {
             Ok(()) => counters::increment(&counters.append_batches_accepted),
             Err(error) => warn!(
-                dropped_events = events.len(),
                 %error,
-                "the channel did not take syslog datagrams; dropped (UDP cannot wait)"
+                "the channel did not take all syslog datagrams; the rest are dropped (UDP cannot wait)"
             ),
         }
         events.clear();
