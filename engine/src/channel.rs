@@ -81,8 +81,9 @@ pub trait Transaction: Send {
     /// configured to acknowledge before syncing).
     fn commit(self: Box<Self>) -> Result<(), ChannelError>;
 
-    /// Discards the puts and returns the taken events to the head of the channel, in
-    /// their original order. Never blocks (see the module documentation).
+    /// Discards the puts and returns the taken events to the head of the channel, each to
+    /// its place in put-commit order, whatever order open transactions roll back in.
+    /// Never blocks (see the module documentation).
     fn rollback(self: Box<Self>) -> Result<(), ChannelError>;
 
     /// Starts the commit and returns at once with a handle that completes it. Commits

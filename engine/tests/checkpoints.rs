@@ -530,3 +530,41 @@ fn space_guard_on_a_small_real_filesystem() {
         }
     }
 }
+
+#[test]
+fn a_checkpoint_lists_events_held_by_open_takes_in_their_put_order_places() {
+    let root = tempfile::tempdir().unwrap();
+    let mut config = config_with(root.path(), false);
+    config.checkpoint_on_close = false;
+    let events = bodies(1..7, "e");
+    {
+        let channel = open(root.path(), &config);
+        let refs: Vec<&str> = events.iter().map(String::as_str).collect();
+        put_committed(&channel, &refs);
+        let take = |count: usize| {
+            let mut transaction = channel.begin().unwrap();
+            let taken: Vec<String> = (0..count)
+                .map(|_| body_text(&transaction.take().unwrap().unwrap()))
+                .collect();
+            (transaction, taken)
+        };
+        let (a, _) = take(2); // e1, e2
+        let (b, taken_by_b) = take(1); // e3
+        assert_eq!(taken_by_b, ["e3"]);
+        a.rollback().unwrap();
+        let (c, taken_by_c) = take(2); // e1, e2 again, taken after e3
+        assert_eq!(taken_by_c, ["e1", "e2"]);
+        channel.checkpoint_now().unwrap();
+        // A crash with B and C open: neither commits nor rolls back, and the stop writes
+        // no checkpoint, so the restart rebuilds the queue from the one above.
+        std::mem::forget(b);
+        std::mem::forget(c);
+        channel.close().unwrap();
+    }
+    let channel = open(root.path(), &config);
+    assert_eq!(
+        channel.recovery_report().unwrap().path,
+        RecoveryPath::Checkpoint
+    );
+    assert_eq!(peek_all(&channel), events);
+}

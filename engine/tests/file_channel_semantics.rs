@@ -498,3 +498,25 @@ fn a_pipelined_commit_dropped_unfinished_still_completes() {
     put_committed(&channel, &["after"]);
     assert_eq!(take_committed(&channel, 10), ["kept", "after"]);
 }
+
+#[test]
+fn two_open_takes_rolled_back_in_either_order_return_their_events_in_put_order() {
+    for order in [RollbackOrder::AThenB, RollbackOrder::BThenA] {
+        let root = tempfile::tempdir().unwrap();
+        let config = test_config(root.path(), 2);
+        let channel = open(root.path(), &config);
+        assert_eq!(
+            two_open_takes_rolled_back(&channel, &[2, 3, 2], order),
+            seven_events(),
+            "{order:?}"
+        );
+        // The order is the one a restart finds too (the close checkpoints the queue).
+        channel.close().unwrap();
+        drop(channel);
+        assert_eq!(
+            peek_all(&open(root.path(), &config)),
+            seven_events(),
+            "{order:?}"
+        );
+    }
+}

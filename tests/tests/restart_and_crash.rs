@@ -304,3 +304,74 @@ fn sigterm_with_checkpoint_on_close_false_leaves_the_checkpoint_and_the_restart_
     ));
     assert_eq!(remaining, bodies[3..]);
 }
+
+/// A consumer connection that has begun a transaction on `channel` and taken `count`
+/// events, still open.
+fn open_take(server: &Server, channel: &str, count: u32) -> (RawConnection, Vec<String>) {
+    let mut connection = RawConnection::open(server.protocol_address());
+    assert_eq!(
+        connection.call(&Request::Begin {
+            channel: channel.into()
+        }),
+        Response::Ok
+    );
+    match connection.call(&Request::Take {
+        max_events: count,
+        wait_ms: 0,
+    }) {
+        Response::Events(events) => {
+            let bodies: Vec<String> = events
+                .to_events()
+                .into_iter()
+                .map(|event| String::from_utf8(event.body.to_vec()).unwrap())
+                .collect();
+            assert_eq!(bodies.len(), count as usize, "{channel}: {bodies:?}");
+            (connection, bodies)
+        }
+        other => panic!("{channel}: expected events, got {other:?}"),
+    }
+}
+
+#[test]
+fn takes_rolled_back_in_any_order_at_a_sigterm_come_back_in_put_order_after_the_restart() {
+    // c1: A rolls back before the stop, B at the stop; c2: the other way round; c3: both
+    // at the stop, in whatever order the sessions end.
+    let channels = ["c1", "c2", "c3"];
+    let mut server = Server::start(
+        ServerSetup::with_config(millrace_e2e::file_channels_config(&channels, ""))
+            .arg("--shutdown-grace-ms")
+            .arg("300"),
+    );
+    let bodies = lines("event", 1..=7);
+    let mut held = Vec::new();
+    for channel in channels {
+        successful_lines(&server.channelctl("put", &["--channel", channel], &stdin_of(&bodies)));
+        let (mut a, taken_by_a) = open_take(&server, channel, 2);
+        let (mut b, taken_by_b) = open_take(&server, channel, 3);
+        assert_eq!(taken_by_a, bodies[..2], "{channel}");
+        assert_eq!(taken_by_b, bodies[2..5], "{channel}");
+        match channel {
+            "c1" => assert_eq!(a.call(&Request::Rollback), Response::Ok),
+            "c2" => assert_eq!(b.call(&Request::Rollback), Response::Ok),
+            _ => {}
+        }
+        held.push((a, b));
+    }
+
+    let status = server.stop_with_sigterm();
+    assert_eq!(status.code(), Some(0), "{}", server.stderr());
+    drop(held);
+
+    server.restart();
+    for channel in channels {
+        let delivered = successful_lines(&server.channelctl(
+            "take",
+            &["--channel", channel, "--wait-ms", "500", "--batch", "1000"],
+            b"",
+        ));
+        assert_eq!(
+            delivered, bodies,
+            "{channel}: put-commit order after the rollbacks"
+        );
+    }
+}

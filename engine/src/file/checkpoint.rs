@@ -11,7 +11,8 @@
 //! 32  u64 next_transaction_id
 //! 40  u32 next_segment_id
 //! 44  u32 segment_count
-//! 48  u64 event_count            events in the queue (in-flight takes first, in take order)
+//! 48  u64 event_count            events in the queue, in put-commit order (in-flight takes
+//!                                in their places)
 //! 56  u64 created_unix_ms
 //! 64  event_count × 12 bytes     u32 segment_id, u32 record_offset, u32 event_index
 //!     segment_count × entries    u32 segment_id, u64 max_write_order_id, u8 closed,

@@ -1,8 +1,9 @@
 //! Background work of a file channel: free-space refresh, checkpoints, segment cleanup.
 //!
 //! ## Checkpoints
-//! A checkpoint copies, under the channel lock, the queue (in-flight takes first, in take
-//! order), the write-order id it covers and each segment's bookkeeping. Everything else —
+//! A checkpoint copies, under the channel lock, the queue (in-flight takes merged back
+//! into their places: put-commit order), the write-order id it covers and each
+//! segment's bookkeeping. Everything else —
 //! encoding, writing `checkpoint.tmp`, `fsync`, rename over `checkpoint`, `fsync` of the
 //! directory — happens outside the lock, so puts and takes pause only for the copy. With
 //! `useDualCheckpoints` the same checkpoint is then written to `backupCheckpointDir` the
@@ -42,6 +43,7 @@ use super::space::SPACE_REFRESH_INTERVAL_MS;
 use super::Shared;
 use crate::channel::{unix_time_ms, ChannelCounters};
 use crate::error::ChannelError;
+use crate::ordered_queue::merge_by_key;
 use crate::storage::Storage;
 
 /// What a checkpoint did.
@@ -272,11 +274,13 @@ impl Shared {
             created_unix_ms: unix_time_ms(),
         };
         let events = state.size();
-        // In-flight takes first, in take order: a restart puts them back at the head.
+        // In-flight takes merged back into their places, so the queue is in put-commit
+        // order: a restart finds them where a rollback would have put them.
+        let in_flight = state.in_flight.iter().map(|(key, pointer)| (*key, pointer));
         let bytes = encode_checkpoint_body(
             &head,
             events as usize,
-            state.in_flight.values().chain(state.queue.iter()),
+            merge_by_key(in_flight, state.queue.iter_keyed()),
             &segments,
         );
         CheckpointSnapshot {
