@@ -438,7 +438,7 @@ impl FileChannel {
             checkpoint_files,
             checkpoints: Mutex::new(maintenance::CheckpointState {
                 sequence: recovered.checkpoint_sequence,
-                slot_coverage: recovered.slot_coverage,
+                slot_needs: recovered.slot_needs,
             }),
             maintenance: maintenance::MaintenanceHandle::default(),
             config,
