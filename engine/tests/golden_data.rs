@@ -11,6 +11,8 @@
 //! directories were generated (`write_golden_data_directories`, ignored by default) and
 //! when to add new ones.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -97,10 +99,10 @@ fn golden_event(index: usize) -> Event {
     let mut event = Event::from_body(body)
         .with_header("index", index.to_string())
         .with_header("source", "golden");
-    if index % 3 == 0 {
+    if index.is_multiple_of(3) {
         event = event.with_header("empty", "");
     }
-    if index % 5 == 0 {
+    if index.is_multiple_of(5) {
         event = event.with_header("note", "grüße ✓ 日本");
     }
     event
@@ -277,19 +279,8 @@ fn open_golden(variant: Variant, root: &Path) -> FileChannel {
     )
 }
 
-/// Every event the channel holds, in take order, taken and rolled back.
-fn all_events(channel: &FileChannel) -> Vec<Event> {
-    let mut transaction = channel.begin().unwrap();
-    let mut events = Vec::new();
-    while let Some(event) = transaction.take().unwrap() {
-        events.push(event);
-    }
-    transaction.rollback().unwrap();
-    events
-}
-
 fn assert_exact_events(variant: Variant, channel: &FileChannel) {
-    let events = all_events(channel);
+    let events = common::peek_events(channel);
     let expected = expected_events();
     assert_eq!(
         events.len(),
@@ -446,10 +437,7 @@ fn the_golden_directories_are_small_and_hold_what_their_names_say() {
                 assert_eq!(key_ids, BTreeSet::from([None]));
             }
             Variant::Compressed => {
-                assert!(
-                    flags.iter().any(|&flag| flag == FLAG_COMPRESSED),
-                    "{variant:?}: {flags:?}"
-                );
+                assert!(flags.contains(&FLAG_COMPRESSED), "{variant:?}: {flags:?}");
                 assert!(flags.iter().all(|&flag| flag & FLAG_ENCRYPTED == 0));
                 assert_eq!(key_ids, BTreeSet::from([None]));
             }

@@ -66,14 +66,19 @@ pub fn take_committed(channel: &dyn Channel, max: usize) -> Vec<String> {
 }
 
 /// Every event in the channel, in order, without removing any (taken, then rolled back).
-pub fn peek_all(channel: &dyn Channel) -> Vec<String> {
+pub fn peek_events(channel: &dyn Channel) -> Vec<Event> {
     let mut transaction = channel.begin().expect("begin");
-    let mut bodies = Vec::new();
+    let mut events = Vec::new();
     while let Some(event) = transaction.take().expect("take") {
-        bodies.push(body_text(&event));
+        events.push(event);
     }
     transaction.rollback().expect("rollback");
-    bodies
+    events
+}
+
+/// The bodies of every event in the channel, in order, without removing any.
+pub fn peek_all(channel: &dyn Channel) -> Vec<String> {
+    peek_events(channel).iter().map(body_text).collect()
 }
 
 pub fn bodies(range: std::ops::Range<usize>, prefix: &str) -> Vec<String> {
