@@ -81,8 +81,9 @@ pub trait Transaction: Send {
     /// configured to acknowledge before syncing).
     fn commit(self: Box<Self>) -> Result<(), ChannelError>;
 
-    /// Discards the puts and returns the taken events to the head of the channel, in
-    /// their original order. Never blocks (see the module documentation).
+    /// Discards the puts and returns the taken events to the head of the channel, each to
+    /// its place in put-commit order, whatever order open transactions roll back in.
+    /// Never blocks (see the module documentation).
     fn rollback(self: Box<Self>) -> Result<(), ChannelError>;
 
     /// Starts the commit and returns at once with a handle that completes it. Commits
@@ -221,7 +222,8 @@ pub struct ChannelStats {
     pub event_put_attempt_count: u64,
     /// `EventPutSuccessCount`: events of committed put transactions.
     pub event_put_success_count: u64,
-    /// `EventTakeAttemptCount`: one per take call, including those that found nothing.
+    /// `EventTakeAttemptCount`: one per take call, including those that found nothing
+    /// and those that failed.
     pub event_take_attempt_count: u64,
     /// `EventTakeSuccessCount`: events of committed take transactions.
     pub event_take_success_count: u64,
@@ -283,16 +285,17 @@ impl ChannelCounters {
 
     /// Counts the take attempts of a [`Transaction::try_take_many`] that took
     /// `taken_events`: one per event, and one more for the look that found the channel
-    /// empty (Flume counts every take call, including those that return nothing).
+    /// empty or the take that failed (Flume counts every take call, including those that
+    /// return nothing and those that throw).
     pub(crate) fn add_take_attempts(
         &self,
         taken_events: usize,
         stop: &Result<TakeStop, ChannelError>,
     ) {
-        let found_empty = matches!(stop, Ok(TakeStop::Empty));
+        let empty_or_failed = matches!(stop, Ok(TakeStop::Empty) | Err(_));
         Self::add(
             &self.take_attempt,
-            taken_events as u64 + u64::from(found_empty),
+            taken_events as u64 + u64::from(empty_or_failed),
         );
     }
 

@@ -25,6 +25,7 @@ pub mod file;
 pub mod fuzzing;
 pub mod inspect;
 pub mod memory;
+mod ordered_queue;
 pub mod record;
 pub mod spillable;
 pub mod storage;

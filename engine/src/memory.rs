@@ -8,7 +8,9 @@
 //!
 //! ## Constraints
 //! - Takes see events in put-commit order. A rolled-back take (or a transaction dropped
-//!   while open) returns its events to the head of the queue in their original order.
+//!   while open) returns its events to their places at the head of the queue: put-commit
+//!   order holds whatever order open transactions roll back in (see
+//!   `ordered_queue`).
 //! - A put only appends to its transaction: it reserves nothing and nobody sees it before
 //!   commit. `capacity` and `byteCapacity` are checked **at commit**, as in Flume (the
 //!   file channel reserves capacity at put instead).
@@ -89,7 +91,6 @@
 //! that a rollback can return it: the body is a shared [`bytes::Bytes`] (a reference
 //! count, no copy), the headers are cloned.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -104,6 +105,7 @@ use crate::channel::{
 use crate::config::{usable_byte_slots, MemoryChannelConfig, MEMORY_BYTE_SLOT_SIZE_BYTES};
 use crate::error::{ChannelError, OpenError};
 use crate::event::Event;
+use crate::ordered_queue::OrderedQueue;
 
 /// Where the machine's total memory is read from.
 pub const MEMINFO_PATH: &str = "/proc/meminfo";
@@ -204,8 +206,8 @@ struct Shared {
 }
 
 struct QueueState {
-    /// Committed events, oldest first.
-    queue: VecDeque<Event>,
+    /// Committed events in put-commit order.
+    queue: OrderedQueue<Event>,
     /// Events taken by open transactions. They still hold their capacity and byte slots.
     taken_events: u64,
     /// Byte slots of queued events plus those of taken events.
@@ -265,7 +267,7 @@ impl MemoryChannel {
             byte_capacity_bytes,
             byte_capacity_slots,
             state: Mutex::new(QueueState {
-                queue: VecDeque::new(),
+                queue: OrderedQueue::default(),
                 taken_events: 0,
                 byte_slots_in_use: 0,
             }),
@@ -480,10 +482,16 @@ impl Shared {
         }
     }
 
-    /// Puts taken events back at the head of the queue, in their original order. Their
-    /// byte slots were never released, so only the taken count changes. On a closed
-    /// channel the events are dropped with their slots: the queue is gone.
-    fn return_takes(&self, state: &mut QueueState, takes: &mut Vec<Event>, take_byte_slots: u64) {
+    /// Puts taken events back in their places at the head of the queue, in put-commit
+    /// order among the events there. Their byte slots were never released, so only the
+    /// taken count changes. On a closed channel the events are dropped with their slots:
+    /// the queue is gone.
+    fn return_takes(
+        &self,
+        state: &mut QueueState,
+        takes: &mut Vec<(u64, Event)>,
+        take_byte_slots: u64,
+    ) {
         let count = takes.len();
         state.taken_events -= count as u64;
         if self.closed.load(Ordering::Acquire) {
@@ -491,9 +499,7 @@ impl Shared {
             takes.clear();
             return;
         }
-        while let Some(event) = takes.pop() {
-            state.queue.push_front(event);
-        }
+        state.queue.return_taken(std::mem::take(takes));
     }
 
     /// Wakes at most one waiting taker per event that became takeable.
@@ -517,8 +523,8 @@ pub struct MemoryTransaction {
     /// Events put, in order; nobody else sees them before commit.
     puts: Vec<Event>,
     put_byte_slots: u64,
-    /// Copies of the events taken, in order, kept for a rollback.
-    takes: Vec<Event>,
+    /// Copies of the events taken, in order, with their order keys, kept for a rollback.
+    takes: Vec<(u64, Event)>,
     take_byte_slots: u64,
     finished: bool,
 }
@@ -542,14 +548,14 @@ impl MemoryTransaction {
                 operation: "take",
             });
         }
-        let event = {
+        let (key, event) = {
             let mut state = shared.state.lock();
             // `None` inside `Some` means a wait too long to represent: wait until woken.
             let deadline = wait.map(|wait| Instant::now().checked_add(wait));
             loop {
-                if let Some(event) = state.queue.pop_front() {
+                if let Some(keyed) = state.queue.pop_front() {
                     state.taken_events += 1;
-                    break event;
+                    break keyed;
                 }
                 let timed_out = match deadline {
                     None => true,
@@ -569,11 +575,11 @@ impl MemoryTransaction {
             }
         };
         self.take_byte_slots += event_byte_slots(&event);
-        self.takes.push(event.clone());
+        self.takes.push((key, event.clone()));
         Ok(Some(event))
     }
 
-    /// Drops the puts and returns the takes to the head of the queue.
+    /// Drops the puts and returns the takes to their places at the head of the queue.
     fn roll_back(&mut self) {
         self.finished = true;
         self.puts.clear();
@@ -703,7 +709,9 @@ impl Transaction for MemoryTransaction {
                 .take(available)
                 .position(|event| !accept(event))
                 .unwrap_or(available);
-            self.takes.extend(state.queue.drain(..count));
+            let queue = &mut state.queue;
+            self.takes
+                .extend((0..count).map_while(|_| queue.pop_front()));
             state.taken_events += count as u64;
             let stop = if count < limit && state.queue.is_empty() {
                 TakeStop::Empty
@@ -714,7 +722,7 @@ impl Transaction for MemoryTransaction {
         };
         // The copies kept for a rollback are the ones just moved in; the caller gets
         // clones (bodies shared), made outside the lock.
-        for event in &self.takes[self.takes.len() - count..] {
+        for (_, event) in &self.takes[self.takes.len() - count..] {
             self.take_byte_slots += event_byte_slots(event);
             taken.push(event.clone());
         }

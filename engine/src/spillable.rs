@@ -12,14 +12,17 @@
 //! events that were not taken.
 //!
 //! ## How order is kept
-//! A run-length *drain order* (`Memory(n)`, `Overflow(m)`, …) records which tier holds
-//! the next events. A put commit goes whole to one tier and appends its run; a take reads
-//! the head run and takes from that tier; a rollback puts its takes back at the head of
-//! each tier and their runs back at the head of the drain order, in the original order.
+//! Every event gets an *order key* from one sequence for both tiers when its put commits
+//! (see `ordered_queue`). The memory tier keeps its events with their keys; for the
+//! overflow the channel keeps only the keys of its queued events, run-length encoded,
+//! in the overflow's own queue order. A take compares the two head keys and takes from
+//! the tier with the smaller; a rollback returns each event, and its key, to its place
+//! in its tier, so put-commit order holds whatever order open transactions roll back in.
 //! Overflow commits that put events hold a lock across the file commit and the append of
-//! their run, so the overflow's own queue order and the drain order agree. (This
-//! serialises spilling producers: under heavy spilling each spill commit pays its own
-//! sync.)
+//! their keys, so the overflow's own queue order and its keys agree. (This serialises
+//! spilling producers: under heavy spilling each spill commit pays its own sync.) An
+//! overflow rollback runs under the channel's lock, so no take sees the overflow's
+//! events returned but not their keys.
 //!
 //! ## Which tier a commit goes to
 //! As in Flume: the memory tier if it has room for the whole transaction (events and byte
@@ -29,7 +32,6 @@
 //! sends everything to the overflow (a file channel); `overflowCapacity = 0` disables it
 //! (a memory channel, refusing commits it cannot hold).
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,6 +47,7 @@ use crate::error::{ChannelError, OpenError};
 use crate::event::Event;
 use crate::file::{DirStats, FileChannel, FileTransaction, RecoveryReport};
 use crate::memory::resolve_byte_capacity;
+use crate::ordered_queue::OrderedQueue;
 use crate::storage::Storage;
 
 /// Which tier holds a run of events.
@@ -75,37 +78,41 @@ struct Shared {
 
 #[derive(Default)]
 struct SpillState {
-    memory: VecDeque<Event>,
+    /// Memory-tier events, with their order keys.
+    memory: OrderedQueue<Event>,
     /// Memory-tier events taken by open transactions (still holding their slots).
     memory_in_flight: u64,
     byte_slots_used: u64,
-    drain_order: VecDeque<(Tier, u64)>,
+    /// The order keys of the events queued in the overflow, in its queue order.
+    overflow_keys: OrderedQueue<()>,
+    /// The order key the next committed event gets, in either tier.
+    next_order_key: u64,
     overflow_active: bool,
 }
 
 impl SpillState {
-    fn push_back_run(&mut self, tier: Tier, count: u64) {
-        match self.drain_order.back_mut() {
-            Some((last, run)) if *last == tier => *run += count,
-            _ => self.drain_order.push_back((tier, count)),
+    /// The tier holding the next event in put-commit order.
+    fn head_tier(&self) -> Option<Tier> {
+        match (self.memory.front_key(), self.overflow_keys.front_key()) {
+            (Some(memory), Some(overflow)) if overflow < memory => Some(Tier::Overflow),
+            (Some(_), _) => Some(Tier::Memory),
+            (None, Some(_)) => Some(Tier::Overflow),
+            (None, None) => None,
         }
     }
 
-    fn push_front_run(&mut self, tier: Tier, count: u64) {
-        match self.drain_order.front_mut() {
-            Some((first, run)) if *first == tier => *run += count,
-            _ => self.drain_order.push_front((tier, count)),
-        }
+    fn next_key(&mut self) -> u64 {
+        let key = self.next_order_key;
+        self.next_order_key += 1;
+        key
     }
 
-    fn pop_front_one(&mut self) -> Option<Tier> {
-        let (tier, run) = self.drain_order.front_mut()?;
-        let tier = *tier;
-        *run -= 1;
-        if *run == 0 {
-            self.drain_order.pop_front();
+    /// Records `count` events just committed to the overflow.
+    fn append_overflow(&mut self, count: u64) {
+        for _ in 0..count {
+            let key = self.next_key();
+            self.overflow_keys.push_back_keyed(key, ());
         }
-        Some(tier)
     }
 }
 
@@ -149,10 +156,7 @@ impl SpillableChannel {
         .max(1);
         let mut state = SpillState::default();
         if let Some(overflow) = &overflow {
-            let recovered = overflow.queued_events();
-            if recovered > 0 {
-                state.drain_order.push_back((Tier::Overflow, recovered));
-            }
+            state.append_overflow(overflow.queued_events());
         }
         Ok(SpillableChannel {
             shared: Arc::new(Shared {
@@ -217,8 +221,10 @@ impl Shared {
                 && state.byte_slots_used + slots <= self.byte_slot_capacity;
             if fits {
                 state.byte_slots_used += slots;
-                state.memory.extend(puts);
-                state.push_back_run(Tier::Memory, count);
+                for event in puts {
+                    let key = state.next_key();
+                    state.memory.push_back_keyed(key, event);
+                }
                 self.events_available.notify_all();
                 return Ok(());
             }
@@ -252,10 +258,10 @@ impl Shared {
     /// either tier, as in Flume — deactivates the overflow once enough memory is free.
     /// (Checking only when memory events were taken would never deactivate: while the
     /// overflow is active, new events and so the takes all go through it.)
-    fn release_memory_takes(&self, taken: &[Event]) {
+    fn release_memory_takes(&self, taken: &[(u64, Event)]) {
         let slots: u64 = taken
             .iter()
-            .map(|event| byte_slots(event, self.config.avg_event_size_bytes))
+            .map(|(_, event)| byte_slots(event, self.config.avg_event_size_bytes))
             .sum();
         let mut state = self.state.lock();
         state.memory_in_flight -= taken.len() as u64;
@@ -284,8 +290,7 @@ impl Channel for SpillableChannel {
             shared: Arc::clone(&self.shared),
             puts: Vec::new(),
             memory_takes: Vec::new(),
-            overflow_takes: 0,
-            take_tiers: Vec::new(),
+            overflow_taken_keys: Vec::new(),
             overflow_transaction: None,
             finished: false,
         }))
@@ -359,10 +364,11 @@ impl Drop for SpillableChannel {
 pub struct SpillableTransaction {
     shared: Arc<Shared>,
     puts: Vec<Event>,
-    memory_takes: Vec<Event>,
-    overflow_takes: u64,
-    /// The tier of each take, in order, for an ordered rollback.
-    take_tiers: Vec<Tier>,
+    /// Memory-tier events taken, with their order keys, for a rollback.
+    memory_takes: Vec<(u64, Event)>,
+    /// The order keys of the overflow events taken (the overflow transaction holds the
+    /// events).
+    overflow_taken_keys: Vec<u64>,
     overflow_transaction: Option<FileTransaction>,
     finished: bool,
 }
@@ -387,6 +393,11 @@ enum TakeMode<'a> {
 }
 
 impl SpillableTransaction {
+    /// Events taken so far, from both tiers.
+    fn taken_events(&self) -> u64 {
+        (self.memory_takes.len() + self.overflow_taken_keys.len()) as u64
+    }
+
     fn take_inner(&mut self, wait: Option<Duration>) -> Result<Option<Event>, ChannelError> {
         match self.take_from_head(TakeMode::Waiting(wait))? {
             HeadTake::Taken(event) => Ok(Some(event)),
@@ -410,7 +421,7 @@ impl SpillableTransaction {
     ) -> Result<HeadTake, ChannelError> {
         let shared = Arc::clone(&self.shared);
         shared.check_open()?;
-        if self.take_tiers.len() as u64 >= shared.transaction_capacity() {
+        if self.taken_events() >= shared.transaction_capacity() {
             return Err(ChannelError::TransactionFull {
                 channel: shared.name.clone(),
                 transaction_capacity: shared.transaction_capacity(),
@@ -423,19 +434,17 @@ impl SpillableTransaction {
         };
         let mut state = shared.state.lock();
         loop {
-            match state.drain_order.front().map(|(tier, _)| *tier) {
+            match state.head_tier() {
                 Some(Tier::Memory) => {
                     if let TakeMode::WithoutBlocking(accept) = &mut mode {
-                        let head = state.memory.front().expect("a memory run has events");
+                        let head = state.memory.front().expect("a memory head key");
                         if !accept(head) {
                             return Ok(HeadTake::Refused);
                         }
                     }
-                    state.pop_front_one();
-                    let event = state.memory.pop_front().expect("a memory run has events");
+                    let (key, event) = state.memory.pop_front().expect("a memory head key");
                     state.memory_in_flight += 1;
-                    self.memory_takes.push(event.clone());
-                    self.take_tiers.push(Tier::Memory);
+                    self.memory_takes.push((key, event.clone()));
                     return Ok(HeadTake::Taken(event));
                 }
                 Some(Tier::Overflow) => {
@@ -466,12 +475,14 @@ impl SpillableTransaction {
                     };
                     let event = taken.ok_or_else(|| ChannelError::Failed {
                         channel: shared.name.clone(),
-                        reason: "the drain order expected an overflow event that is not there"
+                        reason: "the order keys expected an overflow event that is not there"
                             .into(),
                     })?;
-                    state.pop_front_one();
-                    self.overflow_takes += 1;
-                    self.take_tiers.push(Tier::Overflow);
+                    let (key, ()) = state
+                        .overflow_keys
+                        .pop_front()
+                        .expect("an overflow head key");
+                    self.overflow_taken_keys.push(key);
                     return Ok(HeadTake::Taken(event));
                 }
                 None => {
@@ -482,7 +493,7 @@ impl SpillableTransaction {
                         .events_available
                         .wait_until(&mut state, deadline)
                         .timed_out()
-                        && state.drain_order.is_empty()
+                        && state.head_tier().is_none()
                     {
                         return Ok(HeadTake::Empty);
                     }
@@ -492,27 +503,23 @@ impl SpillableTransaction {
         }
     }
 
-    /// Returns the takes to the head of their tiers and the drain order, in order.
+    /// Returns the takes, and their keys, to their places in their tiers.
     fn rollback_inner(&mut self) {
         self.finished = true;
         let shared = Arc::clone(&self.shared);
+        let taken = self.taken_events();
+        // The overflow's events and their keys go back under one hold of the lock, as
+        // takes see them (a take holds it across its overflow take).
+        let mut state = shared.state.lock();
         if let Some(transaction) = self.overflow_transaction.take() {
             let _ = Box::new(transaction).rollback();
         }
-        let mut state = shared.state.lock();
-        for event in self.memory_takes.drain(..).rev() {
-            state.memory.push_front(event);
-        }
-        let taken = self.take_tiers.len() as u64;
-        state.memory_in_flight -= self
-            .take_tiers
-            .iter()
-            .filter(|tier| **tier == Tier::Memory)
-            .count() as u64;
-        for tier in self.take_tiers.drain(..).rev() {
-            state.push_front_run(tier, 1);
-        }
-        self.overflow_takes = 0;
+        state.memory_in_flight -= self.memory_takes.len() as u64;
+        state
+            .memory
+            .return_taken(std::mem::take(&mut self.memory_takes));
+        let overflow_keys = self.overflow_taken_keys.drain(..).map(|key| (key, ()));
+        state.overflow_keys.return_taken(overflow_keys.collect());
         self.puts.clear();
         if taken > 0 {
             shared.events_available.notify_all();
@@ -560,7 +567,7 @@ impl Transaction for SpillableTransaction {
         while taken.len() - first_new < max_events {
             // Full after some events: stop with those (full before the first: the take
             // below fails as `take` does).
-            let full = self.take_tiers.len() as u64 >= self.shared.transaction_capacity();
+            let full = self.taken_events() >= self.shared.transaction_capacity();
             if full && taken.len() > first_new {
                 return Ok(TakeStop::Limit);
             }
@@ -636,7 +643,7 @@ impl Transaction for SpillableTransaction {
                     let committed = Box::new(transaction).commit();
                     if committed.is_ok() {
                         let mut state = shared.state.lock();
-                        state.push_back_run(Tier::Overflow, spilled);
+                        state.append_overflow(spilled);
                         shared.events_available.notify_all();
                     }
                     committed
@@ -657,7 +664,7 @@ impl Transaction for SpillableTransaction {
         self.finished = true;
         let memory_takes = std::mem::take(&mut self.memory_takes);
         shared.release_memory_takes(&memory_takes);
-        let take_count = memory_takes.len() as u64 + self.overflow_takes;
+        let take_count = memory_takes.len() as u64 + self.overflow_taken_keys.len() as u64;
         ChannelCounters::add(&shared.counters.put_success, put_count);
         ChannelCounters::add(&shared.counters.take_success, take_count);
         Ok(())

@@ -530,3 +530,93 @@ fn space_guard_on_a_small_real_filesystem() {
         }
     }
 }
+
+#[test]
+fn a_checkpoint_lists_events_held_by_open_takes_in_their_put_order_places() {
+    let root = tempfile::tempdir().unwrap();
+    let mut config = config_with(root.path(), false);
+    config.checkpoint_on_close = false;
+    let events = bodies(1..7, "e");
+    {
+        let channel = open(root.path(), &config);
+        let refs: Vec<&str> = events.iter().map(String::as_str).collect();
+        put_committed(&channel, &refs);
+        let take = |count: usize| {
+            let mut transaction = channel.begin().unwrap();
+            let taken: Vec<String> = (0..count)
+                .map(|_| body_text(&transaction.take().unwrap().unwrap()))
+                .collect();
+            (transaction, taken)
+        };
+        let (a, _) = take(2); // e1, e2
+        let (b, taken_by_b) = take(1); // e3
+        assert_eq!(taken_by_b, ["e3"]);
+        a.rollback().unwrap();
+        let (c, taken_by_c) = take(2); // e1, e2 again, taken after e3
+        assert_eq!(taken_by_c, ["e1", "e2"]);
+        channel.checkpoint_now().unwrap();
+        // A crash with B and C open: neither commits nor rolls back, and the stop writes
+        // no checkpoint, so the restart rebuilds the queue from the one above.
+        std::mem::forget(b);
+        std::mem::forget(c);
+        channel.close().unwrap();
+    }
+    let channel = open(root.path(), &config);
+    assert_eq!(
+        channel.recovery_report().unwrap().path,
+        RecoveryPath::Checkpoint
+    );
+    assert_eq!(peek_all(&channel), events);
+}
+
+#[test]
+fn a_failed_backup_write_keeps_the_segments_the_older_backup_needs() {
+    let root = tempfile::tempdir().unwrap();
+    let config = config_with(root.path(), true);
+    let backup_dir = config.backup_checkpoint_dir.clone().unwrap();
+    // Bodies large enough that each 4 KiB segment holds only a few transactions, so the
+    // segments of the first events are closed (and cleanup candidates) by the end.
+    let padding = "x".repeat(150);
+    let taken_later = bodies(0..60, &format!("{padding}-taken-later-"));
+    let kept = bodies(0..60, &format!("{padding}-kept-"));
+    {
+        let channel = open(root.path(), &config);
+        for chunk in taken_later.chunks(10) {
+            let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            put_committed(&channel, &refs);
+        }
+        let first = channel.checkpoint_now().unwrap();
+        assert!(first.backup_written);
+        // From here on the backup slot cannot be written: a directory sits where its
+        // temporary file goes (this works whatever the user's permissions).
+        std::fs::create_dir(backup_dir.join("checkpoint.tmp")).unwrap();
+        assert_eq!(take_committed(&channel, 100), taken_later);
+        for chunk in kept.chunks(10) {
+            let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            put_committed(&channel, &refs);
+        }
+        let second = channel.checkpoint_now().unwrap();
+        assert!(!second.backup_written);
+        assert_eq!(channel.stats().checkpoint_backup_write_error_count, 1);
+        channel.close().unwrap();
+    }
+    let segments_at_the_stop = segment_count(&config);
+    // The primary is lost; the backup still holds the first checkpoint, whose queue
+    // points into the segments of the events taken since.
+    std::fs::remove_file(config.checkpoint_dir.join("checkpoint")).unwrap();
+    std::fs::remove_dir(backup_dir.join("checkpoint.tmp")).unwrap();
+    let channel = open(root.path(), &config);
+    let report = channel.recovery_report().unwrap();
+    assert_eq!(report.path, RecoveryPath::BackupCheckpoint, "{report:?}");
+    assert_eq!(peek_all(&channel), kept, "nothing lost, nothing taken back");
+    // Once both slots hold a new checkpoint (this one, or the one a start that replayed
+    // records writes at once), nothing pins those segments any more. (No segment is
+    // created meanwhile: a writer opens one only to write.)
+    let report = channel.checkpoint_now().unwrap();
+    assert!(report.backup_written);
+    assert!(
+        segment_count(&config) < segments_at_the_stop,
+        "the old backup's segments go once it is replaced ({segments_at_the_stop} at the stop)"
+    );
+    assert_eq!(peek_all(&channel), kept);
+}

@@ -87,17 +87,6 @@ fn put_events(channel: &dyn Channel, events: &[Event], batch: usize) {
     }
 }
 
-/// Every event in the channel, in order, left in place.
-fn peek_events(channel: &dyn Channel) -> Vec<Event> {
-    let mut transaction = channel.begin().unwrap();
-    let mut events = Vec::new();
-    while let Some(event) = transaction.take().unwrap() {
-        events.push(event);
-    }
-    transaction.rollback().unwrap();
-    events
-}
-
 fn open_err(config: &FileChannelConfig) -> OpenError {
     match FileChannel::open("c1", config.clone()) {
         Ok(_) => panic!("the channel opened, but it should not have"),

@@ -3,11 +3,15 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use millrace_engine::config::FileChannelConfig;
+use millrace_engine::record::{PUT_EVENT_COUNT_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+use millrace_engine::storage::{SimFs, Storage};
 use millrace_engine::{Channel, ChannelError, ChannelHealth, Event, FileChannel, OpenError};
 
 #[test]
@@ -339,6 +343,63 @@ fn counters_follow_flume_semantics() {
     assert_eq!(stats.channel_capacity, 100_000);
 }
 
+/// A channel on a simulated disk holding three events in one put record, closed cleanly,
+/// then reopened with a byte of that record's events flipped: the reopen reads nothing
+/// of the log (the checkpoint covers it), so only a take finds the damage.
+fn channel_over_a_corrupt_put_record() -> FileChannel {
+    let disk = SimFs::default();
+    let storage: Arc<dyn Storage> = Arc::new(disk.clone());
+    let config = FileChannelConfig::new(vec![PathBuf::from("/sim/data")], "/sim/cp".into());
+    {
+        let channel = open_on(&storage, &config).unwrap();
+        put_committed(&channel, &["first", "second", "third"]);
+        channel.close().unwrap();
+    }
+    let data_dir = Path::new("/sim/data");
+    let segment = disk
+        .list_dir(data_dir)
+        .unwrap()
+        .into_iter()
+        .find(|name| name.starts_with("segment-"))
+        .expect("a segment");
+    let first_event_byte = SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + PUT_EVENT_COUNT_BYTES;
+    disk.modify_file(&data_dir.join(segment), |bytes| {
+        bytes[first_event_byte] ^= 0x01
+    })
+    .unwrap();
+    open_on(&storage, &config).unwrap()
+}
+
+#[test]
+fn a_take_that_fails_on_a_corrupt_record_counts_the_attempt_as_well_as_the_error() {
+    // The take a blocking caller makes.
+    let channel = channel_over_a_corrupt_put_record();
+    let mut transaction = channel.begin().unwrap();
+    assert!(matches!(
+        transaction.take(),
+        Err(ChannelError::Corruption { .. })
+    ));
+    let stats = channel.stats();
+    assert_eq!(stats.event_take_error_count, 1);
+    assert_eq!(stats.event_take_attempt_count, 1);
+
+    // The never-blocking run of takes the server makes first.
+    let channel = channel_over_a_corrupt_put_record();
+    let mut transaction = channel.begin().unwrap();
+    let mut taken = Vec::new();
+    assert!(matches!(
+        transaction.try_take_many(10, &mut |_| true, &mut taken),
+        Err(ChannelError::Corruption { .. })
+    ));
+    assert!(taken.is_empty());
+    let stats = channel.stats();
+    assert_eq!(stats.event_take_error_count, 1);
+    assert_eq!(
+        stats.event_take_attempt_count, 1,
+        "Flume counts the attempt of a take that fails"
+    );
+}
+
 /// Environment variable that turns this test binary into the child of
 /// `restart_after_the_process_is_killed_keeps_every_committed_event`.
 const CHILD_DIR_VARIABLE: &str = "MILLRACE_TEST_CHILD_DIR";
@@ -436,4 +497,26 @@ fn a_pipelined_commit_dropped_unfinished_still_completes() {
     drop(transaction.commit_pipelined().unwrap());
     put_committed(&channel, &["after"]);
     assert_eq!(take_committed(&channel, 10), ["kept", "after"]);
+}
+
+#[test]
+fn two_open_takes_rolled_back_in_either_order_return_their_events_in_put_order() {
+    for order in [RollbackOrder::AThenB, RollbackOrder::BThenA] {
+        let root = tempfile::tempdir().unwrap();
+        let config = test_config(root.path(), 2);
+        let channel = open(root.path(), &config);
+        assert_eq!(
+            two_open_takes_rolled_back(&channel, &[2, 3, 2], order),
+            seven_events(),
+            "{order:?}"
+        );
+        // The order is the one a restart finds too (the close checkpoints the queue).
+        channel.close().unwrap();
+        drop(channel);
+        assert_eq!(
+            peek_all(&open(root.path(), &config)),
+            seven_events(),
+            "{order:?}"
+        );
+    }
 }

@@ -1,6 +1,8 @@
 //! Flume's memory channel semantics: limits, waiting, rollback, counters, lifecycle and
 //! concurrency. The first group follows Flume's own `TestMemoryChannel` cases.
 
+mod common;
+
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
@@ -761,4 +763,17 @@ fn concurrent_rollbacks_neither_lose_nor_duplicate_events() {
     const EVENTS_PER_PRODUCER: u32 = 20_000;
     let taken = run_concurrently(PRODUCERS, 3, EVENTS_PER_PRODUCER, 50, 3);
     assert_each_event_exactly_once(&taken, PRODUCERS, EVENTS_PER_PRODUCER);
+}
+
+#[test]
+fn two_open_takes_rolled_back_in_either_order_return_their_events_in_put_order() {
+    use common::{seven_events, two_open_takes_rolled_back, RollbackOrder};
+    for order in [RollbackOrder::AThenB, RollbackOrder::BThenA] {
+        let channel = open(config(100, 100, SHORT_KEEP_ALIVE));
+        assert_eq!(
+            two_open_takes_rolled_back(&channel, &[7], order),
+            seven_events(),
+            "{order:?}"
+        );
+    }
 }

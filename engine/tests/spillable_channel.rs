@@ -347,3 +347,20 @@ fn four_producers_and_four_consumers_move_a_million_events_exactly_once_in_produ
         channel.overflow_events()
     );
 }
+
+#[test]
+fn two_open_takes_rolled_back_in_either_order_return_their_events_in_put_order() {
+    for order in [RollbackOrder::AThenB, RollbackOrder::BThenA] {
+        let root = tempfile::tempdir().unwrap();
+        // e1–e3 fill the memory tier, e4–e7 spill: A holds memory events, B holds one
+        // memory event and two overflow events.
+        let channel = open_spill(&spill_config(root.path(), 3, 1_000));
+        assert_eq!(
+            two_open_takes_rolled_back(&channel, &[3, 4], order),
+            seven_events(),
+            "{order:?}"
+        );
+        assert_eq!(channel.memory_events(), 3);
+        assert_eq!(channel.overflow_events(), 4);
+    }
+}

@@ -5,7 +5,7 @@
 //!        ─► open channels (blocking pool) ─► bind protocol ─► ready file ─► serve
 //! SIGTERM/SIGINT ─► Draining: stop accepting; sessions finish their transactions
 //!                ─► after shutdownGraceMs (or when all are done) Aborting: roll back the rest
-//!                ─► checkpoint() and close() every channel ─► exit 0
+//!                ─► close() every channel (checkpointing it with checkpointOnClose) ─► exit 0
 //! ```
 //!
 //! A second signal skips the grace period.
@@ -381,8 +381,9 @@ async fn stop_sessions(
     }
 }
 
-/// Checkpoints and closes every open channel on the blocking pool, logging the final
-/// counters as Flume does.
+/// Closes every open channel on the blocking pool, logging the final counters as Flume
+/// does. A file channel (and a spillable channel's overflow) writes its final checkpoint
+/// in `close` when `checkpointOnClose` is true, and only then.
 async fn close_channels(registry: &ChannelRegistry) {
     for entry in registry.entries() {
         let Some(channel) = entry.channel() else {
@@ -390,16 +391,12 @@ async fn close_channels(registry: &ChannelRegistry) {
         };
         let name = entry.name().to_string();
         let closing = tokio::task::spawn_blocking(move || {
-            let checkpointed = channel.checkpoint();
             let closed = channel.close();
-            (checkpointed, closed, channel.stats())
+            (closed, channel.stats())
         })
         .await;
         match closing {
-            Ok((checkpointed, closed, stats)) => {
-                if let Err(error) = checkpointed {
-                    error!(channel = %name, %error, "final checkpoint failed");
-                }
+            Ok((closed, stats)) => {
                 if let Err(error) = closed {
                     error!(channel = %name, %error, "closing the channel failed");
                 }

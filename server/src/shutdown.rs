@@ -8,7 +8,8 @@
 //!   answers `SHUTTING_DOWN` and closes; one with a transaction keeps serving it, so a
 //!   producer can commit, and closes once it ends.
 //! - **Aborting**: every remaining session answers `SHUTTING_DOWN`, rolls its transaction
-//!   back and closes. Then channels are checkpointed and closed.
+//!   back and closes. Then channels are closed (a file channel checkpoints first when
+//!   `checkpointOnClose` is true).
 
 use tokio::sync::watch;
 

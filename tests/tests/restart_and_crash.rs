@@ -250,3 +250,128 @@ fn kill_9_under_load_loses_no_committed_event_over_three_crashes() {
         );
     }
 }
+
+#[test]
+fn sigterm_with_checkpoint_on_close_false_leaves_the_checkpoint_and_the_restart_replays_the_log() {
+    // A checkpoint interval far beyond the test, so the only checkpoint is the one the
+    // test asks for.
+    let config = millrace_e2e::file_channels_config(
+        &["c1"],
+        "a1.channels.c1.checkpointOnClose = false\n\
+         a1.channels.c1.checkpointInterval = 3600000\n",
+    );
+    let mut server = Server::start(ServerSetup::with_config(config));
+    let bodies = lines("event", 1..=15);
+    successful_lines(&server.channelctl("put", &["--channel", "c1"], &stdin_of(&bodies[..10])));
+    successful_lines(&server.channelctl("checkpoint", &["--channel", "c1"], b""));
+    let checkpoint_file = server.directory().join("c1/checkpoint/checkpoint");
+    let checkpoint_before = std::fs::read(&checkpoint_file).expect("the requested checkpoint");
+    // Log after the checkpoint: a put and a take, each one transaction.
+    successful_lines(&server.channelctl("put", &["--channel", "c1"], &stdin_of(&bodies[10..])));
+    let taken = successful_lines(&server.channelctl(
+        "take",
+        &["--channel", "c1", "--max", "3", "--batch", "3"],
+        b"",
+    ));
+    assert_eq!(taken, bodies[..3]);
+
+    let status = server.stop_with_sigterm();
+    assert_eq!(status.code(), Some(0), "{}", server.stderr());
+    assert_eq!(
+        std::fs::read(&checkpoint_file).unwrap(),
+        checkpoint_before,
+        "with checkpointOnClose = false a stop must not rewrite the checkpoint"
+    );
+
+    server.restart();
+    let (status, health) = server.http_json("/health");
+    assert_eq!(status, 200, "{health}");
+    let recovery = &health["channels"]["c1"]["recovery"];
+    assert_eq!(recovery["path"], "checkpoint", "{recovery}");
+    // The log is read again (the segment was still open at the checkpoint, so it is read
+    // whole), and the two transactions after the checkpoint, the second put and the
+    // take, are applied from it.
+    assert!(
+        recovery["records_replayed"].as_u64().unwrap() > 0,
+        "{recovery}"
+    );
+    assert_eq!(recovery["transactions_committed"], 2, "{recovery}");
+    assert_eq!(recovery["events_recovered"], 12, "{recovery}");
+    let remaining = successful_lines(&server.channelctl(
+        "take",
+        &["--channel", "c1", "--wait-ms", "500", "--batch", "1000"],
+        b"",
+    ));
+    assert_eq!(remaining, bodies[3..]);
+}
+
+/// A consumer connection that has begun a transaction on `channel` and taken `count`
+/// events, still open.
+fn open_take(server: &Server, channel: &str, count: u32) -> (RawConnection, Vec<String>) {
+    let mut connection = RawConnection::open(server.protocol_address());
+    assert_eq!(
+        connection.call(&Request::Begin {
+            channel: channel.into()
+        }),
+        Response::Ok
+    );
+    match connection.call(&Request::Take {
+        max_events: count,
+        wait_ms: 0,
+    }) {
+        Response::Events(events) => {
+            let bodies: Vec<String> = events
+                .to_events()
+                .into_iter()
+                .map(|event| String::from_utf8(event.body.to_vec()).unwrap())
+                .collect();
+            assert_eq!(bodies.len(), count as usize, "{channel}: {bodies:?}");
+            (connection, bodies)
+        }
+        other => panic!("{channel}: expected events, got {other:?}"),
+    }
+}
+
+#[test]
+fn takes_rolled_back_in_any_order_at_a_sigterm_come_back_in_put_order_after_the_restart() {
+    // c1: A rolls back before the stop, B at the stop; c2: the other way round; c3: both
+    // at the stop, in whatever order the sessions end.
+    let channels = ["c1", "c2", "c3"];
+    let mut server = Server::start(
+        ServerSetup::with_config(millrace_e2e::file_channels_config(&channels, ""))
+            .arg("--shutdown-grace-ms")
+            .arg("300"),
+    );
+    let bodies = lines("event", 1..=7);
+    let mut held = Vec::new();
+    for channel in channels {
+        successful_lines(&server.channelctl("put", &["--channel", channel], &stdin_of(&bodies)));
+        let (mut a, taken_by_a) = open_take(&server, channel, 2);
+        let (mut b, taken_by_b) = open_take(&server, channel, 3);
+        assert_eq!(taken_by_a, bodies[..2], "{channel}");
+        assert_eq!(taken_by_b, bodies[2..5], "{channel}");
+        match channel {
+            "c1" => assert_eq!(a.call(&Request::Rollback), Response::Ok),
+            "c2" => assert_eq!(b.call(&Request::Rollback), Response::Ok),
+            _ => {}
+        }
+        held.push((a, b));
+    }
+
+    let status = server.stop_with_sigterm();
+    assert_eq!(status.code(), Some(0), "{}", server.stderr());
+    drop(held);
+
+    server.restart();
+    for channel in channels {
+        let delivered = successful_lines(&server.channelctl(
+            "take",
+            &["--channel", channel, "--wait-ms", "500", "--batch", "1000"],
+            b"",
+        ));
+        assert_eq!(
+            delivered, bodies,
+            "{channel}: put-commit order after the rollbacks"
+        );
+    }
+}

@@ -11,7 +11,8 @@
 //! 32  u64 next_transaction_id
 //! 40  u32 next_segment_id
 //! 44  u32 segment_count
-//! 48  u64 event_count            events in the queue (in-flight takes first, in take order)
+//! 48  u64 event_count            events in the queue, in put-commit order (in-flight takes
+//!                                in their places)
 //! 56  u64 created_unix_ms
 //! 64  event_count × 12 bytes     u32 segment_id, u32 record_offset, u32 event_index
 //!     segment_count × entries    u32 segment_id, u64 max_write_order_id, u8 closed,
@@ -21,6 +22,8 @@
 //!
 //! Nothing here depends on the channel's `capacity`. Event bodies never appear in a
 //! checkpoint, only pointers. Do not reorder or resize fields.
+
+use std::collections::HashSet;
 
 use crate::record::{EventPointer, POINTER_BYTES};
 
@@ -47,6 +50,57 @@ pub(crate) struct SegmentEntry {
     pub(crate) closed: bool,
     /// Segments this one must outlive (see `docs/format.md`, "Segment cleanup").
     pub(crate) outlives: Vec<u32>,
+}
+
+impl SegmentEntry {
+    /// Whether a restart from a checkpoint covering `covered_write_order_id` skips the
+    /// segment: it was closed, with every record below that id.
+    pub(crate) fn is_covered_by(&self, covered_write_order_id: u64) -> bool {
+        self.closed && self.max_write_order_id < covered_write_order_id
+    }
+}
+
+/// What the checkpoint a slot holds needs from the log to stay usable, so that cleanup
+/// keeps it: every segment with records at or above its coverage (a restart reads them),
+/// and the segments listed here whatever their write-order ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SlotNeeds {
+    /// Commits below this id are in the checkpoint.
+    pub(crate) covered_write_order_id: u64,
+    /// Segments its queue points into, and segments its table lists as not wholly
+    /// covered (a restart from it requires both to exist).
+    pub(crate) segments: HashSet<u32>,
+}
+
+impl SlotNeeds {
+    /// The needs of a checkpoint covering `covered_write_order_id` whose queue points
+    /// into `queue_segments` and whose segment table is `table`.
+    pub(crate) fn new(
+        covered_write_order_id: u64,
+        queue_segments: impl IntoIterator<Item = u32>,
+        table: &[SegmentEntry],
+    ) -> Self {
+        let mut segments: HashSet<u32> = queue_segments.into_iter().collect();
+        segments.extend(
+            table
+                .iter()
+                .filter(|entry| !entry.is_covered_by(covered_write_order_id))
+                .map(|entry| entry.segment_id),
+        );
+        SlotNeeds {
+            covered_write_order_id,
+            segments,
+        }
+    }
+
+    /// The needs of a checkpoint read from a slot.
+    pub(crate) fn of_checkpoint(checkpoint: &Checkpoint) -> Self {
+        SlotNeeds::new(
+            checkpoint.covered_write_order_id,
+            checkpoint.queue.iter().map(|pointer| pointer.segment_id),
+            &checkpoint.segments,
+        )
+    }
 }
 
 /// A decoded checkpoint.

@@ -1,8 +1,9 @@
 //! Background work of a file channel: free-space refresh, checkpoints, segment cleanup.
 //!
 //! ## Checkpoints
-//! A checkpoint copies, under the channel lock, the queue (in-flight takes first, in take
-//! order), the write-order id it covers and each segment's bookkeeping. Everything else —
+//! A checkpoint copies, under the channel lock, the queue (in-flight takes merged back
+//! into their places: put-commit order), the write-order id it covers and each
+//! segment's bookkeeping. Everything else —
 //! encoding, writing `checkpoint.tmp`, `fsync`, rename over `checkpoint`, `fsync` of the
 //! directory — happens outside the lock, so puts and takes pause only for the copy. With
 //! `useDualCheckpoints` the same checkpoint is then written to `backupCheckpointDir` the
@@ -12,7 +13,9 @@
 //! ## Cleanup
 //! After a checkpoint, a segment is deleted when all of these hold:
 //! - the writer has closed it, and every record in it is below the write-order id covered
-//!   by *every* checkpoint slot (so whichever slot a restart uses, it does not need it);
+//!   by *every* checkpoint slot, and no slot's checkpoint points into it or lists it as
+//!   not wholly covered (so whichever slot a restart uses, it does not need it — a backup
+//!   whose last write failed keeps its older checkpoint, and the segments that one needs);
 //! - no queued or in-flight event points into it;
 //! - every segment it must outlive is already gone or deleted in the same pass (see the
 //!   module doc of `file`), and deletions run in that order, with the directory synced
@@ -35,13 +38,14 @@ use parking_lot::{Condvar, Mutex};
 use tracing::{debug, info, warn};
 
 use super::checkpoint::{
-    encode_checkpoint_body, seal_checkpoint, CheckpointHead, SegmentEntry,
+    encode_checkpoint_body, seal_checkpoint, CheckpointHead, SegmentEntry, SlotNeeds,
     CHECKPOINT_TEMP_FILE_NAME,
 };
 use super::space::SPACE_REFRESH_INTERVAL_MS;
 use super::Shared;
 use crate::channel::{unix_time_ms, ChannelCounters};
 use crate::error::ChannelError;
+use crate::ordered_queue::merge_by_key;
 use crate::storage::Storage;
 
 /// What a checkpoint did.
@@ -68,9 +72,9 @@ pub struct CheckpointReport {
 pub(crate) struct CheckpointState {
     /// Sequence of the last checkpoint written (or loaded).
     pub(crate) sequence: u64,
-    /// Write-order id covered by each slot's current checkpoint (primary, backup); `None`
+    /// What each slot's current checkpoint (primary, backup) needs from the log; `None`
     /// while a slot holds no valid checkpoint.
-    pub(crate) slot_coverage: [Option<u64>; 2],
+    pub(crate) slot_needs: [Option<SlotNeeds>; 2],
 }
 
 #[derive(Debug, Default)]
@@ -161,7 +165,7 @@ fn write_atomically(storage: &dyn Storage, target: &Path, bytes: &[u8]) -> io::R
 
 /// A checkpoint encoded from the channel's state, before its checksum.
 struct CheckpointSnapshot {
-    covered_write_order_id: u64,
+    needs: SlotNeeds,
     events: u64,
     bytes: Vec<u8>,
 }
@@ -191,13 +195,14 @@ impl Shared {
                 source,
             });
         }
+        let covered_write_order_id = snapshot.needs.covered_write_order_id;
         checkpoints.sequence = sequence;
-        checkpoints.slot_coverage[0] = Some(snapshot.covered_write_order_id);
+        checkpoints.slot_needs[0] = Some(snapshot.needs.clone());
         let mut backup_written = false;
         if let Some(backup) = self.checkpoint_files.get(1) {
             match write_atomically(self.storage.as_ref(), backup, &bytes) {
                 Ok(()) => {
-                    checkpoints.slot_coverage[1] = Some(snapshot.covered_write_order_id);
+                    checkpoints.slot_needs[1] = Some(snapshot.needs);
                     backup_written = true;
                 }
                 Err(error) => {
@@ -206,7 +211,8 @@ impl Shared {
                         channel = %self.name,
                         checkpoint = %backup.display(),
                         %error,
-                        "backup checkpoint not written; the primary is"
+                        "backup checkpoint not written; the primary is, and the backup \
+                         keeps its older checkpoint (cleanup keeps the segments it needs)"
                     );
                 }
             }
@@ -214,7 +220,7 @@ impl Shared {
         let segments_deleted = self.cleanup(&checkpoints);
         let report = CheckpointReport {
             sequence,
-            covered_write_order_id: snapshot.covered_write_order_id,
+            covered_write_order_id,
             events: snapshot.events,
             bytes: bytes.len() as u64,
             backup_written,
@@ -272,15 +278,24 @@ impl Shared {
             created_unix_ms: unix_time_ms(),
         };
         let events = state.size();
-        // In-flight takes first, in take order: a restart puts them back at the head.
+        // In-flight takes merged back into their places, so the queue is in put-commit
+        // order: a restart finds them where a rollback would have put them.
+        let in_flight = state.in_flight.iter().map(|(key, pointer)| (*key, pointer));
         let bytes = encode_checkpoint_body(
             &head,
             events as usize,
-            state.in_flight.values().chain(state.queue.iter()),
+            merge_by_key(in_flight, state.queue.iter_keyed()),
+            &segments,
+        );
+        // What a restart from this checkpoint needs: the segments its queue points into
+        // (exactly those with live events now) and those its table does not cover.
+        let needs = SlotNeeds::new(
+            head.covered_write_order_id,
+            state.live_events.keys().copied(),
             &segments,
         );
         CheckpointSnapshot {
-            covered_write_order_id: head.covered_write_order_id,
+            needs,
             events,
             bytes,
         }
@@ -289,13 +304,21 @@ impl Shared {
     /// Deletes the segments that no checkpoint slot, no event and no other segment needs,
     /// once retention lets them go. Returns their paths.
     fn cleanup(&self, checkpoints: &CheckpointState) -> Vec<PathBuf> {
-        let slots = &checkpoints.slot_coverage[..self.checkpoint_files.len()];
-        let Some(coverage) = slots.iter().copied().collect::<Option<Vec<u64>>>() else {
+        let slots = &checkpoints.slot_needs[..self.checkpoint_files.len()];
+        let Some(slots) = slots
+            .iter()
+            .map(Option::as_ref)
+            .collect::<Option<Vec<&SlotNeeds>>>()
+        else {
             return Vec::new();
         };
-        let Some(coverage) = coverage.into_iter().min() else {
+        let Some(coverage) = slots.iter().map(|needs| needs.covered_write_order_id).min() else {
             return Vec::new();
         };
+        let needed_by_slots: HashSet<u32> = slots
+            .iter()
+            .flat_map(|needs| needs.segments.iter().copied())
+            .collect();
         let handles = self.registry.handles();
         let present: HashSet<u32> = handles.iter().map(|(id, _)| *id).collect();
         let (mut candidates, outlives) = {
@@ -309,6 +332,7 @@ impl Shared {
                             .max_write_order_id
                             .load(std::sync::atomic::Ordering::Acquire)
                             < coverage
+                        && !needed_by_slots.contains(id)
                         && !state.live_events.contains_key(id)
                 })
                 .collect();

@@ -7,7 +7,9 @@
 //! - A commit is acknowledged only once its records are on stable storage (one
 //!   `fdatasync` per writer round; see [`writer`]), unless `fsyncPerTransaction = false`.
 //! - Takes see events in put-commit order across all directories.
-//! - A rolled-back take returns its events to the head of the queue in their order.
+//! - A rolled-back take returns its events to their places at the head of the queue:
+//!   put-commit order holds whatever order open transactions roll back in (each queued
+//!   and in-flight event carries an order key; see `ordered_queue`).
 //! - Nothing is written before commit: a transaction's puts and takes are buffered in
 //!   memory (at most `transactionCapacity` of each) and written as one contiguous group —
 //!   put records, a take record, the commit record — so a rolled-back transaction leaves
@@ -48,7 +50,7 @@ pub(crate) mod segments;
 mod space;
 mod writer;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -75,6 +77,7 @@ use crate::config::FileChannelConfig;
 use crate::crypto::{KeyRing, Sealer};
 use crate::error::{ChannelError, OpenError};
 use crate::event::Event;
+use crate::ordered_queue::OrderedQueue;
 use crate::record::{
     encode_put_record, encode_record, encode_take_payload, encoded_event_bytes, CommitSummary,
     EventPointer, PutEncoding, RecordKind, MAX_PUT_ENVELOPE_BYTES, MAX_RECORD_BYTES,
@@ -170,11 +173,11 @@ struct Shared {
 }
 
 struct QueueState {
-    queue: VecDeque<EventPointer>,
-    /// Events taken by open transactions, by take sequence: still counted in the
-    /// channel's size, and put back at the head of a checkpoint's queue in this order.
+    /// Queued events in put-commit order, with their order keys.
+    queue: OrderedQueue<EventPointer>,
+    /// Events taken by open transactions, by order key: still counted in the channel's
+    /// size, and merged back into their places in a checkpoint's queue.
     in_flight: BTreeMap<u64, EventPointer>,
-    next_take_sequence: u64,
     /// Capacity reserved by puts of open transactions.
     reserved_puts: u64,
     /// The write-order id the sequencer applies next.
@@ -241,7 +244,7 @@ enum CommitEffect {
         /// `(segment, segments it must outlive)` learned from where the records landed.
         dependencies: Vec<(u32, Vec<u32>)>,
     },
-    /// Failed: the puts are dropped, the takes return to the head in order.
+    /// Failed: the puts are dropped, the takes return to their places at the head.
     Abandoned {
         put_count: u64,
         takes: Vec<(u64, EventPointer)>,
@@ -397,7 +400,6 @@ impl FileChannel {
             // Reuses the recovered vector's allocation: no second copy of the queue.
             queue: recovered.queue.into(),
             in_flight: BTreeMap::new(),
-            next_take_sequence: 0,
             reserved_puts: 0,
             next_apply_write_order_id: recovered.next_write_order_id,
             finished: BTreeMap::new(),
@@ -436,7 +438,7 @@ impl FileChannel {
             checkpoint_files,
             checkpoints: Mutex::new(maintenance::CheckpointState {
                 sequence: recovered.checkpoint_sequence,
-                slot_coverage: recovered.slot_coverage,
+                slot_needs: recovered.slot_needs,
             }),
             maintenance: maintenance::MaintenanceHandle::default(),
             config,
@@ -747,8 +749,8 @@ impl Shared {
                 state.reserved_puts -= put_count;
                 state.add_live(&put_pointers);
                 state.queue.extend(put_pointers);
-                for (sequence, _) in &takes {
-                    state.in_flight.remove(sequence);
+                for (key, _) in &takes {
+                    state.in_flight.remove(key);
                 }
                 state.remove_live(takes.iter().map(|(_, pointer)| *pointer));
                 for (segment_id, others) in dependencies {
@@ -774,12 +776,13 @@ impl Shared {
         }
     }
 
-    /// Puts taken events back at the head of the queue, in their original order.
+    /// Puts taken events back in their places at the head of the queue (by order key),
+    /// whatever order transactions roll back in.
     fn return_takes(&self, state: &mut QueueState, takes: &[(u64, EventPointer)]) {
-        for (sequence, pointer) in takes.iter().rev() {
-            state.in_flight.remove(sequence);
-            state.queue.push_front(*pointer);
+        for (key, _) in takes {
+            state.in_flight.remove(key);
         }
+        state.queue.return_taken(takes.to_vec());
         if !takes.is_empty() {
             self.events_available.notify_all();
         }
@@ -792,7 +795,7 @@ pub struct FileTransaction {
     puts: Vec<Event>,
     /// Encoded bytes of the events in `puts`.
     put_bytes: u64,
-    /// Taken events with their take sequence.
+    /// Taken events with their order keys.
     takes: Vec<(u64, EventPointer)>,
     finished: bool,
 }
@@ -809,15 +812,13 @@ impl FileTransaction {
                 operation: "take",
             });
         }
-        let (sequence, pointer) = {
+        let (key, pointer) = {
             let mut state = shared.state.lock();
             let deadline = wait.map(|wait| Instant::now() + wait);
             loop {
-                if let Some(pointer) = state.queue.pop_front() {
-                    let sequence = state.next_take_sequence;
-                    state.next_take_sequence += 1;
-                    state.in_flight.insert(sequence, pointer);
-                    break (sequence, pointer);
+                if let Some((key, pointer)) = state.queue.pop_front() {
+                    state.in_flight.insert(key, pointer);
+                    break (key, pointer);
                 }
                 let Some(deadline) = deadline else {
                     return Ok(None);
@@ -835,13 +836,13 @@ impl FileTransaction {
         };
         match shared.registry.read_event(pointer) {
             Ok(event) => {
-                self.takes.push((sequence, pointer));
+                self.takes.push((key, pointer));
                 Ok(Some(event))
             }
             Err(failure) => {
                 {
                     let mut state = shared.state.lock();
-                    shared.return_takes(&mut state, &[(sequence, pointer)]);
+                    shared.return_takes(&mut state, &[(key, pointer)]);
                 }
                 Err(self.fail_unreadable(failure))
             }
@@ -1374,11 +1375,9 @@ impl Transaction for FileTransaction {
                     break None;
                 }
                 taken.push(event.clone());
-                state.queue.pop_front();
-                let sequence = state.next_take_sequence;
-                state.next_take_sequence += 1;
-                state.in_flight.insert(sequence, pointer);
-                self.takes.push((sequence, pointer));
+                let (key, _) = state.queue.pop_front().expect("the head was just read");
+                state.in_flight.insert(key, pointer);
+                self.takes.push((key, pointer));
                 record = Some((place, events));
             };
             let queue_empty = state.queue.is_empty();

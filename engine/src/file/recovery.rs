@@ -46,7 +46,7 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 
-use super::checkpoint::Checkpoint;
+use super::checkpoint::{Checkpoint, SlotNeeds};
 use super::segments::{parse_segment_file_name, segment_file_name};
 use crate::crypto::{KeyRing, SegmentKeyProblem};
 use crate::error::OpenError;
@@ -155,8 +155,8 @@ pub(crate) struct RecoveredLog {
     pub(crate) next_write_order_id: u64,
     pub(crate) next_segment_id: u32,
     pub(crate) checkpoint_sequence: u64,
-    /// Covered write-order ids of the checkpoint slots that are valid (primary, backup).
-    pub(crate) slot_coverage: [Option<u64>; 2],
+    /// What the checkpoint slots that are valid (primary, backup) need from the log.
+    pub(crate) slot_needs: [Option<SlotNeeds>; 2],
     pub(crate) segments: Vec<RecoveredSegment>,
     pub(crate) outlives: HashMap<u32, HashSet<u32>>,
     pub(crate) report: RecoveryReport,
@@ -250,7 +250,7 @@ pub(crate) fn recover(input: &RecoveryInput<'_>) -> Result<RecoveredLog, OpenErr
         duration_ms: 0,
     };
     let mut slots: Vec<(RecoveryPath, Checkpoint)> = Vec::new();
-    let mut slot_coverage = [None, None];
+    let mut slot_needs = [None, None];
     for (slot_index, path) in input.checkpoint_files.iter().enumerate() {
         let slot_path = if slot_index == 0 {
             RecoveryPath::Checkpoint
@@ -259,7 +259,7 @@ pub(crate) fn recover(input: &RecoveryInput<'_>) -> Result<RecoveredLog, OpenErr
         };
         match load_checkpoint(input, path) {
             Ok(Some(checkpoint)) => {
-                slot_coverage[slot_index] = Some(checkpoint.covered_write_order_id);
+                slot_needs[slot_index] = Some(SlotNeeds::of_checkpoint(&checkpoint));
                 slots.push((slot_path, checkpoint));
             }
             Ok(None) => {}
@@ -313,7 +313,7 @@ pub(crate) fn recover(input: &RecoveryInput<'_>) -> Result<RecoveredLog, OpenErr
                     dirs,
                     checkpoint,
                     checkpoint_sequence,
-                    slot_coverage,
+                    slot_needs,
                     report,
                     started,
                 ));
@@ -521,9 +521,7 @@ impl<'a> Replay<'a> {
                 checkpoint
                     .segments
                     .iter()
-                    .filter(|entry| {
-                        entry.closed && entry.max_write_order_id < covered_write_order_id
-                    })
+                    .filter(|entry| entry.is_covered_by(covered_write_order_id))
                     .map(|entry| (entry.segment_id, entry.max_write_order_id))
                     .collect()
             })
@@ -628,7 +626,7 @@ impl<'a> Replay<'a> {
         dirs: Vec<Vec<DiskSegment>>,
         checkpoint: Option<Checkpoint>,
         checkpoint_sequence: u64,
-        slot_coverage: [Option<u64>; 2],
+        slot_needs: [Option<SlotNeeds>; 2],
         mut report: RecoveryReport,
         started: Instant,
     ) -> RecoveredLog {
@@ -736,7 +734,7 @@ impl<'a> Replay<'a> {
                 .map_or(1, |id| id + 1)
                 .max(checkpoint_next_segment_id),
             checkpoint_sequence,
-            slot_coverage,
+            slot_needs,
             segments,
             outlives: self.outlives,
             report,

@@ -66,16 +66,76 @@ pub fn take_committed(channel: &dyn Channel, max: usize) -> Vec<String> {
 }
 
 /// Every event in the channel, in order, without removing any (taken, then rolled back).
-pub fn peek_all(channel: &dyn Channel) -> Vec<String> {
+pub fn peek_events(channel: &dyn Channel) -> Vec<Event> {
     let mut transaction = channel.begin().expect("begin");
-    let mut bodies = Vec::new();
+    let mut events = Vec::new();
     while let Some(event) = transaction.take().expect("take") {
-        bodies.push(body_text(&event));
+        events.push(event);
     }
     transaction.rollback().expect("rollback");
-    bodies
+    events
+}
+
+/// The bodies of every event in the channel, in order, without removing any.
+pub fn peek_all(channel: &dyn Channel) -> Vec<String> {
+    peek_events(channel).iter().map(body_text).collect()
 }
 
 pub fn bodies(range: std::ops::Range<usize>, prefix: &str) -> Vec<String> {
     range.map(|index| format!("{prefix}{index}")).collect()
+}
+
+/// Which of two open take transactions rolls back first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RollbackOrder {
+    AThenB,
+    BThenA,
+}
+
+/// The bodies `two_open_takes_rolled_back` puts: "e1" to "e7".
+pub fn seven_events() -> Vec<String> {
+    (1..=7).map(|number| format!("e{number}")).collect()
+}
+
+/// Commits "e1" to "e7" in transactions of `put_batches` events each (they must add up
+/// to 7), then opens transaction A, which takes e1–e2, and B, which takes e3–e5, and
+/// rolls both back in `order`. Returns the channel's events afterwards, in take order.
+pub fn two_open_takes_rolled_back(
+    channel: &dyn Channel,
+    put_batches: &[usize],
+    order: RollbackOrder,
+) -> Vec<String> {
+    let events = seven_events();
+    assert_eq!(put_batches.iter().sum::<usize>(), events.len());
+    let mut start = 0;
+    for &batch in put_batches {
+        let refs: Vec<&str> = events[start..start + batch]
+            .iter()
+            .map(String::as_str)
+            .collect();
+        put_committed(channel, &refs);
+        start += batch;
+    }
+    let take = |count: usize| {
+        let mut transaction = channel.begin().expect("begin");
+        let taken: Vec<String> = (0..count)
+            .map(|_| body_text(&transaction.take().expect("take").expect("an event")))
+            .collect();
+        (transaction, taken)
+    };
+    let (a, taken_by_a) = take(2);
+    let (b, taken_by_b) = take(3);
+    assert_eq!(taken_by_a, events[..2]);
+    assert_eq!(taken_by_b, events[2..5]);
+    match order {
+        RollbackOrder::AThenB => {
+            a.rollback().expect("rollback A");
+            b.rollback().expect("rollback B");
+        }
+        RollbackOrder::BThenA => {
+            b.rollback().expect("rollback B");
+            a.rollback().expect("rollback A");
+        }
+    }
+    peek_all(channel)
 }
