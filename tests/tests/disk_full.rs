@@ -328,6 +328,12 @@ fn total_refusals(logs: &[Arc<Mutex<ProducerLog>>]) -> usize {
         .sum()
 }
 
+/// The tmpfs's usable bytes (`f_bavail × f_frsize`), as the space guard reads them.
+fn usable_bytes(tmpfs: &PrivateTmpfs) -> u64 {
+    let stats = rustix::fs::statvfs(tmpfs.outside_path("")).expect("statvfs of the tmpfs");
+    stats.f_bavail * stats.f_frsize
+}
+
 fn directory_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|entries| {
@@ -407,11 +413,16 @@ fn a_filling_disk_refuses_puts_keeps_takes_and_resumes_when_space_is_freed() {
             .join(" ")
     };
 
-    // 1. The disk fills: puts refused with the space error.
+    // 1. The disk fills: puts refused with the space error. The filesystem's usable space
+    //    is sampled all along: accepted puts (and the segment space reserved for them) must
+    //    never take it below the guard.
+    let mut lowest_usable_bytes = u64::MAX;
     let full = wait_until(PHASE_DEADLINE, || {
+        lowest_usable_bytes = lowest_usable_bytes.min(usable_bytes(&tmpfs));
         logs.iter()
             .all(|log| log.lock().unwrap().space_refusals >= REFUSALS_PER_PRODUCER_WHEN_FULL)
     });
+    lowest_usable_bytes = lowest_usable_bytes.min(usable_bytes(&tmpfs));
     if !full {
         stop_producers(&phases);
         panic!(
@@ -545,7 +556,8 @@ fn a_filling_disk_refuses_puts_keeps_takes_and_resumes_when_space_is_freed() {
     println!(
         "disk full ({} MiB tmpfs, {} MiB ballast, guard {} bytes): {acknowledged_when_full} \
          events acknowledged when puts were first refused (data dir {} bytes), first refusal \
-         usable {available_bytes} / required {required_bytes} bytes, health {state_when_full}; \
+         usable {available_bytes} / required {required_bytes} bytes, lowest usable while \
+         filling {lowest_usable_bytes} bytes, health {state_when_full}; \
          {space_refusals} put batches refused for space, {} refused otherwise; {} events taken below the guard; \
          puts resumed after the ballast was deleted; {acknowledged} events acknowledged in \
          all, {} delivered after the restart; lost {}, refused but delivered {}, duplicated \
