@@ -87,17 +87,23 @@ fn assert_refuses_puts_and_takes(channel: &dyn Channel) {
     assert_eq!(channel.stats().event_put_error_count, errors_before + 1);
 }
 
-#[test]
-fn a_data_directory_removed_under_a_running_channel_fails_the_next_commit_and_all_after() {
+/// Opens a channel on the simulated disk, commits a put, does `change` to the disk, checks
+/// that the next put's commit fails saying the data directory was lost (with `detail`),
+/// and returns the channel.
+fn commit_after_the_data_directory(change: impl FnOnce(&SimFs), detail: &str) -> FileChannel {
     let disk = SimFs::default();
     let channel = open_sim(&disk, sim_config(false));
     put_and_commit(&channel, &["before"]).unwrap();
-    disk.remove_dir_all(Path::new("/sim/data"));
+    change(&disk);
     let error = put_and_commit(&channel, &["after"]).unwrap_err();
-    assert_directory_lost(
-        &error,
-        "data",
-        Path::new("/sim/data"),
+    assert_directory_lost(&error, "data", Path::new("/sim/data"), detail);
+    channel
+}
+
+#[test]
+fn a_data_directory_removed_under_a_running_channel_fails_the_next_commit_and_all_after() {
+    let channel = commit_after_the_data_directory(
+        |disk| disk.remove_dir_all(Path::new("/sim/data")),
         "no longer at its path",
     );
     let reason = failure_reason(&channel);
@@ -113,15 +119,8 @@ fn a_data_directory_removed_under_a_running_channel_fails_the_next_commit_and_al
 
 #[test]
 fn a_data_directory_replaced_by_an_empty_one_fails_the_next_commit() {
-    let disk = SimFs::default();
-    let channel = open_sim(&disk, sim_config(false));
-    put_and_commit(&channel, &["before"]).unwrap();
-    disk.replace_dir(Path::new("/sim/data"));
-    let error = put_and_commit(&channel, &["after"]).unwrap_err();
-    assert_directory_lost(
-        &error,
-        "data",
-        Path::new("/sim/data"),
+    let channel = commit_after_the_data_directory(
+        |disk| disk.replace_dir(Path::new("/sim/data")),
         "now names another directory",
     );
     assert_refuses_puts_and_takes(&channel);

@@ -281,6 +281,50 @@ mod tests {
     }
 
     #[test]
+    fn a_segment_creation_fails_retryably_only_for_space() {
+        let create_failure = |errno: i32| ChannelError::Io {
+            channel: "c1".into(),
+            file: PathBuf::from("/data/c1/segment-0000000003.log"),
+            operation: "create",
+            source: io::Error::from_raw_os_error(errno),
+        };
+        let (enospc, edquot, eacces, eexist) = (28, 122, 13, 17);
+        for errno in [enospc, edquot] {
+            let response = engine_error_response(&create_failure(errno), 0);
+            assert_eq!(response.code, ErrorCode::InsufficientSpace, "errno {errno}");
+            assert_eq!(response.class(), ErrorClass::Retryable);
+        }
+        for errno in [eacces, eexist] {
+            let response = engine_error_response(&create_failure(errno), 0);
+            assert_eq!(response.code, ErrorCode::ChannelUnhealthy, "errno {errno}");
+            assert!(
+                response.message.contains("segment-0000000003.log"),
+                "{}",
+                response.message
+            );
+        }
+    }
+
+    #[test]
+    fn a_directory_lost_under_the_channel_is_unhealthy_naming_it() {
+        let error = ChannelError::DirectoryLost {
+            channel: "c1".into(),
+            role: "checkpoint",
+            dir: PathBuf::from("/data/c1/checkpoint"),
+            detail: "it is no longer at its path".into(),
+        };
+        let response = engine_error_response(&error, 0);
+        assert_eq!(response.code, ErrorCode::ChannelUnhealthy);
+        assert!(
+            response
+                .message
+                .contains("checkpoint directory /data/c1/checkpoint was removed or replaced"),
+            "{}",
+            response.message
+        );
+    }
+
+    #[test]
     fn an_oversized_event_names_both_sizes() {
         let error = ChannelError::EventTooLarge {
             channel: "c1".into(),
