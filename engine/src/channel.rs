@@ -27,8 +27,10 @@ pub trait Channel: Send + Sync {
     /// The channel's name, as configured.
     fn name(&self) -> &str;
 
-    /// Starts a transaction. Fails when the channel is closed or has failed. Never
-    /// blocks (see the module documentation).
+    /// Starts a transaction. Fails when the channel is closed. A file channel that has
+    /// failed still begins one, as Flume's does, and refuses its puts, takes and commit
+    /// (counting the refused puts as put errors). Never blocks (see the module
+    /// documentation).
     fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError>;
 
     /// A snapshot of the channel's size, capacity and counters.
@@ -227,7 +229,9 @@ pub struct ChannelStats {
     pub event_take_attempt_count: u64,
     /// `EventTakeSuccessCount`: events of committed take transactions.
     pub event_take_success_count: u64,
-    /// `EventPutErrorCount`: puts and put commits that failed on an I/O error.
+    /// `EventPutErrorCount`: puts and put commits that failed on the channel's storage
+    /// (an I/O error, a directory removed under it, no space at the writer), including
+    /// every put refused once the channel has failed.
     pub event_put_error_count: u64,
     /// `EventTakeErrorCount`: takes that failed on an I/O error or corruption.
     pub event_take_error_count: u64,

@@ -58,6 +58,14 @@ pub const DEFAULT_OVERFLOW_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_OVERFLOW_DEACTIVATION_THRESHOLD_PERCENT: u8 = 5;
 /// Flume's `avgEventSize` default, the byte-slot size of the spillable channel.
 pub const DEFAULT_AVG_EVENT_SIZE_BYTES: u64 = 500;
+/// Millrace extension `fileMode`: files holding events are readable and writable by their
+/// owner only (directories `0700`).
+pub const DEFAULT_FILE_MODE: u32 = 0o600;
+/// The bits `fileMode` may hold: read and write for owner, group and others (no execute,
+/// no set-id or sticky bits: these are data files).
+const ALLOWED_FILE_MODE_BITS: u32 = 0o666;
+/// The bits `fileMode` must hold: the channel reads and writes its own files.
+const REQUIRED_FILE_MODE_BITS: u32 = 0o600;
 
 /// Settings of a file channel (`type = file`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +113,11 @@ pub struct FileChannelConfig {
     /// Millrace extension `compression`: compress each put record (a batch of events)
     /// before it is encrypted, keeping the compressed form only when it is smaller.
     pub compression: Compression,
+    /// Millrace extension `fileMode`: permission bits of the files the channel creates
+    /// (segments, checkpoints and their temp files, lock files); directories it creates
+    /// get the same bits plus search (execute) wherever read is allowed. The umask can
+    /// only take bits away. Default [`DEFAULT_FILE_MODE`] (`0600`, directories `0700`).
+    pub file_mode: u32,
 }
 
 /// How put records are compressed (Millrace extension `compression`).
@@ -212,6 +225,15 @@ pub fn key_id_problem(key_id: &str) -> Option<String> {
     None
 }
 
+/// What a `fileMode` value must be, as error messages say it.
+pub const FILE_MODE_EXPECTED: &str = "octal permission bits with read and write for the \
+     owner and no execute, set-id or sticky bits (such as 0600, 0640 or 0644)";
+
+/// Whether `mode` is an acceptable `fileMode` ([`FILE_MODE_EXPECTED`]).
+pub fn file_mode_is_acceptable(mode: u32) -> bool {
+    mode & !ALLOWED_FILE_MODE_BITS == 0 && mode & REQUIRED_FILE_MODE_BITS == REQUIRED_FILE_MODE_BITS
+}
+
 impl FileChannelConfig {
     /// Flume's defaults, with the directories Millrace uses when none are configured:
     /// `<base>/<channel>/data` and `<base>/<channel>/checkpoint`.
@@ -243,7 +265,14 @@ impl FileChannelConfig {
             retention_bytes: 0,
             encryption: None,
             compression: Compression::None,
+            file_mode: DEFAULT_FILE_MODE,
         }
+    }
+
+    /// The permission bits of what the channel creates: `file_mode` for files, and for
+    /// directories the same plus search where read is allowed.
+    pub fn file_modes(&self) -> crate::storage::FileMode {
+        crate::storage::FileMode::for_files(self.file_mode)
     }
 
     /// Checks the rules that span several settings. Returns the first violation.
@@ -282,6 +311,12 @@ impl FileChannelConfig {
         }
         if let Some(encryption) = &self.encryption {
             encryption.validate()?;
+        }
+        if !file_mode_is_acceptable(self.file_mode) {
+            return Err(ConfigError::Invalid {
+                key: "fileMode",
+                expected: format!("{FILE_MODE_EXPECTED}, got {:04o}", self.file_mode),
+            });
         }
         Ok(())
     }
@@ -489,6 +524,25 @@ mod tests {
         assert_eq!(config.data_dirs, vec![PathBuf::from("base/c1/data")]);
         assert_eq!(config.checkpoint_dir, PathBuf::from("base/c1/checkpoint"));
         assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn file_mode_defaults_to_owner_only_and_refuses_execute_bits_or_an_unwritable_owner() {
+        let mut config = FileChannelConfig::with_default_dirs("base", "c1");
+        assert_eq!(config.file_mode, 0o600);
+        assert_eq!(config.file_modes().dir, 0o700);
+        config.file_mode = 0o640;
+        assert!(config.validate().is_ok());
+        assert_eq!(config.file_modes().dir, 0o750);
+        for refused in [0o700, 0o400, 0o4600, 0o1600, 0o601] {
+            config.file_mode = refused;
+            let message = config.validate().unwrap_err().to_string();
+            assert!(
+                message.starts_with("fileMode: expected")
+                    && message.contains(&format!("{refused:04o}")),
+                "{message}"
+            );
+        }
     }
 
     #[test]

@@ -126,6 +126,26 @@ pub enum ChannelError {
         source: io::Error,
     },
 
+    /// A data or checkpoint directory no longer is where the channel opened it: removed
+    /// (`rm -rf`), or another directory (or file) put in its place, while the channel ran.
+    /// Fails the channel: what it wrote there is in no file a restart would read.
+    #[error(
+        "channel {channel}: {role} directory {dir} was removed or replaced while the \
+         channel was running: {detail}; the channel acknowledges nothing more, and events \
+         it stored there are lost unless the directory is restored (see \
+         docs/operations.md, \"A directory removed under a running channel\")"
+    )]
+    DirectoryLost {
+        /// The channel.
+        channel: String,
+        /// `data`, `checkpoint` or `backup checkpoint`.
+        role: &'static str,
+        /// The directory as configured.
+        dir: PathBuf,
+        /// What the path names now.
+        detail: String,
+    },
+
     /// A record read back from disk failed its checksum or framing checks.
     #[error("channel {channel}: corrupt record in {file} at offset {offset}: {detail}")]
     Corruption {
@@ -138,6 +158,30 @@ pub enum ChannelError {
         /// What is wrong.
         detail: String,
     },
+}
+
+impl ChannelError {
+    /// Whether this is a lack of disk space that passes once space returns: the space
+    /// guard's refusal, or ENOSPC (or EDQUOT) from a write, an allocation or a file
+    /// creation. The channel keeps serving after one. A failed sync is never one, whatever
+    /// its errno: it fails the channel.
+    pub fn is_space_shortage(&self) -> bool {
+        match self {
+            ChannelError::InsufficientSpace { .. } => true,
+            ChannelError::Io {
+                operation, source, ..
+            } => is_out_of_space(source) && !operation.contains("sync"),
+            _ => false,
+        }
+    }
+}
+
+/// ENOSPC or EDQUOT.
+pub(crate) fn is_out_of_space(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// A failure to open a channel.

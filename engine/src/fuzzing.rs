@@ -11,7 +11,7 @@ use crate::channel::Channel;
 use crate::config::FileChannelConfig;
 use crate::file::FileChannel;
 use crate::record::SegmentHeader;
-use crate::storage::{CrashMode, SimFs, Storage, StorageFile};
+use crate::storage::{CrashMode, FileMode, SimFs, Storage, StorageFile};
 
 /// The most events a fuzz input may drain, so that an input cannot make a run slow.
 const MAX_DRAINED_EVENTS: usize = 10_000;
@@ -32,7 +32,9 @@ fn fuzz_config() -> FileChannelConfig {
 
 fn write_file(disk: &SimFs, path: &str, bytes: &[u8]) {
     let path = PathBuf::from(path);
-    let file: Arc<dyn StorageFile> = disk.create_file(&path).expect("fresh sim disk");
+    let file: Arc<dyn StorageFile> = disk
+        .create_file(&path, FileMode::PRIVATE)
+        .expect("fresh sim disk");
     file.write_all_at(bytes, 0).expect("sim write");
 }
 
@@ -56,9 +58,9 @@ fn open_and_drain(disk: SimFs) {
 /// the first byte is odd, `bytes` alone, header included).
 pub fn recover_segment_bytes(bytes: &[u8]) {
     let disk = SimFs::default();
-    disk.create_dir_all(&PathBuf::from("/fuzz/data"))
+    disk.create_dir_all(&PathBuf::from("/fuzz/data"), FileMode::PRIVATE)
         .expect("sim dir");
-    disk.create_dir_all(&PathBuf::from("/fuzz/cp"))
+    disk.create_dir_all(&PathBuf::from("/fuzz/cp"), FileMode::PRIVATE)
         .expect("sim dir");
     let raw = bytes.first().is_some_and(|first| first % 2 == 1);
     let mut segment = Vec::new();

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use millrace_engine::config::{Compression, EncryptionConfig, FileChannelConfig, KeySource};
 use millrace_engine::storage::{CrashMode, SimFs, SimFsOptions, Storage};
-use millrace_engine::{Channel, Event, FileChannel};
+use millrace_engine::{Channel, ChannelHealth, Event, FileChannel};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -150,6 +150,11 @@ fn run_workload(storage: Arc<dyn Storage>, steps: &[Step], seed: u64) -> Outcome
             let _ = channel.checkpoint();
             continue;
         }
+        // The workload ends where the simulated process stopped: the channel has failed
+        // (it still begins transactions, and refuses their work) or closed.
+        if let ChannelHealth::Failed { .. } = channel.health() {
+            break;
+        }
         let Ok(mut transaction) = channel.begin() else {
             break;
         };
@@ -168,10 +173,14 @@ fn run_workload(storage: Arc<dyn Storage>, steps: &[Step], seed: u64) -> Outcome
                 _ => break,
             }
         }
-        for &id in &put_ids {
-            transaction
-                .put(Event::from_body(body(id)))
-                .expect("put into a sim channel");
+        let refused = put_ids
+            .iter()
+            .any(|&id| transaction.put(Event::from_body(body(id))).is_err());
+        if refused {
+            // The channel failed meanwhile (a stop in the background checkpoint): this
+            // transaction never commits, so none of its puts may come back.
+            outcome.rolled_back.extend(&put_ids);
+            break;
         }
         if !commit {
             transaction.rollback().unwrap();
@@ -347,10 +356,12 @@ fn a_failed_fsync_stops_the_channel_and_acknowledges_nothing_after_it() {
         }
         other => panic!("expected a failed channel, got {other:?}"),
     }
+    let mut refused = channel.begin().unwrap();
     assert!(
-        channel.begin().is_err(),
+        refused.put(common::event("after")).is_err() && refused.take().is_err(),
         "nothing is accepted after the failure"
     );
+    drop(refused);
     drop(channel);
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let image = disk.crash_image(CrashMode::DropUnsynced, &mut rng);

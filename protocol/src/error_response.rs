@@ -45,8 +45,9 @@ pub enum ErrorCode {
     /// Code 101: The channel holds `capacity` events (or, for a memory channel, its
     /// `byteCapacity`); the put or commit would exceed it.
     ChannelFull,
-    /// Code 102: A data directory's usable space is below `minimumRequiredSpace`; puts are
-    /// refused until space returns, takes still work.
+    /// Code 102: A data directory cannot take the transaction above `minimumRequiredSpace`
+    /// (or the disk ran out of space anyway); puts are refused until space returns, takes
+    /// still work, the channel stays healthy.
     InsufficientSpace,
     /// Code 201: The transaction would hold more events than the channel's
     /// `transactionCapacity`.
@@ -57,8 +58,9 @@ pub enum ErrorCode {
     NoTransaction,
     /// Code 204: `Begin` or `PutCommit` while the connection already has a transaction open.
     TransactionAlreadyOpen,
-    /// Code 205: The channel failed (an fsync error, a failed replay) and refuses work until an
-    /// operator intervenes; the message says why.
+    /// Code 205: The channel failed (an fsync or other I/O error, a directory removed under
+    /// it, corruption, a failed replay) and refuses work until an operator intervenes; the
+    /// server's health report says so too, and the message says why.
     ChannelUnhealthy,
     /// Code 206: A fault inside the server; the message says what.
     Internal,

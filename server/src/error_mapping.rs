@@ -11,14 +11,12 @@
 //! | `TransactionFull`      | `TRANSACTION_TOO_LARGE` |
 //! | `EventTooLarge`        | `TRANSACTION_TOO_LARGE` (the protocol has no per-event code; the message and the `event_bytes`/`max_event_bytes` fields say what it is) |
 //! | `InsufficientSpace`    | `INSUFFICIENT_SPACE`    |
-//! | `Io` with ENOSPC from a write, an allocation or a create (not a sync) | `INSUFFICIENT_SPACE` (the disk filled faster than the space guard saw; the writer rolled back and the channel still serves) |
-//! | `Failed`, other `Io`, `Corruption`, `Closed` | `CHANNEL_UNHEALTHY` (an I/O error or corruption fails the channel) |
+//! | `Io` with ENOSPC or EDQUOT from a write, an allocation or a create (not a sync) | `INSUFFICIENT_SPACE` (the disk filled faster than the space guard saw; the writer rolled back and the channel still serves) |
+//! | `Failed`, other `Io`, `Corruption`, `DirectoryLost`, `Closed` | `CHANNEL_UNHEALTHY` (any other I/O error, corruption or a directory removed under the channel fails it: `/health` says so too) |
 //!
 //! Online inspect and replay read the channel's files; their failures
 //! ([`inspect_error_response`]) are the engine error's code when the channel refused
 //! work, and `INTERNAL` naming the file when reading it failed.
-
-use std::io;
 
 use millrace_engine::inspect::InspectError;
 use millrace_engine::ChannelError;
@@ -127,10 +125,11 @@ pub fn engine_error_response(error: &ChannelError, attempted_events: u64) -> Err
             file,
             operation,
             source,
-        } if source.kind() == io::ErrorKind::StorageFull && !operation.contains("sync") => {
-            // A failed sync fails the channel whatever its errno; a failed write or
-            // allocation only fails its round (the writer removes a segment it could not
-            // reserve), so this is as transient as the guard's own refusal.
+        } if error.is_space_shortage() => {
+            // A failed sync fails the channel whatever its errno; a write, allocation or
+            // create that failed for space only fails its round (the writer removes a
+            // segment it could not reserve), so this is as transient as the guard's own
+            // refusal.
             ErrorResponse::new(
                 ErrorCode::InsufficientSpace,
                 format!(
@@ -142,7 +141,9 @@ pub fn engine_error_response(error: &ChannelError, attempted_events: u64) -> Err
             )
             .for_channel(channel)
         }
-        ChannelError::Io { channel, .. } | ChannelError::Corruption { channel, .. } => {
+        ChannelError::Io { channel, .. }
+        | ChannelError::Corruption { channel, .. }
+        | ChannelError::DirectoryLost { channel, .. } => {
             ErrorResponse::channel_unhealthy(channel, &error.to_string())
         }
     }
@@ -150,6 +151,7 @@ pub fn engine_error_response(error: &ChannelError, attempted_events: u64) -> Err
 
 #[cfg(test)]
 mod tests {
+    use std::io;
     use std::path::PathBuf;
 
     use millrace_protocol::{fields, ErrorClass};
@@ -275,6 +277,50 @@ mod tests {
         assert_eq!(
             engine_error_response(&error, 0).code,
             ErrorCode::ChannelUnhealthy
+        );
+    }
+
+    #[test]
+    fn a_segment_creation_fails_retryably_only_for_space() {
+        let create_failure = |errno: i32| ChannelError::Io {
+            channel: "c1".into(),
+            file: PathBuf::from("/data/c1/segment-0000000003.log"),
+            operation: "create",
+            source: io::Error::from_raw_os_error(errno),
+        };
+        let (enospc, edquot, eacces, eexist) = (28, 122, 13, 17);
+        for errno in [enospc, edquot] {
+            let response = engine_error_response(&create_failure(errno), 0);
+            assert_eq!(response.code, ErrorCode::InsufficientSpace, "errno {errno}");
+            assert_eq!(response.class(), ErrorClass::Retryable);
+        }
+        for errno in [eacces, eexist] {
+            let response = engine_error_response(&create_failure(errno), 0);
+            assert_eq!(response.code, ErrorCode::ChannelUnhealthy, "errno {errno}");
+            assert!(
+                response.message.contains("segment-0000000003.log"),
+                "{}",
+                response.message
+            );
+        }
+    }
+
+    #[test]
+    fn a_directory_lost_under_the_channel_is_unhealthy_naming_it() {
+        let error = ChannelError::DirectoryLost {
+            channel: "c1".into(),
+            role: "checkpoint",
+            dir: PathBuf::from("/data/c1/checkpoint"),
+            detail: "it is no longer at its path".into(),
+        };
+        let response = engine_error_response(&error, 0);
+        assert_eq!(response.code, ErrorCode::ChannelUnhealthy);
+        assert!(
+            response
+                .message
+                .contains("checkpoint directory /data/c1/checkpoint was removed or replaced"),
+            "{}",
+            response.message
         );
     }
 

@@ -875,7 +875,7 @@ impl Session {
         Flow::Continue
     }
 
-    /// The named channel, if it exists and can serve; else the error to answer with.
+    /// The named channel, if it exists and has opened; else the error to answer with.
     fn serving_channel(
         &self,
         name: &str,
@@ -884,11 +884,16 @@ impl Session {
             .registry
             .get(name)
             .ok_or_else(|| ErrorResponse::unknown_channel(name))?;
-        match (entry.channel(), entry.unavailable_reason()) {
-            (Some(channel), None) => Ok((Arc::clone(entry), channel)),
-            (_, reason) => Err(ErrorResponse::channel_unhealthy(
+        // An open channel that has failed since (or closed) is handed on all the same: it
+        // refuses the work itself, with its reason, and counts what it refuses as Flume
+        // does (a put on a failed file channel is an `EventPutErrorCount`).
+        match entry.channel() {
+            Some(channel) => Ok((Arc::clone(entry), channel)),
+            None => Err(ErrorResponse::channel_unhealthy(
                 name,
-                &reason.unwrap_or_else(|| "the channel is not open".to_string()),
+                &entry
+                    .unavailable_reason()
+                    .unwrap_or_else(|| "the channel is not open".to_string()),
             )),
         }
     }

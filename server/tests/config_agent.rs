@@ -53,6 +53,7 @@ a1.channels.c1.checkpointOnClose = false
 a1.channels.c1.retentionTime = 86400000
 a1.channels.c1.retentionBytes = 10737418240
 a1.channels.c1.compression = LZ4
+a1.channels.c1.fileMode = 0640
 a1.channels.c1.encryption.activeKey = k2
 a1.channels.c1.encryption.keyProvider = KEYFILE
 a1.channels.c1.encryption.cipherProvider = aes256gcm
@@ -79,6 +80,7 @@ a1.channels.c1.encryption.keyProvider.keys.k2.keyFile = /keys/k2.key
         retention_time: Duration::from_millis(86_400_000),
         retention_bytes: 10_737_418_240,
         compression: Compression::Lz4,
+        file_mode: 0o640,
         encryption: Some(EncryptionConfig {
             active_key_id: "k2".to_string(),
             keys: [

@@ -7,7 +7,9 @@
 //! the disk". The test checks:
 //! - two producers fill the disk until their puts are refused with `INSUFFICIENT_SPACE`,
 //!   naming the directory, the usable and the required bytes, and the channel does not
-//!   fail (`/health` says `open` or `read-only`);
+//!   fail (`/health` says `open` or `read-only`); meanwhile the filesystem's usable space
+//!   never falls below the guard by more than the checkpoints' headroom (accepted puts
+//!   and the segment space reserved for them stay above it);
 //! - takes and their commits keep working meanwhile;
 //! - when something else then takes the last free bytes, puts are still refused with the
 //!   space error and the channel still does not fail;
@@ -47,11 +49,18 @@ const TMPFS_SIZE_BYTES: u64 = CHANNEL_ROOM_BYTES + BALLAST_BYTES;
 const MINIMUM_REQUIRED_SPACE_BYTES: u64 = 1024 * 1024;
 const SEGMENT_BYTES: u64 = 1024 * 1024;
 /// Deleted to free space: enough for the guard, the next segment's reservation (a roll
-/// takes a whole segment from the free space at once) and a segment of puts after it. With
-/// only guard + segment freed, a roll right after the deletion leaves the disk at the guard
-/// again and puts stay refused, which is the guard working, not puts resuming.
+/// reserves up to a whole segment at once, as far as the guard leaves room) and a segment
+/// of puts after it, so puts plainly resume rather than refill to the guard at once.
 const BALLAST_BYTES: u64 = MINIMUM_REQUIRED_SPACE_BYTES + 2 * SEGMENT_BYTES;
 const EVENT_BODY_BYTES: usize = 1_000;
+/// Bytes a checkpoint spends per queued event (one event pointer).
+const CHECKPOINT_BYTES_PER_EVENT: u64 = 12;
+/// How far below the guard usable space may go while puts are accepted: checkpoints are
+/// written below the guard too (its margin is their headroom), a new one beside the old
+/// one until the rename, each holding at most every event the channel has room for. Puts
+/// and the segment space reserved for them take nothing from it.
+const CHECKPOINT_HEADROOM_BYTES: u64 =
+    2 * (CHANNEL_ROOM_BYTES / EVENT_BODY_BYTES as u64) * CHECKPOINT_BYTES_PER_EVENT;
 const MAX_BATCH_EVENTS: usize = 20;
 const PRODUCERS: usize = 2;
 /// Refusals each producer must have seen before the disk counts as full.
@@ -328,6 +337,12 @@ fn total_refusals(logs: &[Arc<Mutex<ProducerLog>>]) -> usize {
         .sum()
 }
 
+/// The tmpfs's usable bytes (`f_bavail × f_frsize`), as the space guard reads them.
+fn usable_bytes(tmpfs: &PrivateTmpfs) -> u64 {
+    let stats = rustix::fs::statvfs(tmpfs.outside_path("")).expect("statvfs of the tmpfs");
+    stats.f_bavail * stats.f_frsize
+}
+
 fn directory_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|entries| {
@@ -407,11 +422,16 @@ fn a_filling_disk_refuses_puts_keeps_takes_and_resumes_when_space_is_freed() {
             .join(" ")
     };
 
-    // 1. The disk fills: puts refused with the space error.
+    // 1. The disk fills: puts refused with the space error. The filesystem's usable space
+    //    is sampled all along: accepted puts (and the segment space reserved for them) must
+    //    never take it below the guard.
+    let mut lowest_usable_bytes = u64::MAX;
     let full = wait_until(PHASE_DEADLINE, || {
+        lowest_usable_bytes = lowest_usable_bytes.min(usable_bytes(&tmpfs));
         logs.iter()
             .all(|log| log.lock().unwrap().space_refusals >= REFUSALS_PER_PRODUCER_WHEN_FULL)
     });
+    lowest_usable_bytes = lowest_usable_bytes.min(usable_bytes(&tmpfs));
     if !full {
         stop_producers(&phases);
         panic!(
@@ -420,6 +440,12 @@ fn a_filling_disk_refuses_puts_keeps_takes_and_resumes_when_space_is_freed() {
             server.stderr()
         );
     }
+    assert!(
+        lowest_usable_bytes + CHECKPOINT_HEADROOM_BYTES >= MINIMUM_REQUIRED_SPACE_BYTES,
+        "accepted puts took usable space to {lowest_usable_bytes} bytes, more than \
+         {CHECKPOINT_HEADROOM_BYTES} bytes (the checkpoints' headroom) below the guard of \
+         {MINIMUM_REQUIRED_SPACE_BYTES}"
+    );
     let acknowledged_when_full: usize = logs
         .iter()
         .map(|log| log.lock().unwrap().acknowledged.len())
@@ -545,7 +571,8 @@ fn a_filling_disk_refuses_puts_keeps_takes_and_resumes_when_space_is_freed() {
     println!(
         "disk full ({} MiB tmpfs, {} MiB ballast, guard {} bytes): {acknowledged_when_full} \
          events acknowledged when puts were first refused (data dir {} bytes), first refusal \
-         usable {available_bytes} / required {required_bytes} bytes, health {state_when_full}; \
+         usable {available_bytes} / required {required_bytes} bytes, lowest usable while \
+         filling {lowest_usable_bytes} bytes, health {state_when_full}; \
          {space_refusals} put batches refused for space, {} refused otherwise; {} events taken below the guard; \
          puts resumed after the ballast was deleted; {acknowledged} events acknowledged in \
          all, {} delivered after the restart; lost {}, refused but delivered {}, duplicated \

@@ -1,4 +1,5 @@
-//! Background work of a file channel: free-space refresh, checkpoints, segment cleanup.
+//! Background work of a file channel: a check that its directories are still in place,
+//! free-space refresh, checkpoints, segment cleanup.
 //!
 //! ## Checkpoints
 //! A checkpoint copies, under the channel lock, the queue (in-flight takes merged back
@@ -46,7 +47,7 @@ use super::Shared;
 use crate::channel::{unix_time_ms, ChannelCounters};
 use crate::error::ChannelError;
 use crate::ordered_queue::merge_by_key;
-use crate::storage::Storage;
+use crate::storage::{FileMode, Storage};
 
 /// What a checkpoint did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +133,11 @@ pub(crate) fn start(shared: &Arc<Shared>, checkpoint_soon: bool) -> io::Result<(
                 let Some(shared) = weak.upgrade() else {
                     return;
                 };
+                // A directory removed under an idle channel fails it here, so /health
+                // says so before the next commit would.
+                if shared.health.failure().is_some() || shared.dir_watch.verify().is_err() {
+                    continue;
+                }
                 shared.space.refresh(shared.storage.as_ref());
                 if Instant::now() >= next_checkpoint {
                     if let Err(error) = shared.checkpoint() {
@@ -148,7 +154,12 @@ pub(crate) fn start(shared: &Arc<Shared>, checkpoint_soon: bool) -> io::Result<(
 /// Writes `bytes` to `target` so that `target` always holds either its old content or
 /// all of the new: temp file, fsync, rename, fsync of the directory (so the rename
 /// survives a power loss).
-fn write_atomically(storage: &dyn Storage, target: &Path, bytes: &[u8]) -> io::Result<()> {
+fn write_atomically(
+    storage: &dyn Storage,
+    target: &Path,
+    bytes: &[u8],
+    mode: FileMode,
+) -> io::Result<()> {
     let dir = target.parent().unwrap_or_else(|| Path::new("."));
     let temp = dir.join(CHECKPOINT_TEMP_FILE_NAME);
     match storage.remove_file(&temp) {
@@ -156,7 +167,7 @@ fn write_atomically(storage: &dyn Storage, target: &Path, bytes: &[u8]) -> io::R
         Err(error) if error.kind() == io::ErrorKind::NotFound => {}
         Err(error) => return Err(error),
     }
-    let file = storage.create_file(&temp)?;
+    let file = storage.create_file(&temp, mode)?;
     file.write_all_at(bytes, 0)?;
     file.sync_all()?;
     storage.rename(&temp, target)?;
@@ -171,7 +182,10 @@ struct CheckpointSnapshot {
 }
 
 impl Shared {
-    /// Writes a checkpoint to every slot, then deletes the segments no slot needs.
+    /// Writes a checkpoint to every slot, then deletes the segments no slot needs. The
+    /// channel's directories are checked before (never write into a directory that has
+    /// been replaced) and after (never report a checkpoint that went into one removed
+    /// meanwhile).
     pub(super) fn checkpoint(&self) -> Result<CheckpointReport, ChannelError> {
         let started = Instant::now();
         let mut checkpoints = self.checkpoints.lock();
@@ -181,13 +195,18 @@ impl Shared {
                 reason,
             });
         }
+        self.dir_watch.verify()?;
+        let file_modes = self.config.file_modes();
         let sequence = checkpoints.sequence + 1;
         let mut snapshot = self.snapshot(sequence);
         seal_checkpoint(&mut snapshot.bytes);
         let bytes = snapshot.bytes;
         let primary = &self.checkpoint_files[0];
-        if let Err(source) = write_atomically(self.storage.as_ref(), primary, &bytes) {
+        if let Err(source) = write_atomically(self.storage.as_ref(), primary, &bytes, file_modes) {
             ChannelCounters::add(&self.counters.checkpoint_write_error, 1);
+            // A checkpoint directory removed under the channel fails it, rather than
+            // leaving it to retry into nowhere.
+            self.dir_watch.verify()?;
             return Err(ChannelError::Io {
                 channel: self.name.clone(),
                 file: primary.clone(),
@@ -200,7 +219,7 @@ impl Shared {
         checkpoints.slot_needs[0] = Some(snapshot.needs.clone());
         let mut backup_written = false;
         if let Some(backup) = self.checkpoint_files.get(1) {
-            match write_atomically(self.storage.as_ref(), backup, &bytes) {
+            match write_atomically(self.storage.as_ref(), backup, &bytes, file_modes) {
                 Ok(()) => {
                     checkpoints.slot_needs[1] = Some(snapshot.needs);
                     backup_written = true;
@@ -217,6 +236,7 @@ impl Shared {
                 }
             }
         }
+        self.dir_watch.verify()?;
         let segments_deleted = self.cleanup(&checkpoints);
         let report = CheckpointReport {
             sequence,

@@ -42,6 +42,7 @@
 //! pointers and counts and stay in clear (see `docs/design.md`, "Encryption at rest").
 
 pub(crate) mod checkpoint;
+mod dir_watch;
 mod health;
 pub mod inspect;
 mod maintenance;
@@ -64,6 +65,7 @@ pub use recovery::{RecoveryPath, RecoveryProgress, RecoveryReport, TruncatedTail
 pub use writer::DirStats;
 
 use self::checkpoint::CHECKPOINT_FILE_NAME;
+use self::dir_watch::{DirRole, DirWatch};
 use self::health::Health;
 use self::recovery::{recover, RecoveryInput};
 use self::segments::{SegmentHandle, SegmentMeta, SegmentRegistry, LOCK_FILE_NAME};
@@ -158,6 +160,8 @@ struct Shared {
     stripe_cursor: AtomicUsize,
     max_event_bytes: u64,
     health: Arc<Health>,
+    /// Every directory held open, to notice one removed or replaced under the channel.
+    dir_watch: Arc<DirWatch>,
     space: Arc<SpaceGuard>,
     counters: ChannelCounters,
     closed: AtomicBool,
@@ -290,13 +294,14 @@ impl FileChannel {
         if config.use_dual_checkpoints {
             checkpoint_dirs.extend(config.backup_checkpoint_dir.clone());
         }
+        let file_modes = config.file_modes();
         let mut locks = Vec::new();
         for dir in config.data_dirs.iter().chain(&checkpoint_dirs) {
             storage
-                .create_dir_all(dir)
+                .create_dir_all(dir, file_modes)
                 .map_err(|source| io_error(dir, "create directory", source))?;
             let lock_file = dir.join(LOCK_FILE_NAME);
-            match storage.lock_file(&lock_file) {
+            match storage.lock_file(&lock_file, file_modes) {
                 Ok(lock) => locks.push(lock),
                 Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
                     return Err(OpenError::Locked {
@@ -367,6 +372,21 @@ impl FileChannel {
         ));
         space.refresh(storage.as_ref());
         let health = Arc::new(Health::default());
+        let checkpoint_roles = [DirRole::Checkpoint, DirRole::BackupCheckpoint];
+        let dir_watch = Arc::new(DirWatch::open(
+            name,
+            storage.as_ref(),
+            config
+                .data_dirs
+                .iter()
+                .map(|dir| (DirRole::Data, dir.clone()))
+                .chain(
+                    checkpoint_roles
+                        .into_iter()
+                        .zip(checkpoint_dirs.iter().cloned()),
+                ),
+            Arc::clone(&health),
+        )?);
         let next_segment_id = Arc::new(AtomicU32::new(recovered.next_segment_id));
         let mut dirs = Vec::new();
         for (dir_index, dir) in config.data_dirs.iter().enumerate() {
@@ -382,6 +402,8 @@ impl FileChannel {
                 fsync_per_transaction: config.fsync_per_transaction,
                 fsync_interval: config.fsync_interval,
                 health: Arc::clone(&health),
+                dir_watch: Arc::clone(&dir_watch),
+                file_modes,
                 segment_key: keys.as_ref().map(|keys| Arc::clone(keys.active())),
             })
             .map_err(|source| io_error(dir, "start writer thread", source))?;
@@ -430,6 +452,7 @@ impl FileChannel {
             stripe_cursor: AtomicUsize::new(0),
             max_event_bytes,
             health,
+            dir_watch,
             space,
             counters: ChannelCounters::started_now(),
             closed: AtomicBool::new(false),
@@ -455,8 +478,13 @@ impl FileChannel {
     }
 
     /// Starts a transaction with the concrete type (the [`Channel`] trait boxes it).
+    ///
+    /// Refused once the channel is closed. A channel that has failed still begins
+    /// transactions, as Flume's does, so that each put, take and commit in them is
+    /// refused and counted where Flume counts it (a refused put is an
+    /// `EventPutErrorCount`).
     pub fn transaction(&self) -> Result<FileTransaction, ChannelError> {
-        self.shared.check_usable()?;
+        self.shared.check_open()?;
         self.shared
             .open_transactions
             .fetch_add(1, Ordering::Relaxed);
@@ -588,12 +616,27 @@ impl Shared {
                 reason,
             });
         }
+        self.check_open()
+    }
+
+    fn check_open(&self) -> Result<(), ChannelError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(ChannelError::Closed {
                 channel: self.name.clone(),
             });
         }
         Ok(())
+    }
+
+    /// [`Self::check_usable`] for a put or a commit of puts: a refusal because the channel
+    /// failed (its storage did) counts as a put error, as Flume counts a put that meets an
+    /// I/O error.
+    fn check_usable_for_puts(&self) -> Result<(), ChannelError> {
+        let checked = self.check_usable();
+        if let Err(ChannelError::Failed { .. }) = &checked {
+            ChannelCounters::add(&self.counters.put_error, 1);
+        }
+        checked
     }
 
     /// Stops the channel: no new transactions, background work stopped, writers drained
@@ -1065,7 +1108,12 @@ impl FileTransaction {
                 finished: true,
             });
         }
-        if let Err(error) = self.shared.check_usable() {
+        let usable = if self.puts.is_empty() {
+            self.shared.check_usable()
+        } else {
+            self.shared.check_usable_for_puts()
+        };
+        if let Err(error) = usable {
             self.rollback_in_memory();
             return Err(error);
         }
@@ -1094,6 +1142,7 @@ impl FileTransaction {
             Ok(records) => match dir.writer.submit(WriteJob {
                 records,
                 record_count,
+                puts_events: !self.puts.is_empty(),
                 reply: reply_sender,
             }) {
                 Ok(()) => WriterReply::Waiting(reply_receiver),
@@ -1283,7 +1332,7 @@ impl FileTransaction {
     fn check_put(&self, event: &Event) -> Result<u64, ChannelError> {
         let shared = &self.shared;
         ChannelCounters::add(&shared.counters.put_attempt, 1);
-        shared.check_usable()?;
+        shared.check_usable_for_puts()?;
         if self.puts.len() as u64 >= shared.config.transaction_capacity {
             return Err(ChannelError::TransactionFull {
                 channel: shared.name.clone(),

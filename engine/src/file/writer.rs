@@ -13,10 +13,25 @@
 //! - a failed sync is fail-stop for the channel: nothing in the round is acknowledged,
 //!   the channel reports the errno and file, and every later job is refused. A sync is
 //!   never retried, since Linux may have dropped the dirty pages already;
-//! - a failed write (ENOSPC, say) fails the round's transactions but not the channel:
-//!   nothing was acknowledged, and the next round overwrites the same offsets;
+//! - a write, allocation or segment creation that fails for lack of space (ENOSPC,
+//!   EDQUOT) fails the round's transactions but not the channel: nothing was
+//!   acknowledged, the next round overwrites the same offsets, and a segment id that got
+//!   no file is used by the next roll. Any other failure of them (EIO, EACCES, EMFILE, a
+//!   file already at a new segment's path) is fail-stop like a failed sync: the writer
+//!   cannot tell what reached the disk, or why its directory stopped taking files, and
+//!   an operator must look (see `docs/design.md`, "Which storage errors a channel
+//!   survives");
+//! - after a round is written and before any of it is answered, the channel's
+//!   directories are checked to still be where they were opened (see `dir_watch`): a
+//!   round written into a directory removed meanwhile is in no file a restart reads;
 //! - a segment is synced before the writer moves to the next one, so only a directory's
 //!   newest segment can end in a torn write.
+//!
+//! Space: the writer reserves segment space ahead (fallocate) only as far as the space
+//! guard leaves room, and refuses a round's put transactions that would take the
+//! directory below `minimumRequiredSpace` (the guard's figure counts each reservation),
+//! so neither a put nor the reservation made for it crosses the guard. Transactions that
+//! only take are never refused: the guard's margin is their headroom.
 
 use std::io;
 use std::path::PathBuf;
@@ -29,6 +44,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 use tracing::{debug, error, warn};
 
+use super::dir_watch::DirWatch;
 use super::health::Health;
 use super::segments::{segment_path, SegmentHandle, SegmentMeta, SegmentRegistry};
 use super::space::SpaceGuard;
@@ -36,7 +52,7 @@ use crate::channel::unix_time_ms;
 use crate::crypto::RecordKey;
 use crate::error::ChannelError;
 use crate::record::{peek_record_bytes, seal_record, SegmentHeader, SEGMENT_HEADER_BYTES};
-use crate::storage::{Storage, StorageFile, WriteSyncError};
+use crate::storage::{FileMode, Storage, StorageFile, WriteSyncError};
 
 /// Space reserved ahead of the write position, so that most syncs carry no size change.
 pub(crate) const PREALLOCATION_CHUNK_BYTES: u64 = 16 * 1024 * 1024;
@@ -59,6 +75,8 @@ pub(crate) type CommitOutcome = Result<Vec<RecordLocation>, ChannelError>;
 pub(crate) struct WriteJob {
     pub(crate) records: Vec<u8>,
     pub(crate) record_count: usize,
+    /// The transaction puts events, so the space guard may refuse it.
+    pub(crate) puts_events: bool,
     pub(crate) reply: oneshot::Sender<CommitOutcome>,
 }
 
@@ -116,6 +134,10 @@ pub(crate) struct WriterSettings {
     pub(crate) fsync_per_transaction: bool,
     pub(crate) fsync_interval: Duration,
     pub(crate) health: Arc<Health>,
+    /// The channel's directories, checked before each round is answered.
+    pub(crate) dir_watch: Arc<DirWatch>,
+    /// Permission bits of new segments.
+    pub(crate) file_modes: FileMode,
     /// The key committers seal put records with (the active key), named in the header
     /// of every segment this writer creates; `None` when the channel does not encrypt.
     pub(crate) segment_key: Option<Arc<RecordKey>>,
@@ -133,6 +155,7 @@ impl DirWriterHandle {
             stats: Arc::clone(&stats),
             pending_bytes: Arc::clone(&pending_bytes),
             active: None,
+            spare_segment_id: None,
             round: 0,
             unsynced_since: None,
             round_buffer: Vec::new(),
@@ -191,6 +214,10 @@ struct DirWriter {
     stats: Arc<DirStats>,
     pending_bytes: Arc<AtomicU64>,
     active: Option<ActiveSegment>,
+    /// A segment id drawn for a roll that failed for lack of space before its file was
+    /// made (or after it was removed again): the next roll uses it, so retries while the
+    /// disk is full do not use up ids.
+    spare_segment_id: Option<u32>,
     round: u32,
     /// When unsynced data was first written (only with `fsyncPerTransaction = false`).
     unsynced_since: Option<Instant>,
@@ -268,11 +295,27 @@ impl DirWriter {
                 },
                 fatal: false,
             }),
-            None => self.place_and_write(&mut jobs),
+            None => {
+                jobs = self.refuse_puts_beyond_the_guard(std::mem::take(&mut jobs));
+                if jobs.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    let written = self.place_and_write(&mut jobs);
+                    // After the write, before any answer: records that went into a
+                    // directory removed (or replaced) meanwhile are in no file a restart
+                    // would read, whatever the write and sync said.
+                    match self.settings.dir_watch.verify() {
+                        Ok(()) => written,
+                        Err(error) => Err(RoundFailure { error, fatal: true }),
+                    }
+                }
+            }
         };
         match outcome {
             Ok(locations) => {
-                self.stats.rounds.fetch_add(1, Ordering::Relaxed);
+                if !jobs.is_empty() {
+                    self.stats.rounds.fetch_add(1, Ordering::Relaxed);
+                }
                 self.stats
                     .transactions
                     .fetch_add(jobs.len() as u64, Ordering::Relaxed);
@@ -292,6 +335,37 @@ impl DirWriter {
         // Answered: the directory's load drops. Relaxed is enough: the figure only
         // steers the choice of directory.
         self.pending_bytes.fetch_sub(job_bytes, Ordering::Relaxed);
+    }
+
+    /// Answers, and takes out of the round, each put transaction that would take the
+    /// directory's usable space below the guard, counting the bytes of every transaction
+    /// placed before it in the round (takes included) and the header of a segment the
+    /// round may have to start. The guard's figure is the last `statvfs` less every
+    /// reservation made since, plus what is reserved and not yet written; reservations
+    /// stay within it (see [`Self::write_buffer`]).
+    fn refuse_puts_beyond_the_guard(&self, jobs: Vec<WriteJob>) -> Vec<WriteJob> {
+        let settings = &self.settings;
+        let mut round_bytes = SEGMENT_HEADER_BYTES as u64;
+        jobs.into_iter()
+            .filter_map(|job| {
+                let needed_bytes = round_bytes + job.records.len() as u64;
+                if job.puts_events
+                    && !settings
+                        .space
+                        .data_dir_has_room(settings.dir_index, needed_bytes)
+                {
+                    let shortage = settings.space.shortage(
+                        &settings.channel,
+                        settings.dir_index,
+                        needed_bytes,
+                    );
+                    let _ = job.reply.send(Err(shortage));
+                    return None;
+                }
+                round_bytes = needed_bytes;
+                Some(job)
+            })
+            .collect()
     }
 
     /// Places every record, writes the round and syncs it. Returns each job's record
@@ -375,11 +449,14 @@ impl DirWriter {
             .expect("a segment is active after roll")
     }
 
-    /// Writes `buffer` at `position` of the active segment, reserving space ahead first.
+    /// Writes `buffer` at `position` of the active segment, reserving space ahead first:
+    /// up to a preallocation chunk, but no further than the space guard leaves room for
+    /// (the bytes the write needs are reserved whatever the guard says: a round that got
+    /// here was admitted, and takes may write below the guard).
     ///
     /// With [`Durability::Synced`] the write and its `fdatasync` go out together (one
-    /// io_uring submission where available); a failed write is recoverable, a failed
-    /// sync is fail-stop.
+    /// io_uring submission where available); a failed write is recoverable when the disk
+    /// is full, a failed sync is fail-stop.
     fn write_buffer(
         &mut self,
         buffer: &[u8],
@@ -394,19 +471,28 @@ impl DirWriter {
         }
         let max_file_size = self.settings.max_file_size_bytes;
         let channel = self.settings.channel.clone();
+        let space = &self.settings.space;
+        let dir_index = self.settings.dir_index;
         let active = self.active.as_mut().expect("a segment is active");
         let end = position + buffer.len() as u64;
         if end > active.allocated {
-            let target = (end + PREALLOCATION_CHUNK_BYTES).min(max_file_size.max(end));
-            active.allocated = reserve(&*active.file, end, target).map_err(|source| {
-                recoverable(io_error(&channel, &active.path, "fallocate", source))
+            let wanted = (end + PREALLOCATION_CHUNK_BYTES).min(max_file_size.max(end));
+            let target = end.max(wanted.min(active.allocated + space.room_bytes(dir_index)));
+            let reserved = reserve(&*active.file, end, target).map_err(|source| {
+                write_failure(io_error(&channel, &active.path, "fallocate", source))
             })?;
+            space.consume(dir_index, reserved - active.allocated);
+            active.allocated = reserved;
         }
         match durability {
-            Durability::Deferred => active
-                .file
-                .write_all_at(buffer, position)
-                .map_err(|source| recoverable(io_error(&channel, &active.path, "write", source)))?,
+            Durability::Deferred => {
+                active
+                    .file
+                    .write_all_at(buffer, position)
+                    .map_err(|source| {
+                        write_failure(io_error(&channel, &active.path, "write", source))
+                    })?
+            }
             Durability::Synced => {
                 let started = Instant::now();
                 active
@@ -414,7 +500,7 @@ impl DirWriter {
                     .write_all_at_and_sync_data(buffer, position)
                     .map_err(|failure| match failure {
                         WriteSyncError::Write(source) => {
-                            recoverable(io_error(&channel, &active.path, "write", source))
+                            write_failure(io_error(&channel, &active.path, "write", source))
                         }
                         WriteSyncError::Sync(source) => RoundFailure {
                             error: io_error(&channel, &active.path, "fdatasync", source),
@@ -430,12 +516,10 @@ impl DirWriter {
         }
         active.position = end;
         active.meta.size_bytes.store(end, Ordering::Relaxed);
+        space.set_reserved_ahead(dir_index, active.allocated - end);
         self.stats
             .bytes_written
             .fetch_add(buffer.len() as u64, Ordering::Relaxed);
-        self.settings
-            .space
-            .consume(self.settings.dir_index, buffer.len() as u64);
         Ok(())
     }
 
@@ -463,37 +547,60 @@ impl DirWriter {
     fn roll(&mut self) -> Result<(), RoundFailure> {
         self.close_active()?;
         let settings = &self.settings;
-        let segment_id = settings.next_segment_id.fetch_add(1, Ordering::Relaxed);
+        let segment_id = self
+            .spare_segment_id
+            .take()
+            .unwrap_or_else(|| settings.next_segment_id.fetch_add(1, Ordering::Relaxed));
         let path = segment_path(&settings.dir, segment_id);
         // The committers seal with the same key for the channel's whole open, and a
         // recovered segment is never appended to, so every record placed in this
         // segment was sealed with the key its header names.
         let header =
             SegmentHeader::new(segment_id, unix_time_ms(), settings.segment_key.as_deref());
-        let initial_bytes = (SEGMENT_HEADER_BYTES as u64 + PREALLOCATION_CHUNK_BYTES)
-            .min(settings.max_file_size_bytes);
+        let header_bytes = SEGMENT_HEADER_BYTES as u64;
+        // A chunk ahead, as far as the space guard leaves room; the header in any case.
+        let initial_bytes = header_bytes.max(
+            (header_bytes + PREALLOCATION_CHUNK_BYTES)
+                .min(settings.max_file_size_bytes)
+                .min(settings.space.room_bytes(settings.dir_index)),
+        );
         let io = |operation, source| io_error(&settings.channel, &path, operation, source);
-        let file = settings
-            .storage
-            .create_file(&path)
-            .map_err(|source| recoverable(io("create", source)))?;
+        let file = match settings.storage.create_file(&path, settings.file_modes) {
+            Ok(file) => file,
+            Err(source) => {
+                let failure = write_failure(io("create", source));
+                if !failure.fatal {
+                    self.spare_segment_id = Some(segment_id);
+                }
+                return Err(failure);
+            }
+        };
         let prepared = file
             .write_all_at(&header.encode(), 0)
             .map_err(|source| io("write header", source))
             .and_then(|()| {
-                reserve(&*file, SEGMENT_HEADER_BYTES as u64, initial_bytes)
+                reserve(&*file, header_bytes, initial_bytes)
                     .map_err(|source| io("fallocate", source))
             });
         let allocated = match prepared {
             Ok(allocated) => allocated,
             Err(error) => {
-                // Leave no empty segment behind when the disk is full.
+                let failure = write_failure(error);
+                // Leave no empty segment behind when the disk is full; its id goes to
+                // the next roll once the file is gone.
                 if settings.storage.remove_file(&path).is_ok() {
                     let _ = settings.storage.sync_dir(&settings.dir);
+                    if !failure.fatal {
+                        self.spare_segment_id = Some(segment_id);
+                    }
                 }
-                return Err(recoverable(error));
+                return Err(failure);
             }
         };
+        settings.space.consume(settings.dir_index, allocated);
+        settings
+            .space
+            .set_reserved_ahead(settings.dir_index, allocated - header_bytes);
         file.sync_all().map_err(|source| RoundFailure {
             error: io("fsync", source),
             fatal: true,
@@ -539,20 +646,25 @@ impl DirWriter {
         let active = self.active.take().expect("checked above");
         // Published after the sync: a closed segment's records are all durable.
         active.meta.close(active.position, unix_time_ms());
+        let space = &self.settings.space;
+        space.set_reserved_ahead(self.settings.dir_index, 0);
         if active.allocated > active.position {
             let trimmed = active
                 .file
                 .set_len(active.position)
                 .and_then(|()| active.file.sync_data());
-            if let Err(source) = trimmed {
+            match trimmed {
+                Ok(()) => {
+                    space.release(self.settings.dir_index, active.allocated - active.position)
+                }
                 // The data is synced; an untrimmed tail is zeros that recovery reads as
                 // end of data. Not worth failing the channel over.
-                warn!(
+                Err(source) => warn!(
                     channel = %self.settings.channel,
                     segment = %active.path.display(),
                     error = %source,
                     "could not trim a closed segment's preallocated tail"
-                );
+                ),
             }
         }
         Ok(())
@@ -603,10 +715,12 @@ fn reserve(file: &dyn StorageFile, needed_bytes: u64, preferred_bytes: u64) -> i
     }
 }
 
-fn recoverable(error: ChannelError) -> RoundFailure {
+/// A failed write, allocation or segment creation: only its round fails when the disk
+/// is short of space (ENOSPC, EDQUOT); any other error fails the channel.
+fn write_failure(error: ChannelError) -> RoundFailure {
     RoundFailure {
+        fatal: !error.is_space_shortage(),
         error,
-        fatal: false,
     }
 }
 
@@ -645,6 +759,17 @@ fn clone_error(error: &ChannelError) -> ChannelError {
         ChannelError::Failed { channel, reason } => ChannelError::Failed {
             channel: channel.clone(),
             reason: reason.clone(),
+        },
+        ChannelError::DirectoryLost {
+            channel,
+            role,
+            dir,
+            detail,
+        } => ChannelError::DirectoryLost {
+            channel: channel.clone(),
+            role,
+            dir: dir.clone(),
+            detail: detail.clone(),
         },
         other => ChannelError::Failed {
             channel: String::new(),

@@ -102,7 +102,7 @@ fn refuse_if_running(
     );
     for dir in dirs {
         let lock_file = dir.join(LOCK_FILE_NAME);
-        match storage.lock_file(&lock_file) {
+        match storage.lock_file(&lock_file, config.file_modes()) {
             Ok(lock) => drop(lock),
             Err(error) if error.kind() == io::ErrorKind::NotFound => {}
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {

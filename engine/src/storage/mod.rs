@@ -7,6 +7,9 @@
 //! - data written to a file is durable only after `sync_data` / `sync_all` on that file;
 //! - creating, renaming or removing a file is durable only after `sync_dir` on its parent;
 //! - `close` (dropping a handle) syncs nothing.
+//!
+//! Files and directories are created with the permission bits the caller passes
+//! ([`FileMode`]); the process's umask may only take bits away.
 
 mod real;
 mod sim;
@@ -23,16 +26,56 @@ pub use uring::{
     choose_io_backend, io_backend, IoBackend, IoBackendChoice, WriteSyncError, IO_BACKEND_VARIABLE,
 };
 
+/// Permission bits for what the engine creates: files get `file`, directories `dir`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMode {
+    /// Mode of new files (segments, checkpoints, temp and lock files), e.g. `0o600`.
+    pub file: u32,
+    /// Mode of new directories, e.g. `0o700`.
+    pub dir: u32,
+}
+
+impl FileMode {
+    /// Owner only: files `0600`, directories `0700`.
+    pub const PRIVATE: FileMode = FileMode {
+        file: 0o600,
+        dir: 0o700,
+    };
+
+    /// Files with `file_mode`; directories with the same bits plus the search (execute)
+    /// bit for every class that may read, so that whoever may read the files may reach
+    /// them (`0640` gives `0750`, `0644` gives `0755`).
+    pub fn for_files(file_mode: u32) -> FileMode {
+        let readable = file_mode & 0o444;
+        FileMode {
+            file: file_mode,
+            dir: file_mode | (readable >> 2),
+        }
+    }
+}
+
+impl Default for FileMode {
+    fn default() -> Self {
+        FileMode::PRIVATE
+    }
+}
+
 /// A directory tree the engine can create files in.
 pub trait Storage: Send + Sync + fmt::Debug {
-    /// Creates the directory and its parents (like `mkdir -p`).
-    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Creates the directory and its parents (like `mkdir -p`); new ones get `mode.dir`,
+    /// existing ones are left as they are.
+    fn create_dir_all(&self, path: &Path, mode: FileMode) -> io::Result<()>;
+
+    /// Opens a directory and holds it open, so that [`DirHandle::verify`] can later tell
+    /// whether its path still names it.
+    fn open_dir(&self, path: &Path) -> io::Result<Box<dyn DirHandle>>;
 
     /// Names of the entries in a directory, sorted.
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
 
-    /// Creates a new, empty file opened for reading and writing. Fails if it exists.
-    fn create_file(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>>;
+    /// Creates a new, empty file with `mode.file`, opened for reading and writing. Fails
+    /// if it exists.
+    fn create_file(&self, path: &Path, mode: FileMode) -> io::Result<Arc<dyn StorageFile>>;
 
     /// Opens an existing file for reading and writing.
     fn open_file(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>>;
@@ -49,9 +92,52 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Bytes an unprivileged process can still write on the directory's filesystem.
     fn available_space_bytes(&self, path: &Path) -> io::Result<u64>;
 
-    /// Takes an exclusive lock on `lock_file` (created if missing), held until the
-    /// returned guard is dropped. Fails with `ErrorKind::WouldBlock` when held elsewhere.
-    fn lock_file(&self, lock_file: &Path) -> io::Result<Box<dyn DirLock>>;
+    /// Takes an exclusive lock on `lock_file` (created with `mode.file` if missing), held
+    /// until the returned guard is dropped. Fails with `ErrorKind::WouldBlock` when held
+    /// elsewhere.
+    fn lock_file(&self, lock_file: &Path, mode: FileMode) -> io::Result<Box<dyn DirLock>>;
+}
+
+/// An open directory, held so that the engine can tell when its path stops naming it: an
+/// `rm -rf` of the directory, or another directory moved or created in its place, while
+/// the channel runs. Holding it open also keeps its inode number from being reused, so a
+/// new directory at the path can never pass for the old one.
+pub trait DirHandle: Send + Sync + fmt::Debug {
+    /// The path the directory was opened at.
+    fn path(&self) -> &Path;
+
+    /// Checks that the path still names the directory held open: one `stat` of the path,
+    /// cheap enough to run before every acknowledgement.
+    fn verify(&self) -> Result<(), DirMoved>;
+}
+
+/// The identity of a file or directory: its device and inode numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileIdentity {
+    /// `st_dev`.
+    pub device: u64,
+    /// `st_ino`.
+    pub inode: u64,
+}
+
+/// Why a directory's path no longer names the directory that was opened there.
+#[derive(Debug, thiserror::Error)]
+pub enum DirMoved {
+    /// Nothing can be found at the path any more (removed, or a parent moved away).
+    #[error("it is no longer at its path ({0})")]
+    Missing(#[source] io::Error),
+    /// The path names something else now.
+    #[error(
+        "its path now names another directory or file (device {}, inode {}; the one \
+         opened was device {}, inode {})",
+        now.device, now.inode, opened.device, opened.inode
+    )]
+    Replaced {
+        /// What was opened.
+        opened: FileIdentity,
+        /// What the path names now.
+        now: FileIdentity,
+    },
 }
 
 /// An open file.

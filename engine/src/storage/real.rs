@@ -1,15 +1,18 @@
 //! The real filesystem: `std::fs` plus `rustix` for `fallocate` and `statvfs`.
 
-use std::fs::{self, File, OpenOptions, TryLockError};
+use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
 use std::io;
-use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use std::os::fd::AsRawFd;
 
 use super::uring::{self, IoBackend, WriteOutcome};
-use super::{DirLock, Storage, StorageFile, WriteSyncError};
+use super::{
+    DirHandle, DirLock, DirMoved, FileIdentity, FileMode, Storage, StorageFile, WriteSyncError,
+};
 
 /// The operating system's filesystem.
 #[derive(Debug, Default, Clone, Copy)]
@@ -28,9 +31,64 @@ struct RealLock {
 
 impl DirLock for RealLock {}
 
+/// A directory held open by a descriptor, with the identity it had when opened.
+#[derive(Debug)]
+struct RealDir {
+    path: PathBuf,
+    // Held so the inode stays allocated: its number cannot go to a new directory.
+    _descriptor: OwnedFd,
+    identity: FileIdentity,
+}
+
+// `dev_t` and `ino_t` are u64 on the 64-bit Linux targets, narrower on some others.
+#[allow(clippy::unnecessary_cast)]
+fn identity_of(stat: &rustix::fs::Stat) -> FileIdentity {
+    FileIdentity {
+        device: stat.st_dev as u64,
+        inode: stat.st_ino as u64,
+    }
+}
+
+impl DirHandle for RealDir {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn verify(&self) -> Result<(), DirMoved> {
+        let now = rustix::fs::stat(&self.path).map_err(|errno| DirMoved::Missing(errno.into()))?;
+        let now = identity_of(&now);
+        if now == self.identity {
+            Ok(())
+        } else {
+            Err(DirMoved::Replaced {
+                opened: self.identity,
+                now,
+            })
+        }
+    }
+}
+
 impl Storage for RealFs {
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        fs::create_dir_all(path)
+    fn create_dir_all(&self, path: &Path, mode: FileMode) -> io::Result<()> {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(mode.dir)
+            .create(path)
+    }
+
+    fn open_dir(&self, path: &Path) -> io::Result<Box<dyn DirHandle>> {
+        use rustix::fs::{Mode, OFlags};
+        let descriptor = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let identity = identity_of(&rustix::fs::fstat(&descriptor)?);
+        Ok(Box::new(RealDir {
+            path: path.to_path_buf(),
+            _descriptor: descriptor,
+            identity,
+        }))
     }
 
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
@@ -42,11 +100,12 @@ impl Storage for RealFs {
         Ok(names)
     }
 
-    fn create_file(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
+    fn create_file(&self, path: &Path, mode: FileMode) -> io::Result<Arc<dyn StorageFile>> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
+            .mode(mode.file)
             .open(path)?;
         Ok(Arc::new(RealFile { file }))
     }
@@ -73,12 +132,13 @@ impl Storage for RealFs {
         Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
     }
 
-    fn lock_file(&self, lock_file: &Path) -> io::Result<Box<dyn DirLock>> {
+    fn lock_file(&self, lock_file: &Path, mode: FileMode) -> io::Result<Box<dyn DirLock>> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(mode.file)
             .open(lock_file)?;
         match file.try_lock() {
             Ok(()) => Ok(Box::new(RealLock { _file: file })),

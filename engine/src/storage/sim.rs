@@ -17,7 +17,14 @@
 //!
 //! Error injection: EIO on every sync from a given operation on (after which that file's
 //! unsynced data is lost for good and reads see only the durable image, as on Linux after
-//! a failed fsync), ENOSPC on writes, and a settable free-space figure for the space guard.
+//! a failed fsync), ENOSPC on writes, an errno for file creations, and a settable
+//! free-space figure for the space guard — or a disk of a given size, whose free space
+//! shrinks as files grow and which refuses growth beyond it with ENOSPC.
+//!
+//! Directories have an identity (like an inode number) given when they are created, so a
+//! test can remove a directory ([`SimFs::remove_dir_all`]) or put a new one in its place
+//! ([`SimFs::replace_dir`]) under a running channel. Permission bits are accepted and not
+//! modelled.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -26,7 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rand::Rng;
 
-use super::{DirLock, Storage, StorageFile};
+use super::{DirHandle, DirLock, DirMoved, FileIdentity, FileMode, Storage, StorageFile};
 
 /// Free space SimFs reports unless a test sets another figure: plenty.
 const DEFAULT_AVAILABLE_SPACE_BYTES: u64 = 1 << 40;
@@ -56,8 +63,13 @@ pub struct SimFsOptions {
     /// Allocations that would grow a file by more than this many bytes fail with ENOSPC:
     /// a disk with a little room left, but not enough for a whole reservation.
     pub largest_allocation_bytes: Option<u64>,
-    /// What `available_space_bytes` reports.
+    /// What `available_space_bytes` reports (unless `capacity_bytes` is set).
     pub available_space_bytes: u64,
+    /// The disk's size: when set, free space is this less the bytes of every file, and
+    /// writes, allocations and size changes that would need more fail with ENOSPC.
+    pub capacity_bytes: Option<u64>,
+    /// File creations fail with this errno (EACCES, EMFILE, …).
+    pub create_errno: Option<i32>,
 }
 
 impl Default for SimFsOptions {
@@ -68,6 +80,8 @@ impl Default for SimFsOptions {
             no_space: false,
             largest_allocation_bytes: None,
             available_space_bytes: DEFAULT_AVAILABLE_SPACE_BYTES,
+            capacity_bytes: None,
+            create_errno: None,
         }
     }
 }
@@ -83,7 +97,10 @@ struct SimState {
     nodes: Vec<SimNode>,
     live_entries: BTreeMap<PathBuf, usize>,
     durable_entries: BTreeMap<PathBuf, usize>,
-    dirs: BTreeSet<PathBuf>,
+    /// Every directory with its identity.
+    dirs: BTreeMap<PathBuf, u64>,
+    /// The identity the next new directory gets.
+    next_dir_identity: u64,
     locks: BTreeSet<PathBuf>,
     mutating_ops: u64,
     options: SimFsOptions,
@@ -119,6 +136,10 @@ fn write_into(image: &mut Vec<u8>, offset: u64, data: &[u8]) {
         image.resize(end, 0);
     }
     image[start..end].copy_from_slice(data);
+}
+
+fn no_space_error() -> io::Error {
+    io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error())
 }
 
 fn simulated_crash_error() -> io::Error {
@@ -175,6 +196,7 @@ impl SimFs {
         };
         let mut image = SimState {
             dirs: state.dirs.clone(),
+            next_dir_identity: state.next_dir_identity,
             ..SimState::default()
         };
         for (path, &node_index) in entries {
@@ -217,6 +239,33 @@ impl SimFs {
         Ok(())
     }
 
+    /// Removes a directory with everything in it, as `rm -rf` does. Files open elsewhere
+    /// stay readable and writable through their handles. The removal is durable at once.
+    pub fn remove_dir_all(&self, path: &Path) {
+        let mut state = self.lock();
+        state.dirs.retain(|dir, _| !dir.starts_with(path));
+        state
+            .live_entries
+            .retain(|entry, _| !entry.starts_with(path));
+        state
+            .durable_entries
+            .retain(|entry, _| !entry.starts_with(path));
+        state.locks.retain(|lock| !lock.starts_with(path));
+    }
+
+    /// Removes a directory with everything in it and creates a new, empty one at the same
+    /// path (`rm -rf DIR && mkdir DIR`): same path, another directory.
+    pub fn replace_dir(&self, path: &Path) {
+        self.remove_dir_all(path);
+        let mut state = self.lock();
+        state.add_dir(path);
+    }
+
+    /// The disk's free space, as `available_space_bytes` reports it.
+    pub fn free_space_bytes(&self) -> u64 {
+        self.lock().available_bytes()
+    }
+
     /// A copy of a file's live bytes.
     pub fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
         let state = self.lock();
@@ -252,6 +301,39 @@ fn torn_content(node: &SimNode, rng: &mut impl Rng) -> Vec<u8> {
 }
 
 impl SimState {
+    /// Adds a directory (a new identity) unless it exists.
+    fn add_dir(&mut self, path: &Path) {
+        if !self.dirs.contains_key(path) {
+            self.next_dir_identity += 1;
+            let identity = self.next_dir_identity;
+            self.dirs.insert(path.to_path_buf(), identity);
+        }
+    }
+
+    fn dir_exists(&self, path: &Path) -> io::Result<()> {
+        if self.dirs.contains_key(path) {
+            Ok(())
+        } else {
+            Err(not_found(path))
+        }
+    }
+
+    /// Bytes held by files that have a name.
+    fn used_bytes(&self) -> u64 {
+        let named: BTreeSet<usize> = self.live_entries.values().copied().collect();
+        named
+            .into_iter()
+            .map(|node| self.nodes[node].live.len() as u64)
+            .sum()
+    }
+
+    fn available_bytes(&self) -> u64 {
+        match self.options.capacity_bytes {
+            Some(capacity) => capacity.saturating_sub(self.used_bytes()),
+            None => self.options.available_space_bytes,
+        }
+    }
+
     /// Counts a mutating operation and fails it if the simulated process has stopped.
     fn begin_mutation(&mut self) -> io::Result<u64> {
         let op_index = self.mutating_ops;
@@ -271,7 +353,7 @@ impl SimState {
 
     fn parent_exists(&self, path: &Path) -> io::Result<()> {
         match path.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() && !self.dirs.contains(parent) => {
+            Some(parent) if !parent.as_os_str().is_empty() && !self.dirs.contains_key(parent) => {
                 Err(not_found(parent))
             }
             _ => Ok(()),
@@ -293,6 +375,37 @@ struct SimLock {
 
 impl DirLock for SimLock {}
 
+#[derive(Debug)]
+struct SimDir {
+    fs: SimFs,
+    path: PathBuf,
+    identity: u64,
+}
+
+fn sim_identity(identity: u64) -> FileIdentity {
+    FileIdentity {
+        device: 0,
+        inode: identity,
+    }
+}
+
+impl DirHandle for SimDir {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn verify(&self) -> Result<(), DirMoved> {
+        match self.fs.lock().dirs.get(&self.path) {
+            None => Err(DirMoved::Missing(not_found(&self.path))),
+            Some(&identity) if identity == self.identity => Ok(()),
+            Some(&identity) => Err(DirMoved::Replaced {
+                opened: sim_identity(self.identity),
+                now: sim_identity(identity),
+            }),
+        }
+    }
+}
+
 impl Drop for SimLock {
     fn drop(&mut self) {
         self.fs.lock().locks.remove(&self.path);
@@ -300,21 +413,28 @@ impl Drop for SimLock {
 }
 
 impl Storage for SimFs {
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+    fn create_dir_all(&self, path: &Path, _mode: FileMode) -> io::Result<()> {
         let mut state = self.lock();
         for ancestor in path.ancestors() {
             if !ancestor.as_os_str().is_empty() {
-                state.dirs.insert(ancestor.to_path_buf());
+                state.add_dir(ancestor);
             }
         }
         Ok(())
     }
 
+    fn open_dir(&self, path: &Path) -> io::Result<Box<dyn DirHandle>> {
+        let identity = *self.lock().dirs.get(path).ok_or_else(|| not_found(path))?;
+        Ok(Box::new(SimDir {
+            fs: self.clone(),
+            path: path.to_path_buf(),
+            identity,
+        }))
+    }
+
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
         let state = self.lock();
-        if !state.dirs.contains(path) {
-            return Err(not_found(path));
-        }
+        state.dir_exists(path)?;
         let mut names: Vec<String> = state
             .live_entries
             .keys()
@@ -326,9 +446,12 @@ impl Storage for SimFs {
         Ok(names)
     }
 
-    fn create_file(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
+    fn create_file(&self, path: &Path, _mode: FileMode) -> io::Result<Arc<dyn StorageFile>> {
         let mut state = self.lock();
         state.begin_mutation()?;
+        if let Some(errno) = state.options.create_errno {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
         state.parent_exists(path)?;
         if state.live_entries.contains_key(path) {
             return Err(io::Error::new(
@@ -373,6 +496,7 @@ impl Storage for SimFs {
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         let mut state = self.lock();
         state.begin_mutation()?;
+        state.dir_exists(path)?;
         let in_dir = |entry: &PathBuf| entry.parent() == Some(path);
         state.durable_entries.retain(|entry, _| !in_dir(entry));
         let live: Vec<(PathBuf, usize)> = state
@@ -385,11 +509,13 @@ impl Storage for SimFs {
         Ok(())
     }
 
-    fn available_space_bytes(&self, _path: &Path) -> io::Result<u64> {
-        Ok(self.lock().options.available_space_bytes)
+    fn available_space_bytes(&self, path: &Path) -> io::Result<u64> {
+        let state = self.lock();
+        state.dir_exists(path)?;
+        Ok(state.available_bytes())
     }
 
-    fn lock_file(&self, lock_file: &Path) -> io::Result<Box<dyn DirLock>> {
+    fn lock_file(&self, lock_file: &Path, _mode: FileMode) -> io::Result<Box<dyn DirLock>> {
         let mut state = self.lock();
         if !state.locks.insert(lock_file.to_path_buf()) {
             return Err(io::Error::new(
@@ -409,9 +535,17 @@ impl SimFile {
         let mut state = self.fs.lock();
         state.begin_mutation()?;
         if state.options.no_space && !matches!(op, PendingOp::SetLen(_)) {
-            return Err(io::Error::from_raw_os_error(
-                rustix::io::Errno::NOSPC.raw_os_error(),
-            ));
+            return Err(no_space_error());
+        }
+        if let Some(capacity) = state.options.capacity_bytes {
+            let current = state.nodes[self.node].live.len() as u64;
+            let new_len = match &op {
+                PendingOp::Write { offset, data } => current.max(offset + data.len() as u64),
+                PendingOp::SetLen(len) => *len,
+            };
+            if new_len > current && state.used_bytes() + (new_len - current) > capacity {
+                return Err(no_space_error());
+            }
         }
         let node = &mut state.nodes[self.node];
         op.apply(&mut node.live);
@@ -492,9 +626,7 @@ impl StorageFile for SimFile {
             .is_some_and(|largest| len - current > largest);
         if state.options.no_space || too_large {
             state.begin_mutation()?;
-            return Err(io::Error::from_raw_os_error(
-                rustix::io::Errno::NOSPC.raw_os_error(),
-            ));
+            return Err(no_space_error());
         }
         drop(state);
         self.mutate(PendingOp::SetLen(len))
@@ -518,7 +650,7 @@ mod tests {
     fn setup() -> (SimFs, PathBuf) {
         let fs = SimFs::default();
         let dir = PathBuf::from("/d");
-        fs.create_dir_all(&dir).unwrap();
+        fs.create_dir_all(&dir, FileMode::PRIVATE).unwrap();
         (fs, dir)
     }
 
@@ -526,7 +658,7 @@ mod tests {
     fn unsynced_writes_are_lost_on_power_loss_and_synced_ones_survive() {
         let (fs, dir) = setup();
         let path = dir.join("f");
-        let file = fs.create_file(&path).unwrap();
+        let file = fs.create_file(&path, FileMode::PRIVATE).unwrap();
         fs.sync_dir(&dir).unwrap();
         file.write_all_at(b"durable", 0).unwrap();
         file.sync_data().unwrap();
@@ -542,7 +674,7 @@ mod tests {
     fn a_created_file_vanishes_on_power_loss_until_its_directory_is_synced() {
         let (fs, dir) = setup();
         let path = dir.join("f");
-        let file = fs.create_file(&path).unwrap();
+        let file = fs.create_file(&path, FileMode::PRIVATE).unwrap();
         file.write_all_at(b"x", 0).unwrap();
         file.sync_data().unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(1);
@@ -556,7 +688,7 @@ mod tests {
     #[test]
     fn operations_after_the_crash_point_fail_and_change_nothing() {
         let (fs, dir) = setup();
-        let file = fs.create_file(&dir.join("f")).unwrap();
+        let file = fs.create_file(&dir.join("f"), FileMode::PRIVATE).unwrap();
         fs.set_options(SimFsOptions {
             crash_after_ops: Some(fs.mutating_ops()),
             ..SimFsOptions::default()
@@ -568,7 +700,7 @@ mod tests {
     #[test]
     fn a_failed_sync_loses_the_unsynced_data_for_good() {
         let (fs, dir) = setup();
-        let file = fs.create_file(&dir.join("f")).unwrap();
+        let file = fs.create_file(&dir.join("f"), FileMode::PRIVATE).unwrap();
         file.write_all_at(b"abc", 0).unwrap();
         fs.set_options(SimFsOptions {
             fail_syncs_from_op: Some(0),
@@ -587,7 +719,7 @@ mod tests {
     fn torn_images_keep_a_prefix_of_the_unsynced_writes() {
         let (fs, dir) = setup();
         let path = dir.join("f");
-        let file = fs.create_file(&path).unwrap();
+        let file = fs.create_file(&path, FileMode::PRIVATE).unwrap();
         fs.sync_dir(&dir).unwrap();
         file.write_all_at(b"0123456789", 0).unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(7);
@@ -599,14 +731,53 @@ mod tests {
     }
 
     #[test]
+    fn a_held_directory_notices_its_removal_and_its_replacement() {
+        let (fs, dir) = setup();
+        let held = fs.open_dir(&dir).unwrap();
+        let file = fs.create_file(&dir.join("f"), FileMode::PRIVATE).unwrap();
+        assert!(held.verify().is_ok());
+        fs.remove_dir_all(&dir);
+        assert!(matches!(held.verify(), Err(DirMoved::Missing(_))));
+        assert!(fs.list_dir(&dir).is_err());
+        assert!(fs.sync_dir(&dir).is_err());
+        file.write_all_at(b"still writable", 0).unwrap();
+        fs.create_dir_all(&dir, FileMode::PRIVATE).unwrap();
+        assert!(matches!(held.verify(), Err(DirMoved::Replaced { .. })));
+        let again = fs.open_dir(&dir).unwrap();
+        fs.replace_dir(&dir);
+        assert!(matches!(again.verify(), Err(DirMoved::Replaced { .. })));
+    }
+
+    #[test]
+    fn a_disk_of_a_given_size_refuses_growth_beyond_it_and_reports_what_is_left() {
+        let fs = SimFs::new(SimFsOptions {
+            capacity_bytes: Some(100),
+            ..SimFsOptions::default()
+        });
+        let dir = PathBuf::from("/d");
+        fs.create_dir_all(&dir, FileMode::PRIVATE).unwrap();
+        let file = fs.create_file(&dir.join("f"), FileMode::PRIVATE).unwrap();
+        file.allocate(60).unwrap();
+        assert_eq!(fs.available_space_bytes(&dir).unwrap(), 40);
+        file.write_all_at(b"within the allocation", 0).unwrap();
+        assert_eq!(fs.free_space_bytes(), 40);
+        let error = file.allocate(101).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::StorageFull);
+        file.set_len(10).unwrap();
+        assert_eq!(fs.free_space_bytes(), 90);
+    }
+
+    #[test]
     fn a_second_lock_on_the_same_file_is_refused_until_the_first_is_dropped() {
         let (fs, dir) = setup();
-        let lock = fs.lock_file(&dir.join("lock")).unwrap();
+        let lock = fs.lock_file(&dir.join("lock"), FileMode::PRIVATE).unwrap();
         assert_eq!(
-            fs.lock_file(&dir.join("lock")).unwrap_err().kind(),
+            fs.lock_file(&dir.join("lock"), FileMode::PRIVATE)
+                .unwrap_err()
+                .kind(),
             io::ErrorKind::WouldBlock
         );
         drop(lock);
-        assert!(fs.lock_file(&dir.join("lock")).is_ok());
+        assert!(fs.lock_file(&dir.join("lock"), FileMode::PRIVATE).is_ok());
     }
 }

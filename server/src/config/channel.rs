@@ -334,6 +334,13 @@ static FILE_KEYS: &[KeyHandler<FileDraft>] = &[
         },
     },
     KeyHandler {
+        name: "fileMode",
+        apply: |draft, value, _| {
+            draft.config.file_mode = values::file_mode(value)?;
+            Ok(())
+        },
+    },
+    KeyHandler {
         name: "compression",
         apply: |draft, value, _| {
             draft.config.compression = [Compression::None, Compression::Lz4]

@@ -12,6 +12,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use millrace_engine::config::{file_mode_is_acceptable, FILE_MODE_EXPECTED};
+
 /// What a value should have looked like, e.g. "a positive integer".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expected(pub String);
@@ -30,6 +32,9 @@ impl std::fmt::Display for Expected {
 
 /// Digit strings longer than this cannot fit an `i128`; they are out of every range.
 const MAX_DECIMAL_DIGITS_IN_I128: usize = 38;
+
+/// The most octal digits a file mode has (`0640`; a leading zero is optional).
+const MAX_FILE_MODE_DIGITS: usize = 4;
 
 /// Percentages are whole numbers from 0 to this.
 const FULL_PERCENT: u8 = 100;
@@ -195,6 +200,19 @@ pub fn non_negative_milliseconds(value: &str) -> Result<Duration, Expected> {
     .map(|millis| Duration::from_millis(to_u64(millis)))
 }
 
+/// Permission bits in octal, as `chmod` takes them (`0600`, `640`), that the engine
+/// accepts for data files ([`FILE_MODE_EXPECTED`]).
+pub fn file_mode(value: &str) -> Result<u32, Expected> {
+    let digits = value.strip_prefix("0o").unwrap_or(value);
+    let octal = !digits.is_empty()
+        && digits.len() <= MAX_FILE_MODE_DIGITS
+        && digits.bytes().all(|byte| (b'0'..=b'7').contains(&byte));
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if octal && file_mode_is_acceptable(mode) => Ok(mode),
+        _ => Err(Expected::new(FILE_MODE_EXPECTED)),
+    }
+}
+
 /// A directory path. Relative paths are relative to the working directory, as in Flume;
 /// nothing is expanded (`~` and `$HOME` are literal text).
 pub fn directory(value: &str) -> Result<PathBuf, Expected> {
@@ -262,6 +280,22 @@ mod tests {
         assert_eq!(positive_integer("18446744073709551615"), Ok(u64::MAX));
         assert_eq!(java_int("-2147483648"), Ok(i32::MIN));
         assert!(java_int("2147483648").is_err());
+    }
+
+    #[test]
+    fn file_modes_are_octal_data_file_modes() {
+        assert_eq!(file_mode("0600"), Ok(0o600));
+        assert_eq!(file_mode("640"), Ok(0o640));
+        assert_eq!(file_mode("0o644"), Ok(0o644));
+        for bad in [
+            "", "0", "600x", "0800", "0700", "0400", "4600", "1600", "-600", "rw",
+        ] {
+            assert_eq!(
+                file_mode(bad),
+                Err(Expected::new(FILE_MODE_EXPECTED)),
+                "{bad:?} should be refused"
+            );
+        }
     }
 
     #[test]
