@@ -65,6 +65,8 @@ struct Shared {
     overflow: Option<FileChannel>,
     state: Mutex<SpillState>,
     events_available: Condvar,
+    /// Wakes async takers whenever `events_available` wakes blocked ones.
+    arrivals: crate::channel::Arrivals,
     memory_freed: Condvar,
     /// Held across an overflow commit with puts and the append of its run.
     spill_lock: Mutex<()>,
@@ -161,6 +163,7 @@ impl SpillableChannel {
                 overflow,
                 state: Mutex::new(state),
                 events_available: Condvar::new(),
+                arrivals: crate::channel::Arrivals::default(),
                 memory_freed: Condvar::new(),
                 spill_lock: Mutex::new(()),
                 byte_slot_capacity,
@@ -220,6 +223,7 @@ impl Shared {
                 state.memory.extend(puts);
                 state.push_back_run(Tier::Memory, count);
                 self.events_available.notify_all();
+                self.arrivals.notify();
                 return Ok(());
             }
             if self
@@ -278,6 +282,10 @@ impl Channel for SpillableChannel {
         &self.shared.name
     }
 
+    fn arrivals(&self) -> Option<&crate::channel::Arrivals> {
+        Some(&self.shared.arrivals)
+    }
+
     fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError> {
         self.shared.check_open()?;
         Ok(Box::new(SpillableTransaction {
@@ -322,6 +330,7 @@ impl Channel for SpillableChannel {
         }
         self.shared.counters.mark_stopped();
         self.shared.events_available.notify_all();
+        self.shared.arrivals.notify();
         self.shared.memory_freed.notify_all();
         match &self.shared.overflow {
             Some(overflow) => overflow.close(),
@@ -516,6 +525,7 @@ impl SpillableTransaction {
         self.puts.clear();
         if taken > 0 {
             shared.events_available.notify_all();
+            shared.arrivals.notify();
         }
     }
 }
@@ -638,6 +648,7 @@ impl Transaction for SpillableTransaction {
                         let mut state = shared.state.lock();
                         state.push_back_run(Tier::Overflow, spilled);
                         shared.events_available.notify_all();
+                        shared.arrivals.notify();
                     }
                     committed
                 }

@@ -143,6 +143,8 @@ struct Shared {
     state: Mutex<QueueState>,
     /// Signalled when events join the queue or return to it.
     events_available: Condvar,
+    /// Wakes async takers whenever `events_available` wakes blocked ones.
+    arrivals: crate::channel::Arrivals,
     /// Signalled when capacity is released.
     space_freed: Condvar,
     /// Signalled when the sequencer applies commits.
@@ -419,6 +421,7 @@ impl FileChannel {
             registry,
             state: Mutex::new(state),
             events_available: Condvar::new(),
+            arrivals: crate::channel::Arrivals::default(),
             space_freed: Condvar::new(),
             commits_applied: Condvar::new(),
             next_transaction_id: AtomicU64::new(recovered.next_transaction_id),
@@ -528,6 +531,10 @@ impl Channel for FileChannel {
         &self.shared.name
     }
 
+    fn arrivals(&self) -> Option<&crate::channel::Arrivals> {
+        Some(&self.shared.arrivals)
+    }
+
     fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError> {
         Ok(Box::new(self.transaction()?))
     }
@@ -616,6 +623,7 @@ impl Shared {
         self.locks.lock().clear();
         // Wake anyone waiting so they notice the channel closed.
         self.events_available.notify_all();
+        self.arrivals.notify();
         self.space_freed.notify_all();
         self.commits_applied.notify_all();
         info!(channel = %self.name, "file channel closed");
@@ -759,6 +767,7 @@ impl Shared {
                 ChannelCounters::add(&self.counters.take_success, take_count);
                 if put_count > 0 {
                     self.events_available.notify_all();
+                    self.arrivals.notify();
                 }
                 if take_count > 0 {
                     self.space_freed.notify_all();
@@ -782,6 +791,7 @@ impl Shared {
         }
         if !takes.is_empty() {
             self.events_available.notify_all();
+            self.arrivals.notify();
         }
     }
 }
