@@ -313,6 +313,18 @@ impl ResponseDecoder {
         self.limits
     }
 
+    /// Lowers the largest accepted frame to `max_frame_bytes` when that is below the
+    /// current limit (never below the protocol minimum): a client that announced a
+    /// generous limit holds the server to the limit the server announced for itself,
+    /// the most it ever sends.
+    pub fn lower_max_frame_bytes(&mut self, max_frame_bytes: u32) {
+        if let Ok(lowered) = DecodeLimits::new(max_frame_bytes) {
+            if lowered.max_frame_bytes() < self.limits.max_frame_bytes() {
+                self.limits = lowered;
+            }
+        }
+    }
+
     /// Decodes the next response at the front of `buffer`, removing its bytes. The frame
     /// is split off as shared [`Bytes`], so event bodies are not copied.
     pub fn decode(&mut self, buffer: &mut BytesMut) -> Result<Option<ResponseFrame>, DecodeError> {

@@ -86,9 +86,9 @@ pub use encoder::{Encoder, EventBatchWriter};
 pub use error::{DecodeError, EncodeError, Malformation};
 pub use error_response::{fields, ErrorClass, ErrorCode, ErrorResponse, MAX_ERROR_FIELDS};
 pub use event::{
-    encoded_event_bytes, Event, EventBatch, EventBatchBuilder, EventIter, EventView, HeaderPair,
-    Headers, SharedEvents, MAX_BODY_BYTES, MAX_HEADERS_PER_EVENT, MAX_HEADER_STRING_BYTES,
-    MIN_EVENT_BYTES, NO_HEADERS,
+    encoded_event_bytes, single_event_frame_bytes, Event, EventBatch, EventBatchBuilder, EventIter,
+    EventView, HeaderPair, Headers, SharedEvents, MAX_BODY_BYTES, MAX_HEADERS_PER_EVENT,
+    MAX_HEADER_STRING_BYTES, MIN_EVENT_BYTES, NO_HEADERS,
 };
 pub use frame::{
     FrameType, RequestId, FRAME_HEADER_BYTES, FRAME_TYPE_BYTES, LENGTH_PREFIX_BYTES, MAGIC,
