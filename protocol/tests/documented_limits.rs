@@ -47,7 +47,10 @@ fn rows_naming_a_constant() -> Vec<(String, Vec<String>)> {
         .lines()
         .filter(|line| line.starts_with("| "))
         .filter_map(|line| {
-            let cells: Vec<String> = line.split('|').map(|cell| cell.trim().to_string()).collect();
+            let cells: Vec<String> = line
+                .split('|')
+                .map(|cell| cell.trim().to_string())
+                .collect();
             let name = cells.iter().find_map(|cell| {
                 let mut pieces = cell.split('`');
                 pieces.next()?;
@@ -73,11 +76,17 @@ fn documented_server_limits_are_the_constants() {
         "DEFAULT_MAX_TAKE_WAIT_MS",
         "DEFAULT_MAX_HELLO_FRAME_BYTES",
     ] {
-        assert!(named.contains(&expected), "section 10 does not show {expected}");
+        assert!(
+            named.contains(&expected),
+            "section 10 does not show {expected}"
+        );
     }
     for (name, cells) in rows {
         let value = constant(&name).unwrap_or_else(|| panic!("{name} is not a limits constant"));
-        let documented: Vec<u64> = cells.iter().filter_map(|cell| leading_number(cell)).collect();
+        let documented: Vec<u64> = cells
+            .iter()
+            .filter_map(|cell| leading_number(cell))
+            .collect();
         assert!(
             documented.contains(&value),
             "docs/protocol.md shows {documented:?} beside {name}, which is {value}"

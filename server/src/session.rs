@@ -648,28 +648,37 @@ impl Session {
     /// frame deadline (part of a frame buffered). While draining, a session without a
     /// transaction stops waiting and closes.
     async fn wait_for_bytes(&mut self) -> Result<Flow, SessionError> {
-        let (deadline, limit, what) = if !self.handshake_accepted {
-            // Until the Hello is in, a connection gets the (short) handshake deadline
-            // from its accept, however it trickles: silence and slow-loris alike.
-            (
-                self.accepted_at + self.settings.handshake_deadline,
-                self.settings.handshake_deadline,
-                "handshake deadline (server.handshakeDeadlineMs)",
-            )
-        } else if self.input.is_empty() {
+        let handshake = (
+            self.accepted_at + self.settings.handshake_deadline,
+            self.settings.handshake_deadline,
+            "handshake deadline (server.handshakeDeadlineMs)",
+        );
+        let (deadline, limit, what) = if self.input.is_empty() {
             self.partial_frame_since = None;
-            (
-                Instant::now() + self.settings.idle_timeout,
-                self.settings.idle_timeout,
-                "idle timeout (server.idleTimeoutMs)",
-            )
+            if self.handshake_accepted {
+                (
+                    Instant::now() + self.settings.idle_timeout,
+                    self.settings.idle_timeout,
+                    "idle timeout (server.idleTimeoutMs)",
+                )
+            } else {
+                // A connection that has not said its Hello gets the (short) handshake
+                // deadline from its accept, so a silent one cannot hold its place.
+                handshake
+            }
         } else {
             let since = *self.partial_frame_since.get_or_insert_with(Instant::now);
-            (
+            let frame = (
                 since + self.settings.frame_deadline,
                 self.settings.frame_deadline,
                 "frame-completion deadline (server.frameDeadlineMs)",
-            )
+            );
+            // A Hello being trickled meets whichever deadline comes first.
+            if self.handshake_accepted || frame.0 <= handshake.0 {
+                frame
+            } else {
+                handshake
+            }
         };
         let stop_when_draining = self.transaction.is_none() && self.pending_commits.is_empty();
         // Before the handshake, read no more than the Hello can still need: an

@@ -315,8 +315,14 @@ fn channelctl_takes_an_event_as_large_as_the_server_accepted() {
         "a take of the 30 MiB event failed: {}",
         String::from_utf8_lossy(&take.stderr)
     );
-    assert_eq!(take.stdout.len(), LARGE_BODY_BYTES + 1, "the whole body and its newline");
-    assert!(take.stdout[..LARGE_BODY_BYTES].iter().all(|byte| *byte == b'x'));
+    assert_eq!(
+        take.stdout.len(),
+        LARGE_BODY_BYTES + 1,
+        "the whole body and its newline"
+    );
+    assert!(take.stdout[..LARGE_BODY_BYTES]
+        .iter()
+        .all(|byte| *byte == b'x'));
 }
 
 /// The protocol's smallest frame limit.
@@ -338,7 +344,10 @@ fn channelctl_put_refuses_up_front_an_event_no_take_could_return() {
     assert_eq!(String::from_utf8_lossy(&put.stdout), "committed 1\n");
     assert!(stderr.contains("line 2 is not put"), "{stderr}");
     assert!(stderr.contains("no take could ever return it"), "{stderr}");
-    assert!(stderr.contains(&SMALLEST_FRAME_BYTES.to_string()), "{stderr}");
+    assert!(
+        stderr.contains(&SMALLEST_FRAME_BYTES.to_string()),
+        "{stderr}"
+    );
     // Nothing after the refused line went in.
     let taken = successful_lines(&server.channelctl("take", &["--wait-ms", "200"], b""));
     assert_eq!(taken, ["small"]);

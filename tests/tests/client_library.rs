@@ -174,7 +174,10 @@ fn a_consumer_with_a_smaller_frame_limit_is_told_and_a_default_client_takes_the_
             // The event stayed at the head; a client with the default options takes the
             // server's limit and gets it.
             let mut default = Client::connect(ClientOptions::new(address.clone())).await?;
-            assert_eq!(default.receive_max_frame_bytes(), default.server().max_frame_bytes);
+            assert_eq!(
+                default.receive_max_frame_bytes(),
+                default.server().max_frame_bytes
+            );
             default.begin("default").await?;
             let taken = default.take(1, Duration::from_millis(500)).await?;
             default.commit().await?;

@@ -3,7 +3,10 @@
 use std::process::Command;
 
 fn help_first_line(binary: &str) -> String {
-    let output = Command::new(binary).arg("--help").output().expect("run --help");
+    let output = Command::new(binary)
+        .arg("--help")
+        .output()
+        .expect("run --help");
     assert!(output.status.success());
     String::from_utf8(output.stdout)
         .expect("UTF-8 help")
