@@ -64,6 +64,14 @@ const DESCRIPTORS_PER_CHECKPOINT_DIR: u64 = 4;
 /// being started.
 const DESCRIPTORS_PER_ADAPTER: u64 = 3;
 
+/// Permits of a semaphore bounding `count` sockets (a count larger than a semaphore can
+/// hold is no bound at all).
+pub fn semaphore_permits(count: u64) -> usize {
+    usize::try_from(count)
+        .unwrap_or(usize::MAX)
+        .min(tokio::sync::Semaphore::MAX_PERMITS)
+}
+
 /// What the descriptor limit has to hold, with the limit itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DescriptorBudget {

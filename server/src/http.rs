@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 use tower_service::Service;
 use tracing::{debug, warn};
 
-use crate::descriptors::HTTP_CONNECTIONS_OVER_THE_CAP;
+use crate::descriptors::{semaphore_permits as permits, HTTP_CONNECTIONS_OVER_THE_CAP};
 use crate::health::health_report;
 use crate::metrics::{metrics_json, prometheus_text};
 use crate::registry::ChannelRegistry;
@@ -222,13 +222,6 @@ pub async fn serve(
     })
     .await;
     Ok(())
-}
-
-/// Semaphore permits for a count that may exceed what a semaphore holds.
-fn permits(count: u64) -> usize {
-    usize::try_from(count)
-        .unwrap_or(usize::MAX)
-        .min(Semaphore::MAX_PERMITS)
 }
 
 /// Serves one connection until it closes, times out, is evicted or the server aborts;

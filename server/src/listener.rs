@@ -19,7 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
-use crate::descriptors::REFUSALS_IN_FLIGHT;
+use crate::descriptors::{semaphore_permits as permits, REFUSALS_IN_FLIGHT};
 use crate::registry::{ChannelRegistry, ConnectionId};
 use crate::session::{refuse_connection, Session, SessionSettings};
 use crate::shutdown::{ShutdownPhase, ShutdownWatcher};
@@ -40,13 +40,6 @@ pub struct ProtocolListener {
     pub max_connections: u32,
     /// The stop phase.
     pub shutdown: ShutdownWatcher,
-}
-
-/// Semaphore permits for a count that may exceed what a semaphore holds.
-fn permits(count: u64) -> usize {
-    usize::try_from(count)
-        .unwrap_or(usize::MAX)
-        .min(Semaphore::MAX_PERMITS)
 }
 
 /// Waits for a place under the socket bound, then accepts. Cancel-safe: a place taken

@@ -10,6 +10,15 @@
 //!   hands back as blocking moves to tokio's blocking pool ([`on_blocking_pool`]): the
 //!   session's transaction (`Box<dyn Transaction>`, `Send`) moves into that call and
 //!   comes back with the result, so the session owns it between requests.
+//! - **Waiting is not work.** A take that waits for an event holds no thread: the
+//!   session listens to the channel's [`Arrivals`], looks with a never-blocking take and
+//!   awaits the listener, so hundreds of idle consumers cannot occupy the blocking pool
+//!   that commits and checkpoints need. (The pool itself may grow to a thread per
+//!   connection: see `daemon`.)
+//! - **Unauthenticated means small and short.** Before its `Hello` is accepted a
+//!   connection is read no further than the `Hello` can need (the decoder refuses a
+//!   larger one from its length prefix) and must finish it within the handshake
+//!   deadline. Client-chosen text reaches the log only as [`Untrusted`].
 //! - **In order, exactly once.** Requests are executed one after another as they are
 //!   decoded, each answered once, in order. Responses collect in an output buffer that is
 //!   written when no complete request is left to execute (so a pipelined burst is
