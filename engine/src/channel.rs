@@ -92,7 +92,7 @@ impl Arrivals {
         self.event.notify(usize::MAX);
     }
 
-    /// A listener woken by the next [`notify`](Self::notify) (see the type's
+    /// A listener woken by the next notification (see the type's
     /// documentation for the order of listening and looking).
     pub fn listen(&self) -> ArrivalListener {
         ArrivalListener(self.event.listen())

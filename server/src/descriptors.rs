@@ -85,7 +85,7 @@ pub struct DescriptorBudget {
     pub http_sockets: u64,
     /// [`channel_descriptors`] of every configured channel.
     pub channels: u64,
-    /// [`DESCRIPTORS_PER_ADAPTER`] per supervised source or sink process.
+    /// 3 per supervised source or sink process (`DESCRIPTORS_PER_ADAPTER`).
     pub adapters: u64,
     /// [`SERVER_DESCRIPTORS`].
     pub server: u64,

@@ -156,7 +156,7 @@ impl Drop for Answering {
 }
 
 /// Serves until `stop` reaches [`ShutdownPhase::Aborting`], then lets the requests in
-/// flight finish (for at most [`CONNECTION_STOP_TIMEOUT`]).
+/// flight finish (for at most `CONNECTION_STOP_TIMEOUT`).
 ///
 /// Bounded against hostile clients: at most `max_connections` connections are served
 /// (one more may wait, accepted, for a place); a new connection that finds every place
