@@ -871,6 +871,22 @@ pub fn dir_usage(dir: &Path, suffix: &str) -> (u64, usize) {
     (bytes, matching)
 }
 
+/// Raises this test process's soft open-file limit to its hard limit, for tests that
+/// hold thousands of sockets; returns the limit now in force (`u64::MAX` when
+/// unlimited).
+pub fn raise_own_open_file_limit() -> u64 {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limits = getrlimit(Resource::Nofile);
+    let _ = setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: limits.maximum,
+            maximum: limits.maximum,
+        },
+    );
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
 /// Sends SIGKILL to a process by pid (an adapter, say).
 pub fn kill_9_pid(pid: i32) {
     if let Some(pid) = Pid::from_raw(pid) {
