@@ -46,7 +46,7 @@ pub use millrace_protocol::{
 };
 use millrace_protocol::{
     DecodeError, DecodeLimits, EncodeError, Encoder, Hello, InvalidLimit, ResponseDecoder,
-    ResponseFrame, DEFAULT_MAX_FRAME_BYTES,
+    ResponseFrame,
 };
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -58,6 +58,14 @@ pub const DEFAULT_SERVER_ADDRESS: &str = "127.0.0.1:41450";
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes the read buffer grows by before each read.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// What a client announces it accepts by default: the largest frame the protocol can
+/// describe. A server keeps every answer within its own `max_frame_bytes` too (and says
+/// which in its handshake, after which the client holds it to that), so in effect a
+/// client takes the server's limit: any event the server accepted in a put, the client
+/// can take. A client that must bound its memory lower sets
+/// [`ClientOptions::max_frame_bytes`], and then cannot take an event larger than that
+/// (the server answers `FRAME_TOO_LARGE`; `docs/operations.md` says what to do).
+pub const CLIENT_MAX_FRAME_BYTES: u32 = u32::MAX;
 
 /// How [`Client::connect_with_retry`] and [`Client::reconnect`] retry: the delay starts
 /// at `initial_delay` and doubles up to `max_delay`, for at most `max_attempts` attempts.
@@ -104,7 +112,9 @@ pub struct ClientOptions {
     pub auth_token: Option<String>,
     /// Sent in the handshake for the server's logs.
     pub client_name: String,
-    /// Largest frame this client accepts (the server keeps `Events` answers within it).
+    /// Largest frame this client accepts (the server keeps `Events` answers within it,
+    /// and within its own limit). Default [`CLIENT_MAX_FRAME_BYTES`]: whatever the
+    /// server's limit is.
     pub max_frame_bytes: u32,
     /// Time allowed for the TCP connect and the handshake.
     pub connect_timeout: Duration,
@@ -113,13 +123,14 @@ pub struct ClientOptions {
 }
 
 impl ClientOptions {
-    /// Defaults for the given address: no token, 16 MiB frames, 10 s connect timeout.
+    /// Defaults for the given address: no token, the server's frame limit, 10 s connect
+    /// timeout.
     pub fn new(address: impl Into<String>) -> Self {
         ClientOptions {
             address: address.into(),
             auth_token: None,
             client_name: format!("millrace-client {}", env!("CARGO_PKG_VERSION")),
-            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_frame_bytes: CLIENT_MAX_FRAME_BYTES,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             backoff: Backoff::default(),
         }
@@ -410,6 +421,9 @@ impl Client {
                 client
                     .encoder
                     .set_peer_max_frame_bytes(accepted.max_frame_bytes);
+                client
+                    .decoder
+                    .lower_max_frame_bytes(accepted.max_frame_bytes);
                 client.server = accepted;
                 Ok(client)
             }
@@ -427,6 +441,13 @@ impl Client {
     /// The server's handshake answer: protocol version, frame limit, name.
     pub fn server(&self) -> &HelloAccepted {
         &self.server
+    }
+
+    /// The largest frame this connection receives: the smaller of what the client
+    /// announced and the server's own limit. A take can return an event only if an
+    /// `Events` frame carrying it alone fits in this.
+    pub fn receive_max_frame_bytes(&self) -> u32 {
+        self.decoder.limits().max_frame_bytes()
     }
 
     /// The options this client connects with.

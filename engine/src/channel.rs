@@ -64,6 +64,57 @@ pub trait Channel: Send + Sync {
     fn as_file_channel(&self) -> Option<&FileChannel> {
         None
     }
+
+    /// What async takers await instead of [`Transaction::take_waiting`], which holds a
+    /// thread for the whole wait: signalled whenever events may have become takeable
+    /// (a put commit, a rollback returning takes, the channel closing). `None` for a
+    /// channel that cannot tell; its callers must use `take_waiting`.
+    fn arrivals(&self) -> Option<&Arrivals> {
+        None
+    }
+}
+
+/// Signals async takers that a channel's events may have changed, so that a take that
+/// waits for an event holds no thread (a thousand idle consumers must not occupy a
+/// thread pool that commits and checkpoints need).
+///
+/// Use: [`listen`](Self::listen) first, then look at the channel with a never-blocking
+/// take ([`Transaction::try_take_many`]), then await the listener if nothing was there.
+/// An arrival between the look and the await still wakes the listener, because it was
+/// registered before the look. Wake-ups may be spurious (another taker got the event):
+/// look again.
+#[derive(Debug, Default)]
+pub struct Arrivals {
+    event: event_listener::Event,
+}
+
+impl Arrivals {
+    /// Wakes every listener registered so far. Costs an atomic load when none is.
+    pub(crate) fn notify(&self) {
+        self.event.notify(usize::MAX);
+    }
+
+    /// A listener woken by the next notification (see the type's
+    /// documentation for the order of listening and looking).
+    pub fn listen(&self) -> ArrivalListener {
+        ArrivalListener(self.event.listen())
+    }
+}
+
+/// A registration with [`Arrivals`]: a future that completes at the next arrival. Needs
+/// no particular async runtime.
+#[derive(Debug)]
+pub struct ArrivalListener(event_listener::EventListener);
+
+impl std::future::Future for ArrivalListener {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        std::pin::Pin::new(&mut self.0).poll(context)
+    }
 }
 
 /// One transaction on a channel.

@@ -31,8 +31,8 @@ pub mod spillable;
 pub mod storage;
 
 pub use channel::{
-    Channel, ChannelHealth, ChannelStats, CommitAttempt, CommitFuture, PendingCommit, PutAttempt,
-    TakeStop, Transaction,
+    ArrivalListener, Arrivals, Channel, ChannelHealth, ChannelStats, CommitAttempt, CommitFuture,
+    PendingCommit, PutAttempt, TakeStop, Transaction,
 };
 pub use error::{ChannelError, OpenError};
 pub use event::Event;

@@ -197,6 +197,8 @@ struct Shared {
     state: Mutex<QueueState>,
     /// Signalled once per event that becomes takeable (commit of puts, rollback of takes).
     events_available: Condvar,
+    /// Wakes async takers whenever `events_available` wakes blocked ones.
+    arrivals: crate::channel::Arrivals,
     /// Signalled when a commit releases capacity or byte slots, and on close.
     space_freed: Condvar,
     counters: ChannelCounters,
@@ -272,6 +274,7 @@ impl MemoryChannel {
                 byte_slots_in_use: 0,
             }),
             events_available: Condvar::new(),
+            arrivals: crate::channel::Arrivals::default(),
             space_freed: Condvar::new(),
             counters: ChannelCounters::started_now(),
             closed: AtomicBool::new(false),
@@ -338,6 +341,10 @@ impl Channel for MemoryChannel {
         &self.shared.name
     }
 
+    fn arrivals(&self) -> Option<&crate::channel::Arrivals> {
+        Some(&self.shared.arrivals)
+    }
+
     fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError> {
         Ok(Box::new(self.transaction()?))
     }
@@ -392,6 +399,7 @@ impl Shared {
         // The lock was taken after `closed` was set: every waiter has either seen the
         // flag or is parked and gets this wake-up.
         self.events_available.notify_all();
+        self.arrivals.notify();
         self.space_freed.notify_all();
         if discarded_events > 0 {
             warn!(
@@ -502,8 +510,12 @@ impl Shared {
         state.queue.return_taken(std::mem::take(takes));
     }
 
-    /// Wakes at most one waiting taker per event that became takeable.
+    /// Wakes at most one waiting taker per event that became takeable, and every async
+    /// taker (they look again and go back to waiting if others were first).
     fn wake_takers(&self, events: usize) {
+        if events > 0 {
+            self.arrivals.notify();
+        }
         for _ in 0..events {
             if !self.events_available.notify_one() {
                 break;

@@ -68,6 +68,8 @@ struct Shared {
     overflow: Option<FileChannel>,
     state: Mutex<SpillState>,
     events_available: Condvar,
+    /// Wakes async takers whenever `events_available` wakes blocked ones.
+    arrivals: crate::channel::Arrivals,
     memory_freed: Condvar,
     /// Held across an overflow commit with puts and the append of its run.
     spill_lock: Mutex<()>,
@@ -165,6 +167,7 @@ impl SpillableChannel {
                 overflow,
                 state: Mutex::new(state),
                 events_available: Condvar::new(),
+                arrivals: crate::channel::Arrivals::default(),
                 memory_freed: Condvar::new(),
                 spill_lock: Mutex::new(()),
                 byte_slot_capacity,
@@ -226,6 +229,7 @@ impl Shared {
                     state.memory.push_back_keyed(key, event);
                 }
                 self.events_available.notify_all();
+                self.arrivals.notify();
                 return Ok(());
             }
             if self
@@ -284,6 +288,10 @@ impl Channel for SpillableChannel {
         &self.shared.name
     }
 
+    fn arrivals(&self) -> Option<&crate::channel::Arrivals> {
+        Some(&self.shared.arrivals)
+    }
+
     fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError> {
         self.shared.check_open()?;
         Ok(Box::new(SpillableTransaction {
@@ -327,6 +335,7 @@ impl Channel for SpillableChannel {
         }
         self.shared.counters.mark_stopped();
         self.shared.events_available.notify_all();
+        self.shared.arrivals.notify();
         self.shared.memory_freed.notify_all();
         match &self.shared.overflow {
             Some(overflow) => overflow.close(),
@@ -523,6 +532,7 @@ impl SpillableTransaction {
         self.puts.clear();
         if taken > 0 {
             shared.events_available.notify_all();
+            shared.arrivals.notify();
         }
     }
 }
@@ -645,6 +655,7 @@ impl Transaction for SpillableTransaction {
                         let mut state = shared.state.lock();
                         state.append_overflow(spilled);
                         shared.events_available.notify_all();
+                        shared.arrivals.notify();
                     }
                     committed
                 }

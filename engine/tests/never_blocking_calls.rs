@@ -513,3 +513,45 @@ fn concurrent_never_blocking_producers_and_consumers_move_every_event_exactly_on
     assert_eq!(everything.len(), total, "every event was taken");
     assert_eq!(channel.stats().channel_size, 0);
 }
+
+/// Polls a future once with a waker that does nothing: `true` when it is ready.
+fn is_ready(future: &mut (impl std::future::Future<Output = ()> + Unpin)) -> bool {
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    std::pin::Pin::new(future).poll(&mut context).is_ready()
+}
+
+#[test]
+fn arrivals_wake_a_listener_registered_before_a_commit_or_a_rollback_returns_events() {
+    let root = tempfile::tempdir().unwrap();
+    for (kind, channel) in every_channel_type(root.path()) {
+        let arrivals = channel
+            .arrivals()
+            .expect("every channel type signals arrivals");
+        let mut before_put = arrivals.listen();
+        assert!(!is_ready(&mut before_put), "{kind}: nothing arrived yet");
+        put_committed(channel.as_ref(), &["a"]);
+        assert!(
+            is_ready(&mut before_put),
+            "{kind}: a committed put wakes it"
+        );
+
+        // A take rolled back returns its event to the head: that is an arrival too.
+        let mut transaction = channel.begin().unwrap();
+        let mut taken = Vec::new();
+        let _ = transaction
+            .try_take_many(1, &mut accept_all(), &mut taken)
+            .unwrap();
+        assert_eq!(texts(&taken), ["a"], "{kind}");
+        let mut before_rollback = arrivals.listen();
+        assert!(!is_ready(&mut before_rollback), "{kind}");
+        transaction.rollback().unwrap();
+        assert!(
+            is_ready(&mut before_rollback),
+            "{kind}: a rollback wakes it"
+        );
+
+        let mut before_close = arrivals.listen();
+        channel.close().unwrap();
+        assert!(is_ready(&mut before_close), "{kind}: closing wakes it");
+    }
+}

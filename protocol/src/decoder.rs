@@ -9,6 +9,8 @@
 //!   depend on how the stream is cut into reads.
 //! * **Limits before allocation.** A length prefix above `max_frame_bytes` is an error as
 //!   soon as its four bytes are there; nothing is allocated or waited for on its account.
+//!   A server's first frame (the unauthenticated client's `Hello`) is held to the much
+//!   smaller `max_hello_frame_bytes` the same way.
 //!   A frame is parsed only once it is complete, and parsing allocates at most the frame's
 //!   own strings (counts can never make it allocate more).
 //! * **Early rejection.** A foreign protocol is recognised from its first bytes, an unknown
@@ -62,13 +64,23 @@ impl FrameHeader {
     }
 }
 
+/// The size limit a frame header is checked against.
+#[derive(Debug, Clone, Copy)]
+enum FrameLimit {
+    /// Any frame: `max_frame_bytes`.
+    Frame(u32),
+    /// A server's first frame, before the client is authenticated:
+    /// `max_hello_frame_bytes`.
+    Hello(u32),
+}
+
 /// Reads the magic (when `expect_preamble`) and a frame header from the start of `input`,
 /// checking the length prefix against the limit as soon as it is there. `None` means more
 /// bytes are needed before anything can be said.
 fn read_frame_header(
     input: &[u8],
     expect_preamble: bool,
-    limits: &DecodeLimits,
+    limit: FrameLimit,
 ) -> Result<Option<FrameHeader>, DecodeError> {
     let frame_start = if expect_preamble {
         match check_preamble(input) {
@@ -93,11 +105,22 @@ fn read_frame_header(
     };
     let length_prefix = u32::from_le_bytes(*length_bytes);
     let frame_bytes = LENGTH_PREFIX_BYTES as u64 + u64::from(length_prefix);
-    if frame_bytes > u64::from(limits.max_frame_bytes()) {
-        return Err(DecodeError::FrameTooLarge {
-            frame_bytes,
-            max_frame_bytes: limits.max_frame_bytes(),
-        });
+    match limit {
+        FrameLimit::Frame(max_frame_bytes) if frame_bytes > u64::from(max_frame_bytes) => {
+            return Err(DecodeError::FrameTooLarge {
+                frame_bytes,
+                max_frame_bytes,
+            });
+        }
+        FrameLimit::Hello(max_hello_frame_bytes)
+            if frame_bytes > u64::from(max_hello_frame_bytes) =>
+        {
+            return Err(DecodeError::HelloTooLarge {
+                frame_bytes,
+                max_hello_frame_bytes,
+            });
+        }
+        FrameLimit::Frame(_) | FrameLimit::Hello(_) => {}
     }
     if (length_prefix as usize) < FRAME_TYPE_BYTES + REQUEST_ID_BYTES {
         return Err(DecodeError::FrameTooShort { length_prefix });
@@ -195,14 +218,18 @@ impl RequestDecoder {
             .map(|request| Some((request, header.frame_end)))
     }
 
-    /// Finds a complete frame of an allowed type at the front of `input`.
+    /// Finds a complete frame of an allowed type at the front of `input`. The first
+    /// frame (the `Hello`) is held to `max_hello_frame_bytes`: until the handshake is
+    /// done the client is not authenticated, so it may not make the server buffer more.
     fn locate(&mut self, input: &[u8]) -> Result<Option<(FrameHeader, FrameType)>, DecodeError> {
-        let expect_preamble = match &self.phase {
-            Phase::Handshake => true,
-            Phase::Open | Phase::Rejected => false,
+        let (expect_preamble, limit) = match &self.phase {
+            Phase::Handshake => (true, FrameLimit::Hello(self.limits.max_hello_frame_bytes())),
+            Phase::Open | Phase::Rejected => {
+                (false, FrameLimit::Frame(self.limits.max_frame_bytes()))
+            }
             Phase::Failed(error) => return Err(error.clone()),
         };
-        let located = read_frame_header(input, expect_preamble, &self.limits).and_then(|header| {
+        let located = read_frame_header(input, expect_preamble, limit).and_then(|header| {
             let Some(header) = header else {
                 return Ok(None);
             };
@@ -286,6 +313,18 @@ impl ResponseDecoder {
         self.limits
     }
 
+    /// Lowers the largest accepted frame to `max_frame_bytes` when that is below the
+    /// current limit (never below the protocol minimum): a client that announced a
+    /// generous limit holds the server to the limit the server announced for itself,
+    /// the most it ever sends.
+    pub fn lower_max_frame_bytes(&mut self, max_frame_bytes: u32) {
+        if let Ok(lowered) = DecodeLimits::new(max_frame_bytes) {
+            if lowered.max_frame_bytes() < self.limits.max_frame_bytes() {
+                self.limits = lowered;
+            }
+        }
+    }
+
     /// Decodes the next response at the front of `buffer`, removing its bytes. The frame
     /// is split off as shared [`Bytes`], so event bodies are not copied.
     pub fn decode(&mut self, buffer: &mut BytesMut) -> Result<Option<ResponseFrame>, DecodeError> {
@@ -316,7 +355,8 @@ impl ResponseDecoder {
             Phase::Open | Phase::Rejected => false,
             Phase::Failed(error) => return Err(error.clone()),
         };
-        let located = read_frame_header(input, expect_preamble, &self.limits).and_then(|header| {
+        let limit = FrameLimit::Frame(self.limits.max_frame_bytes());
+        let located = read_frame_header(input, expect_preamble, limit).and_then(|header| {
             let Some(header) = header else {
                 return Ok(None);
             };
@@ -384,8 +424,10 @@ mod tests {
     use super::*;
     use crate::encoder::Encoder;
     use crate::error_response::ErrorResponse;
-    use crate::limits::{DEFAULT_MAX_FRAME_BYTES, MIN_MAX_FRAME_BYTES};
-    use crate::message::{Hello, HelloAccepted};
+    use crate::limits::{
+        DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_HELLO_FRAME_BYTES, MIN_MAX_FRAME_BYTES,
+    };
+    use crate::message::{Hello, HelloAccepted, HELLO_FRAME_BYTES_BEFORE_TOKEN};
     use crate::sniff::LooksLike;
 
     fn hello_bytes() -> Vec<u8> {
@@ -453,8 +495,59 @@ mod tests {
         input.extend_from_slice(&(DEFAULT_MAX_FRAME_BYTES).to_le_bytes());
         assert!(matches!(
             server_decoder().decode_slice(&input),
-            Err(DecodeError::FrameTooLarge { .. })
+            Err(DecodeError::HelloTooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn a_first_frame_larger_than_a_hello_may_be_is_refused_from_its_length_prefix() {
+        // The attack: the magic, a length just under max_frame_bytes, a Hello type byte.
+        let limits = DecodeLimits::new(64 * 1024 * 1024).unwrap();
+        let mut input = MAGIC.to_vec();
+        input.extend_from_slice(&(64 * 1024 * 1024 - 4u32).to_le_bytes());
+        input.push(FrameType::Hello.as_byte());
+        assert_eq!(
+            RequestDecoder::new(limits).decode_slice(&input),
+            Err(DecodeError::HelloTooLarge {
+                frame_bytes: 64 * 1024 * 1024,
+                max_hello_frame_bytes: DEFAULT_MAX_HELLO_FRAME_BYTES,
+            })
+        );
+    }
+
+    #[test]
+    fn a_hello_of_exactly_the_hello_limit_is_accepted_and_one_byte_more_is_not() {
+        let token_bytes = DEFAULT_MAX_HELLO_FRAME_BYTES as usize - HELLO_FRAME_BYTES_BEFORE_TOKEN;
+        for (extra, accepted) in [(0, true), (1, false)] {
+            let hello =
+                Hello::new("n".repeat(255)).with_auth_token("t".repeat(token_bytes + extra));
+            let mut input = Vec::new();
+            Encoder::default()
+                .encode_request(RequestId(1), &Request::Hello(hello), &mut input)
+                .unwrap();
+            assert_eq!(
+                input.len() - MAGIC.len(),
+                DEFAULT_MAX_HELLO_FRAME_BYTES as usize + extra
+            );
+            let verdict = server_decoder().decode_slice(&input);
+            assert_eq!(verdict.is_ok(), accepted, "{verdict:?}");
+        }
+    }
+
+    #[test]
+    fn frames_after_the_hello_may_use_the_whole_frame_limit() {
+        let mut decoder = open_server_decoder();
+        let large = DEFAULT_MAX_HELLO_FRAME_BYTES * 10;
+        let header = [
+            &large.to_le_bytes()[..],
+            &[FrameType::Put.as_byte(), 2, 0, 0, 0],
+        ]
+        .concat();
+        assert_eq!(
+            decoder.decode_slice(&header),
+            Ok(None),
+            "waits for the rest"
+        );
     }
 
     #[test]

@@ -46,6 +46,21 @@ pub enum DecodeError {
         max_frame_bytes: u32,
     },
 
+    /// A client's first frame (its `Hello`, read before it is authenticated) announces
+    /// more than the server's `max_hello_frame_bytes`. Raised as soon as the four length
+    /// bytes arrive, so an unauthenticated peer never makes the server buffer more than
+    /// a handshake needs.
+    #[error(
+        "first frame of {frame_bytes} bytes (length prefix included) exceeds the \
+         {max_hello_frame_bytes} bytes a Hello may have before the client is authenticated"
+    )]
+    HelloTooLarge {
+        /// The size the length prefix announced, plus the prefix itself.
+        frame_bytes: u64,
+        /// The decoder's limit for the first frame.
+        max_hello_frame_bytes: u32,
+    },
+
     /// A length prefix smaller than the frame type and request id that every frame has.
     #[error(
         "length prefix {length_prefix} is shorter than the {} bytes of frame type and \
@@ -100,12 +115,14 @@ impl DecodeError {
             | DecodeError::Malformed { request_id, .. } => Some(*request_id),
             DecodeError::NotMillrace { .. }
             | DecodeError::FrameTooLarge { .. }
+            | DecodeError::HelloTooLarge { .. }
             | DecodeError::FrameTooShort { .. } => None,
         }
     }
 
     /// The error frame to send before closing: `FrameTooLarge` for an oversized length
-    /// prefix, `ProtocolViolation` for everything else. Its message is this error's text.
+    /// prefix (of any frame, or of a `Hello` beyond the handshake limit),
+    /// `ProtocolViolation` for everything else. Its message is this error's text.
     pub fn to_error_response(&self) -> ErrorResponse {
         let message = self.to_string();
         match self {
@@ -113,6 +130,10 @@ impl DecodeError {
                 frame_bytes,
                 max_frame_bytes,
             } => ErrorResponse::frame_too_large(*frame_bytes, *max_frame_bytes),
+            DecodeError::HelloTooLarge {
+                frame_bytes,
+                max_hello_frame_bytes,
+            } => ErrorResponse::hello_too_large(*frame_bytes, *max_hello_frame_bytes),
             _ => ErrorResponse::protocol_violation(message),
         }
     }

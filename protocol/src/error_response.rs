@@ -67,6 +67,11 @@ pub enum ErrorCode {
     /// Code 207: The request does not apply to the channel's type (a replay or an inspect
     /// report of a memory channel, which keeps no log).
     NotSupported,
+    /// Code 208: A `ReportCounters` the server does not record: a component type other
+    /// than an adapter's (`SOURCE`, `SINK`, …), a component name a Flume configuration
+    /// could not give, a component another connection is reporting, or one past the
+    /// server's table of components.
+    ReportRefused,
     /// Code 301: The client broke the protocol (a malformed frame, a request before the
     /// handshake).
     ProtocolViolation,
@@ -90,7 +95,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code this version defines.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::ChannelFull,
         ErrorCode::InsufficientSpace,
         ErrorCode::TransactionTooLarge,
@@ -100,6 +105,7 @@ impl ErrorCode {
         ErrorCode::ChannelUnhealthy,
         ErrorCode::Internal,
         ErrorCode::NotSupported,
+        ErrorCode::ReportRefused,
         ErrorCode::ProtocolViolation,
         ErrorCode::FrameTooLarge,
         ErrorCode::Unauthorized,
@@ -121,6 +127,7 @@ impl ErrorCode {
             ErrorCode::ChannelUnhealthy => 205,
             ErrorCode::Internal => 206,
             ErrorCode::NotSupported => 207,
+            ErrorCode::ReportRefused => 208,
             ErrorCode::ProtocolViolation => 301,
             ErrorCode::FrameTooLarge => 302,
             ErrorCode::Unauthorized => 303,
@@ -163,6 +170,7 @@ impl ErrorCode {
             ErrorCode::ChannelUnhealthy => "CHANNEL_UNHEALTHY",
             ErrorCode::Internal => "INTERNAL",
             ErrorCode::NotSupported => "NOT_SUPPORTED",
+            ErrorCode::ReportRefused => "REPORT_REFUSED",
             ErrorCode::ProtocolViolation => "PROTOCOL_VIOLATION",
             ErrorCode::FrameTooLarge => "FRAME_TOO_LARGE",
             ErrorCode::Unauthorized => "UNAUTHORIZED",
@@ -423,6 +431,21 @@ impl ErrorResponse {
         .with_field(fields::MAX_FRAME_BYTES, u64::from(max_frame_bytes))
     }
 
+    /// A client's first frame larger than a `Hello` may be before authentication.
+    /// Fields as for [`frame_too_large`](Self::frame_too_large), `max_frame_bytes` being
+    /// the handshake limit.
+    pub fn hello_too_large(frame_bytes: u64, max_hello_frame_bytes: u32) -> Self {
+        ErrorResponse::new(
+            ErrorCode::FrameTooLarge,
+            format!(
+                "first frame of {frame_bytes} bytes exceeds the {max_hello_frame_bytes} bytes \
+                 a Hello may have before the client is authenticated; closing the connection"
+            ),
+        )
+        .with_field(fields::FRAME_BYTES, frame_bytes)
+        .with_field(fields::MAX_FRAME_BYTES, u64::from(max_hello_frame_bytes))
+    }
+
     /// A report (`what`, e.g. "inspect report") on `channel` that does not fit the
     /// client's frame limit. Closes the connection, as any frame too large does.
     pub fn report_too_large(
@@ -512,6 +535,19 @@ impl ErrorResponse {
             format!("{request} is not supported for {channel_type} channel '{channel}': {why}"),
         )
         .for_channel(channel)
+    }
+
+    /// A `ReportCounters` for `component_type.component` that the server does not
+    /// record; `why` says what is wrong with it.
+    pub fn report_refused(component_type: &str, component: &str, why: &str) -> Self {
+        ErrorResponse::new(
+            ErrorCode::ReportRefused,
+            format!(
+                "counters of {}.{} not recorded: {why}",
+                component_type.escape_debug(),
+                component.escape_debug()
+            ),
+        )
     }
 
     /// A fault inside the server.

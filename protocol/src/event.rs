@@ -116,6 +116,13 @@ impl<T: HeaderPair + ?Sized> HeaderPair for &T {
     }
 }
 
+/// The size of an `Events` (or `Put`) frame carrying one event of `event_bytes` (as
+/// [`encoded_event_bytes`] gives it), length prefix included: the largest frame a peer
+/// must accept for that event to travel at all.
+pub fn single_event_frame_bytes(event_bytes: usize) -> u64 {
+    (crate::frame::FRAME_HEADER_BYTES + EVENT_COUNT_BYTES + event_bytes) as u64
+}
+
 /// The encoded size of an event with these headers and a body of `body_bytes`, after
 /// checking that every length fits its field. Iterates `headers` once.
 pub fn encoded_event_bytes<H>(headers: H, body_bytes: usize) -> Result<usize, EncodeError>

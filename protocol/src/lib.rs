@@ -86,9 +86,9 @@ pub use encoder::{Encoder, EventBatchWriter};
 pub use error::{DecodeError, EncodeError, Malformation};
 pub use error_response::{fields, ErrorClass, ErrorCode, ErrorResponse, MAX_ERROR_FIELDS};
 pub use event::{
-    encoded_event_bytes, Event, EventBatch, EventBatchBuilder, EventIter, EventView, HeaderPair,
-    Headers, SharedEvents, MAX_BODY_BYTES, MAX_HEADERS_PER_EVENT, MAX_HEADER_STRING_BYTES,
-    MIN_EVENT_BYTES, NO_HEADERS,
+    encoded_event_bytes, single_event_frame_bytes, Event, EventBatch, EventBatchBuilder, EventIter,
+    EventView, HeaderPair, Headers, SharedEvents, MAX_BODY_BYTES, MAX_HEADERS_PER_EVENT,
+    MAX_HEADER_STRING_BYTES, MIN_EVENT_BYTES, NO_HEADERS,
 };
 pub use frame::{
     FrameType, RequestId, FRAME_HEADER_BYTES, FRAME_TYPE_BYTES, LENGTH_PREFIX_BYTES, MAGIC,
@@ -96,13 +96,15 @@ pub use frame::{
 };
 pub use limits::{
     negotiate_version, DecodeLimits, InvalidLimit, DEFAULT_FRAME_COMPLETION_DEADLINE_MS,
-    DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_HANDSHAKE_DEADLINE_MS, DEFAULT_HELLO_TOKEN_ALLOWANCE_BYTES, DEFAULT_IDLE_TIMEOUT_MS,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_HELLO_FRAME_BYTES,
     DEFAULT_MAX_TAKE_WAIT_MS, MIN_MAX_FRAME_BYTES, NEWEST_SUPPORTED_VERSION,
     OLDEST_SUPPORTED_VERSION, PROTOCOL_VERSION,
 };
 pub use message::{
     counters, validate_channel_name, ChannelStats, Hello, HelloAccepted, Request, Response,
-    MAX_AUTH_TOKEN_BYTES, MAX_CHANNEL_NAME_BYTES, MAX_PEER_NAME_BYTES, MAX_STATS_COUNTERS,
+    HELLO_FRAME_BYTES_BEFORE_TOKEN, LARGEST_HELLO_FRAME_BYTES, MAX_AUTH_TOKEN_BYTES,
+    MAX_CHANNEL_NAME_BYTES, MAX_PEER_NAME_BYTES, MAX_STATS_COUNTERS,
 };
 pub use operator::{
     EventLocation, InspectReport, ReplayExecution, ReplayPoint, ReplayReport, ReplayRequest,

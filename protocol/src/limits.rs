@@ -7,6 +7,8 @@
 
 use thiserror::Error;
 
+use crate::message::{HELLO_FRAME_BYTES_BEFORE_TOKEN, MAX_AUTH_TOKEN_BYTES};
+
 /// The protocol version this crate speaks. Bumped for any change to a frame's layout or
 /// meaning after the handshake; the handshake itself (magic, `Hello`, the reply) is frozen
 /// so that every version can read it.
@@ -41,10 +43,25 @@ pub const DEFAULT_MAX_FRAME_BYTES: u32 = 16 * MIB;
 /// know its peer's limit can always send frames up to this size.
 pub const MIN_MAX_FRAME_BYTES: u32 = 256 * KIB;
 
+/// How many token bytes a server's handshake limit leaves room for by default: 4 KiB,
+/// far more than any generated secret needs. A server whose configured token is longer
+/// raises its limit to fit it ([`DecodeLimits::with_auth_token_bytes`]).
+pub const DEFAULT_HELLO_TOKEN_ALLOWANCE_BYTES: u32 = 4 * KIB;
+
+/// Default for the largest first frame (the `Hello`) a server accepts before the
+/// handshake: the longest client name plus [`DEFAULT_HELLO_TOKEN_ALLOWANCE_BYTES`] of
+/// token, 4 372 bytes. Until a connection has authenticated it may make the server
+/// buffer no more than this, whatever `max_frame_bytes` allows afterwards.
+pub const DEFAULT_MAX_HELLO_FRAME_BYTES: u32 =
+    HELLO_FRAME_BYTES_BEFORE_TOKEN as u32 + DEFAULT_HELLO_TOKEN_ALLOWANCE_BYTES;
+
 /// Limits a decoder enforces on untrusted input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeLimits {
     max_frame_bytes: u32,
+    /// The largest first frame of a [`RequestDecoder`](crate::RequestDecoder), at most
+    /// `max_frame_bytes`.
+    max_hello_frame_bytes: u32,
 }
 
 impl DecodeLimits {
@@ -59,12 +76,36 @@ impl DecodeLimits {
                 min_max_frame_bytes: MIN_MAX_FRAME_BYTES,
             });
         }
-        Ok(DecodeLimits { max_frame_bytes })
+        Ok(DecodeLimits {
+            max_frame_bytes,
+            max_hello_frame_bytes: DEFAULT_MAX_HELLO_FRAME_BYTES.min(max_frame_bytes),
+        })
+    }
+
+    /// The same limits with room in the `Hello` for a token of `token_bytes` (a server
+    /// whose configured token is longer than [`DEFAULT_HELLO_TOKEN_ALLOWANCE_BYTES`]).
+    /// Never below the default, never above the largest `Hello` the protocol can carry.
+    pub fn with_auth_token_bytes(self, token_bytes: usize) -> Self {
+        let token_room = token_bytes
+            .min(MAX_AUTH_TOKEN_BYTES)
+            .max(DEFAULT_HELLO_TOKEN_ALLOWANCE_BYTES as usize);
+        // At most LARGEST_HELLO_FRAME_BYTES (65 811), so it fits a u32.
+        let hello_bytes = (HELLO_FRAME_BYTES_BEFORE_TOKEN + token_room) as u32;
+        DecodeLimits {
+            max_hello_frame_bytes: hello_bytes.min(self.max_frame_bytes),
+            ..self
+        }
     }
 
     /// The largest accepted frame, length prefix included.
     pub fn max_frame_bytes(&self) -> u32 {
         self.max_frame_bytes
+    }
+
+    /// The largest accepted first frame (the client's `Hello`), length prefix included:
+    /// what an unauthenticated connection can make a server buffer.
+    pub fn max_hello_frame_bytes(&self) -> u32 {
+        self.max_hello_frame_bytes
     }
 }
 
@@ -72,6 +113,7 @@ impl Default for DecodeLimits {
     fn default() -> Self {
         DecodeLimits {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_hello_frame_bytes: DEFAULT_MAX_HELLO_FRAME_BYTES,
         }
     }
 }
@@ -95,15 +137,22 @@ pub enum InvalidLimit {
 /// Server default: a frame whose first byte has arrived must be complete within 30 s, or
 /// the connection is closed with `ErrorCode::TimedOut` (defence against a slow-loris
 /// client that trickles one byte at a time; an idle timeout alone would never fire).
+/// (`server.frameDeadlineMs`.)
 pub const DEFAULT_FRAME_COMPLETION_DEADLINE_MS: u64 = 30_000;
 
-/// Server default: a connection on which no request is being read or served for 10
-/// minutes is closed (Kafka's `connections.max.idle.ms`), and its open transaction, if
-/// any, rolled back, so an abandoned transaction cannot hold taken events forever.
-pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 10 * 60 * 1_000;
+/// Server default: a connection on which no request is being read or served for 5
+/// minutes (300 000 ms) is closed, and its open transaction, if any, rolled back, so an
+/// abandoned transaction cannot hold taken events forever. (`server.idleTimeoutMs`.)
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 5 * 60 * 1_000;
+
+/// Server default: a connection must have sent a complete `Hello` within 5 s of being
+/// accepted, or it is refused with `ErrorCode::TimedOut` and closed, so a connection
+/// that never speaks cannot hold one of the `maxConnections` places for the whole idle
+/// timeout. (`server.handshakeDeadlineMs`.)
+pub const DEFAULT_HANDSHAKE_DEADLINE_MS: u64 = 5_000;
 
 /// Server default: connections beyond 1 024 are answered with a handshake rejection
-/// (`ErrorCode::TooManyConnections`) and closed.
+/// (`ErrorCode::TooManyConnections`) and closed. (`server.maxConnections`.)
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 1_024;
 
 /// Server default: the longest a `Take` may wait for an event; a longer `wait_ms` is
@@ -137,6 +186,34 @@ mod tests {
         assert_eq!(
             DecodeLimits::new(MIN_MAX_FRAME_BYTES).map(|limits| limits.max_frame_bytes()),
             Ok(MIN_MAX_FRAME_BYTES)
+        );
+    }
+
+    #[test]
+    fn a_hello_may_carry_the_longest_name_and_a_four_kib_token_by_default() {
+        assert_eq!(DEFAULT_MAX_HELLO_FRAME_BYTES, 276 + 4_096);
+        assert_eq!(
+            DecodeLimits::default().max_hello_frame_bytes(),
+            DEFAULT_MAX_HELLO_FRAME_BYTES
+        );
+    }
+
+    #[test]
+    fn a_longer_configured_token_widens_the_hello_limit_up_to_the_largest_hello() {
+        let limits = DecodeLimits::default();
+        assert_eq!(
+            limits.with_auth_token_bytes(32).max_hello_frame_bytes(),
+            DEFAULT_MAX_HELLO_FRAME_BYTES
+        );
+        assert_eq!(
+            limits.with_auth_token_bytes(10_000).max_hello_frame_bytes(),
+            276 + 10_000
+        );
+        assert_eq!(
+            limits
+                .with_auth_token_bytes(usize::MAX)
+                .max_hello_frame_bytes() as usize,
+            crate::message::LARGEST_HELLO_FRAME_BYTES
         );
     }
 

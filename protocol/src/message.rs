@@ -68,9 +68,14 @@ const LONGEST_SHORT_STRING_BYTES: usize = SHORT_STRING_LENGTH_BYTES + MAX_SHORT_
 /// Bytes of a `str16` at its longest.
 const LONGEST_STRING_BYTES: usize = STRING_LENGTH_BYTES + MAX_STRING_BYTES;
 
-/// The largest `Hello` frame: longest client name and auth token.
-const LARGEST_HELLO_FRAME_BYTES: usize =
-    FRAME_HEADER_BYTES + 2 + 2 + 4 + LONGEST_SHORT_STRING_BYTES + 1 + LONGEST_STRING_BYTES;
+/// The largest `Hello` frame but for its token's bytes: the header, both versions,
+/// `max_frame_bytes`, the longest client name, the token flag and the token's length
+/// field (276 bytes).
+pub const HELLO_FRAME_BYTES_BEFORE_TOKEN: usize =
+    FRAME_HEADER_BYTES + 2 + 2 + 4 + LONGEST_SHORT_STRING_BYTES + 1 + STRING_LENGTH_BYTES;
+/// The largest `Hello` frame the protocol can carry: longest client name and auth token
+/// (65 811 bytes).
+pub const LARGEST_HELLO_FRAME_BYTES: usize = HELLO_FRAME_BYTES_BEFORE_TOKEN + MAX_STRING_BYTES;
 /// The largest `Error` frame: longest channel and message, 255 fields with longest names.
 const LARGEST_ERROR_FRAME_BYTES: usize = FRAME_HEADER_BYTES
     + 2

@@ -84,6 +84,20 @@ pub struct ChanneldArgs {
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub frame_deadline_ms: Option<u64>,
 
+    /// A new connection must send a complete Hello within this time (overrides
+    /// server.handshakeDeadlineMs).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub handshake_deadline_ms: Option<u64>,
+
+    /// Most simultaneous HTTP connections (overrides server.httpMaxConnections).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_max_connections: Option<u64>,
+
+    /// An HTTP request head must be complete within this time (overrides
+    /// server.httpHeaderTimeoutMs).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_header_timeout_ms: Option<u64>,
+
     /// On SIGTERM, how long open transactions may finish (overrides
     /// server.shutdownGraceMs).
     #[arg(long, value_name = "MS")]
@@ -170,6 +184,15 @@ impl ChanneldArgs {
         }
         if let Some(frame_deadline_ms) = self.frame_deadline_ms {
             settings.frame_deadline = Duration::from_millis(frame_deadline_ms);
+        }
+        if let Some(handshake_deadline_ms) = self.handshake_deadline_ms {
+            settings.handshake_deadline = Duration::from_millis(handshake_deadline_ms);
+        }
+        if let Some(http_max_connections) = self.http_max_connections {
+            settings.http_max_connections = http_max_connections;
+        }
+        if let Some(http_header_timeout_ms) = self.http_header_timeout_ms {
+            settings.http_header_timeout = Duration::from_millis(http_header_timeout_ms);
         }
         if let Some(shutdown_grace_ms) = self.shutdown_grace_ms {
             settings.shutdown_grace = Duration::from_millis(shutdown_grace_ms);

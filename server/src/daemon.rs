@@ -31,7 +31,8 @@ use crate::cli::{self, ChanneldArgs, SettingError};
 use crate::config::{
     load_agent_config, AgentConfig, ConfigErrors, HostPort, DEFAULT_DATA_BASE_DIR,
 };
-use crate::http::{self, HttpState};
+use crate::descriptors::{check_descriptor_limit, DescriptorError};
+use crate::http::{self, HttpLimits, HttpState};
 use crate::listener::ProtocolListener;
 use crate::metrics::flume_counters;
 use crate::registry::{ChannelRegistry, RegistryError};
@@ -91,6 +92,11 @@ pub enum DaemonError {
     #[error("invalid source or sink configuration:\n{0}")]
     AdapterConfig(String),
 
+    /// The open-file limit cannot hold the connections and files the configuration
+    /// allows.
+    #[error("{0}")]
+    Descriptors(#[from] DescriptorError),
+
     /// The async runtime could not start.
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
@@ -108,9 +114,10 @@ impl DaemonError {
     /// The process exit code: 78 (EX_CONFIG) for configuration problems, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            DaemonError::Config(_) | DaemonError::Setting(_) | DaemonError::AdapterConfig(_) => {
-                EXIT_CONFIG_ERROR
-            }
+            DaemonError::Config(_)
+            | DaemonError::Setting(_)
+            | DaemonError::AdapterConfig(_)
+            | DaemonError::Descriptors(_) => EXIT_CONFIG_ERROR,
             _ => EXIT_FAILURE,
         }
     }
@@ -142,9 +149,20 @@ pub fn run(args: ChanneldArgs) -> Result<(), DaemonError> {
                 .map_err(DaemonError::AdapterConfig)?;
         }
     }
+    let descriptors = check_descriptor_limit(&config)?;
+    info!(
+        limit = descriptors.limit,
+        started_with = descriptors.started_with,
+        needed = descriptors.needed(),
+        protocol_sockets = descriptors.protocol_sockets,
+        http_sockets = descriptors.http_sockets,
+        channels = descriptors.channels,
+        "open-file limit"
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("channeld")
+        .max_blocking_threads(blocking_threads(config.server.max_connections))
         .build()
         .map_err(DaemonError::Runtime)?;
     let adapter_config = match (&args.conf_file, &args.name) {
@@ -154,6 +172,27 @@ pub fn run(args: ChanneldArgs) -> Result<(), DaemonError> {
     let outcome = runtime.block_on(serve(config, args.ready_file, adapter_config));
     runtime.shutdown_timeout(RUNTIME_STOP_TIMEOUT);
     outcome
+}
+
+/// Threads the blocking pool may start beyond one per connection: channel opening and
+/// closing, and engine calls still finishing for connections that just closed.
+const BLOCKING_THREADS_FOR_THE_SERVER: u64 = 64;
+/// Tokio's own default ceiling of the blocking pool; never go below it.
+const TOKIO_DEFAULT_BLOCKING_THREADS: u64 = 512;
+/// The most blocking threads asked for, whatever `maxConnections` says.
+const MAX_BLOCKING_THREADS: u64 = 16_384;
+
+/// The blocking pool's ceiling: a thread for each connection's one engine call that may
+/// block (a session makes them one at a time: a put waiting `keep-alive` for room, a
+/// commit too large to start without blocking, a checkpoint, a disk read), plus the
+/// server's own. So a checkpoint or a commit never queues behind other connections'
+/// waits. (Waiting takes hold no thread at all: they await the channel's arrivals.)
+/// Threads are started only when needed and end after ten idle seconds.
+fn blocking_threads(max_connections: u64) -> usize {
+    let wanted = max_connections
+        .saturating_add(BLOCKING_THREADS_FOR_THE_SERVER)
+        .clamp(TOKIO_DEFAULT_BLOCKING_THREADS, MAX_BLOCKING_THREADS);
+    usize::try_from(wanted).unwrap_or(usize::MAX)
 }
 
 async fn bind(purpose: &'static str, address: &HostPort) -> Result<TcpListener, DaemonError> {
@@ -259,7 +298,11 @@ async fn serve(
         registry: Arc::clone(&registry),
         shutdown: controller.watcher(),
     });
-    let http_task = tokio::spawn(http::serve(http_listener, http_state));
+    let http_limits = HttpLimits {
+        max_connections: settings.http_max_connections,
+        header_timeout: settings.http_header_timeout,
+    };
+    let http_task = tokio::spawn(http::serve(http_listener, http_state, http_limits));
     info!(address = %http_address, "metrics and health listening");
 
     let opening = Arc::clone(&registry);
@@ -281,10 +324,15 @@ async fn serve(
         "channeld serving"
     );
 
+    let token_bytes = settings
+        .auth_token
+        .as_ref()
+        .map_or(0, |token| token.expose_secret().len());
     let session_settings = Arc::new(SessionSettings {
-        decode_limits,
+        decode_limits: decode_limits.with_auth_token_bytes(token_bytes),
         frame_deadline: settings.frame_deadline,
         idle_timeout: settings.idle_timeout,
+        handshake_deadline: settings.handshake_deadline,
         max_take_wait: Duration::from_millis(u64::from(DEFAULT_MAX_TAKE_WAIT_MS)),
         auth_token: settings.auth_token.clone(),
         server_name: format!("channeld {}", env!("CARGO_PKG_VERSION")),

@@ -1,9 +1,15 @@
 //! The HTTP listener (`server.http`): `/metrics`, `/metrics/prometheus`, `/health`.
 //!
 //! Handlers read snapshots (atomics, a queue length under a short lock), so they run on
-//! the runtime's threads without blocking it.
+//! the runtime's threads without blocking it. The listener runs hyper's HTTP/1
+//! connections itself ([`serve`]): it caps them, closes the oldest idle one when a new
+//! connection needs a place, and times out request heads, so a flood of idle or
+//! half-sent connections cannot keep `/health` from answering.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
@@ -11,8 +17,15 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use parking_lot::Mutex;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tower_service::Service;
+use tracing::{debug, warn};
 
+use crate::descriptors::{semaphore_permits as permits, HTTP_CONNECTIONS_OVER_THE_CAP};
 use crate::health::health_report;
 use crate::metrics::{metrics_json, prometheus_text};
 use crate::registry::ChannelRegistry;
@@ -46,13 +59,213 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .with_state(state)
 }
 
-/// Serves until `stop` reaches [`ShutdownPhase::Aborting`], then finishes the requests in
-/// flight.
-pub async fn serve(listener: TcpListener, state: Arc<HttpState>) -> std::io::Result<()> {
+/// The HTTP listener's bounds (`server.httpMaxConnections`, `server.httpHeaderTimeoutMs`).
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Most connections served at once.
+    pub max_connections: u64,
+    /// A request head must be complete within this time of the connection's accept (or
+    /// of its previous answer, for a kept-alive connection); else the connection closes.
+    pub header_timeout: Duration,
+}
+
+/// How long connections get to finish their requests once the server aborts.
+const CONNECTION_STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// After a failed `accept` (EMFILE), wait this long before the next.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The open HTTP connections, for closing the oldest idle one when a new connection
+/// needs its place.
+#[derive(Default)]
+struct Connections {
+    next_id: AtomicU64,
+    open: Mutex<HashMap<u64, OpenConnection>>,
+}
+
+struct OpenConnection {
+    /// Since when it waits for a request (`None` while one is being answered).
+    idle_since: Option<Instant>,
+    /// Told to close, to make room.
+    evict: Arc<Notify>,
+}
+
+impl Connections {
+    fn register(&self) -> (u64, Arc<Notify>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let evict = Arc::new(Notify::new());
+        self.open.lock().insert(
+            id,
+            OpenConnection {
+                idle_since: Some(Instant::now()),
+                evict: Arc::clone(&evict),
+            },
+        );
+        (id, evict)
+    }
+
+    fn deregister(&self, id: u64) {
+        self.open.lock().remove(&id);
+    }
+
+    fn set_idle(&self, id: u64, idle: bool) {
+        if let Some(connection) = self.open.lock().get_mut(&id) {
+            connection.idle_since = idle.then(Instant::now);
+        }
+    }
+
+    /// Tells the connection that has waited longest for a request to close, and takes
+    /// it off the candidates. False when every connection is answering a request.
+    fn evict_oldest_idle(&self) -> bool {
+        let mut open = self.open.lock();
+        let oldest = open
+            .iter()
+            .filter_map(|(id, connection)| connection.idle_since.map(|since| (since, *id)))
+            .min();
+        let Some((_, id)) = oldest else {
+            return false;
+        };
+        if let Some(connection) = open.get_mut(&id) {
+            connection.idle_since = None;
+            connection.evict.notify_one();
+        }
+        true
+    }
+}
+
+/// Marks a connection busy while a request is answered.
+struct Answering {
+    connections: Arc<Connections>,
+    id: u64,
+}
+
+impl Answering {
+    fn start(connections: &Arc<Connections>, id: u64) -> Self {
+        connections.set_idle(id, false);
+        Answering {
+            connections: Arc::clone(connections),
+            id,
+        }
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.connections.set_idle(self.id, true);
+    }
+}
+
+/// Serves until `stop` reaches [`ShutdownPhase::Aborting`], then lets the requests in
+/// flight finish (for at most `CONNECTION_STOP_TIMEOUT`).
+///
+/// Bounded against hostile clients: at most `max_connections` connections are served
+/// (one more may wait, accepted, for a place); a new connection that finds every place
+/// taken closes the one that has waited longest for a request (a connection answering
+/// a request is never closed), so idle or half-sent connections cannot lock `/health`
+/// out; and a request head must be complete within `header_timeout`.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<HttpState>,
+    limits: HttpLimits,
+) -> std::io::Result<()> {
     let mut stop = state.shutdown.clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { stop.reached(ShutdownPhase::Aborting).await })
-        .await
+    let routes = router(state);
+    let connections = Arc::new(Connections::default());
+    let places = Arc::new(Semaphore::new(permits(limits.max_connections)));
+    let sockets = Arc::new(Semaphore::new(permits(
+        limits.max_connections + HTTP_CONNECTIONS_OVER_THE_CAP,
+    )));
+    let mut tasks = JoinSet::new();
+    loop {
+        tokio::select! {
+            () = stop.reached(ShutdownPhase::Aborting) => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            socket = Arc::clone(&sockets).acquire_owned() => {
+                let socket = socket.expect("the socket semaphore is never closed");
+                let accepted = tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    () = stop.reached(ShutdownPhase::Aborting) => break,
+                };
+                let stream = match accepted {
+                    Ok((stream, _peer)) => stream,
+                    Err(error) => {
+                        warn!(%error, "accepting an HTTP connection failed");
+                        tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                        continue;
+                    }
+                };
+                let place = match Arc::clone(&places).try_acquire_owned() {
+                    Ok(place) => place,
+                    Err(_) => {
+                        connections.evict_oldest_idle();
+                        tokio::select! {
+                            place = Arc::clone(&places).acquire_owned() => {
+                                place.expect("the place semaphore is never closed")
+                            }
+                            () = stop.reached(ShutdownPhase::Aborting) => break,
+                        }
+                    }
+                };
+                tasks.spawn(serve_connection(
+                    stream,
+                    routes.clone(),
+                    Arc::clone(&connections),
+                    limits.header_timeout,
+                    stop.clone(),
+                    (place, socket),
+                ));
+            }
+        }
+    }
+    let _ = tokio::time::timeout(CONNECTION_STOP_TIMEOUT, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    Ok(())
+}
+
+/// Serves one connection until it closes, times out, is evicted or the server aborts;
+/// `places` are released when it ends.
+async fn serve_connection<Places: Send>(
+    stream: TcpStream,
+    routes: Router,
+    connections: Arc<Connections>,
+    header_timeout: Duration,
+    mut stop: ShutdownWatcher,
+    places: Places,
+) {
+    let (id, evict) = connections.register();
+    let service = {
+        let connections = Arc::clone(&connections);
+        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let answering = Answering::start(&connections, id);
+            let mut routes = routes.clone();
+            async move {
+                let response = routes.call(request).await;
+                drop(answering);
+                response
+            }
+        })
+    };
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        served = connection.as_mut() => {
+            if let Err(error) = served {
+                debug!(%error, "HTTP connection ended with an error");
+            }
+        }
+        () = evict.notified() => debug!("closing an idle HTTP connection to make room"),
+        () = stop.reached(ShutdownPhase::Aborting) => {
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(CONNECTION_STOP_TIMEOUT, connection).await;
+        }
+    }
+    connections.deregister(id);
+    drop(places);
 }
 
 async fn index() -> Response {

@@ -18,6 +18,7 @@ pub mod adapters;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod descriptors;
 pub mod error_mapping;
 pub mod health;
 pub mod http;

@@ -149,12 +149,92 @@ impl ChannelEntry {
 /// The channels of the running agent, in configuration order.
 pub struct ChannelRegistry {
     entries: Vec<Arc<ChannelEntry>>,
-    component_counters: parking_lot::Mutex<BTreeMap<String, Vec<(String, u64)>>>,
+    component_counters: parking_lot::Mutex<BTreeMap<String, ReportedComponent>>,
 }
 
 /// Most adapter components whose counters are kept (a bound against a client that
 /// reports endless made-up names).
 pub const MAX_REPORTED_COMPONENTS: usize = 1_024;
+
+/// The component types an adapter may report, Flume's `MonitoredCounterGroup.Type`
+/// names less `CHANNEL` (the server's own objects: channels are reported by the server,
+/// never by a client) and `OTHER`.
+pub const ADAPTER_COMPONENT_TYPES: [&str; 6] = [
+    "SOURCE",
+    "SINK",
+    "SINK_PROCESSOR",
+    "CHANNEL_PROCESSOR",
+    "INTERCEPTOR",
+    "SERIALIZER",
+];
+
+/// Identifies a protocol connection for as long as it is open (numbered from 1 as they
+/// are accepted), so that a component's counters belong to the connection reporting
+/// them.
+pub type ConnectionId = u64;
+
+/// The latest counters an adapter reported for one component, and the connection that
+/// reports them (`None` once it closed: the next connection to report takes over).
+struct ReportedComponent {
+    owner: Option<ConnectionId>,
+    counters: Vec<(String, u64)>,
+}
+
+/// Why a `ReportCounters` is not recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ReportRefusal {
+    /// The type is not one of [`ADAPTER_COMPONENT_TYPES`] (a `CHANNEL` report would
+    /// overwrite a real channel's metrics).
+    #[error(
+        "component type {} is not an adapter's; expected one of {}",
+        crate::logging::Untrusted(.component_type),
+        ADAPTER_COMPONENT_TYPES.join(", ")
+    )]
+    NotAnAdapterType {
+        /// The type reported.
+        component_type: String,
+    },
+    /// A component or counter name that a Flume configuration could not give: empty,
+    /// or holding a dot, white space or a control character.
+    #[error(
+        "{what} name \"{}\" is not a component name: it must be 1 to 255 printable \
+         characters without dots or white space",
+        crate::logging::Untrusted(.name)
+    )]
+    InvalidName {
+        /// `component` or `counter`.
+        what: &'static str,
+        /// The name reported.
+        name: String,
+    },
+    /// Another open connection reports this component.
+    #[error(
+        "{} is reported by another open connection; only it may update these counters",
+        crate::logging::Untrusted(.key)
+    )]
+    ReportedElsewhere {
+        /// `TYPE.name`.
+        key: String,
+    },
+    /// The table already holds [`MAX_REPORTED_COMPONENTS`] and this one is new.
+    #[error("already keeping counters of {max_components} components")]
+    TableFull {
+        /// [`MAX_REPORTED_COMPONENTS`].
+        max_components: usize,
+    },
+}
+
+/// True for a name Flume could give a component (or a counter): printable, no white
+/// space, no dot (the separator of Flume's property keys and of `TYPE.name`).
+fn is_component_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().all(|character| {
+            !character.is_control()
+                && !character.is_whitespace()
+                && character != '.'
+                && character.escape_debug().len() == character.len_utf8()
+        })
+}
 
 impl ChannelRegistry {
     /// Registers the configured channels in [`ChannelState::Opening`], with their openers.
@@ -179,21 +259,72 @@ impl ChannelRegistry {
         (registry, openers)
     }
 
-    /// Records the latest counters an adapter reported for `<component_type>.<component>`.
-    /// Returns `false` when the table is full and the component is new.
+    /// Records the latest counters connection `reporter` reported for
+    /// `<component_type>.<component>`. Refused for a type that is not an adapter's, a
+    /// name Flume could not give, a component another open connection reports, or a
+    /// new component when the table is full.
     pub fn record_component_counters(
         &self,
+        reporter: ConnectionId,
         component_type: &str,
         component: &str,
         counters: Vec<(String, u64)>,
-    ) -> bool {
+    ) -> Result<(), ReportRefusal> {
+        if !ADAPTER_COMPONENT_TYPES.contains(&component_type) {
+            return Err(ReportRefusal::NotAnAdapterType {
+                component_type: component_type.to_string(),
+            });
+        }
+        let names = std::iter::once(("component", component))
+            .chain(counters.iter().map(|(name, _)| ("counter", name.as_str())));
+        for (what, name) in names {
+            if !is_component_name(name) {
+                return Err(ReportRefusal::InvalidName {
+                    what,
+                    name: name.to_string(),
+                });
+            }
+        }
         let key = format!("{component_type}.{component}");
         let mut table = self.component_counters.lock();
-        if table.len() >= MAX_REPORTED_COMPONENTS && !table.contains_key(&key) {
-            return false;
+        let table_full = table.len() >= MAX_REPORTED_COMPONENTS;
+        match table.get_mut(&key) {
+            Some(reported) => match reported.owner {
+                Some(owner) if owner != reporter => {
+                    return Err(ReportRefusal::ReportedElsewhere { key });
+                }
+                _ => {
+                    reported.owner = Some(reporter);
+                    reported.counters = counters;
+                }
+            },
+            None if table_full => {
+                return Err(ReportRefusal::TableFull {
+                    max_components: MAX_REPORTED_COMPONENTS,
+                });
+            }
+            None => {
+                table.insert(
+                    key,
+                    ReportedComponent {
+                        owner: Some(reporter),
+                        counters,
+                    },
+                );
+            }
         }
-        table.insert(key, counters);
-        true
+        Ok(())
+    }
+
+    /// Lets go of the components connection `reporter` was reporting (it closed): their
+    /// last counters stay on the metrics, and the next connection to report one of them
+    /// (the adapter, reconnected) takes it over.
+    pub fn release_components(&self, reporter: ConnectionId) {
+        for reported in self.component_counters.lock().values_mut() {
+            if reported.owner == Some(reporter) {
+                reported.owner = None;
+            }
+        }
     }
 
     /// Every reported component (`SOURCE.r1`, `SINK.k1`) with its latest counters.
@@ -201,7 +332,7 @@ impl ChannelRegistry {
         self.component_counters
             .lock()
             .iter()
-            .map(|(key, counters)| (key.clone(), counters.clone()))
+            .map(|(key, reported)| (key.clone(), reported.counters.clone()))
             .collect()
     }
 
@@ -274,6 +405,108 @@ mod tests {
                 _ => panic!("{name} did not open"),
             }
         }
+    }
+
+    fn empty_registry() -> ChannelRegistry {
+        ChannelRegistry::plan(&[]).0
+    }
+
+    #[test]
+    fn only_adapter_component_types_are_recorded() {
+        let registry = empty_registry();
+        for refused in ["CHANNEL", "DATADIR", "source", "OTHER", ""] {
+            assert_eq!(
+                registry.record_component_counters(1, refused, "c1", vec![]),
+                Err(ReportRefusal::NotAnAdapterType {
+                    component_type: refused.to_string()
+                })
+            );
+        }
+        assert_eq!(
+            registry.record_component_counters(
+                1,
+                "SOURCE",
+                "r1",
+                vec![("EventReceivedCount".into(), 3)]
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            registry.component_counters(),
+            vec![(
+                "SOURCE.r1".to_string(),
+                vec![("EventReceivedCount".to_string(), 3)]
+            )]
+        );
+    }
+
+    #[test]
+    fn names_flume_could_not_give_are_refused() {
+        let registry = empty_registry();
+        for name in [
+            "",
+            "a.b",
+            "two words",
+            "line\nbreak",
+            "esc\u{1b}[0m",
+            "bidi\u{202e}",
+        ] {
+            assert!(
+                matches!(
+                    registry.record_component_counters(1, "SINK", name, vec![]),
+                    Err(ReportRefusal::InvalidName {
+                        what: "component",
+                        ..
+                    })
+                ),
+                "{name:?}"
+            );
+        }
+        assert!(matches!(
+            registry.record_component_counters(1, "SINK", "k1", vec![("bad\ncounter".into(), 1)]),
+            Err(ReportRefusal::InvalidName {
+                what: "counter",
+                ..
+            })
+        ));
+        assert_eq!(
+            registry.record_component_counters(1, "SINK", "hdfs-sink_2", vec![]),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_component_belongs_to_its_connection_until_that_one_closes() {
+        let registry = empty_registry();
+        registry
+            .record_component_counters(1, "SINK", "k1", vec![("EventDrainSuccessCount".into(), 5)])
+            .unwrap();
+        assert_eq!(
+            registry.record_component_counters(
+                2,
+                "SINK",
+                "k1",
+                vec![("EventDrainSuccessCount".into(), 0)]
+            ),
+            Err(ReportRefusal::ReportedElsewhere {
+                key: "SINK.k1".to_string()
+            })
+        );
+        registry
+            .record_component_counters(1, "SINK", "k1", vec![("EventDrainSuccessCount".into(), 6)])
+            .unwrap();
+        registry.release_components(1);
+        assert_eq!(
+            registry.component_counters()[0].1,
+            vec![("EventDrainSuccessCount".to_string(), 6)],
+            "the last counters stay after the reporter closed"
+        );
+        registry
+            .record_component_counters(2, "SINK", "k1", vec![("EventDrainSuccessCount".into(), 7)])
+            .unwrap();
+        assert!(registry
+            .record_component_counters(1, "SINK", "k1", vec![])
+            .is_err());
     }
 
     #[test]

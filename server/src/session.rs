@@ -10,6 +10,15 @@
 //!   hands back as blocking moves to tokio's blocking pool ([`on_blocking_pool`]): the
 //!   session's transaction (`Box<dyn Transaction>`, `Send`) moves into that call and
 //!   comes back with the result, so the session owns it between requests.
+//! - **Waiting is not work.** A take that waits for an event holds no thread: the
+//!   session listens to the channel's [`Arrivals`], looks with a never-blocking take and
+//!   awaits the listener, so hundreds of idle consumers cannot occupy the blocking pool
+//!   that commits and checkpoints need. (The pool itself may grow to a thread per
+//!   connection: see `daemon`.)
+//! - **Unauthenticated means small and short.** Before its `Hello` is accepted a
+//!   connection is read no further than the `Hello` can need (the decoder refuses a
+//!   larger one from its length prefix) and must finish it within the handshake
+//!   deadline. Client-chosen text reaches the log only as [`Untrusted`].
 //! - **In order, exactly once.** Requests are executed one after another as they are
 //!   decoded, each answered once, in order. Responses collect in an output buffer that is
 //!   written when no complete request is left to execute (so a pipelined burst is
@@ -32,29 +41,30 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BufMut;
 use bytes::BytesMut;
 use millrace_engine::{
-    Channel, ChannelError, ChannelStats as EngineStats, CommitAttempt, PendingCommit, PutAttempt,
-    TakeStop, Transaction,
+    Arrivals, Channel, ChannelError, ChannelStats as EngineStats, CommitAttempt, PendingCommit,
+    PutAttempt, TakeStop, Transaction,
 };
 use millrace_protocol::{
     encoded_event_bytes, negotiate_version, ChannelStats, DecodeError, DecodeLimits, EncodeError,
     Encoder, ErrorClass, ErrorResponse, EventBatch, Hello, HelloAccepted, InspectReport,
-    ReplayRequest, Request, RequestDecoder, RequestFrame, RequestId, Response,
+    ReplayRequest, Request, RequestDecoder, RequestFrame, RequestId, Response, MAGIC,
 };
 use subtle::ConstantTimeEq;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::{JoinError, JoinHandle};
 use tokio::time::{timeout, Instant};
 use tracing::{debug, info, warn};
 
 use crate::config::AuthToken;
 use crate::error_mapping::{engine_error_response, inspect_error_response};
+use crate::logging::Untrusted;
 use crate::metrics::flume_counters;
-use crate::registry::{ChannelEntry, ChannelRegistry, MAX_REPORTED_COMPONENTS};
+use crate::registry::{ChannelEntry, ChannelRegistry, ConnectionId};
 use crate::reports::{live_inspect_report, replay_report, resolve_replay_point};
 use crate::shutdown::{ShutdownPhase, ShutdownWatcher};
 
@@ -89,6 +99,8 @@ pub struct SessionSettings {
     pub frame_deadline: Duration,
     /// `server.idleTimeoutMs`.
     pub idle_timeout: Duration,
+    /// `server.handshakeDeadlineMs`: from accept to a complete `Hello`.
+    pub handshake_deadline: Duration,
     /// The longest a `Take` waits; larger `wait_ms` values are clamped.
     pub max_take_wait: Duration,
     /// `server.authToken`.
@@ -150,6 +162,8 @@ fn tokens_match(offered: &str, expected: &str) -> bool {
 /// The connection's open transaction.
 struct OpenTransaction {
     entry: Arc<ChannelEntry>,
+    /// The channel the transaction runs on (a waiting take listens to its arrivals).
+    channel: Arc<dyn Channel>,
     transaction: Box<dyn Transaction>,
     /// Events put so far.
     put_count: u64,
@@ -274,18 +288,27 @@ impl FrameRoom {
     }
 }
 
+/// What a never-blocking take found.
+enum TakeAttempt {
+    /// Events taken (or an error); the answer is ready.
+    Done(TakeOutcome),
+    /// Nothing taken: the channel is empty and the client is willing to wait.
+    Empty,
+    /// Nothing taken: the head event must be read from the device, which may block.
+    NeedsBlockingRead,
+}
+
 /// Takes up to `max_events` into the transaction without blocking and encodes them as
-/// one `Events` frame within the client's frame limit. `None` when nothing could be
-/// taken without blocking, or nothing is there and the client asked to wait (nothing was
-/// taken then): the caller takes on the blocking pool instead
-/// ([`take_events_blocking`]).
+/// one `Events` frame within the client's frame limit. When nothing could be taken
+/// without blocking, or nothing is there and `may_wait`, nothing was taken and the
+/// attempt says which.
 fn take_events_without_blocking(
     open: &mut OpenTransaction,
     encoder: Encoder,
     request_id: RequestId,
     max_events: u32,
-    wait: Duration,
-) -> Option<TakeOutcome> {
+    may_wait: bool,
+) -> TakeAttempt {
     let mut room = FrameRoom::new(encoder, request_id);
     let mut taken = Vec::new();
     let stop = open.transaction.try_take_many(
@@ -297,37 +320,43 @@ fn take_events_without_blocking(
     match stop {
         // The transaction is full after some events: return those.
         Err(ChannelError::TransactionFull { .. }) if !taken.is_empty() => {}
-        Err(error) => return Some(Err(engine_error_response(&error, open.take_count + 1))),
+        Err(error) => {
+            return TakeAttempt::Done(Err(engine_error_response(&error, open.take_count + 1)))
+        }
         Ok(_) if !taken.is_empty() => {}
         Ok(stop) => {
             // A refused event never left the channel; the closing error ends the session.
             if let Some(refusal) = room.refusal(encoder) {
-                return Some(Err(refusal));
+                return TakeAttempt::Done(Err(refusal));
             }
-            let must_wait = stop == TakeStop::Empty && !wait.is_zero();
-            if stop == TakeStop::WouldBlock || must_wait {
-                return None;
+            match stop {
+                TakeStop::WouldBlock => return TakeAttempt::NeedsBlockingRead,
+                TakeStop::Empty if may_wait => return TakeAttempt::Empty,
+                TakeStop::Empty | TakeStop::Limit => {}
             }
-            return Some(room.encode(encoder, request_id, &taken));
         }
     }
-    Some(room.encode(encoder, request_id, &taken))
+    TakeAttempt::Done(room.encode(encoder, request_id, &taken))
 }
 
 /// Takes up to `max_events` into the transaction on a thread that may block: the first
 /// waiting up to `wait` and read from the disk if need be, the rest as far as they come
 /// without blocking (the first one's put record is cached by then). Encodes them as one
-/// `Events` frame within the client's frame limit.
+/// `Events` frame within the client's frame limit. `None` when no event came (nothing
+/// was taken).
+///
+/// Only channels without [`Channel::arrivals`] take with a non-zero `wait` here: the
+/// others wait without a thread ([`Session::take`]) and come here only to read.
 fn take_events_blocking(
     open: &mut OpenTransaction,
     encoder: Encoder,
     request_id: RequestId,
     max_events: u32,
     wait: Duration,
-) -> TakeOutcome {
+) -> Option<TakeOutcome> {
     let mut room = FrameRoom::new(encoder, request_id);
     if max_events == 0 {
-        return room.encode(encoder, request_id, &[]);
+        return Some(room.encode(encoder, request_id, &[]));
     }
     let first = if wait.is_zero() {
         open.transaction.take()
@@ -336,15 +365,15 @@ fn take_events_blocking(
     };
     let first = match first {
         Ok(Some(event)) => event,
-        Ok(None) => return room.encode(encoder, request_id, &[]),
-        Err(error) => return Err(engine_error_response(&error, open.take_count + 1)),
+        Ok(None) => return None,
+        Err(error) => return Some(Err(engine_error_response(&error, open.take_count + 1))),
     };
     open.take_count += 1;
     if !room.admit(&first) {
         // Closing error: the session ends and its rollback puts the event back.
-        return Err(room
+        return Some(Err(room
             .refusal(encoder)
-            .expect("an event that was not admitted was refused"));
+            .expect("an event that was not admitted was refused")));
     }
     let mut taken = vec![first];
     let rest = open.transaction.try_take_many(
@@ -356,9 +385,9 @@ fn take_events_blocking(
     match rest {
         // Full after the first events, or the rest would block: return what came.
         Ok(_) | Err(ChannelError::TransactionFull { .. }) => {}
-        Err(error) => return Err(engine_error_response(&error, open.take_count + 1)),
+        Err(error) => return Some(Err(engine_error_response(&error, open.take_count + 1))),
     }
-    room.encode(encoder, request_id, &taken)
+    Some(room.encode(encoder, request_id, &taken))
 }
 
 /// Puts `events` into the transaction, in order, in the never-blocking form. Returns
@@ -418,6 +447,10 @@ async fn start_commit(
 pub struct Session {
     stream: TcpStream,
     peer: SocketAddr,
+    /// This connection's number, which its counter reports are recorded under.
+    connection_id: ConnectionId,
+    /// When the connection was accepted: the handshake deadline counts from here.
+    accepted_at: Instant,
     registry: Arc<ChannelRegistry>,
     settings: Arc<SessionSettings>,
     decoder: RequestDecoder,
@@ -428,7 +461,8 @@ pub struct Session {
     shutdown: ShutdownWatcher,
     /// When the first byte of the frame being received was seen.
     partial_frame_since: Option<Instant>,
-    /// The client's name from its `Hello`, for logs.
+    /// The client's name from its `Hello`, as it sent it: log it only as
+    /// [`Untrusted`].
     client_name: String,
     /// True once `HelloAccepted` is queued: until then the server's first bytes are
     /// still to come, so a refusal is a handshake rejection preceded by the magic.
@@ -486,6 +520,7 @@ impl Session {
     pub fn new(
         stream: TcpStream,
         peer: SocketAddr,
+        connection_id: ConnectionId,
         registry: Arc<ChannelRegistry>,
         settings: Arc<SessionSettings>,
         shutdown: ShutdownWatcher,
@@ -494,6 +529,8 @@ impl Session {
         Session {
             stream,
             peer,
+            connection_id,
+            accepted_at: Instant::now(),
             registry,
             settings,
             decoder,
@@ -510,8 +547,9 @@ impl Session {
     }
 
     /// Serves the connection until it ends, then rolls back what is open and closes.
-    /// `permit` is the connection's place under `maxConnections`, released on return.
-    pub async fn run(mut self, permit: OwnedSemaphorePermit) {
+    /// `places` are the connection's places under `maxConnections` and the socket
+    /// bound, released on return.
+    pub async fn run<Places: Send>(mut self, places: Places) {
         debug!(peer = %self.peer, "connection opened");
         let mut abort = self.shutdown.clone();
         let served = tokio::select! {
@@ -540,7 +578,7 @@ impl Session {
             }
         };
         self.finish(end).await;
-        drop(permit);
+        drop(places);
     }
 
     async fn serve(&mut self) -> Result<SessionEnd, SessionError> {
@@ -619,23 +657,52 @@ impl Session {
     /// frame deadline (part of a frame buffered). While draining, a session without a
     /// transaction stops waiting and closes.
     async fn wait_for_bytes(&mut self) -> Result<Flow, SessionError> {
+        let handshake = (
+            self.accepted_at + self.settings.handshake_deadline,
+            self.settings.handshake_deadline,
+            "handshake deadline (server.handshakeDeadlineMs)",
+        );
         let (deadline, limit, what) = if self.input.is_empty() {
             self.partial_frame_since = None;
-            (
-                Instant::now() + self.settings.idle_timeout,
-                self.settings.idle_timeout,
-                "idle timeout (server.idleTimeoutMs)",
-            )
+            if self.handshake_accepted {
+                (
+                    Instant::now() + self.settings.idle_timeout,
+                    self.settings.idle_timeout,
+                    "idle timeout (server.idleTimeoutMs)",
+                )
+            } else {
+                // A connection that has not said its Hello gets the (short) handshake
+                // deadline from its accept, so a silent one cannot hold its place.
+                handshake
+            }
         } else {
             let since = *self.partial_frame_since.get_or_insert_with(Instant::now);
-            (
+            let frame = (
                 since + self.settings.frame_deadline,
                 self.settings.frame_deadline,
                 "frame-completion deadline (server.frameDeadlineMs)",
-            )
+            );
+            // A Hello being trickled meets whichever deadline comes first.
+            if self.handshake_accepted || frame.0 <= handshake.0 {
+                frame
+            } else {
+                handshake
+            }
         };
         let stop_when_draining = self.transaction.is_none() && self.pending_commits.is_empty();
-        self.input.reserve(READ_CHUNK_BYTES);
+        // Before the handshake, read no more than the Hello can still need: an
+        // unauthenticated peer holds at most max_hello_frame_bytes of this server's
+        // memory (what it pipelined behind the Hello waits in the kernel).
+        let read_limit_bytes = if self.handshake_accepted {
+            READ_CHUNK_BYTES
+        } else {
+            let hello_bytes =
+                MAGIC.len() + self.settings.decode_limits.max_hello_frame_bytes() as usize;
+            hello_bytes
+                .saturating_sub(self.input.len())
+                .clamp(1, READ_CHUNK_BYTES)
+        };
+        self.input.reserve(read_limit_bytes);
         if let Some(oldest) = self.pending_commits.front_mut() {
             if let CommitCompletion::Running(handle) = &mut oldest.completion {
                 // A commit on its way: answer it as soon as it finishes, or read on.
@@ -651,14 +718,15 @@ impl Session {
                 return Ok(Flow::Continue);
             }
         }
+        let mut room = (&mut self.input).limit(read_limit_bytes);
         tokio::select! {
-            read = self.stream.read_buf(&mut self.input) => match read {
+            read = self.stream.read_buf(&mut room) => match read {
                 Ok(0) => Ok(Flow::Close(SessionEnd::ClientClosed)),
                 Ok(_) => Ok(Flow::Continue),
                 Err(error) => Err(SessionError::Read(error)),
             },
             () = tokio::time::sleep_until(deadline) => {
-                info!(peer = %self.peer, client = %self.client_name, limit_ms = limit.as_millis() as u64, "{what} expired; closing");
+                info!(peer = %self.peer, client = %Untrusted(&self.client_name), limit_ms = limit.as_millis() as u64, "{what} expired; closing");
                 let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
                 Ok(self.close_with(RequestId::CONNECTION, ErrorResponse::timed_out(what, limit_ms)))
             },
@@ -678,7 +746,7 @@ impl Session {
                 SessionEnd::ClosedWithError
             }
             _ => {
-                info!(peer = %self.peer, client = %self.client_name, %error, "undecodable request; closing");
+                info!(peer = %self.peer, client = %Untrusted(&self.client_name), %error, "undecodable request; closing");
                 let request_id = error.request_id().unwrap_or(RequestId::CONNECTION);
                 self.queue_closing_error(request_id, error.to_error_response());
                 SessionEnd::ClosedWithError
@@ -755,6 +823,7 @@ impl Session {
 
     /// Rolls back what is open, sends what is queued and closes the connection.
     async fn finish(mut self, end: SessionEnd) {
+        self.registry.release_components(self.connection_id);
         if let Some(open) = self.transaction.take() {
             debug!(peer = %self.peer, channel = open.channel_name(), "rolling back the open transaction");
             open.roll_back();
@@ -820,20 +889,22 @@ impl Session {
                 component,
                 counters,
             } => {
-                if self.registry.record_component_counters(
+                match self.registry.record_component_counters(
+                    self.connection_id,
                     &component_type,
                     &component,
                     counters.counters,
                 ) {
-                    Ok(self.respond_ok(request_id))
-                } else {
-                    Ok(self.respond_error(
-                        request_id,
-                        ErrorResponse::internal(format!(
-                            "already keeping counters of {MAX_REPORTED_COMPONENTS} components; \
-                             {component_type}.{component} not recorded"
-                        )),
-                    ))
+                    Ok(()) => Ok(self.respond_ok(request_id)),
+                    Err(refusal) => {
+                        debug!(peer = %self.peer, client = %Untrusted(&self.client_name), %refusal, "counter report refused");
+                        let error = ErrorResponse::report_refused(
+                            &component_type,
+                            &component,
+                            &refusal.to_string(),
+                        );
+                        Ok(self.respond_error(request_id, error))
+                    }
                 }
             }
         }
@@ -841,8 +912,9 @@ impl Session {
 
     fn handshake(&mut self, request_id: RequestId, hello: Hello) -> Flow {
         self.client_name = hello.client_name.clone();
+        let client = Untrusted(&hello.client_name);
         let Some(version) = negotiate_version(hello.oldest_version, hello.newest_version) else {
-            info!(peer = %self.peer, client = %self.client_name, "no common protocol version");
+            info!(peer = %self.peer, %client, "no common protocol version");
             return self.close_with(
                 request_id,
                 ErrorResponse::unsupported_version(hello.oldest_version, hello.newest_version),
@@ -856,18 +928,23 @@ impl Session {
             if !accepted {
                 warn!(
                     peer = %self.peer,
-                    client = %self.client_name,
+                    %client,
                     token_offered = hello.auth_token.is_some(),
                     "auth token missing or wrong; refusing the connection"
                 );
                 return self.close_with(request_id, ErrorResponse::unauthorized());
             }
         }
-        self.encoder.set_peer_max_frame_bytes(hello.max_frame_bytes);
-        debug!(peer = %self.peer, client = %self.client_name, version, "handshake accepted");
+        // Responses (an `Events` frame above all) stay within the client's limit and
+        // within this server's own: a client announcing 4 GiB cannot make the server
+        // build a frame larger than any it would accept.
+        let own_max_frame_bytes = self.settings.decode_limits.max_frame_bytes();
+        self.encoder
+            .set_peer_max_frame_bytes(hello.max_frame_bytes.min(own_max_frame_bytes));
+        debug!(peer = %self.peer, %client, version, "handshake accepted");
         let accepted = HelloAccepted {
             version,
-            max_frame_bytes: self.settings.decode_limits.max_frame_bytes(),
+            max_frame_bytes: own_max_frame_bytes,
             server_name: self.settings.server_name.clone(),
         };
         self.respond(request_id, &Response::HelloAccepted(accepted));
@@ -915,6 +992,7 @@ impl Session {
             Ok(transaction) => {
                 self.transaction = Some(OpenTransaction {
                     entry,
+                    channel,
                     transaction,
                     put_count: 0,
                     take_count: 0,
@@ -969,28 +1047,18 @@ impl Session {
         max_events: u32,
         wait_ms: u32,
     ) -> Result<Flow, SessionError> {
-        let Some(mut open) = self.transaction.take() else {
+        let Some(open) = self.transaction.take() else {
             return Ok(self.respond_error(request_id, ErrorResponse::no_transaction()));
         };
         let wait = Duration::from_millis(u64::from(wait_ms)).min(self.settings.max_take_wait);
-        let encoder = self.encoder;
-        let inline = take_events_without_blocking(&mut open, encoder, request_id, max_events, wait);
-        let (open, outcome) = match inline {
-            Some(outcome) => (open, outcome),
-            None => {
-                if !wait.is_zero() {
-                    // Responses queued before a take that may wait must not wait with it.
-                    if let Err(error) = self.flush().await {
-                        self.transaction = Some(open);
-                        return Err(error);
-                    }
-                }
-                on_blocking_pool(move || {
-                    let outcome =
-                        take_events_blocking(&mut open, encoder, request_id, max_events, wait);
-                    (open, outcome)
-                })
-                .await?
+        let (open, outcome) = match self
+            .take_waiting_without_a_thread(open, request_id, max_events, wait)
+            .await
+        {
+            Ok(taken) => taken,
+            Err((open, error)) => {
+                self.transaction = open;
+                return Err(error);
             }
         };
         match outcome {
@@ -1007,6 +1075,83 @@ impl Session {
                 // return to the head of the channel.
                 open.roll_back();
                 Ok(self.respond_error(request_id, error))
+            }
+        }
+    }
+
+    /// Takes for a `Take`, waiting up to `wait` for the first event without holding a
+    /// thread: it listens to the channel's [`Arrivals`], looks with a never-blocking
+    /// take, and sleeps on the listener (or the deadline) when the channel is empty. A
+    /// thousand consumers waiting on empty channels so hold no thread of the blocking
+    /// pool, which commits and checkpoints need. Only a head event that must be read
+    /// from the device goes to the blocking pool, for the read alone. On a failure of
+    /// the connection the transaction is handed back with the error.
+    async fn take_waiting_without_a_thread(
+        &mut self,
+        mut open: OpenTransaction,
+        request_id: RequestId,
+        max_events: u32,
+        wait: Duration,
+    ) -> Result<(OpenTransaction, TakeOutcome), (Option<OpenTransaction>, SessionError)> {
+        let encoder = self.encoder;
+        let deadline = Instant::now() + wait;
+        let channel = Arc::clone(&open.channel);
+        let arrivals = channel.arrivals();
+        let mut flushed = false;
+        loop {
+            // Registered before the look, so an event committed after it still wakes us.
+            let listener = arrivals.map(Arrivals::listen);
+            let may_wait = Instant::now() < deadline;
+            match take_events_without_blocking(&mut open, encoder, request_id, max_events, may_wait)
+            {
+                TakeAttempt::Done(outcome) => return Ok((open, outcome)),
+                TakeAttempt::NeedsBlockingRead => {
+                    let (returned, outcome) = on_blocking_pool(move || {
+                        let outcome = take_events_blocking(
+                            &mut open,
+                            encoder,
+                            request_id,
+                            max_events,
+                            Duration::ZERO,
+                        );
+                        (open, outcome)
+                    })
+                    .await
+                    .map_err(|error| (None, error))?;
+                    open = returned;
+                    if let Some(outcome) = outcome {
+                        return Ok((open, outcome));
+                    }
+                    // Another taker was first; look again (or answer empty).
+                    continue;
+                }
+                TakeAttempt::Empty => {}
+            }
+            if !flushed {
+                // Responses queued before a take that may wait must not wait with it.
+                if let Err(error) = self.flush().await {
+                    return Err((Some(open), error));
+                }
+                flushed = true;
+            }
+            let Some(listener) = listener else {
+                // A channel that cannot signal arrivals: wait on the blocking pool.
+                let wait = deadline.saturating_duration_since(Instant::now());
+                let (open, outcome) = on_blocking_pool(move || {
+                    let outcome =
+                        take_events_blocking(&mut open, encoder, request_id, max_events, wait);
+                    (open, outcome)
+                })
+                .await
+                .map_err(|error| (None, error))?;
+                let outcome = outcome.unwrap_or_else(|| {
+                    FrameRoom::new(encoder, request_id).encode(encoder, request_id, &[])
+                });
+                return Ok((open, outcome));
+            };
+            tokio::select! {
+                () = listener => {}
+                () = tokio::time::sleep_until(deadline) => {}
             }
         }
     }
@@ -1182,7 +1327,7 @@ impl Session {
             );
             return Ok(self.respond_error(request_id, error));
         }
-        info!(peer = %self.peer, client = %self.client_name, channel = channel_name, point = ?replay.point, execute = replay.execute, "replay requested");
+        info!(peer = %self.peer, client = %Untrusted(&self.client_name), channel = %Untrusted(channel_name), point = ?replay.point, execute = replay.execute, "replay requested");
         let point = resolve_replay_point(replay.point, std::time::SystemTime::now());
         let outcome = on_blocking_pool(move || {
             let file_channel = channel.as_file_channel().expect("checked above");
@@ -1203,7 +1348,7 @@ impl Session {
                 Ok(Flow::Continue)
             }
             Err(error) => {
-                warn!(channel = channel_name, %error, "replay failed");
+                warn!(channel = %Untrusted(channel_name), %error, "replay failed");
                 let error = inspect_error_response(channel_name, &error);
                 Ok(self.respond_error(request_id, error))
             }

@@ -161,6 +161,9 @@ pub struct ServerSetup {
     pub wrapper: Vec<String>,
     /// Extra environment variables for channeld (and its wrapper).
     pub env: Vec<(String, String)>,
+    /// The open-file limit (`RLIMIT_NOFILE`, soft and hard) channeld starts with, when
+    /// not the test's own.
+    pub open_file_limit: Option<(u64, u64)>,
 }
 
 impl ServerSetup {
@@ -204,6 +207,13 @@ impl ServerSetup {
     /// Sets an environment variable for channeld.
     pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((name.into(), value.into()));
+        self
+    }
+
+    /// Starts channeld with this open-file limit (soft, hard), as `prlimit --nofile`
+    /// would.
+    pub fn open_file_limit(mut self, soft: u64, hard: u64) -> Self {
+        self.open_file_limit = Some((soft, hard));
         self
     }
 }
@@ -335,6 +345,21 @@ impl Server {
             .args(["--bind", &bind, "--http", &http, "--ready-file"])
             .arg(&ready_file)
             .args(&self.setup.args);
+        if let Some((soft, hard)) = self.setup.open_file_limit {
+            use std::os::unix::process::CommandExt;
+            let limit = rustix::process::Rlimit {
+                current: Some(soft),
+                maximum: Some(hard),
+            };
+            // SAFETY: between fork and exec the closure makes one system call
+            // (setrlimit), which is async-signal-safe, and allocates nothing.
+            unsafe {
+                command.pre_exec(move || {
+                    rustix::process::setrlimit(rustix::process::Resource::Nofile, limit)
+                        .map_err(std::io::Error::from)
+                });
+            }
+        }
         let mut child = command.spawn().expect("channeld starts");
         let mut exited = None;
         let ready = wait_until(SERVER_START_TIMEOUT, || {
@@ -388,6 +413,25 @@ impl Server {
     pub fn resident_memory_bytes(&self) -> u64 {
         resident_memory_bytes_of(self.pid().as_raw_nonzero().get())
             .expect("channeld's /proc/PID/status has a VmRSS line")
+    }
+
+    /// The soft and hard open-file limits of the process, from `/proc/PID/limits`
+    /// (`u64::MAX` for unlimited).
+    pub fn open_file_limits(&self) -> (u64, u64) {
+        let limits =
+            std::fs::read_to_string(format!("/proc/{}/limits", self.pid().as_raw_nonzero()))
+                .expect("read /proc/PID/limits");
+        let line = limits
+            .lines()
+            .find(|line| line.starts_with("Max open files"))
+            .expect("a Max open files line");
+        let mut values = line["Max open files".len()..]
+            .split_whitespace()
+            .map(|value| value.parse().unwrap_or(u64::MAX));
+        (
+            values.next().expect("a soft limit"),
+            values.next().expect("a hard limit"),
+        )
     }
 
     /// How many file descriptors the process holds open (the entries of
@@ -867,6 +911,22 @@ pub fn resident_memory_bytes_of(pid: i32) -> Option<u64> {
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())?;
     Some(kib * 1024)
+}
+
+/// Raises this test process's soft open-file limit to its hard limit, for tests that
+/// hold thousands of sockets; returns the limit now in force (`u64::MAX` when
+/// unlimited).
+pub fn raise_own_open_file_limit() -> u64 {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limits = getrlimit(Resource::Nofile);
+    let _ = setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: limits.maximum,
+            maximum: limits.maximum,
+        },
+    );
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }
 
 /// Sends SIGKILL to a process by pid (an adapter, say).

@@ -297,3 +297,58 @@ fn online_replay_and_inspect_need_the_token_when_the_server_has_one() {
         assert_eq!(report["channel"], "default", "{subcommand}: {report}");
     }
 }
+
+/// A body larger than the 16 MiB channelctl used to announce, well within the server's
+/// default 64 MiB frame limit.
+const LARGE_BODY_BYTES: usize = 30 * 1024 * 1024;
+
+#[test]
+fn channelctl_takes_an_event_as_large_as_the_server_accepted() {
+    let server = Server::start(ServerSetup::embedded_default());
+    let mut input = vec![b'x'; LARGE_BODY_BYTES];
+    input.push(b'\n');
+    let put = successful_lines(&server.channelctl("put", &[], &input));
+    assert_eq!(put, ["committed 1"]);
+    let take = server.channelctl("take", &["--max", "1", "--wait-ms", "1000"], b"");
+    assert!(
+        take.status.success(),
+        "a take of the 30 MiB event failed: {}",
+        String::from_utf8_lossy(&take.stderr)
+    );
+    assert_eq!(
+        take.stdout.len(),
+        LARGE_BODY_BYTES + 1,
+        "the whole body and its newline"
+    );
+    assert!(take.stdout[..LARGE_BODY_BYTES]
+        .iter()
+        .all(|byte| *byte == b'x'));
+}
+
+/// The protocol's smallest frame limit.
+const SMALLEST_FRAME_BYTES: usize = 262_144;
+
+#[test]
+fn channelctl_put_refuses_up_front_an_event_no_take_could_return() {
+    let server = Server::start(
+        ServerSetup::embedded_default()
+            .arg("--max-frame-bytes")
+            .arg(SMALLEST_FRAME_BYTES.to_string()),
+    );
+    let mut input = b"small\n".to_vec();
+    input.extend(std::iter::repeat_n(b'x', SMALLEST_FRAME_BYTES));
+    input.extend_from_slice(b"\nafter\n");
+    let put = server.channelctl("put", &["--batch", "1"], &input);
+    let stderr = String::from_utf8_lossy(&put.stderr);
+    assert!(!put.status.success(), "the put succeeded");
+    assert_eq!(String::from_utf8_lossy(&put.stdout), "committed 1\n");
+    assert!(stderr.contains("line 2 is not put"), "{stderr}");
+    assert!(stderr.contains("no take could ever return it"), "{stderr}");
+    assert!(
+        stderr.contains(&SMALLEST_FRAME_BYTES.to_string()),
+        "{stderr}"
+    );
+    // Nothing after the refused line went in.
+    let taken = successful_lines(&server.channelctl("take", &["--wait-ms", "200"], b""));
+    assert_eq!(taken, ["small"]);
+}

@@ -137,3 +137,53 @@ fn reconnect_with_backoff_reaches_a_restarted_server() {
     })
     .unwrap();
 }
+
+/// A client that bounds its memory below the event it takes: a megabyte body, a client
+/// limit of 256 KiB.
+const CONSUMER_FRAME_BYTES: u32 = 262_144;
+const LARGE_EVENT_BYTES: usize = 1024 * 1024;
+
+#[test]
+fn a_consumer_with_a_smaller_frame_limit_is_told_and_a_default_client_takes_the_event() {
+    let server = Server::start(ServerSetup::embedded_default());
+    let address = server.protocol_address().to_string();
+    runtime()
+        .block_on(async {
+            let mut producer = Client::connect(ClientOptions::new(address.clone())).await?;
+            producer
+                .put_and_commit("default", &[Event::new(vec![b'b'; LARGE_EVENT_BYTES])])
+                .await?;
+
+            let mut small = ClientOptions::new(address.clone());
+            small.max_frame_bytes = CONSUMER_FRAME_BYTES;
+            let mut consumer = Client::connect(small).await?;
+            assert_eq!(consumer.receive_max_frame_bytes(), CONSUMER_FRAME_BYTES);
+            consumer.begin("default").await?;
+            let refused = consumer
+                .take(1, Duration::from_millis(500))
+                .await
+                .expect_err("the event does not fit the consumer's frames");
+            let error = refused.server_error().expect("a server error");
+            assert_eq!(error.code, ErrorCode::FrameTooLarge);
+            assert_eq!(
+                error.field(millrace_client::fields::MAX_FRAME_BYTES),
+                Some(u64::from(CONSUMER_FRAME_BYTES))
+            );
+            assert!(refused.breaks_connection());
+
+            // The event stayed at the head; a client with the default options takes the
+            // server's limit and gets it.
+            let mut default = Client::connect(ClientOptions::new(address.clone())).await?;
+            assert_eq!(
+                default.receive_max_frame_bytes(),
+                default.server().max_frame_bytes
+            );
+            default.begin("default").await?;
+            let taken = default.take(1, Duration::from_millis(500)).await?;
+            default.commit().await?;
+            assert_eq!(taken.len(), 1);
+            assert_eq!(taken[0].body.len(), LARGE_EVENT_BYTES);
+            Ok::<(), ClientError>(())
+        })
+        .unwrap();
+}

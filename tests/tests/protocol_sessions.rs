@@ -470,3 +470,46 @@ fn an_unknown_io_backend_flag_is_refused_before_starting() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("auto, io_uring or pwrite"), "{stderr}");
 }
+
+/// How long the take below is willing to wait: far longer than the event takes to come.
+const LONG_TAKE_WAIT_MS: u32 = 30_000;
+/// How long after the take starts the event is committed.
+const EVENT_DELAY: std::time::Duration = std::time::Duration::from_millis(300);
+
+#[test]
+fn a_waiting_take_returns_as_soon_as_an_event_is_committed_on_every_channel_type() {
+    let config = format!(
+        "{AGENT}.channels = f1 m1 s1\n\
+         {AGENT}.channels.f1.type = file\n\
+         {AGENT}.channels.f1.checkpointDir = f1/checkpoint\n\
+         {AGENT}.channels.f1.dataDirs = f1/data\n\
+         {AGENT}.channels.m1.type = memory\n\
+         {AGENT}.channels.s1.type = spillablememory\n\
+         {AGENT}.channels.s1.checkpointDir = s1/checkpoint\n\
+         {AGENT}.channels.s1.dataDirs = s1/data\n"
+    );
+    let server = Server::start(ServerSetup::with_config(config));
+    for channel in ["f1", "m1", "s1"] {
+        let mut consumer = RawConnection::open(server.protocol_address());
+        assert_eq!(consumer.call(&begin(channel)), Response::Ok);
+        let started = std::time::Instant::now();
+        let take_id = consumer.send(&take(10, LONG_TAKE_WAIT_MS));
+        std::thread::sleep(EVENT_DELAY);
+        let mut producer = RawConnection::open(server.protocol_address());
+        let put = Request::PutCommit {
+            channel: channel.to_string(),
+            events: batch(&["woken"]),
+        };
+        assert_eq!(producer.call(&put), Response::Ok, "{channel}");
+        let answer = consumer.receive();
+        let waited = started.elapsed();
+        assert_eq!(answer.request_id, take_id);
+        assert_eq!(bodies(&answer.response), ["woken"], "{channel}");
+        // Woken by the commit, not by the end of the wait.
+        assert!(
+            waited < std::time::Duration::from_millis(u64::from(LONG_TAKE_WAIT_MS) / 3),
+            "{channel}: the take came back after {waited:?}"
+        );
+        assert_eq!(consumer.call(&Request::Commit), Response::Ok);
+    }
+}

@@ -148,6 +148,8 @@ struct Shared {
     state: Mutex<QueueState>,
     /// Signalled when events join the queue or return to it.
     events_available: Condvar,
+    /// Wakes async takers whenever `events_available` wakes blocked ones.
+    arrivals: crate::channel::Arrivals,
     /// Signalled when capacity is released.
     space_freed: Condvar,
     /// Signalled when the sequencer applies commits.
@@ -443,6 +445,7 @@ impl FileChannel {
             registry,
             state: Mutex::new(state),
             events_available: Condvar::new(),
+            arrivals: crate::channel::Arrivals::default(),
             space_freed: Condvar::new(),
             commits_applied: Condvar::new(),
             next_transaction_id: AtomicU64::new(recovered.next_transaction_id),
@@ -558,6 +561,10 @@ impl Channel for FileChannel {
         &self.shared.name
     }
 
+    fn arrivals(&self) -> Option<&crate::channel::Arrivals> {
+        Some(&self.shared.arrivals)
+    }
+
     fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError> {
         Ok(Box::new(self.transaction()?))
     }
@@ -661,6 +668,7 @@ impl Shared {
         self.locks.lock().clear();
         // Wake anyone waiting so they notice the channel closed.
         self.events_available.notify_all();
+        self.arrivals.notify();
         self.space_freed.notify_all();
         self.commits_applied.notify_all();
         info!(channel = %self.name, "file channel closed");
@@ -804,6 +812,7 @@ impl Shared {
                 ChannelCounters::add(&self.counters.take_success, take_count);
                 if put_count > 0 {
                     self.events_available.notify_all();
+                    self.arrivals.notify();
                 }
                 if take_count > 0 {
                     self.space_freed.notify_all();
@@ -828,6 +837,7 @@ impl Shared {
         state.queue.return_taken(takes.to_vec());
         if !takes.is_empty() {
             self.events_available.notify_all();
+            self.arrivals.notify();
         }
     }
 }

@@ -82,7 +82,8 @@ pub use millrace_engine::config::{
 pub use properties::{EscapeProblem, PropertiesError};
 pub use server_settings::{
     AuthToken, HostPort, HostPortError, ServerSettingSpec, ServerSettings, DEFAULT_DATA_BASE_DIR,
-    DEFAULT_FRAME_DEADLINE, DEFAULT_HTTP_PORT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN_HOST,
+    DEFAULT_FRAME_DEADLINE, DEFAULT_HANDSHAKE_DEADLINE, DEFAULT_HTTP_HEADER_TIMEOUT,
+    DEFAULT_HTTP_MAX_CONNECTIONS, DEFAULT_HTTP_PORT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN_HOST,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_BYTES, DEFAULT_PROTOCOL_PORT,
     DEFAULT_SHUTDOWN_GRACE, SERVER_SETTINGS,
 };
@@ -281,6 +282,42 @@ mod tests {
             .map(|spec| format!("server.{}", spec.key))
             .collect();
         assert_eq!(server_section, server_keys);
+    }
+
+    /// The `Default` column of the server settings table, by key.
+    fn documented_server_defaults(document: &str) -> Vec<(String, String)> {
+        document_section(document, "Server settings")
+            .lines()
+            .filter(|line| line.starts_with("| `server."))
+            .map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let key = cells[1].trim_matches('`').trim_start_matches("server.");
+                // "67108864 (64 MiB)" documents 67108864; "`auto`" documents auto.
+                let default = cells[2]
+                    .split(" (")
+                    .next()
+                    .unwrap_or_default()
+                    .trim_matches('`');
+                (key.to_string(), default.to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_configuration_document_shows_the_real_server_defaults() {
+        let document = include_str!("../../../docs/configuration.md");
+        let documented = documented_server_defaults(document);
+        assert_eq!(documented.len(), SERVER_SETTINGS.len());
+        // Each spec's default is checked against ServerSettings::default() in
+        // server_settings.rs, so this ties the document to the running defaults.
+        for ((key, default), spec) in documented.iter().zip(SERVER_SETTINGS) {
+            assert_eq!(key, spec.key);
+            assert_eq!(
+                default.as_str(),
+                spec.default.unwrap_or("unset"),
+                "docs/configuration.md documents server.{key} = {default}"
+            );
+        }
     }
 
     #[test]

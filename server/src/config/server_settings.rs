@@ -22,15 +22,29 @@ pub const DEFAULT_LISTEN_HOST: &str = "127.0.0.1";
 pub const DEFAULT_PROTOCOL_PORT: u16 = 41450;
 /// Default port of the metrics and health HTTP listener (`server.http`).
 pub const DEFAULT_HTTP_PORT: u16 = 41451;
-/// Default `server.maxConnections`.
-pub const DEFAULT_MAX_CONNECTIONS: u64 = 1024;
+/// Default `server.maxConnections` (the protocol crate's number, so `docs/protocol.md`
+/// and the server agree).
+pub const DEFAULT_MAX_CONNECTIONS: u64 = millrace_protocol::DEFAULT_MAX_CONNECTIONS as u64;
 /// Default `server.maxFrameBytes`: 64 MiB, enough for a large put batch, small enough
 /// that a hostile length prefix cannot make the server allocate without bound.
 pub const DEFAULT_MAX_FRAME_BYTES: u64 = 64 * 1024 * 1024;
 /// Default `server.idleTimeoutMs`: five minutes.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_millis(300_000);
+pub const DEFAULT_IDLE_TIMEOUT: Duration =
+    Duration::from_millis(millrace_protocol::DEFAULT_IDLE_TIMEOUT_MS);
 /// Default `server.frameDeadlineMs`: a started frame must be complete within 30 s.
-pub const DEFAULT_FRAME_DEADLINE: Duration = Duration::from_millis(30_000);
+pub const DEFAULT_FRAME_DEADLINE: Duration =
+    Duration::from_millis(millrace_protocol::DEFAULT_FRAME_COMPLETION_DEADLINE_MS);
+/// Default `server.handshakeDeadlineMs`: a connection must have said a complete `Hello`
+/// within 5 s of being accepted.
+pub const DEFAULT_HANDSHAKE_DEADLINE: Duration =
+    Duration::from_millis(millrace_protocol::DEFAULT_HANDSHAKE_DEADLINE_MS);
+/// Default `server.httpMaxConnections`: HTTP serves a scraper, a health check and an
+/// operator's curl; 64 at once is plenty, and few enough that a flood of idle HTTP
+/// connections costs little.
+pub const DEFAULT_HTTP_MAX_CONNECTIONS: u64 = 64;
+/// Default `server.httpHeaderTimeoutMs`: an HTTP connection must have sent a complete
+/// request head within 5 s (of being accepted, or of its previous answer).
+pub const DEFAULT_HTTP_HEADER_TIMEOUT: Duration = Duration::from_millis(5_000);
 /// Default `server.shutdownGraceMs`: how long SIGTERM waits for open transactions.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_millis(10_000);
 /// Default `server.dataBaseDir`, relative to the working directory. A file channel
@@ -172,6 +186,14 @@ pub struct ServerSettings {
     /// `server.frameDeadlineMs`: a frame whose first byte has arrived must be complete
     /// within this time.
     pub frame_deadline: Duration,
+    /// `server.handshakeDeadlineMs`: a connection must have sent a complete `Hello`
+    /// within this time of being accepted.
+    pub handshake_deadline: Duration,
+    /// `server.httpMaxConnections`: most simultaneous HTTP connections.
+    pub http_max_connections: u64,
+    /// `server.httpHeaderTimeoutMs`: an HTTP request head must be complete within this
+    /// time.
+    pub http_header_timeout: Duration,
     /// `server.shutdownGraceMs`: on SIGTERM, how long open transactions may finish.
     pub shutdown_grace: Duration,
     /// `server.dataBaseDir`: where file channels without configured directories live.
@@ -190,6 +212,9 @@ impl Default for ServerSettings {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             frame_deadline: DEFAULT_FRAME_DEADLINE,
+            handshake_deadline: DEFAULT_HANDSHAKE_DEADLINE,
+            http_max_connections: DEFAULT_HTTP_MAX_CONNECTIONS,
+            http_header_timeout: DEFAULT_HTTP_HEADER_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             data_base_dir: PathBuf::from(DEFAULT_DATA_BASE_DIR),
             io_backend: IoBackendChoice::Auto,
@@ -285,6 +310,33 @@ pub static SERVER_SETTINGS: &[ServerSettingSpec] = &[
         description: "milliseconds within which a started frame must be complete",
         apply: |settings, value| {
             settings.frame_deadline = values::positive_milliseconds(value)?;
+            Ok(())
+        },
+    },
+    ServerSettingSpec {
+        key: "handshakeDeadlineMs",
+        default: Some("5000"),
+        description: "milliseconds within which a new connection must send a complete Hello",
+        apply: |settings, value| {
+            settings.handshake_deadline = values::positive_milliseconds(value)?;
+            Ok(())
+        },
+    },
+    ServerSettingSpec {
+        key: "httpMaxConnections",
+        default: Some("64"),
+        description: "most simultaneous HTTP connections (/metrics, /health)",
+        apply: |settings, value| {
+            settings.http_max_connections = values::positive_integer(value)?;
+            Ok(())
+        },
+    },
+    ServerSettingSpec {
+        key: "httpHeaderTimeoutMs",
+        default: Some("5000"),
+        description: "milliseconds within which an HTTP request head must be complete",
+        apply: |settings, value| {
+            settings.http_header_timeout = values::positive_milliseconds(value)?;
             Ok(())
         },
     },

@@ -44,7 +44,12 @@ enum Mode {
 
 /// Measure a Millrace channel.
 #[derive(Debug, Parser)]
-#[command(name = "channel-bench", version, about)]
+#[command(
+    name = "channel-bench",
+    version,
+    about = "channel-bench: measure a Millrace channel's throughput and commit latency, \
+             through channeld or in-process"
+)]
 struct Args {
     /// channeld's protocol address.
     #[arg(long, default_value = DEFAULT_SERVER_ADDRESS)]

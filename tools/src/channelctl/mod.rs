@@ -42,7 +42,12 @@ pub const EXIT_FAILURE: i32 = 1;
 
 /// channelctl: put, take, inspect and check Millrace channels.
 #[derive(Debug, Parser)]
-#[command(name = "channelctl", version, about)]
+#[command(
+    name = "channelctl",
+    version,
+    about = "channelctl: put, take, inspect, verify, checkpoint and replay Millrace channels, \
+             and validate Flume configurations"
+)]
 pub struct ChannelctlArgs {
     /// What to do.
     #[command(subcommand)]
@@ -171,6 +176,24 @@ pub enum ChannelctlError {
     /// Talking to the server failed, or the server refused a request.
     #[error("{0}")]
     Client(#[from] ClientError),
+
+    /// A line of `put` whose event no take could ever return from this server.
+    #[error(
+        "line {line} is not put: its {body_bytes}-byte event would need a {frame_bytes}-byte \
+         Events frame to be taken, more than the {max_frame_bytes} bytes this server sends \
+         (server.maxFrameBytes); no take could ever return it. Nothing after the last \
+         `committed` line was committed"
+    )]
+    EventNeverTakeable {
+        /// The line of stdin (1-based).
+        line: u64,
+        /// The body's length.
+        body_bytes: u64,
+        /// The `Events` frame that would carry it.
+        frame_bytes: u64,
+        /// The server's frame limit.
+        max_frame_bytes: u32,
+    },
 
     /// Reading stdin or writing stdout failed.
     #[error("{stream}: {source}")]

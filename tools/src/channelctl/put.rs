@@ -3,6 +3,7 @@
 use std::io::Write;
 
 use millrace_client::{Client, Event};
+use millrace_protocol::{encoded_event_bytes, single_event_frame_bytes, NO_HEADERS};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::{ChannelctlError, PutArgs};
@@ -17,6 +18,29 @@ fn body_of(mut line: Vec<u8>) -> Vec<u8> {
         }
     }
     line
+}
+
+/// Refuses a body that no take could ever return: an `Events` frame carrying it alone
+/// would exceed the frames this server sends (its `maxFrameBytes`), which is also the
+/// most `channelctl take` and the client library accept. Put anyway, it would sit at
+/// the head of the channel and fail every take with `FRAME_TOO_LARGE`.
+fn check_takeable(
+    body: &[u8],
+    line: u64,
+    server_max_frame_bytes: u32,
+) -> Result<(), ChannelctlError> {
+    let event_bytes =
+        encoded_event_bytes(NO_HEADERS, body.len()).map_err(millrace_client::ClientError::from)?;
+    let frame_bytes = single_event_frame_bytes(event_bytes);
+    if frame_bytes > u64::from(server_max_frame_bytes) {
+        return Err(ChannelctlError::EventNeverTakeable {
+            line,
+            body_bytes: body.len() as u64,
+            frame_bytes,
+            max_frame_bytes: server_max_frame_bytes,
+        });
+    }
+    Ok(())
 }
 
 async fn commit(
@@ -36,8 +60,10 @@ async fn commit(
 
 pub(super) async fn run(args: &PutArgs) -> Result<(), ChannelctlError> {
     let mut client = Client::connect(args.server.client_options()).await?;
+    let server_max_frame_bytes = client.receive_max_frame_bytes();
     let channel = args.server.channel.as_str();
     let batch_events = args.batch as usize;
+    let mut line_number = 0u64;
     let mut stdin = BufReader::new(tokio::io::stdin());
     let mut batch = Vec::with_capacity(batch_events);
     let mut committed_total = 0u64;
@@ -50,7 +76,10 @@ pub(super) async fn run(args: &PutArgs) -> Result<(), ChannelctlError> {
         if read == 0 {
             break;
         }
-        batch.push(Event::new(body_of(line)));
+        line_number += 1;
+        let body = body_of(line);
+        check_takeable(&body, line_number, server_max_frame_bytes)?;
+        batch.push(Event::new(body));
         if batch.len() == batch_events {
             commit(&mut client, channel, &mut batch, &mut committed_total).await?;
         }
@@ -64,6 +93,18 @@ pub(super) async fn run(args: &PutArgs) -> Result<(), ChannelctlError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_body_whose_events_frame_would_exceed_the_server_limit_is_refused() {
+        let limit = 262_144u32;
+        // An Events frame of one header-less event: 9 (header) + 4 (count) + 2 + 4 + body.
+        let largest_body = limit as usize - 19;
+        assert!(check_takeable(&vec![b'x'; largest_body], 1, limit).is_ok());
+        let refused = check_takeable(&vec![b'x'; largest_body + 1], 7, limit).unwrap_err();
+        let message = refused.to_string();
+        assert!(message.contains("line 7"), "{message}");
+        assert!(message.contains("262144"), "{message}");
+    }
 
     #[test]
     fn line_endings_are_not_part_of_the_body() {
