@@ -9,15 +9,15 @@
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
-use millrace_server::config::{load_agent_config, ConfigErrors, DEFAULT_DATA_BASE_DIR};
+use millrace_server::config::{ConfigErrors, HostPort};
 use rustix::process::{getppid, set_parent_process_death_signal, Pid, Signal};
 use thiserror::Error;
 use tokio::signal::unix::{signal, SignalKind};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::agent::{counters_for, run_components, ServerAddress};
+use crate::check::{check_agent, CheckOptions, CheckedAgent, ListenerOverrides};
 use crate::connection::stop_signal;
-use crate::plan::{plan_agent, ComponentPlan};
 
 /// sysexits.h `EX_CONFIG`.
 pub const EXIT_CONFIG_ERROR: i32 = 78;
@@ -58,9 +58,21 @@ pub struct AgentArgs {
     )]
     pub auth_token: Option<String>,
 
-    /// Check the configuration of the sources and sinks, print the components and exit.
+    /// Check the configuration (the whole file, every source and sink key, and that no
+    /// source listens where channeld or another source does), print the components and
+    /// exit. Warnings go to stderr.
     #[arg(long)]
     pub check: bool,
+
+    /// With --check: channeld's protocol listener, when a flag moved it from the file's
+    /// server.bind (channeld passes its own).
+    #[arg(long, value_name = "HOST:PORT", hide = true, requires = "check")]
+    pub channeld_bind: Option<HostPort>,
+
+    /// With --check: channeld's HTTP listener, when a flag moved it from the file's
+    /// server.http (channeld passes its own).
+    #[arg(long, value_name = "HOST:PORT", hide = true, requires = "check")]
+    pub channeld_http: Option<HostPort>,
 
     /// Stop (SIGTERM) when the process with this pid, our parent, dies — even by
     /// SIGKILL. channeld passes its own pid.
@@ -105,15 +117,14 @@ impl AgentError {
     }
 }
 
-/// Reads the file and plans its components (every adapter key checked).
+/// Reads and checks the file (see [`crate::check`]) and plans its components.
 pub fn load_plans(
     conf_file: &Path,
     agent: &str,
-) -> Result<(ServerAddress, Vec<ComponentPlan>), AgentError> {
-    let config = load_agent_config(conf_file, agent, Path::new(DEFAULT_DATA_BASE_DIR))
-        .map_err(AgentError::Config)?;
-    let plans =
-        plan_agent(&config, &conf_file.display().to_string()).map_err(AgentError::Config)?;
+    options: &CheckOptions,
+) -> Result<(ServerAddress, CheckedAgent), AgentError> {
+    let checked = check_agent(conf_file, agent, options).map_err(AgentError::Config)?;
+    let config = &checked.config;
     let bind = &config.server.bind;
     let host = match bind.host.as_str() {
         "0.0.0.0" => "127.0.0.1".to_string(),
@@ -133,7 +144,7 @@ pub fn load_plans(
             .as_ref()
             .map(|token| token.expose_secret().to_string()),
     };
-    Ok((server, plans))
+    Ok((server, checked))
 }
 
 /// Asks the kernel for SIGTERM when the parent dies, then checks it has not died already.
@@ -152,7 +163,28 @@ pub fn run(args: AgentArgs) -> Result<(), AgentError> {
     if let Some(parent_pid) = args.exit_with_parent {
         follow_parent(parent_pid)?;
     }
-    let (mut server, mut plans) = load_plans(&args.conf_file, &args.name)?;
+    // The ports were checked by channeld (which passes --check first) or are about to be;
+    // running components leaves a port someone else holds to the component, which fails
+    // and says so.
+    let options = CheckOptions {
+        listeners: args.check.then(|| ListenerOverrides {
+            bind: args.channeld_bind.clone(),
+            http: args.channeld_http.clone(),
+        }),
+        files: false,
+    };
+    let (mut server, checked) = load_plans(&args.conf_file, &args.name, &options)?;
+    if args.check {
+        for warning in &checked.warnings {
+            eprintln!("warning: {warning}");
+        }
+    } else if args.components.is_empty() {
+        // Under channeld (--component) the warnings were shown when it checked the file.
+        for warning in &checked.warnings {
+            warn!("{warning}");
+        }
+    }
+    let mut plans = checked.components;
     if let Some(address) = args.server {
         server.address = address;
     }

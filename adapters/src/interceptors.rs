@@ -159,7 +159,7 @@ mod tests {
         ];
         let mut keys = ComponentSettings::new("a.conf", "a1.sources.r1", 1, &settings);
         let interceptors = plan_interceptors(&mut keys);
-        assert!(keys.finish().is_empty());
+        assert!(keys.finish().errors.is_empty());
         let mut event = Event::new("x").with_header("env", "dev");
         for interceptor in &interceptors {
             interceptor.apply(&mut event);
@@ -180,7 +180,7 @@ mod tests {
         ];
         let mut keys = ComponentSettings::new("a.conf", "a1.sources.r1", 1, &settings);
         assert!(plan_interceptors(&mut keys).is_empty());
-        let errors = keys.finish();
+        let errors = keys.finish().errors;
         assert_eq!(errors.len(), 1);
         assert!(errors[0]
             .to_string()

@@ -18,6 +18,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
+use crate::config::HostPort;
+
 /// Environment variable naming the `channel-agent` binary to run.
 pub const AGENT_BINARY_ENV: &str = "MILLRACE_AGENT_BIN";
 /// The adapter binary's name, looked for next to channeld and then on `PATH`.
@@ -59,33 +61,66 @@ pub fn locate_agent_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(AGENT_BINARY_NAME))
 }
 
+/// Why `channel-agent --check` did not pass the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdapterCheckError {
+    /// The configuration is invalid: every problem of the file, one per line, as
+    /// channel-agent printed them (the file's own, every source and sink key, ports).
+    #[error("{0}")]
+    Invalid(String),
+    /// channel-agent could not be run at all.
+    #[error(
+        "cannot run {binary} to check the sources and sinks ({reason}); set \
+         {AGENT_BINARY_ENV} to the channel-agent binary"
+    )]
+    CannotRun {
+        /// The binary tried.
+        binary: PathBuf,
+        /// The operating system's reason.
+        reason: String,
+    },
+}
+
 /// Runs `channel-agent --check` on the configuration, so that channeld refuses to
 /// start (like any other configuration error) instead of restarting adapters that can
-/// never run. Returns the problems it printed.
-pub fn check_adapters(binary: &Path, conf_file: &Path, agent: &str) -> Result<(), String> {
+/// never run. `listeners` are channeld's protocol and HTTP addresses after its flags,
+/// which the check compares the sources' ports with. Returns the warnings it printed.
+pub fn check_adapters(
+    binary: &Path,
+    conf_file: &Path,
+    agent: &str,
+    listeners: (&HostPort, &HostPort),
+) -> Result<Vec<String>, AdapterCheckError> {
+    let (bind, http) = listeners;
     let output = std::process::Command::new(binary)
         .arg("-f")
         .arg(conf_file)
         .args(["-n", agent, "--check"])
+        .args(["--channeld-bind", &bind.to_string()])
+        .args(["--channeld-http", &http.to_string()])
         .stdin(Stdio::null())
         .output()
-        .map_err(|error| {
-            format!(
-                "cannot run {} to check the sources and sinks ({error}); set {AGENT_BINARY_ENV} \
-                 to the channel-agent binary",
-                binary.display()
-            )
+        .map_err(|error| AdapterCheckError::CannotRun {
+            binary: binary.to_path_buf(),
+            reason: error.to_string(),
         })?;
-    if output.status.success() {
-        return Ok(());
-    }
     let stderr = String::from_utf8_lossy(&output.stderr);
+    if output.status.success() {
+        return Ok(stderr
+            .lines()
+            .filter_map(|line| line.strip_prefix(WARNING_PREFIX))
+            .map(str::to_string)
+            .collect());
+    }
     let problems = stderr
         .trim()
         .strip_prefix("channel-agent: invalid configuration:\n")
         .unwrap_or(stderr.trim());
-    Err(problems.to_string())
+    Err(AdapterCheckError::Invalid(problems.to_string()))
 }
+
+/// How `channel-agent --check` marks a warning line on stderr.
+const WARNING_PREFIX: &str = "warning: ";
 
 /// Restart counts per component, for metrics.
 #[derive(Debug, Default)]

@@ -1,7 +1,8 @@
 //! channeld from start to stop.
 //!
 //! ```text
-//! config ─► check channel types ─► bind HTTP (answers /health: "recovering")
+//! config ─► channel-agent --check (with sources or sinks: every adapter key, ports)
+//!        ─► bind HTTP (answers /health: "recovering")
 //!        ─► open channels (blocking pool) ─► bind protocol ─► ready file ─► serve
 //! SIGTERM/SIGINT ─► Draining: stop accepting; sessions finish their transactions
 //!                ─► after shutdownGraceMs (or when all are done) Aborting: roll back the rest
@@ -24,12 +25,13 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use crate::adapters::{
-    absolute_conf_file, check_adapters, locate_agent_binary, AdapterLaunch, AdapterRestarts,
-    AdapterSupervisor,
+    absolute_conf_file, check_adapters, locate_agent_binary, AdapterCheckError, AdapterLaunch,
+    AdapterRestarts, AdapterSupervisor,
 };
 use crate::cli::{self, ChanneldArgs, SettingError};
 use crate::config::{
-    load_agent_config, AgentConfig, ConfigErrors, HostPort, DEFAULT_DATA_BASE_DIR,
+    load_agent_config, read_agent_config, AgentConfig, ConfigErrors, HostPort,
+    DEFAULT_DATA_BASE_DIR,
 };
 use crate::http::{self, HttpState};
 use crate::listener::ProtocolListener;
@@ -87,9 +89,11 @@ pub enum DaemonError {
         source: std::io::Error,
     },
 
-    /// The sources and sinks cannot run as configured (channel-agent --check said why).
-    #[error("invalid source or sink configuration:\n{0}")]
-    AdapterConfig(String),
+    /// The configuration is invalid, as `channel-agent --check` found it: every problem
+    /// of the file (its own rules, the sources' and sinks' keys, their ports), or why the
+    /// check could not run.
+    #[error("invalid configuration:\n{0}")]
+    AdapterConfig(AdapterCheckError),
 
     /// The async runtime could not start.
     #[error("cannot start the async runtime: {0}")]
@@ -135,11 +139,19 @@ pub fn load_config(args: &ChanneldArgs) -> Result<AgentConfig, DaemonError> {
 
 /// Runs channeld until it is stopped by a signal.
 pub fn run(args: ChanneldArgs) -> Result<(), DaemonError> {
-    let config = load_config(&args)?;
+    let config = match load_config(&args) {
+        Ok(config) => config,
+        Err(DaemonError::Config(errors)) => return Err(every_config_problem(&args, errors)),
+        Err(other) => return Err(other),
+    };
     if let (Some(file), Some(agent)) = (&args.conf_file, &args.name) {
         if !config.adapter_components().is_empty() {
-            check_adapters(&locate_agent_binary(), file, agent)
+            let listeners = (&config.server.bind, &config.server.http);
+            let warnings = check_adapters(&locate_agent_binary(), file, agent, listeners)
                 .map_err(DaemonError::AdapterConfig)?;
+            for warning in warnings {
+                warn!("{warning}");
+            }
         }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -154,6 +166,35 @@ pub fn run(args: ChanneldArgs) -> Result<(), DaemonError> {
     let outcome = runtime.block_on(serve(config, args.ready_file, adapter_config));
     runtime.shutdown_timeout(RUNTIME_STOP_TIMEOUT);
     outcome
+}
+
+/// A file with errors may have problems in its sources and sinks too, which only
+/// `channel-agent --check` can see; its report lists every problem of the file, so it
+/// replaces `errors` when the file has sources or sinks and the check can run.
+fn every_config_problem(args: &ChanneldArgs, errors: ConfigErrors) -> DaemonError {
+    let (Some(file), Some(agent)) = (&args.conf_file, &args.name) else {
+        return DaemonError::Config(errors);
+    };
+    let reading = read_agent_config(file, agent, Path::new(DEFAULT_DATA_BASE_DIR));
+    if reading.config.adapter_components().is_empty() {
+        return DaemonError::Config(errors);
+    }
+    let mut server = reading.config.server;
+    if let Some(bind) = &args.bind {
+        server.bind = bind.clone();
+    }
+    if let Some(http) = &args.http {
+        server.http = http.clone();
+    }
+    match check_adapters(
+        &locate_agent_binary(),
+        file,
+        agent,
+        (&server.bind, &server.http),
+    ) {
+        Err(invalid @ AdapterCheckError::Invalid(_)) => DaemonError::AdapterConfig(invalid),
+        Ok(_) | Err(AdapterCheckError::CannotRun { .. }) => DaemonError::Config(errors),
+    }
 }
 
 async fn bind(purpose: &'static str, address: &HostPort) -> Result<TcpListener, DaemonError> {
