@@ -15,7 +15,7 @@ use thiserror::Error;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
-use crate::agent::{counters_for, run_components, ServerAddress};
+use crate::agent::{counters_for, run_components, ComponentFailed, RestartPolicy, ServerAddress};
 use crate::check::{check_agent, CheckOptions, CheckedAgent, ListenerOverrides};
 use crate::connection::stop_signal;
 
@@ -78,6 +78,12 @@ pub struct AgentArgs {
     /// SIGKILL. channeld passes its own pid.
     #[arg(long, value_name = "PID", hide = true)]
     pub exit_with_parent: Option<i32>,
+
+    /// For a supervisor that restarts processes (channeld): a component that fails stops
+    /// the process instead of being restarted in it, and why any run ends in an error is
+    /// written to FILE, which the supervisor reports on its /health.
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub failure_file: Option<PathBuf>,
 }
 
 /// Why channel-agent stopped with an error.
@@ -105,6 +111,9 @@ pub enum AgentError {
     /// The runtime or the signal handlers could not start.
     #[error("cannot start: {0}")]
     Runtime(#[source] std::io::Error),
+    /// A component failed under `--failure-file`, which stops the process.
+    #[error("{0}")]
+    ComponentFailed(ComponentFailed),
 }
 
 impl AgentError {
@@ -112,7 +121,18 @@ impl AgentError {
     pub fn exit_code(&self) -> i32 {
         match self {
             AgentError::Config(_) | AgentError::UnknownComponent { .. } => EXIT_CONFIG_ERROR,
-            AgentError::Runtime(_) | AgentError::ParentGone { .. } => EXIT_FAILURE,
+            AgentError::Runtime(_)
+            | AgentError::ParentGone { .. }
+            | AgentError::ComponentFailed(_) => EXIT_FAILURE,
+        }
+    }
+
+    /// What a supervisor should show as the reason (the failing component's own error,
+    /// without the name it already knows the process by).
+    pub fn failure_message(&self) -> String {
+        match self {
+            AgentError::ComponentFailed(failure) => failure.error.clone(),
+            other => other.to_string(),
         }
     }
 }
@@ -216,6 +236,11 @@ pub fn run(args: AgentArgs) -> Result<(), AgentError> {
         }
         return Ok(());
     }
+    let policy = if args.failure_file.is_some() {
+        RestartPolicy::ExitProcess
+    } else {
+        RestartPolicy::InProcess
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("channel-agent")
@@ -227,14 +252,23 @@ pub fn run(args: AgentArgs) -> Result<(), AgentError> {
         let mut interrupt = signal(SignalKind::interrupt()).map_err(AgentError::Runtime)?;
         let counters = counters_for(&plans);
         info!(server = %server.address, components = plans.len(), "channel-agent starting");
-        let running = run_components(plans, server, counters, &stop);
+        let running = run_components(plans, server, counters, &stop, policy);
         tokio::pin!(running);
-        tokio::select! {
-            () = &mut running => {}
-            _ = terminate.recv() => { info!("SIGTERM: stopping"); stop.stop(); running.await; }
-            _ = interrupt.recv() => { info!("SIGINT: stopping"); stop.stop(); running.await; }
-        }
+        let outcome = tokio::select! {
+            outcome = &mut running => outcome,
+            _ = terminate.recv() => { info!("SIGTERM: stopping"); stop.stop(); running.await }
+            _ = interrupt.recv() => { info!("SIGINT: stopping"); stop.stop(); running.await }
+        };
         info!("channel-agent stopped");
-        Ok(())
+        outcome.map_err(AgentError::ComponentFailed)
     })
+}
+
+/// Writes why the agent stopped to the `--failure-file`, for the supervisor that reads
+/// it after the process exits. A failure to write is only logged: the exit status still
+/// says the agent failed.
+pub fn record_failure(failure_file: &Path, error: &AgentError) {
+    if let Err(write_error) = std::fs::write(failure_file, error.failure_message()) {
+        warn!(file = %failure_file.display(), %write_error, "cannot write the failure file");
+    }
 }

@@ -26,7 +26,7 @@ use tracing::{error, info, warn};
 
 use crate::adapters::{
     absolute_conf_file, check_adapters, locate_agent_binary, AdapterCheckError, AdapterLaunch,
-    AdapterRestarts, AdapterSupervisor,
+    AdapterStatuses, AdapterSupervisor,
 };
 use crate::cli::{self, ChanneldArgs, SettingError};
 use crate::config::{
@@ -289,7 +289,7 @@ async fn serve(
         }
     })?;
     let (registry, openers) = ChannelRegistry::plan(&config.channels);
-    let adapter_restarts = Arc::new(AdapterRestarts::default());
+    let adapter_statuses = Arc::new(AdapterStatuses::default());
     let registry = Arc::new(registry);
     let controller = Arc::new(ShutdownController::new());
     watch_signals(Arc::clone(&controller))?;
@@ -299,6 +299,7 @@ async fn serve(
     let http_state = Arc::new(HttpState {
         registry: Arc::clone(&registry),
         shutdown: controller.watcher(),
+        adapters: Arc::clone(&adapter_statuses),
     });
     let http_task = tokio::spawn(http::serve(http_listener, http_state));
     info!(address = %http_address, "metrics and health listening");
@@ -347,7 +348,7 @@ async fn serve(
             Some(AdapterSupervisor::start(
                 launch,
                 components,
-                Arc::clone(&adapter_restarts),
+                Arc::clone(&adapter_statuses),
             ))
         }
         _ => None,

@@ -4,6 +4,7 @@
 //! the runtime's threads without blocking it.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
@@ -13,6 +14,7 @@ use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 
+use crate::adapters::AdapterStatuses;
 use crate::health::health_report;
 use crate::metrics::{metrics_json, prometheus_text};
 use crate::registry::ChannelRegistry;
@@ -34,6 +36,8 @@ pub struct HttpState {
     pub registry: Arc<ChannelRegistry>,
     /// The server's stop phase, for `/health`.
     pub shutdown: ShutdownWatcher,
+    /// The supervised sources and sinks, for `/health`.
+    pub adapters: Arc<AdapterStatuses>,
 }
 
 /// The routes.
@@ -77,7 +81,8 @@ async fn prometheus(State(state): State<Arc<HttpState>>) -> Response {
 }
 
 async fn health(State(state): State<Arc<HttpState>>) -> Response {
-    let report = health_report(&state.registry, state.shutdown.phase());
+    let adapters = state.adapters.snapshot(Instant::now());
+    let report = health_report(&state.registry, state.shutdown.phase(), &adapters);
     let status = if report.healthy {
         StatusCode::OK
     } else {
