@@ -11,7 +11,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use millrace_server::config::values::{self, Expected};
-use millrace_server::config::{ConfigError, ConfigErrorKind, ConfigWarning, RawSetting};
+use millrace_server::config::{
+    expected_one_of, ConfigError, ConfigErrorKind, ConfigWarning, RawSetting,
+};
 
 /// One component's keys while an adapter reads them.
 #[derive(Debug)]
@@ -279,7 +281,11 @@ impl<'a> ComponentSettings<'a> {
                     Some(setting.line),
                     ConfigErrorKind::UnknownKey {
                         key: full_key,
-                        expected: format!("one of this adapter's keys: {}", known.join(", ")),
+                        expected: expected_one_of(
+                            &setting.key,
+                            "one of this adapter's keys",
+                            known.iter().map(String::as_str),
+                        ),
                     },
                 );
             }
@@ -325,9 +331,11 @@ mod tests {
         let errors = reader.finish().errors;
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].line, Some(4));
-        assert!(errors[0]
-            .to_string()
-            .contains("a1.sources.r1.prot: unknown key"));
+        assert_eq!(
+            errors[0].to_string(),
+            "a.conf:4: a1.sources.r1.prot: unknown key; expected one of this adapter's keys \
+             (did you mean \"port\"?)"
+        );
     }
 
     #[test]

@@ -273,6 +273,11 @@ fn keys_flume_reads_are_accepted_with_a_warning() {
             .any(|line| line.contains("a1.sources.r2.ssl")),
         "ssl = false is what Millrace does: {warnings:?}"
     );
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        summary.contains(&format!(", {} warning(s)", warnings.len())),
+        "the summary counts the adapters' warnings too: {summary}"
+    );
 }
 
 #[test]

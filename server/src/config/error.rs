@@ -321,8 +321,8 @@ fn edit_distance(left: &str, right: &str) -> usize {
 }
 
 /// "expected …" text for an unknown key: the kind of key, plus a suggestion when one
-/// known name is close.
-pub(crate) fn expected_one_of<'a>(
+/// known name is close, else the list of known names.
+pub fn expected_one_of<'a>(
     unknown: &str,
     kind_of_key: &str,
     known: impl IntoIterator<Item = &'a str> + Clone,

@@ -80,7 +80,9 @@ pub use components::{
     SinkSelector, SourceConfig, DEFAULT_FAILOVER_MAX_PENALTY, DEFAULT_LOAD_BALANCE_MAX_BACKOFF,
     DEFAULT_MULTIPLEX_HEADER,
 };
-pub use error::{sort_by_line, ConfigError, ConfigErrorKind, ConfigErrors, ConfigWarning};
+pub use error::{
+    expected_one_of, sort_by_line, ConfigError, ConfigErrorKind, ConfigErrors, ConfigWarning,
+};
 pub use files::check_key_files;
 pub use millrace_engine::config::{
     ChannelConfig, Compression, EncryptionConfig, FileChannelConfig, KeySource,

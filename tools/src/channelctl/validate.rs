@@ -19,8 +19,9 @@ use millrace_server::registry::type_alias;
 
 use super::{ChannelctlError, ValidateArgs};
 
-/// The summary printed for a valid agent.
-pub fn summary(file: &Path, config: &AgentConfig) -> String {
+/// The summary printed for a valid agent with `warning_count` warnings (the file's and
+/// its adapters').
+pub fn summary(file: &Path, config: &AgentConfig, warning_count: usize) -> String {
     let list = |names: Vec<String>| {
         if names.is_empty() {
             "none".to_string()
@@ -67,7 +68,7 @@ pub fn summary(file: &Path, config: &AgentConfig) -> String {
         } else {
             "unset"
         },
-        warnings = config.warnings.len(),
+        warnings = warning_count,
     )
 }
 
@@ -100,7 +101,7 @@ pub(super) fn run(args: &ValidateArgs) -> Result<(), ChannelctlError> {
     }
     let mut stdout = std::io::stdout().lock();
     stdout
-        .write_all(summary(&args.conf_file, &checked.config).as_bytes())
+        .write_all(summary(&args.conf_file, &checked.config, checked.warnings.len()).as_bytes())
         .and_then(|()| stdout.flush())
         .map_err(ChannelctlError::stdout)
 }
