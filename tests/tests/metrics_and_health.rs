@@ -181,12 +181,9 @@ fn health_is_503_naming_a_channel_that_could_not_open_while_the_others_serve() {
     assert_eq!(successful_lines(&accepted), ["committed 1"]);
 }
 
-#[test]
-fn a_source_that_cannot_listen_leaves_health_200_but_degraded_naming_it() {
-    // Another program holds the port, which no check before the start can know.
-    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("hold a port");
-    let port = holder.local_addr().expect("the held port").port();
-    let server = Server::start(ServerSetup::with_config(format!(
+/// A memory channel c1 fed by netcat source r1 on 127.0.0.1:`port`.
+fn netcat_source_on(port: u16) -> String {
+    format!(
         "{AGENT}.channels = c1\n\
          {AGENT}.sources = r1\n\
          {AGENT}.channels.c1.type = memory\n\
@@ -194,7 +191,15 @@ fn a_source_that_cannot_listen_leaves_health_200_but_degraded_naming_it() {
          {AGENT}.sources.r1.channels = c1\n\
          {AGENT}.sources.r1.bind = 127.0.0.1\n\
          {AGENT}.sources.r1.port = {port}\n"
-    )));
+    )
+}
+
+#[test]
+fn a_source_that_cannot_listen_leaves_health_200_but_degraded_naming_it() {
+    // Another program holds the port, which no check before the start can know.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("hold a port");
+    let port = holder.local_addr().expect("the held port").port();
+    let server = Server::start(ServerSetup::with_config(netcat_source_on(port)));
     let mut last = (0, Value::Null);
     let failed_twice = wait_until(ADAPTER_FAILURE_TIMEOUT, || {
         last = server.http_json("/health");
@@ -234,15 +239,7 @@ fn a_source_that_cannot_listen_leaves_health_200_but_degraded_naming_it() {
 
 #[test]
 fn a_healthy_source_is_listed_as_running_with_no_restarts() {
-    let server = Server::start(ServerSetup::with_config(format!(
-        "{AGENT}.channels = c1\n\
-         {AGENT}.sources = r1\n\
-         {AGENT}.channels.c1.type = memory\n\
-         {AGENT}.sources.r1.type = netcat\n\
-         {AGENT}.sources.r1.channels = c1\n\
-         {AGENT}.sources.r1.bind = 127.0.0.1\n\
-         {AGENT}.sources.r1.port = 0\n"
-    )));
+    let server = Server::start(ServerSetup::with_config(netcat_source_on(0)));
     let (status, health) = server.http_json("/health");
     assert_eq!(status, 200, "{health}");
     assert_eq!(health["status"], "ok", "{health}");
