@@ -1,5 +1,8 @@
-//! Running planned components: each in its own task, restarted with backoff when it
-//! fails or panics, until the agent is stopped.
+//! Running planned components: each in its own task until the agent is stopped. A
+//! component that fails or panics is restarted in the process with backoff
+//! ([`RestartPolicy::InProcess`], channel-agent on its own), or ends the process with
+//! its error ([`RestartPolicy::ExitProcess`], under channeld, whose supervisor restarts
+//! the process and reports the failure on `/health`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -202,14 +205,36 @@ async fn run_once(
     }
 }
 
-/// Runs `plan` until `stop` is raised, restarting it after a failure or a panic with a
-/// delay that doubles from 0.5 s to 30 s (and starts over after a minute of health).
+/// What happens to a component that fails or panics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    /// Restart it in this process, with a delay that doubles from 0.5 s to 30 s.
+    InProcess,
+    /// Stop the agent with the failure, for a supervisor that restarts processes and
+    /// reports what failed (channeld).
+    ExitProcess,
+}
+
+/// A component that failed under [`RestartPolicy::ExitProcess`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("component {component} failed: {error}")]
+pub struct ComponentFailed {
+    /// The component's name.
+    pub component: String,
+    /// What went wrong.
+    pub error: String,
+}
+
+/// Runs `plan` until `stop` is raised. After a failure or a panic it is restarted with a
+/// delay that doubles from 0.5 s to 30 s (and starts over after a minute of health), or,
+/// under [`RestartPolicy::ExitProcess`], the failure is returned.
 pub async fn supervise(
     plan: ComponentPlan,
     server: ServerAddress,
     counters: AgentCounters,
     mut stop: StopSignal,
-) {
+    policy: RestartPolicy,
+) -> Result<(), ComponentFailed> {
     let mut delay = FIRST_RESTART_DELAY;
     loop {
         let started = Instant::now();
@@ -221,7 +246,7 @@ pub async fn supervise(
             tokio::spawn(async move { run_once(&plan, &server, &counters, stop).await })
         };
         let failure = match attempt.await {
-            Ok(Ok(())) if stop.is_raised() => return,
+            Ok(Ok(())) if stop.is_raised() => return Ok(()),
             Ok(Ok(())) => {
                 // A component that ends by itself (an exec source whose command exited,
                 // without `restart`) is done, as in Flume: it is not started again, and
@@ -231,17 +256,24 @@ pub async fn supervise(
                     "component finished; idle until stopped"
                 );
                 stop.raised().await;
-                return;
+                return Ok(());
             }
             Ok(Err(failure)) => failure,
             Err(join_error) => format!("panicked: {join_error}"),
         };
+        if policy == RestartPolicy::ExitProcess {
+            error!(component = plan.name(), error = %failure, "component failed; stopping for the supervisor to restart it");
+            return Err(ComponentFailed {
+                component: plan.name().to_string(),
+                error: failure,
+            });
+        }
         if started.elapsed() >= HEALTHY_RUN {
             delay = FIRST_RESTART_DELAY;
         }
         error!(component = plan.name(), error = %failure, restart_in_ms = delay.as_millis() as u64, "component failed; restarting");
         if !stop.sleep(delay).await {
-            return;
+            return Ok(());
         }
         delay = (delay * 2).min(MAX_RESTART_DELAY);
     }
@@ -287,13 +319,15 @@ async fn report_counters_until_stopped(
     report_counters(&mut connection, &counters).await;
 }
 
-/// Runs `plans` until `stop` is raised; returns once every component has stopped.
+/// Runs `plans` until `stop` is raised; returns once every component has stopped. Under
+/// [`RestartPolicy::ExitProcess`] the first failure stops the others and is returned.
 pub async fn run_components(
     plans: Vec<ComponentPlan>,
     server: ServerAddress,
     counters: AgentCounters,
     stop: &StopHandle,
-) {
+    policy: RestartPolicy,
+) -> Result<(), ComponentFailed> {
     let reporter = tokio::spawn(report_counters_until_stopped(
         server.clone(),
         counters.clone(),
@@ -307,12 +341,20 @@ pub async fn run_components(
             server.clone(),
             counters.clone(),
             stop.signal(),
+            policy,
         ));
     }
+    let mut first_failure = None;
     while let Some(outcome) = tasks.join_next().await {
-        if let Err(error) = outcome {
-            warn!(%error, "a component supervisor ended abnormally");
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(failure)) => {
+                stop.stop();
+                first_failure.get_or_insert(failure);
+            }
+            Err(error) => warn!(%error, "a component supervisor ended abnormally"),
         }
     }
     let _ = reporter.await;
+    first_failure.map_or(Ok(()), Err)
 }

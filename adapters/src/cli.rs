@@ -9,15 +9,15 @@
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
-use millrace_server::config::{load_agent_config, ConfigErrors, DEFAULT_DATA_BASE_DIR};
+use millrace_server::config::{ConfigErrors, HostPort};
 use rustix::process::{getppid, set_parent_process_death_signal, Pid, Signal};
 use thiserror::Error;
 use tokio::signal::unix::{signal, SignalKind};
-use tracing::info;
+use tracing::{info, warn};
 
-use crate::agent::{counters_for, run_components, ServerAddress};
+use crate::agent::{counters_for, run_components, ComponentFailed, RestartPolicy, ServerAddress};
+use crate::check::{check_agent, CheckOptions, CheckedAgent, ListenerOverrides};
 use crate::connection::stop_signal;
-use crate::plan::{plan_agent, ComponentPlan};
 
 /// sysexits.h `EX_CONFIG`.
 pub const EXIT_CONFIG_ERROR: i32 = 78;
@@ -58,14 +58,32 @@ pub struct AgentArgs {
     )]
     pub auth_token: Option<String>,
 
-    /// Check the configuration of the sources and sinks, print the components and exit.
+    /// Check the configuration (the whole file, every source and sink key, and that no
+    /// source listens where channeld or another source does), print the components and
+    /// exit. Warnings go to stderr.
     #[arg(long)]
     pub check: bool,
+
+    /// With --check: channeld's protocol listener, when a flag moved it from the file's
+    /// server.bind (channeld passes its own).
+    #[arg(long, value_name = "HOST:PORT", hide = true, requires = "check")]
+    pub channeld_bind: Option<HostPort>,
+
+    /// With --check: channeld's HTTP listener, when a flag moved it from the file's
+    /// server.http (channeld passes its own).
+    #[arg(long, value_name = "HOST:PORT", hide = true, requires = "check")]
+    pub channeld_http: Option<HostPort>,
 
     /// Stop (SIGTERM) when the process with this pid, our parent, dies — even by
     /// SIGKILL. channeld passes its own pid.
     #[arg(long, value_name = "PID", hide = true)]
     pub exit_with_parent: Option<i32>,
+
+    /// For a supervisor that restarts processes (channeld): a component that fails stops
+    /// the process instead of being restarted in it, and why any run ends in an error is
+    /// written to FILE, which the supervisor reports on its /health.
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub failure_file: Option<PathBuf>,
 }
 
 /// Why channel-agent stopped with an error.
@@ -93,6 +111,9 @@ pub enum AgentError {
     /// The runtime or the signal handlers could not start.
     #[error("cannot start: {0}")]
     Runtime(#[source] std::io::Error),
+    /// A component failed under `--failure-file`, which stops the process.
+    #[error("{0}")]
+    ComponentFailed(ComponentFailed),
 }
 
 impl AgentError {
@@ -100,20 +121,30 @@ impl AgentError {
     pub fn exit_code(&self) -> i32 {
         match self {
             AgentError::Config(_) | AgentError::UnknownComponent { .. } => EXIT_CONFIG_ERROR,
-            AgentError::Runtime(_) | AgentError::ParentGone { .. } => EXIT_FAILURE,
+            AgentError::Runtime(_)
+            | AgentError::ParentGone { .. }
+            | AgentError::ComponentFailed(_) => EXIT_FAILURE,
+        }
+    }
+
+    /// What a supervisor should show as the reason (the failing component's own error,
+    /// without the name it already knows the process by).
+    pub fn failure_message(&self) -> String {
+        match self {
+            AgentError::ComponentFailed(failure) => failure.error.clone(),
+            other => other.to_string(),
         }
     }
 }
 
-/// Reads the file and plans its components (every adapter key checked).
+/// Reads and checks the file (see [`crate::check`]) and plans its components.
 pub fn load_plans(
     conf_file: &Path,
     agent: &str,
-) -> Result<(ServerAddress, Vec<ComponentPlan>), AgentError> {
-    let config = load_agent_config(conf_file, agent, Path::new(DEFAULT_DATA_BASE_DIR))
-        .map_err(AgentError::Config)?;
-    let plans =
-        plan_agent(&config, &conf_file.display().to_string()).map_err(AgentError::Config)?;
+    options: &CheckOptions,
+) -> Result<(ServerAddress, CheckedAgent), AgentError> {
+    let checked = check_agent(conf_file, agent, options).map_err(AgentError::Config)?;
+    let config = &checked.config;
     let bind = &config.server.bind;
     let host = match bind.host.as_str() {
         "0.0.0.0" => "127.0.0.1".to_string(),
@@ -133,7 +164,7 @@ pub fn load_plans(
             .as_ref()
             .map(|token| token.expose_secret().to_string()),
     };
-    Ok((server, plans))
+    Ok((server, checked))
 }
 
 /// Asks the kernel for SIGTERM when the parent dies, then checks it has not died already.
@@ -152,7 +183,28 @@ pub fn run(args: AgentArgs) -> Result<(), AgentError> {
     if let Some(parent_pid) = args.exit_with_parent {
         follow_parent(parent_pid)?;
     }
-    let (mut server, mut plans) = load_plans(&args.conf_file, &args.name)?;
+    // The ports were checked by channeld (which passes --check first) or are about to be;
+    // running components leaves a port someone else holds to the component, which fails
+    // and says so.
+    let options = CheckOptions {
+        listeners: args.check.then(|| ListenerOverrides {
+            bind: args.channeld_bind.clone(),
+            http: args.channeld_http.clone(),
+        }),
+        files: false,
+    };
+    let (mut server, checked) = load_plans(&args.conf_file, &args.name, &options)?;
+    if args.check {
+        for warning in &checked.warnings {
+            eprintln!("warning: {warning}");
+        }
+    } else if args.components.is_empty() {
+        // Under channeld (--component) the warnings were shown when it checked the file.
+        for warning in &checked.warnings {
+            warn!("{warning}");
+        }
+    }
+    let mut plans = checked.components;
     if let Some(address) = args.server {
         server.address = address;
     }
@@ -184,6 +236,11 @@ pub fn run(args: AgentArgs) -> Result<(), AgentError> {
         }
         return Ok(());
     }
+    let policy = if args.failure_file.is_some() {
+        RestartPolicy::ExitProcess
+    } else {
+        RestartPolicy::InProcess
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("channel-agent")
@@ -195,14 +252,23 @@ pub fn run(args: AgentArgs) -> Result<(), AgentError> {
         let mut interrupt = signal(SignalKind::interrupt()).map_err(AgentError::Runtime)?;
         let counters = counters_for(&plans);
         info!(server = %server.address, components = plans.len(), "channel-agent starting");
-        let running = run_components(plans, server, counters, &stop);
+        let running = run_components(plans, server, counters, &stop, policy);
         tokio::pin!(running);
-        tokio::select! {
-            () = &mut running => {}
-            _ = terminate.recv() => { info!("SIGTERM: stopping"); stop.stop(); running.await; }
-            _ = interrupt.recv() => { info!("SIGINT: stopping"); stop.stop(); running.await; }
-        }
+        let outcome = tokio::select! {
+            outcome = &mut running => outcome,
+            _ = terminate.recv() => { info!("SIGTERM: stopping"); stop.stop(); running.await }
+            _ = interrupt.recv() => { info!("SIGINT: stopping"); stop.stop(); running.await }
+        };
         info!("channel-agent stopped");
-        Ok(())
+        outcome.map_err(AgentError::ComponentFailed)
     })
+}
+
+/// Writes why the agent stopped to the `--failure-file`, for the supervisor that reads
+/// it after the process exits. A failure to write is only logged: the exit status still
+/// says the agent failed.
+pub fn record_failure(failure_file: &Path, error: &AgentError) {
+    if let Err(write_error) = std::fs::write(failure_file, error.failure_message()) {
+        warn!(file = %failure_file.display(), %write_error, "cannot write the failure file");
+    }
 }

@@ -274,7 +274,7 @@ mod tests {
         ];
         let mut keys = ComponentSettings::new("a.conf", "a1.sources.r1", 1, &settings);
         let interceptors = plan_interceptors(&mut keys);
-        assert!(keys.finish().is_empty());
+        assert!(keys.finish().errors.is_empty());
         let mut event = Event::new("x").with_header("env", "dev");
         for interceptor in &interceptors {
             interceptor.apply(&mut event);
@@ -305,7 +305,7 @@ mod tests {
         let settings = [raw("interceptors", "h"), raw("interceptors.h.type", "host")];
         let mut keys = ComponentSettings::new("a.conf", "a1.sources.r1", 1, &settings);
         let interceptors = plan_interceptors(&mut keys);
-        assert!(keys.finish().is_empty());
+        assert!(keys.finish().errors.is_empty());
         let host_name = kernel_host_name().expect("a host name");
         let Some(expected) = getent("ahostsv4", &host_name).map(|fields| fields[0].clone()) else {
             println!("skipped: getent (libc-bin) is missing or {host_name} does not resolve");
@@ -341,7 +341,7 @@ mod tests {
         ];
         let mut keys = ComponentSettings::new("a.conf", "a1.sources.r1", 1, &settings);
         let interceptors = plan_interceptors(&mut keys);
-        assert!(keys.finish().is_empty());
+        assert!(keys.finish().errors.is_empty());
         assert_eq!(
             interceptors,
             [Interceptor::Host {
@@ -358,7 +358,7 @@ mod tests {
         ];
         let mut keys = ComponentSettings::new("a.conf", "a1.sources.r1", 1, &settings);
         plan_interceptors(&mut keys);
-        let errors = keys.finish();
+        let errors = keys.finish().errors;
         assert_eq!(errors.len(), 1);
         assert!(errors[0]
             .to_string()
@@ -373,7 +373,7 @@ mod tests {
         ];
         let mut keys = ComponentSettings::new("a.conf", "a1.sources.r1", 1, &settings);
         assert!(plan_interceptors(&mut keys).is_empty());
-        let errors = keys.finish();
+        let errors = keys.finish().errors;
         assert_eq!(errors.len(), 1);
         assert!(errors[0]
             .to_string()

@@ -13,6 +13,7 @@
 //! ```
 
 pub mod agent;
+pub mod check;
 pub mod cli;
 pub mod connection;
 pub mod counters;

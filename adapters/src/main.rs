@@ -8,8 +8,12 @@ use millrace_server::logging::init_stderr_logging;
 fn main() {
     init_stderr_logging();
     let args = AgentArgs::parse();
+    let failure_file = args.failure_file.clone();
     if let Err(error) = cli::run(args) {
         eprintln!("channel-agent: {error}");
+        if let Some(failure_file) = failure_file {
+            cli::record_failure(&failure_file, &error);
+        }
         std::process::exit(error.exit_code());
     }
 }

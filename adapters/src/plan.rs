@@ -13,9 +13,10 @@ use std::time::Duration;
 use millrace_client::ClientOptions;
 use millrace_server::config::values::{self, Expected};
 use millrace_server::config::{
-    AgentConfig, ChannelSelector, ConfigError, ConfigErrorKind, ConfigErrors, SinkConfig,
-    SinkProcessor, SourceConfig,
+    sort_by_line, AgentConfig, ChannelSelector, ConfigError, ConfigErrorKind, ConfigErrors,
+    ConfigWarning, SinkConfig, SinkProcessor, SourceConfig,
 };
+use millrace_server::registry::type_alias;
 
 use crate::interceptors::{plan_interceptors, Interceptor};
 use crate::pool::DEFAULT_CHANNELD_CONNECTIONS;
@@ -135,44 +136,77 @@ impl ComponentPlan {
     }
 }
 
+/// What planning an agent's sources and sinks found: the components that can run, and
+/// every problem with their keys.
+#[derive(Debug, Default)]
+pub struct AgentPlan {
+    /// The components whose keys are all good, in [`AgentConfig::adapter_components`]
+    /// order.
+    pub components: Vec<ComponentPlan>,
+    /// Bad, missing and unknown adapter keys, in line order.
+    pub errors: Vec<ConfigError>,
+    /// Adapter keys accepted but not acted on, in line order.
+    pub warnings: Vec<ConfigWarning>,
+}
+
+impl AgentPlan {
+    /// The components when every key is good, else every problem.
+    pub fn into_result(self) -> Result<Vec<ComponentPlan>, ConfigErrors> {
+        if self.errors.is_empty() {
+            Ok(self.components)
+        } else {
+            Err(ConfigErrors {
+                errors: self.errors,
+                warnings: self.warnings,
+            })
+        }
+    }
+}
+
 /// Reads every source and sink of `config`; `file` names the file in messages.
-pub fn plan_agent(config: &AgentConfig, file: &str) -> Result<Vec<ComponentPlan>, ConfigErrors> {
-    let mut errors = Vec::new();
-    let mut plans = Vec::new();
+///
+/// `config` may be a partial reading of a file with errors (see
+/// [`millrace_server::config::AgentReading`]): every component in it is planned, so that
+/// its problems are reported in the same run as the file's own.
+pub fn plan_agent(config: &AgentConfig, file: &str) -> AgentPlan {
+    let mut found = AgentPlan::default();
     let channel_names: Vec<&str> = config
         .channels
         .iter()
         .map(|(name, _)| name.as_str())
         .collect();
     for source in &config.sources {
-        if let Some(planned) = plan_source(config, source, file, &channel_names, &mut errors) {
-            plans.push(ComponentPlan::Source(Box::new(SourcePlan {
-                name: source.name.clone(),
-                kind: planned.kind,
-                channels: source.channels.clone(),
-                selector: source.selector.clone(),
-                interceptors: planned.interceptors,
-                dead_letter_channel: planned.dead_letter_channel,
-                channeld_connections: planned.channeld_connections,
-            })));
+        if let Some(planned) = plan_source(config, source, file, &channel_names, &mut found) {
+            found
+                .components
+                .push(ComponentPlan::Source(Box::new(SourcePlan {
+                    name: source.name.clone(),
+                    kind: planned.kind,
+                    channels: source.channels.clone(),
+                    selector: source.selector.clone(),
+                    interceptors: planned.interceptors,
+                    dead_letter_channel: planned.dead_letter_channel,
+                    channeld_connections: planned.channeld_connections,
+                })));
         }
     }
     let mut sink_plans: Vec<SinkPlan> = Vec::new();
     for sink in &config.sinks {
-        if let Some(plan) = plan_sink(config, sink, file, &channel_names, &mut errors) {
+        if let Some(plan) = plan_sink(config, sink, file, &channel_names, &mut found) {
             sink_plans.push(plan);
         }
     }
     for group in &config.sink_groups {
         if let SinkProcessor::Custom { class_name, .. } = &group.processor {
-            errors.push(ConfigError {
+            let key = format!(
+                "{}.sinkgroups.{}.processor.type",
+                config.agent_name, group.name
+            );
+            found.errors.push(ConfigError {
                 file: file.to_string(),
-                line: Some(group.declared_line),
+                line: Some(config.line_of(&key).unwrap_or(group.declared_line)),
                 kind: ConfigErrorKind::BadValue {
-                    key: format!(
-                        "{}.sinkgroups.{}.processor.type",
-                        config.agent_name, group.name
-                    ),
+                    key,
                     expected: "default, failover or load_balance (Millrace runs no Java classes)"
                         .into(),
                     value: class_name.clone(),
@@ -185,7 +219,7 @@ pub fn plan_agent(config: &AgentConfig, file: &str) -> Result<Vec<ComponentPlan>
             .iter()
             .filter_map(|name| sink_plans.iter().find(|plan| &plan.name == name).cloned())
             .collect();
-        plans.push(ComponentPlan::SinkGroup {
+        found.components.push(ComponentPlan::SinkGroup {
             name: group.name.clone(),
             processor: group.processor.clone(),
             sinks,
@@ -194,38 +228,34 @@ pub fn plan_agent(config: &AgentConfig, file: &str) -> Result<Vec<ComponentPlan>
     let names = config.adapter_components();
     for plan in sink_plans {
         if names.contains(&plan.name) {
-            plans.push(ComponentPlan::Sink(plan));
+            found.components.push(ComponentPlan::Sink(plan));
         }
     }
-    if errors.is_empty() {
-        Ok(plans)
-    } else {
-        errors.sort_by_key(|error| error.line);
-        Err(ConfigErrors {
-            errors,
-            warnings: Vec::new(),
-        })
-    }
+    sort_by_line(&mut found.errors, &mut found.warnings);
+    found
 }
 
 fn type_is(value: &str, alias: &str, class_name: &str) -> bool {
     value.eq_ignore_ascii_case(alias) || value == class_name
 }
 
+/// A `type` no adapter implements, reported on the `type` line (or the declaration,
+/// for a configuration built without a file).
 fn unsupported_type(
     config: &AgentConfig,
     list: &str,
     name: &str,
-    line: usize,
+    declared_line: usize,
     value: &str,
     supported: &str,
     file: &str,
 ) -> ConfigError {
+    let key = format!("{}.{list}.{name}.type", config.agent_name);
     ConfigError {
         file: file.to_string(),
-        line: Some(line),
+        line: Some(config.line_of(&key).unwrap_or(declared_line)),
         kind: ConfigErrorKind::BadValue {
-            key: format!("{}.{list}.{name}.type", config.agent_name),
+            key,
             expected: format!("one of the {list} Millrace runs: {supported}"),
             value: value.to_string(),
         },
@@ -285,19 +315,24 @@ fn plan_source(
     source: &SourceConfig,
     file: &str,
     channel_names: &[&str],
-    errors: &mut Vec<ConfigError>,
+    found: &mut AgentPlan,
 ) -> Option<PlannedSource> {
     let prefix = format!("{}.sources.{}", config.agent_name, source.name);
-    let mut keys = ComponentSettings::new(file, prefix, source.declared_line, &source.settings);
+    let mut keys = ComponentSettings::new(file, &prefix, source.declared_line, &source.settings);
     let interceptors = plan_interceptors(&mut keys);
     if let ChannelSelector::Custom { class_name, .. } = &source.selector {
-        keys.conflict(
-            "selector.type",
-            format!(
-                "expected replicating, multiplexing or load_balancing (Millrace runs no Java \
-                 classes), got {class_name:?}"
-            ),
-        );
+        let key = format!("{prefix}.selector.type");
+        found.errors.push(ConfigError {
+            file: file.to_string(),
+            line: Some(config.line_of(&key).unwrap_or(source.declared_line)),
+            kind: ConfigErrorKind::BadValue {
+                key,
+                expected: "replicating, multiplexing or load_balancing (Millrace runs no Java \
+                           classes)"
+                    .into(),
+                value: class_name.clone(),
+            },
+        });
     }
     let dead_letter_channel = plan_dead_letter_channel(
         &mut keys,
@@ -352,7 +387,7 @@ fn plan_source(
     ) {
         plan_http(&mut keys).map(SourceKind::Http)
     } else {
-        errors.push(unsupported_type(
+        found.errors.push(unsupported_type(
             config,
             "sources",
             &source.name,
@@ -363,9 +398,14 @@ fn plan_source(
         ));
         return None;
     };
-    let found = keys.finish();
-    let failed = !found.is_empty();
-    errors.extend(found);
+    let mut kind = kind;
+    if let Some(kind) = kind.as_mut() {
+        fit_batch_to_channels(config, source, kind, &mut keys);
+    }
+    let problems = keys.finish();
+    let failed = !problems.errors.is_empty();
+    found.errors.extend(problems.errors);
+    found.warnings.extend(problems.warnings);
     if failed {
         None
     } else {
@@ -376,6 +416,75 @@ fn plan_source(
             channeld_connections: usize::try_from(channeld_connections).unwrap_or(usize::MAX),
         })
     }
+}
+
+/// The key every batching source reads its batch size from.
+const SOURCE_BATCH_SIZE_KEY: &str = "batchSize";
+
+/// The events a source puts in one transaction, for the sources that batch (netcat puts
+/// each line alone; an http request is one batch whatever its size).
+fn batch_size_mut(kind: &mut SourceKind) -> Option<&mut usize> {
+    match kind {
+        SourceKind::SpoolDir(settings) => Some(&mut settings.batch_size),
+        SourceKind::Exec(settings) => Some(&mut settings.batch_size),
+        SourceKind::SyslogTcp(settings) | SourceKind::SyslogUdp(settings) => {
+            Some(&mut settings.batch_size)
+        }
+        SourceKind::Netcat(_) | SourceKind::Http(_) => None,
+    }
+}
+
+/// A channel refuses a put transaction larger than its `transactionCapacity`. A
+/// `batchSize` set above that of any channel the source writes to is an error naming
+/// both keys (Flume only fails such a spooldir at run time, and retries it forever); a
+/// default batch size is lowered to the smallest `transactionCapacity` instead, since
+/// the user asked for nothing.
+fn fit_batch_to_channels(
+    config: &AgentConfig,
+    source: &SourceConfig,
+    kind: &mut SourceKind,
+    keys: &mut ComponentSettings<'_>,
+) {
+    let Some(batch_size) = batch_size_mut(kind) else {
+        return;
+    };
+    // A channel that could not be read is left out: its own errors say why.
+    let smallest = source
+        .channels
+        .iter()
+        .filter_map(|name| Some((name, config.channel(name)?)))
+        .map(|(name, channel)| (channel.transaction_capacity(), name, channel))
+        .min_by_key(|(transaction_capacity, _, _)| *transaction_capacity);
+    let Some((transaction_capacity, channel_name, channel)) = smallest else {
+        return;
+    };
+    let fits = u64::try_from(*batch_size).is_ok_and(|batch| batch <= transaction_capacity);
+    if fits {
+        return;
+    }
+    if keys.line_of(SOURCE_BATCH_SIZE_KEY).is_none() {
+        *batch_size = usize::try_from(transaction_capacity).unwrap_or(usize::MAX);
+        return;
+    }
+    let capacity_key = format!(
+        "{}.channels.{channel_name}.transactionCapacity",
+        config.agent_name
+    );
+    let capacity_origin = match config.line_of(&capacity_key) {
+        Some(line) => format!("{capacity_key} on line {line}"),
+        None => format!(
+            "{capacity_key}, not set: the {} channel default",
+            type_alias(channel)
+        ),
+    };
+    keys.conflict(
+        SOURCE_BATCH_SIZE_KEY,
+        format!(
+            "expected at most {transaction_capacity}, the transactionCapacity of channel \
+             {channel_name} ({capacity_origin}), got {batch_size}: the channel refuses a \
+             larger transaction"
+        ),
+    );
 }
 
 fn plan_netcat(keys: &mut ComponentSettings<'_>) -> Option<NetcatSettings> {
@@ -412,7 +521,7 @@ fn plan_spooldir(keys: &mut ComponentSettings<'_>) -> Option<SpoolDirSettings> {
         DEFAULT_POLL_DELAY,
         values::positive_milliseconds,
     );
-    let batch_size = keys.count_or("batchSize", DEFAULT_SPOOLDIR_BATCH_SIZE);
+    let batch_size = keys.count_or(SOURCE_BATCH_SIZE_KEY, DEFAULT_SPOOLDIR_BATCH_SIZE);
     keys.choice_or("inputCharset", "UTF-8", &["UTF-8"]);
     let decode_error_policy =
         keys.choice_or("decodeErrorPolicy", "FAIL", &["FAIL", "REPLACE", "IGNORE"]);
@@ -420,6 +529,30 @@ fn plan_spooldir(keys: &mut ComponentSettings<'_>) -> Option<SpoolDirSettings> {
     let max_line_length = keys.count_or(
         "deserializer.maxLineLength",
         spooldir::DEFAULT_MAX_LINE_LENGTH as u64,
+    );
+    // Flume's name from before deserializers; Flume copies it over the line
+    // deserializer's maxLineLength, so it wins when both are set.
+    let legacy_max_line_length = keys.parsed("bufferMaxLineLength", values::positive_integer);
+    if legacy_max_line_length.is_some() && keys.line_of("deserializer.maxLineLength").is_some() {
+        keys.accept_with_warning(
+            "bufferMaxLineLength",
+            "overrides deserializer.maxLineLength, as in Flume (it is that key's old name)",
+        );
+    }
+    let max_line_length = legacy_max_line_length.unwrap_or(max_line_length);
+    if keys
+        .parsed("maxBackoff", values::positive_milliseconds)
+        .is_some()
+    {
+        keys.accept_with_warning(
+            "maxBackoff",
+            "accepted but not acted on: when the channel is full, Millrace's spooldir waits \
+             250 ms doubling up to 4 s, Flume's default maxBackoff",
+        );
+    }
+    keys.accept_with_warning(
+        "bufferMaxLines",
+        "has no effect: Flume deprecated it and no longer reads it either",
     );
     keys.choice_or("deserializer.outputCharset", "UTF-8", &["UTF-8"]);
     keys.parsed_or(
@@ -482,7 +615,7 @@ fn plan_sink(
     sink: &SinkConfig,
     file: &str,
     channel_names: &[&str],
-    errors: &mut Vec<ConfigError>,
+    found: &mut AgentPlan,
 ) -> Option<SinkPlan> {
     let prefix = format!("{}.sinks.{}", config.agent_name, sink.name);
     let mut keys = ComponentSettings::new(file, prefix, sink.declared_line, &sink.settings);
@@ -501,6 +634,16 @@ fn plan_sink(
                 },
             ))
         } else if type_is(sink_type, "null", "org.apache.flume.sink.NullSink") {
+            if keys
+                .parsed("logEveryNEvents", values::positive_integer)
+                .is_some()
+            {
+                keys.accept_with_warning(
+                    "logEveryNEvents",
+                    "accepted but not acted on: Millrace's null sink logs no progress lines \
+                     (its counters are on /metrics)",
+                );
+            }
             Some((
                 keys.count_or("batchSize", DEFAULT_SINK_BATCH_SIZE),
                 SinkKindPlan::Null,
@@ -520,7 +663,7 @@ fn plan_sink(
         } else if type_is(sink_type, "forward", "forward") {
             plan_forward(&mut keys, &sink.channel)
         } else {
-            errors.push(unsupported_type(
+            found.errors.push(unsupported_type(
                 config,
                 "sinks",
                 &sink.name,
@@ -539,9 +682,10 @@ fn plan_sink(
         "the sink's own channel",
     );
     let max_attempts = keys.count_or("deadLetter.maxAttempts", DEFAULT_DEAD_LETTER_MAX_ATTEMPTS);
-    let found = keys.finish();
-    let failed = !found.is_empty();
-    errors.extend(found);
+    let problems = keys.finish();
+    let failed = !problems.errors.is_empty();
+    found.errors.extend(problems.errors);
+    found.warnings.extend(problems.warnings);
     let (batch, kind) = planned?;
     if failed {
         return None;
@@ -634,7 +778,7 @@ fn plan_exec(keys: &mut ComponentSettings<'_>) -> Option<ExecSettings> {
     let restart = keys.boolean_or("restart", false);
     let restart_throttle = keys.millis_or("restartThrottle", exec::DEFAULT_RESTART_THROTTLE);
     let log_stderr = keys.boolean_or("logStdErr", false);
-    let batch_size = keys.count_or("batchSize", exec::DEFAULT_BATCH_SIZE as u64);
+    let batch_size = keys.count_or(SOURCE_BATCH_SIZE_KEY, exec::DEFAULT_BATCH_SIZE as u64);
     let batch_timeout = keys.parsed_or(
         "batchTimeout",
         exec::DEFAULT_BATCH_TIMEOUT,
@@ -681,11 +825,17 @@ fn plan_syslog(
     });
     let client_ip_header = keys.text("clientIPHeader");
     let client_hostname_header = keys.text("clientHostnameHeader");
-    let batch_size = keys.count_or("batchSize", syslog::DEFAULT_SYSLOG_BATCH_SIZE as u64);
+    let batch_size = keys.count_or(
+        SOURCE_BATCH_SIZE_KEY,
+        syslog::DEFAULT_SYSLOG_BATCH_SIZE as u64,
+    );
     let listener = match transport {
         SyslogTransport::Tcp => plan_listener_limits(keys),
         SyslogTransport::Udp => ListenerLimits::default(),
     };
+    if transport == SyslogTransport::Tcp {
+        refuse_tls(keys, &["ssl"], &[]);
+    }
     Some(SyslogSettings {
         host,
         port: port?,
@@ -696,6 +846,60 @@ fn plan_syslog(
         batch_size: usize::try_from(batch_size).unwrap_or(usize::MAX),
         listener,
     })
+}
+
+/// Flume's TLS settings of its TLS-capable sources (`SslContextAwareAbstractSource`),
+/// read only when `ssl` is on.
+const FLUME_TLS_SETTINGS: &[&str] = &[
+    "keystore",
+    "keystore-password",
+    "keystore-type",
+    "exclude-protocols",
+    "include-protocols",
+    "exclude-cipher-suites",
+    "include-cipher-suites",
+];
+
+/// The http source also reads the older names of two of them, and hands the keys
+/// under `SslContextFactory.` to Jetty's TLS object.
+const HTTP_EXTRA_TLS_SETTINGS: &[&str] =
+    &["keystorePassword", "excludeProtocols", "SslContextFactory."];
+
+/// Flume's http source hands the keys under these prefixes to the Jetty objects they
+/// are named after (`FlumeBeanConfigurator`).
+/// Flume's Jetty key for the idle timeout of an HTTP connection, the one Jetty key the
+/// http source honours.
+const HTTP_IDLE_TIMEOUT_KEY: &str = "ServerConnector.idleTimeout";
+
+const JETTY_SETTING_PREFIXES: &[&str] = &[
+    "QueuedThreadPool.",
+    "HttpConfiguration.",
+    "ServerConnector.",
+];
+
+/// What a TLS switch turned on gets.
+const TLS_REFUSAL: &str = "false (TLS is not supported here; put a TLS proxy in front)";
+
+/// Reads a source's TLS switches (`ssl`, and `enableSSL` for http), refusing `true`,
+/// and accepts its other TLS settings ([`FLUME_TLS_SETTINGS`] and `extra_settings`, where
+/// a trailing `.` names a prefix) with a warning: with TLS off, Flume does not read them
+/// either.
+fn refuse_tls(keys: &mut ComponentSettings<'_>, switches: &[&str], extra_settings: &[&str]) {
+    for switch in switches {
+        keys.parsed_or(switch, (), |value| match values::boolean(value)? {
+            false => Ok(()),
+            true => Err(Expected::new(TLS_REFUSAL)),
+        });
+    }
+    let no_effect = "a TLS setting; TLS is off (Millrace's sources do not do TLS), so it has \
+                     no effect, as in Flume with ssl off";
+    for setting in FLUME_TLS_SETTINGS.iter().chain(extra_settings) {
+        if setting.ends_with('.') {
+            keys.accept_prefix_with_warning(setting, no_effect);
+        } else {
+            keys.accept_with_warning(setting, no_effect);
+        }
+    }
 }
 
 fn plan_http(keys: &mut ComponentSettings<'_>) -> Option<HttpSettings> {
@@ -717,16 +921,11 @@ fn plan_http(keys: &mut ComponentSettings<'_>) -> Option<HttpSettings> {
             "the JSON handler takes no settings; remove this key",
         );
     }
-    keys.parsed_or("enableSSL", (), |value| match values::boolean(value)? {
-        false => Ok(()),
-        true => Err(Expected::new(
-            "false (HTTPS is not supported: put a TLS proxy in front)",
-        )),
-    });
+    refuse_tls(keys, &["ssl", "enableSSL"], HTTP_EXTRA_TLS_SETTINGS);
     let as_usize = |value: u64| usize::try_from(value).unwrap_or(usize::MAX);
     let max_connections = keys.count_or("maxConnections", http::DEFAULT_MAX_CONNECTIONS as u64);
     let idle_timeout = keys.parsed_or(
-        "ServerConnector.idleTimeout",
+        HTTP_IDLE_TIMEOUT_KEY,
         http::DEFAULT_IDLE_TIMEOUT,
         values::positive_milliseconds,
     );
@@ -758,6 +957,18 @@ fn plan_http(keys: &mut ComponentSettings<'_>) -> Option<HttpSettings> {
                 "expected at most maxBytesInFlight ({max_bytes_in_flight}), got {max_body_bytes}"
             ),
         );
+    }
+    for jetty_part in JETTY_SETTING_PREFIXES {
+        for (rest, _, _) in keys.with_prefix(jetty_part) {
+            let key = format!("{jetty_part}{rest}");
+            if key != HTTP_IDLE_TIMEOUT_KEY {
+                keys.accept_with_warning(
+                    &key,
+                    "tunes Flume's Jetty server; Millrace's http source is not Jetty, so it has \
+                     no effect",
+                );
+            }
+        }
     }
     Some(HttpSettings {
         bind,

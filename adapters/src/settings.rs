@@ -4,13 +4,16 @@
 //! depends on the adapter type). [`ComponentSettings`] reads them with the value readers
 //! channeld uses for channels, collects every problem as a [`ConfigError`] naming file,
 //! line, full key and what was expected, and at the end reports every key the adapter
-//! did not read as unknown — nothing is silently ignored.
+//! did not read as unknown — nothing is silently ignored. A key Flume reads but Millrace
+//! does not act on is accepted with a [`ConfigWarning`] that says so.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use millrace_server::config::values::{self, Expected};
-use millrace_server::config::{ConfigError, ConfigErrorKind, RawSetting};
+use millrace_server::config::{
+    expected_one_of, ConfigError, ConfigErrorKind, ConfigWarning, RawSetting,
+};
 
 /// One component's keys while an adapter reads them.
 #[derive(Debug)]
@@ -22,6 +25,16 @@ pub struct ComponentSettings<'a> {
     read_keys: BTreeSet<String>,
     accepted_prefixes: Vec<String>,
     errors: Vec<ConfigError>,
+    warnings: Vec<ConfigWarning>,
+}
+
+/// What reading one component's keys found.
+#[derive(Debug, Default)]
+pub struct SettingsProblems {
+    /// Bad, missing and unknown keys.
+    pub errors: Vec<ConfigError>,
+    /// Keys accepted but not acted on.
+    pub warnings: Vec<ConfigWarning>,
 }
 
 impl<'a> ComponentSettings<'a> {
@@ -40,6 +53,43 @@ impl<'a> ComponentSettings<'a> {
             read_keys: BTreeSet::new(),
             accepted_prefixes: Vec::new(),
             errors: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// The full key for a relative one (`a1.sources.r1.` + `port`).
+    pub fn full_key_of(&self, key: &str) -> String {
+        self.full_key(key)
+    }
+
+    /// The line `key` is set on with a value (an empty value counts as unset).
+    pub fn line_of(&self, key: &str) -> Option<usize> {
+        self.settings
+            .iter()
+            .find(|setting| setting.key == key && !setting.value.is_empty())
+            .map(|setting| setting.line)
+    }
+
+    /// Accepts `key`, when set, with a warning: Flume reads it, Millrace does not act on
+    /// it, and `message` says what happens instead.
+    pub fn accept_with_warning(&mut self, key: &str, message: &str) {
+        if let Some(setting) = self.find(key) {
+            let full_key = self.full_key(key);
+            self.warnings.push(ConfigWarning {
+                file: self.file.to_string(),
+                line: setting.line,
+                key: full_key,
+                message: message.to_string(),
+            });
+        }
+    }
+
+    /// Accepts every key starting with `prefix`, each with a warning as
+    /// [`accept_with_warning`](Self::accept_with_warning) gives.
+    pub fn accept_prefix_with_warning(&mut self, prefix: &str, message: &str) {
+        for (rest, _, _) in self.with_prefix(prefix) {
+            let key = format!("{prefix}{rest}");
+            self.accept_with_warning(&key, message);
         }
     }
 
@@ -216,7 +266,7 @@ impl<'a> ComponentSettings<'a> {
     }
 
     /// Ends reading: every key not read is an unknown key. Returns every problem found.
-    pub fn finish(mut self) -> Vec<ConfigError> {
+    pub fn finish(mut self) -> SettingsProblems {
         let known: Vec<String> = self.read_keys.iter().cloned().collect();
         let settings: &'a [RawSetting] = self.settings;
         for setting in settings {
@@ -231,12 +281,19 @@ impl<'a> ComponentSettings<'a> {
                     Some(setting.line),
                     ConfigErrorKind::UnknownKey {
                         key: full_key,
-                        expected: format!("one of this adapter's keys: {}", known.join(", ")),
+                        expected: expected_one_of(
+                            &setting.key,
+                            "one of this adapter's keys",
+                            known.iter().map(String::as_str),
+                        ),
                     },
                 );
             }
         }
-        self.errors
+        SettingsProblems {
+            errors: self.errors,
+            warnings: self.warnings,
+        }
     }
 }
 
@@ -271,12 +328,14 @@ mod tests {
         let settings = [raw("port", "44444", 3), raw("prot", "1", 4)];
         let mut reader = ComponentSettings::new("a.conf", "a1.sources.r1", 1, &settings);
         assert_eq!(reader.port("port"), Some(44444));
-        let errors = reader.finish();
+        let errors = reader.finish().errors;
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].line, Some(4));
-        assert!(errors[0]
-            .to_string()
-            .contains("a1.sources.r1.prot: unknown key"));
+        assert_eq!(
+            errors[0].to_string(),
+            "a.conf:4: a1.sources.r1.prot: unknown key; expected one of this adapter's keys \
+             (did you mean \"port\"?)"
+        );
     }
 
     #[test]
@@ -285,7 +344,12 @@ mod tests {
         let mut reader = ComponentSettings::new("a.conf", "a1.sinks.k1", 2, &settings);
         assert_eq!(reader.count_or("batchSize", 100), 100);
         assert_eq!(reader.port("port"), None);
-        let messages: Vec<String> = reader.finish().iter().map(ToString::to_string).collect();
+        let messages: Vec<String> = reader
+            .finish()
+            .errors
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(
             messages,
             [
@@ -300,6 +364,30 @@ mod tests {
         let settings = [raw("bind", "", 3)];
         let mut reader = ComponentSettings::new("a.conf", "a1.sources.r1", 1, &settings);
         assert_eq!(reader.text("bind"), None);
-        assert!(reader.finish().is_empty());
+        assert!(reader.finish().errors.is_empty());
+    }
+
+    #[test]
+    fn keys_accepted_with_a_warning_are_not_unknown() {
+        let settings = [
+            raw("maxBackoff", "8000", 3),
+            raw("Jetty.a", "1", 4),
+            raw("Jetty.b", "2", 5),
+        ];
+        let mut reader = ComponentSettings::new("a.conf", "a1.sources.r1", 1, &settings);
+        reader.accept_with_warning("maxBackoff", "not acted on");
+        reader.accept_with_warning("absent", "never reported");
+        reader.accept_prefix_with_warning("Jetty.", "no Jetty here");
+        let problems = reader.finish();
+        assert!(problems.errors.is_empty(), "{:?}", problems.errors);
+        let warnings: Vec<String> = problems.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            warnings,
+            [
+                "a.conf:3: a1.sources.r1.maxBackoff: not acted on",
+                "a.conf:4: a1.sources.r1.Jetty.a: no Jetty here",
+                "a.conf:5: a1.sources.r1.Jetty.b: no Jetty here",
+            ]
+        );
     }
 }

@@ -33,7 +33,7 @@ fn planned_source(source_type: &str, keys: &[&str]) -> Result<SourceKind, Vec<St
     let text = config_with_source(source_type, keys);
     let config = parse_agent_config(&text, FILE, "a1", Path::new("data"))
         .unwrap_or_else(|errors| panic!("the channel part is valid: {errors:?}"));
-    match plan_agent(&config, FILE) {
+    match plan_agent(&config, FILE).into_result() {
         Ok(plans) => match plans.into_iter().next() {
             Some(ComponentPlan::Source(source)) => Ok(source.kind),
             other => panic!("expected one source, got {other:?}"),

@@ -464,6 +464,19 @@ pub enum ChannelConfig {
     Spillable(SpillableChannelConfig),
 }
 
+impl ChannelConfig {
+    /// `transactionCapacity`: the most puts, and the most takes, in one transaction (for
+    /// the spillable channel, the bound of its overflow's transactions, which also bounds
+    /// every put).
+    pub fn transaction_capacity(&self) -> u64 {
+        match self {
+            ChannelConfig::File(file) => file.transaction_capacity,
+            ChannelConfig::Memory(memory) => memory.transaction_capacity,
+            ChannelConfig::Spillable(spillable) => spillable.overflow.transaction_capacity,
+        }
+    }
+}
+
 /// The rules `capacity` and `transactionCapacity` follow in every channel type: both
 /// positive, and a transaction no larger than the channel.
 fn validate_capacities(capacity: u64, transaction_capacity: u64) -> Result<(), ConfigError> {

@@ -1,7 +1,8 @@
 //! channeld from start to stop.
 //!
 //! ```text
-//! config ─► check channel types ─► bind HTTP (answers /health: "recovering")
+//! config ─► channel-agent --check (with sources or sinks: every adapter key, ports)
+//!        ─► bind HTTP (answers /health: "recovering")
 //!        ─► open channels (blocking pool) ─► bind protocol ─► ready file ─► serve
 //! SIGTERM/SIGINT ─► Draining: stop accepting; sessions finish their transactions
 //!                ─► after shutdownGraceMs (or when all are done) Aborting: roll back the rest
@@ -24,12 +25,13 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use crate::adapters::{
-    absolute_conf_file, check_adapters, locate_agent_binary, AdapterLaunch, AdapterRestarts,
-    AdapterSupervisor,
+    absolute_conf_file, check_adapters, locate_agent_binary, AdapterCheckError, AdapterLaunch,
+    AdapterStatuses, AdapterSupervisor,
 };
 use crate::cli::{self, ChanneldArgs, SettingError};
 use crate::config::{
-    load_agent_config, AgentConfig, ConfigErrors, HostPort, DEFAULT_DATA_BASE_DIR,
+    load_agent_config, read_agent_config, AgentConfig, ConfigErrors, HostPort,
+    DEFAULT_DATA_BASE_DIR,
 };
 use crate::descriptors::{check_descriptor_limit, DescriptorError};
 use crate::http::{self, HttpLimits, HttpState};
@@ -88,9 +90,11 @@ pub enum DaemonError {
         source: std::io::Error,
     },
 
-    /// The sources and sinks cannot run as configured (channel-agent --check said why).
-    #[error("invalid source or sink configuration:\n{0}")]
-    AdapterConfig(String),
+    /// The configuration is invalid, as `channel-agent --check` found it: every problem
+    /// of the file (its own rules, the sources' and sinks' keys, their ports), or why the
+    /// check could not run.
+    #[error("invalid configuration:\n{0}")]
+    AdapterConfig(AdapterCheckError),
 
     /// The open-file limit cannot hold the connections and files the configuration
     /// allows.
@@ -142,11 +146,19 @@ pub fn load_config(args: &ChanneldArgs) -> Result<AgentConfig, DaemonError> {
 
 /// Runs channeld until it is stopped by a signal.
 pub fn run(args: ChanneldArgs) -> Result<(), DaemonError> {
-    let config = load_config(&args)?;
+    let config = match load_config(&args) {
+        Ok(config) => config,
+        Err(DaemonError::Config(errors)) => return Err(every_config_problem(&args, errors)),
+        Err(other) => return Err(other),
+    };
     if let (Some(file), Some(agent)) = (&args.conf_file, &args.name) {
         if !config.adapter_components().is_empty() {
-            check_adapters(&locate_agent_binary(), file, agent)
+            let listeners = (&config.server.bind, &config.server.http);
+            let warnings = check_adapters(&locate_agent_binary(), file, agent, listeners)
                 .map_err(DaemonError::AdapterConfig)?;
+            for warning in warnings {
+                warn!("{warning}");
+            }
         }
     }
     let descriptors = check_descriptor_limit(&config)?;
@@ -193,6 +205,35 @@ fn blocking_threads(max_connections: u64) -> usize {
         .saturating_add(BLOCKING_THREADS_FOR_THE_SERVER)
         .clamp(TOKIO_DEFAULT_BLOCKING_THREADS, MAX_BLOCKING_THREADS);
     usize::try_from(wanted).unwrap_or(usize::MAX)
+}
+
+/// A file with errors may have problems in its sources and sinks too, which only
+/// `channel-agent --check` can see; its report lists every problem of the file, so it
+/// replaces `errors` when the file has sources or sinks and the check can run.
+fn every_config_problem(args: &ChanneldArgs, errors: ConfigErrors) -> DaemonError {
+    let (Some(file), Some(agent)) = (&args.conf_file, &args.name) else {
+        return DaemonError::Config(errors);
+    };
+    let reading = read_agent_config(file, agent, Path::new(DEFAULT_DATA_BASE_DIR));
+    if reading.config.adapter_components().is_empty() {
+        return DaemonError::Config(errors);
+    }
+    let mut server = reading.config.server;
+    if let Some(bind) = &args.bind {
+        server.bind = bind.clone();
+    }
+    if let Some(http) = &args.http {
+        server.http = http.clone();
+    }
+    match check_adapters(
+        &locate_agent_binary(),
+        file,
+        agent,
+        (&server.bind, &server.http),
+    ) {
+        Err(invalid @ AdapterCheckError::Invalid(_)) => DaemonError::AdapterConfig(invalid),
+        Ok(_) | Err(AdapterCheckError::CannotRun { .. }) => DaemonError::Config(errors),
+    }
 }
 
 async fn bind(purpose: &'static str, address: &HostPort) -> Result<TcpListener, DaemonError> {
@@ -287,7 +328,7 @@ async fn serve(
         }
     })?;
     let (registry, openers) = ChannelRegistry::plan(&config.channels);
-    let adapter_restarts = Arc::new(AdapterRestarts::default());
+    let adapter_statuses = Arc::new(AdapterStatuses::default());
     let registry = Arc::new(registry);
     let controller = Arc::new(ShutdownController::new());
     watch_signals(Arc::clone(&controller))?;
@@ -297,6 +338,7 @@ async fn serve(
     let http_state = Arc::new(HttpState {
         registry: Arc::clone(&registry),
         shutdown: controller.watcher(),
+        adapters: Arc::clone(&adapter_statuses),
     });
     let http_limits = HttpLimits {
         max_connections: settings.http_max_connections,
@@ -354,7 +396,7 @@ async fn serve(
             Some(AdapterSupervisor::start(
                 launch,
                 components,
-                Arc::clone(&adapter_restarts),
+                Arc::clone(&adapter_statuses),
             ))
         }
         _ => None,

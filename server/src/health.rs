@@ -1,28 +1,40 @@
-//! `GET /health`: whether every channel serves, and how each one last recovered.
+//! `GET /health`: whether every channel serves, how each one last recovered, and
+//! whether the sources and sinks channeld runs are doing their work.
 //!
 //! ```text
 //! 200 {"status":"ok","phase":"running","reasons":[],
 //!      "channels":{"default":{"type":"file","state":"open",
-//!                             "recovery":{"path":"checkpoint","records_replayed":0,…}}}}
+//!                             "recovery":{"path":"checkpoint","records_replayed":0,…}}},
+//!      "adapters":{"r1":{"state":"running","restarts":0,"last_error":null,…}}}
+//! 200 {"status":"degraded","phase":"running",
+//!      "reasons":["adapter 'r1' is failing (restarted 3 times): cannot listen on …"],…}
 //! 503 {"status":"unavailable","phase":"running",
 //!      "reasons":["channel 'c2' is unhealthy: fdatasync of … failed: EIO"],…}
 //! ```
 //!
-//! The status is 200 only when the server is running and every channel is `open`. A
+//! The HTTP status answers "can clients use this server?", which is what a load balancer
+//! asks: 200 when the server is running and every channel is `open`, 503 otherwise. A
 //! channel is `recovering` while its log replays, `read-only` below its space guard
 //! (puts refused), `unhealthy` after a failure (or when it could not be opened) and
 //! `closed` once stopped; each of those gives a reason.
+//!
+//! A failing adapter does not stop clients from putting and taking, so it does not turn
+//! the answer into 503 (which would take a working server out of rotation); it makes
+//! `status` `degraded`, adds a reason, and shows in `adapters` with its last error and
+//! restart count, for a monitor to alert on.
 
 use millrace_engine::file::RecoveryReport;
 use millrace_engine::ChannelHealth;
 use serde_json::{json, Map, Value};
 
+use crate::adapters::{AdapterState, AdapterStatus};
 use crate::registry::{ChannelRegistry, ChannelState};
 use crate::shutdown::ShutdownPhase;
 
 /// The report and whether it is healthy (HTTP 200) or not (503).
 pub struct HealthReport {
-    /// True when every channel is open and the server is running.
+    /// True when every channel is open and the server is running (a failing adapter
+    /// leaves it true: the status is then `degraded`).
     pub healthy: bool,
     /// The JSON body.
     pub body: Value,
@@ -58,8 +70,22 @@ fn phase_name(phase: ShutdownPhase) -> &'static str {
     }
 }
 
-/// Builds the health report.
-pub fn health_report(registry: &ChannelRegistry, phase: ShutdownPhase) -> HealthReport {
+fn adapter_json(adapter: &AdapterStatus) -> Value {
+    json!({
+        "state": adapter.state.name(),
+        "restarts": adapter.restarts,
+        "last_error": adapter.last_error,
+        "last_failure_unix_ms": adapter.last_failure_unix_ms,
+    })
+}
+
+/// Builds the health report from the channels, the server's phase and the adapters'
+/// statuses.
+pub fn health_report(
+    registry: &ChannelRegistry,
+    phase: ShutdownPhase,
+    adapters: &[AdapterStatus],
+) -> HealthReport {
     let mut reasons = Vec::new();
     if phase != ShutdownPhase::Running {
         reasons.push("the server is shutting down".to_string());
@@ -93,13 +119,33 @@ pub fn health_report(registry: &ChannelRegistry, phase: ShutdownPhase) -> Health
         channels.insert(entry.name().to_string(), Value::Object(channel));
     }
     let healthy = reasons.is_empty();
+    let mut degraded = false;
+    let mut adapters_json = Map::new();
+    for adapter in adapters {
+        if adapter.state == AdapterState::Failing {
+            degraded = true;
+            reasons.push(format!(
+                "adapter '{}' is failing (restarted {} times): {}",
+                adapter.component,
+                adapter.restarts,
+                adapter.last_error.as_deref().unwrap_or("no reason given")
+            ));
+        }
+        adapters_json.insert(adapter.component.clone(), adapter_json(adapter));
+    }
+    let status = match (healthy, degraded) {
+        (false, _) => "unavailable",
+        (true, true) => "degraded",
+        (true, false) => "ok",
+    };
     HealthReport {
         healthy,
         body: json!({
-            "status": if healthy { "ok" } else { "unavailable" },
+            "status": status,
             "phase": phase_name(phase),
             "reasons": reasons,
             "channels": channels,
+            "adapters": adapters_json,
         }),
     }
 }

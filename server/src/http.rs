@@ -26,6 +26,7 @@ use tower_service::Service;
 use tracing::{debug, warn};
 
 use crate::descriptors::{semaphore_permits as permits, HTTP_CONNECTIONS_OVER_THE_CAP};
+use crate::adapters::AdapterStatuses;
 use crate::health::health_report;
 use crate::metrics::{metrics_json, prometheus_text};
 use crate::registry::ChannelRegistry;
@@ -47,6 +48,8 @@ pub struct HttpState {
     pub registry: Arc<ChannelRegistry>,
     /// The server's stop phase, for `/health`.
     pub shutdown: ShutdownWatcher,
+    /// The supervised sources and sinks, for `/health`.
+    pub adapters: Arc<AdapterStatuses>,
 }
 
 /// The routes.
@@ -290,7 +293,8 @@ async fn prometheus(State(state): State<Arc<HttpState>>) -> Response {
 }
 
 async fn health(State(state): State<Arc<HttpState>>) -> Response {
-    let report = health_report(&state.registry, state.shutdown.phase());
+    let adapters = state.adapters.snapshot(Instant::now());
+    let report = health_report(&state.registry, state.shutdown.phase(), &adapters);
     let status = if report.healthy {
         StatusCode::OK
     } else {

@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use millrace_server::config::{load_agent_config, parse_agent_config, ConfigErrors};
+use millrace_server::config::{
+    load_agent_config, parse_agent_config, read_agent_config_text, ChannelSelector, ConfigErrors,
+};
 
 const FILE: &str = "agent.conf";
 
@@ -254,13 +256,13 @@ fn each_kind_of_mistake_gets_a_precise_message() {
              load_balancing or a channel selector class name, got \"replicatng\"",
         ),
         (
-            "duplicate key",
+            "key set again to another value",
             "a1.channels = c1\n\
              a1.channels.c1.type = memory\n\
              a1.channels.c1.capacity = 1000\n\
              a1.channels.c1.capacity = 2000\n",
-            "agent.conf:4: a1.channels.c1.capacity: expected each key once, but it was already \
-             set on line 3",
+            "agent.conf:4: a1.channels.c1.capacity: expected each key once, got \"2000\" here \
+             after \"1000\" on line 3 (Flume would silently keep the last)",
         ),
         (
             "duplicate key spelt differently but equal after Java unescaping",
@@ -268,8 +270,8 @@ fn each_kind_of_mistake_gets_a_precise_message() {
              a1.channels.c1.type = memory\n\
              a1.channels.c1.capacity = 1000\n\
              a1.channels.c1.capa\\u0063ity = 2000\n",
-            "agent.conf:4: a1.channels.c1.capacity: expected each key once, but it was already \
-             set on line 3",
+            "agent.conf:4: a1.channels.c1.capacity: expected each key once, got \"2000\" here \
+             after \"1000\" on line 3 (Flume would silently keep the last)",
         ),
         (
             "bad host:port",
@@ -588,8 +590,8 @@ a1.server.bind = 127.0.0.1:41460
             "agent.conf:8: a1.sources.r1.channels: expected a channel listed in a1.channels (c1 \
              c2), got \"c3\"",
             "agent.conf:9: a1.server.maxFrameBytes: expected a positive integer, got \"0\"",
-            "agent.conf:11: a1.server.bind: expected each key once, but it was already set on \
-             line 10",
+            "agent.conf:11: a1.server.bind: expected each key once, got \"127.0.0.1:41460\" \
+             here after \"127.0.0.1:41450\" on line 10 (Flume would silently keep the last)",
         ]
     );
 }
@@ -648,5 +650,132 @@ fn unreadable_and_non_utf8_files_are_named() {
             "{}:2: expected UTF-8 text, got byte 0xE9 at offset 42 (save the file as UTF-8)",
             latin1.display()
         )]
+    );
+}
+
+#[test]
+fn a_key_repeated_with_the_same_value_is_read_once_with_a_warning() {
+    let text = "\
+a1.channels = c1
+a1.channels = c1
+a1.channels.c1.type = memory
+a1.channels.c1.capacity = 1000
+a1.channels.c1.capacity = 1000
+";
+    let config = parse_agent_config(text, FILE, "a1", Path::new("base")).unwrap();
+    assert_eq!(config.channels.len(), 1);
+    let warnings: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [
+            "agent.conf:2: a1.channels: set again to the same value as on line 1; the \
+             repetition changes nothing",
+            "agent.conf:5: a1.channels.c1.capacity: set again to the same value as on line 4; \
+             the repetition changes nothing",
+        ]
+    );
+}
+
+#[test]
+fn a_reading_with_errors_holds_every_component_that_could_be_read() {
+    let text = "\
+a1.channels = c1 c2 c3
+a1.sources = r1 r2
+a1.sinks = k1 k2
+a1.channels.c1.type = memory
+a1.channels.c1.capasity = 10
+a1.channels.c2.type = memory
+a1.channels.c3.type = memory
+a1.channels.c3.capacity = ten
+a1.sources.r1.type = netcat
+a1.sources.r1.channels = c2 c9
+a1.sources.r1.selector.optional = c9
+a1.sources.r1.prot = 44444
+a1.sources.r2.channels = c2
+a1.sinks.k1.type = hdfs
+a1.sinks.k1.channel = c9
+a1.sinks.k2.type = logger
+a1.sinks.k2.channel = c2
+";
+    let reading = read_agent_config_text(text, FILE, "a1", Path::new("base"));
+    let messages: Vec<String> = reading.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        messages,
+        [
+            "agent.conf:2: a1.sources.r2.type: expected a source type (an alias such as netcat \
+             or spooldir, or a class name), but the key is missing",
+            "agent.conf:5: a1.channels.c1.capasity: unknown key; expected a memory channel key \
+             (did you mean \"capacity\"?)",
+            "agent.conf:8: a1.channels.c3.capacity: expected a positive integer, got \"ten\"",
+            "agent.conf:10: a1.sources.r1.channels: expected a channel listed in a1.channels (c1 \
+             c2 c3), got \"c9\"",
+            "agent.conf:15: a1.sinks.k1.channel: expected a channel listed in a1.channels (c1 \
+             c2 c3), got \"c9\"",
+        ],
+        "the selector is not judged against a channel list with a mistake in it"
+    );
+    let config = &reading.config;
+    let channels: Vec<&str> = config
+        .channels
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert_eq!(
+        channels,
+        ["c1", "c2"],
+        "an unknown key has no effect on c1; c3's capacity could not be read"
+    );
+    assert_eq!(config.sources.len(), 1, "r2 has no type");
+    let r1 = &config.sources[0];
+    assert_eq!(r1.channels, ["c2"]);
+    assert_eq!(
+        r1.selector,
+        ChannelSelector::Replicating {
+            optional: Vec::new()
+        }
+    );
+    assert_eq!(
+        r1.settings.len(),
+        1,
+        "prot is kept for the adapter to judge"
+    );
+    let sinks: Vec<(&str, &str)> = config
+        .sinks
+        .iter()
+        .map(|sink| (sink.name.as_str(), sink.channel.as_str()))
+        .collect();
+    assert_eq!(sinks, [("k1", "c9"), ("k2", "c2")]);
+    assert_eq!(config.line_of("a1.sinks.k1.type"), Some(14));
+    assert_eq!(config.line_of("a1.sinks.k9.type"), None);
+    assert!(reading.clone().into_result().is_err());
+}
+
+#[test]
+fn an_unknown_channel_key_does_not_hide_the_rules_between_the_others() {
+    let text = "\
+a1.channels = c1
+a1.channels.c1.type = memory
+a1.channels.c1.capasity = 1000
+a1.channels.c1.transactionCapacity = 500
+";
+    assert_eq!(
+        errors_of(text).messages(),
+        [
+            "agent.conf:3: a1.channels.c1.capasity: unknown key; expected a memory channel key \
+             (did you mean \"capacity\"?)",
+            "agent.conf:4: a1.channels.c1.transactionCapacity: expected at most capacity \
+             (100), got 500",
+        ]
+    );
+}
+
+#[test]
+fn a_valid_reading_is_the_strict_result() {
+    let text = "a1.channels = c1\na1.channels.c1.type = memory\n";
+    let reading = read_agent_config_text(text, FILE, "a1", Path::new("base"));
+    assert_eq!(reading.errors, vec![]);
+    assert_eq!(
+        reading.into_result().unwrap(),
+        parse_agent_config(text, FILE, "a1", Path::new("base")).unwrap()
     );
 }

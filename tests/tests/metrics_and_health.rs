@@ -1,7 +1,15 @@
 //! `/metrics`, `/metrics/prometheus` and `/health` of a real channeld.
 
-use millrace_e2e::{file_channels_config, successful_lines, Server, ServerSetup, AGENT};
+use std::time::Duration;
+
+use millrace_e2e::{
+    file_channels_config, successful_lines, wait_until, Server, ServerSetup, AGENT,
+};
 use serde_json::Value;
+
+/// Longest wait for a supervised adapter to fail (and be restarted) twice: restarts wait
+/// 0.5 s, then 1 s, so this leaves a loaded machine plenty of room.
+const ADAPTER_FAILURE_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn server_with_c1() -> Server {
     let extra = format!(
@@ -171,4 +179,77 @@ fn health_is_503_naming_a_channel_that_could_not_open_while_the_others_serve() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("CHANNEL_UNHEALTHY"));
     let accepted = server.channelctl("put", &["--channel", "c1"], b"x\n");
     assert_eq!(successful_lines(&accepted), ["committed 1"]);
+}
+
+/// A memory channel c1 fed by netcat source r1 on 127.0.0.1:`port`.
+fn netcat_source_on(port: u16) -> String {
+    format!(
+        "{AGENT}.channels = c1\n\
+         {AGENT}.sources = r1\n\
+         {AGENT}.channels.c1.type = memory\n\
+         {AGENT}.sources.r1.type = netcat\n\
+         {AGENT}.sources.r1.channels = c1\n\
+         {AGENT}.sources.r1.bind = 127.0.0.1\n\
+         {AGENT}.sources.r1.port = {port}\n"
+    )
+}
+
+#[test]
+fn a_source_that_cannot_listen_leaves_health_200_but_degraded_naming_it() {
+    // Another program holds the port, which no check before the start can know.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("hold a port");
+    let port = holder.local_addr().expect("the held port").port();
+    let server = Server::start(ServerSetup::with_config(netcat_source_on(port)));
+    let mut last = (0, Value::Null);
+    let failed_twice = wait_until(ADAPTER_FAILURE_TIMEOUT, || {
+        last = server.http_json("/health");
+        last.1["adapters"]["r1"]["restarts"].as_u64() >= Some(2)
+    });
+    let (status, health) = last;
+    assert!(failed_twice, "{health}");
+    assert_eq!(status, 200, "the channels serve: {health}");
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["channels"]["c1"]["state"], "open", "{health}");
+    let adapter = &health["adapters"]["r1"];
+    assert_eq!(adapter["state"], "failing", "{health}");
+    let error = adapter["last_error"].as_str().expect("a last error");
+    assert!(
+        error.contains(&format!("cannot listen on 127.0.0.1:{port}")) && error.contains("in use"),
+        "{error}"
+    );
+    assert!(
+        adapter["last_failure_unix_ms"].as_u64().is_some(),
+        "{health}"
+    );
+    let reasons: Vec<&str> = health["reasons"]
+        .as_array()
+        .expect("reasons")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(reasons.len(), 1, "{health}");
+    assert!(
+        reasons[0].starts_with("adapter 'r1' is failing (restarted ") && reasons[0].contains(error),
+        "{reasons:?}"
+    );
+    let put = server.channelctl("put", &["--channel", "c1"], b"still served\n");
+    assert_eq!(successful_lines(&put), ["committed 1"]);
+    drop(holder);
+}
+
+#[test]
+fn a_healthy_source_is_listed_as_running_with_no_restarts() {
+    let server = Server::start(ServerSetup::with_config(netcat_source_on(0)));
+    let (status, health) = server.http_json("/health");
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(
+        health["adapters"]["r1"],
+        serde_json::json!({
+            "state": "running",
+            "restarts": 0,
+            "last_error": null,
+            "last_failure_unix_ms": null,
+        })
+    );
 }

@@ -1,11 +1,13 @@
 //! One agent's configuration, assembled from the properties of a file.
 //!
-//! The steps, each collecting every problem it finds before the next runs:
+//! The steps, each collecting every problem it finds; every step runs, whatever the
+//! earlier ones found, on what they could read:
 //!
 //! 1. Read the text as Java properties; trim keys and values as Flume does.
 //! 2. Split each key at its first dot into the agent name and the rest. Keys of other
 //!    agents are set aside unread; a key with no agent part is an error.
-//! 3. Refuse duplicate keys of the chosen agent (Java would keep the last silently).
+//! 3. Refuse a key of the chosen agent set twice to different values (Java would keep
+//!    the last silently); set twice to the same value it gets a warning.
 //! 4. Sort the agent's keys into the four declaration lists (`sources`, `channels`,
 //!    `sinks`, `sinkgroups`), `server.*` settings, and component keys
 //!    (`channels.NAME.KEY` and the like). Anything else is an unknown key.
@@ -14,7 +16,7 @@
 //!    channels, then check no two channels share a directory, then sources, sinks and
 //!    sink groups, whose references to channels and sinks must resolve.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use millrace_engine::config::ChannelConfig;
@@ -22,7 +24,7 @@ use millrace_engine::config::ChannelConfig;
 use crate::config::channel::{self, describe_use, normalized_directory, DirectoryUse};
 use crate::config::components::{self, SinkConfig, SinkGroupConfig, SourceConfig};
 use crate::config::error::{
-    expected_one_of, ConfigErrorKind, ConfigErrors, ConfigWarning, Diagnostics,
+    expected_one_of, ConfigError, ConfigErrorKind, ConfigErrors, ConfigWarning, Diagnostics,
 };
 use crate::config::properties::{self, Property};
 use crate::config::server_settings::{self, ServerSettings, SERVER_SETTINGS};
@@ -46,9 +48,78 @@ pub struct AgentConfig {
     pub server: ServerSettings,
     /// Things accepted that the operator should know about, in line order.
     pub warnings: Vec<ConfigWarning>,
+    /// The line of every key of the agent (its first setting), by full key.
+    pub key_lines: BTreeMap<String, usize>,
+}
+
+/// An agent read as far as its file allows: what could be read, and every error.
+///
+/// Checks that look beyond one key's own rules (an adapter's keys, ports shared between
+/// components, files the configuration names) run on `config` even when `errors` is not
+/// empty, so that one run reports every problem of a file. `config` holds every
+/// channel that could be read, every source and sink whose `type` could be read (with
+/// the channels among those it names that are declared, and a replicating selector
+/// when its own could not be read), every sink group whose processor could be read,
+/// and the server settings (a setting that could not be read keeps its default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentReading {
+    /// The agent as far as it could be read; its `warnings` are every warning found.
+    pub config: AgentConfig,
+    /// Every error, in line order (file-level ones first); empty for a valid file.
+    pub errors: Vec<ConfigError>,
+}
+
+impl AgentReading {
+    fn new(mut config: AgentConfig, diagnostics: Diagnostics) -> AgentReading {
+        let (errors, warnings) = diagnostics.into_sorted();
+        config.warnings = warnings;
+        AgentReading { config, errors }
+    }
+
+    /// A reading that stopped at the file itself (unreadable, not UTF-8).
+    pub(crate) fn file_level(agent: &str, base_dir: &Path, error: ConfigError) -> AgentReading {
+        AgentReading {
+            config: AgentConfig::empty(agent, base_dir),
+            errors: vec![error],
+        }
+    }
+
+    /// The configuration when the file is valid, else every error and warning.
+    pub fn into_result(self) -> Result<AgentConfig, ConfigErrors> {
+        if self.errors.is_empty() {
+            Ok(self.config)
+        } else {
+            Err(ConfigErrors {
+                errors: self.errors,
+                warnings: self.config.warnings,
+            })
+        }
+    }
 }
 
 impl AgentConfig {
+    /// An agent with no components and default server settings.
+    fn empty(agent: &str, base_dir: &Path) -> AgentConfig {
+        AgentConfig {
+            agent_name: agent.to_string(),
+            channels: Vec::new(),
+            sources: Vec::new(),
+            sinks: Vec::new(),
+            sink_groups: Vec::new(),
+            server: ServerSettings {
+                data_base_dir: base_dir.to_path_buf(),
+                ..ServerSettings::default()
+            },
+            warnings: Vec::new(),
+            key_lines: BTreeMap::new(),
+        }
+    }
+
+    /// The line a full key (`a1.sources.r1.type`) is set on, when the file sets it.
+    pub fn line_of(&self, key: &str) -> Option<usize> {
+        self.key_lines.get(key).copied()
+    }
+
     /// The settings of the named channel.
     pub fn channel(&self, name: &str) -> Option<&ChannelConfig> {
         self.channels
@@ -171,12 +242,15 @@ impl SortedKeys {
 }
 
 /// Reads the named agent from properties text. See the module doc for the steps.
-pub(crate) fn assemble_agent_config(
+///
+/// Never stops early: the result holds every problem of the file and the agent as far
+/// as it could be read (see [`AgentReading`]).
+pub(crate) fn read_agent(
     text: &str,
     file_name: &str,
     agent: &str,
     base_dir: &Path,
-) -> Result<AgentConfig, ConfigErrors> {
+) -> AgentReading {
     let mut diagnostics = Diagnostics::new(file_name);
     let parsed = properties::parse_properties(text);
     for error in parsed.errors {
@@ -209,6 +283,7 @@ pub(crate) fn assemble_agent_config(
             ),
         }
     }
+    let mut config = AgentConfig::empty(agent, base_dir);
     if !agents_present.contains(agent) {
         diagnostics.error(
             None,
@@ -217,16 +292,18 @@ pub(crate) fn assemble_agent_config(
                 present: agents_present.into_iter().collect(),
             },
         );
-        return Err(diagnostics
-            .finish()
-            .expect_err("an error was just recorded"));
+        return AgentReading::new(config, diagnostics);
     }
 
-    let agent_properties = refuse_duplicates(agent_properties, &mut diagnostics);
+    let agent_properties = drop_repeated_keys(agent_properties, &mut diagnostics);
+    config.key_lines = agent_properties
+        .iter()
+        .map(|property| (property.key.clone(), property.line))
+        .collect();
     let sorted = sort_keys(agent, agent_properties, &mut diagnostics);
     refuse_undeclared_components(agent, &sorted, &mut diagnostics);
 
-    let server = read_server_settings(&sorted.server, base_dir, &mut diagnostics);
+    config.server = read_server_settings(&sorted.server, base_dir, &mut diagnostics);
     let channels_list_key = format!("{agent}.channels");
     if !sorted.declarations.contains_key(&Section::Channels) {
         diagnostics.missing_key(
@@ -235,27 +312,26 @@ pub(crate) fn assemble_agent_config(
             "a space-separated list of channel names",
         );
     }
-    let mut channels = Vec::new();
     let mut directories: Vec<DirectoryUse> = Vec::new();
     for channel in sorted.declared_components(agent, Section::Channels) {
         if let Some(parsed) =
-            channel::parse_channel(&channel, &server.data_base_dir, &mut diagnostics)
+            channel::parse_channel(&channel, &config.server.data_base_dir, &mut diagnostics)
         {
             directories.extend(parsed.directories);
-            channels.push((channel.name, parsed.config));
+            config.channels.push((channel.name, parsed.config));
         }
     }
     refuse_shared_directories(&directories, &mut diagnostics);
 
     let channel_names = sorted.declared_names(Section::Channels);
-    let sources = sorted
+    config.sources = sorted
         .declared_components(agent, Section::Sources)
         .iter()
         .filter_map(|source| {
             components::parse_source(source, &channel_names, &channels_list_key, &mut diagnostics)
         })
         .collect();
-    let sinks = sorted
+    config.sinks = sorted
         .declared_components(agent, Section::Sinks)
         .iter()
         .filter_map(|sink| {
@@ -265,7 +341,7 @@ pub(crate) fn assemble_agent_config(
     let sink_names = sorted.declared_names(Section::Sinks);
     let sinks_list_key = format!("{agent}.sinks");
     let mut group_of_sink = HashMap::new();
-    let sink_groups = sorted
+    config.sink_groups = sorted
         .declared_components(agent, Section::SinkGroups)
         .iter()
         .filter_map(|group| {
@@ -278,37 +354,43 @@ pub(crate) fn assemble_agent_config(
             )
         })
         .collect();
-
-    let warnings = diagnostics.finish()?;
-    Ok(AgentConfig {
-        agent_name: agent.to_string(),
-        channels,
-        sources,
-        sinks,
-        sink_groups,
-        server,
-        warnings,
-    })
+    AgentReading::new(config, diagnostics)
 }
 
-/// Reports every repeated key and keeps only its first occurrence.
-fn refuse_duplicates(properties: Vec<Property>, diagnostics: &mut Diagnostics) -> Vec<Property> {
-    let duplicates = properties::find_duplicate_keys(&properties);
-    for duplicate in &duplicates {
-        diagnostics.error(
-            Some(duplicate.line),
-            ConfigErrorKind::DuplicateKey {
-                key: duplicate.key.clone(),
-                first_line: duplicate.first_line,
-            },
-        );
+/// Keeps the first setting of each key. A key set again to the same value is harmless
+/// (Flume reads it too: the last of equal values wins) and gets a warning; set again to
+/// a different value it is an error, since the file says two things and Flume would
+/// silently take the last.
+fn drop_repeated_keys(properties: Vec<Property>, diagnostics: &mut Diagnostics) -> Vec<Property> {
+    let repeated = properties::find_duplicate_keys(&properties);
+    for repetition in &repeated {
+        if repetition.value == repetition.first_value {
+            diagnostics.warn(
+                repetition.line,
+                &repetition.key,
+                format!(
+                    "set again to the same value as on line {}; the repetition changes nothing",
+                    repetition.first_line
+                ),
+            );
+        } else {
+            diagnostics.error(
+                Some(repetition.line),
+                ConfigErrorKind::DuplicateKey {
+                    key: repetition.key.clone(),
+                    first_line: repetition.first_line,
+                    first_value: repetition.first_value.clone(),
+                    value: repetition.value.clone(),
+                },
+            );
+        }
     }
     properties
         .into_iter()
         .filter(|property| {
-            !duplicates
-                .iter()
-                .any(|duplicate| duplicate.line == property.line && duplicate.key == property.key)
+            !repeated.iter().any(|repetition| {
+                repetition.line == property.line && repetition.key == property.key
+            })
         })
         .collect()
 }

@@ -580,7 +580,10 @@ pub(crate) fn normalized_directory(path: &Path) -> PathBuf {
         .collect()
 }
 
-/// Reads one declared channel. Returns `None` (with errors recorded) when it is invalid.
+/// Reads one declared channel, recording every problem. Returns `None` when it cannot
+/// be read as written (no or an unknown `type`, a refused value, rules between its keys
+/// broken); a channel whose only problems are unknown keys comes back as the other keys
+/// make it, for the checks that span components (see `read_keys`).
 pub(crate) fn parse_channel(
     channel: &Component,
     base_dir: &Path,
@@ -633,7 +636,12 @@ fn run_handler<Draft>(
 }
 
 /// Offers every key but `type` to `read_key`, recording errors and warnings. Returns
-/// whether every key was read.
+/// whether every value offered was accepted.
+///
+/// An unknown key does not count: it has no effect (as in Flume), so the channel is
+/// what the other keys say, and the checks that span keys and components still judge
+/// it in the same run. A refused value does: its default would stand in for what the
+/// user wrote, and later checks would judge a value nobody meant.
 fn read_keys(
     channel: &Component,
     kind: ChannelKind,
@@ -641,17 +649,16 @@ fn read_keys(
     mut read_key: impl FnMut(&ComponentSetting, &mut Notes) -> KeyOutcome,
 ) -> bool {
     let known_names = channel_key_names(kind);
-    let mut all_read = true;
+    let mut all_accepted = true;
     for setting in channel.settings.iter().filter(|s| s.sub_key != "type") {
         let mut notes = Notes::new();
         match read_key(setting, &mut notes) {
             KeyOutcome::Read => {}
             KeyOutcome::Refused(expected) => {
-                all_read = false;
+                all_accepted = false;
                 diagnostics.bad_value(setting.line, &setting.key, &expected.0, &setting.value);
             }
             KeyOutcome::Unknown => {
-                all_read = false;
                 let expected =
                     expected_one_of(&setting.sub_key, kind.label(), known_names.iter().copied());
                 diagnostics.unknown_key(setting.line, &setting.key, expected);
@@ -661,12 +668,12 @@ fn read_keys(
             diagnostics.warn(setting.line, &setting.key, note);
         }
     }
-    all_read
+    all_accepted
 }
 
 fn parse_memory(channel: &Component, diagnostics: &mut Diagnostics) -> Option<ParsedChannel> {
     let mut config = MemoryChannelConfig::default();
-    let all_read = read_keys(
+    let all_accepted = read_keys(
         channel,
         ChannelKind::Memory,
         diagnostics,
@@ -674,7 +681,7 @@ fn parse_memory(channel: &Component, diagnostics: &mut Diagnostics) -> Option<Pa
             run_handler(MEMORY_KEYS, &mut config, setting, notes).unwrap_or(KeyOutcome::Unknown)
         },
     );
-    if !all_read {
+    if !all_accepted {
         return None;
     }
     let errors_before = diagnostics.error_count();
@@ -706,14 +713,14 @@ fn parse_file(
 ) -> Option<ParsedChannel> {
     let mut draft = FileDraft::new();
     let mut encryption = Vec::new();
-    let all_read = read_keys(channel, ChannelKind::File, diagnostics, |setting, notes| {
+    let all_accepted = read_keys(channel, ChannelKind::File, diagnostics, |setting, notes| {
         if is_encryption_key(&setting.sub_key) {
             encryption.push(setting.to_raw());
             return KeyOutcome::Read;
         }
         run_handler(FILE_KEYS, &mut draft, setting, notes).unwrap_or(KeyOutcome::Unknown)
     });
-    if !all_read {
+    if !all_accepted {
         return None;
     }
     let errors_before = diagnostics.error_count();
@@ -736,7 +743,7 @@ fn parse_spillable(
         overflow: FileDraft::new(),
     };
     let mut encryption = Vec::new();
-    let all_read = read_keys(
+    let all_accepted = read_keys(
         channel,
         ChannelKind::Spillable,
         diagnostics,
@@ -750,7 +757,7 @@ fn parse_spillable(
                 .unwrap_or(KeyOutcome::Unknown)
         },
     );
-    if !all_read {
+    if !all_accepted {
         return None;
     }
     let errors_before = diagnostics.error_count();

@@ -181,13 +181,14 @@ fn looks_like_class_name(value: &str) -> bool {
         })
 }
 
-/// Reads a list of channel names and checks each one is in `allowed`.
+/// Reads a list of channel names and checks each one is in `allowed`: the names that
+/// are, and whether every name was (an empty list counts as a problem).
 fn channel_references(
     setting: &ComponentSetting,
     allowed: &[String],
     allowed_description: &str,
     diagnostics: &mut Diagnostics,
-) -> Option<Vec<String>> {
+) -> (Vec<String>, bool) {
     let errors_before = diagnostics.error_count();
     let mut channels: Vec<String> = Vec::new();
     let listed = format!("a channel listed in {allowed_description}");
@@ -203,7 +204,8 @@ fn channel_references(
     if channels.is_empty() && diagnostics.error_count() == errors_before {
         diagnostics.bad_value(setting.line, &setting.key, &listed, &setting.value);
     }
-    (diagnostics.error_count() == errors_before).then_some(channels)
+    let complete = diagnostics.error_count() == errors_before;
+    (channels, complete)
 }
 
 /// "a1.channels (c1 c2)", or a note that the list is empty.
@@ -251,19 +253,23 @@ fn keep_raw(setting: &ComponentSetting, diagnostics: &mut Diagnostics) -> RawSet
 }
 
 /// Reads one declared source. `channels` are the names in `AGENT.channels`.
+///
+/// Problems are recorded in `diagnostics`; the source comes back whenever its `type`
+/// could be read, so that its adapter keys can still be checked (see
+/// [`AgentReading`](crate::config::AgentReading)): with the declared channels among
+/// those it names, and a replicating selector when its own could not be read.
 pub(crate) fn parse_source(
     source: &Component,
     channels: &[String],
     channels_list_key: &str,
     diagnostics: &mut Diagnostics,
 ) -> Option<SourceConfig> {
-    let errors_before = diagnostics.error_count();
     let source_type = component_type(
         source,
         "a source type (an alias such as netcat or spooldir, or a class name)",
         diagnostics,
     );
-    let source_channels = match source.get("channels") {
+    let (source_channels, channels_complete) = match source.get("channels") {
         Some(setting) => channel_references(
             setting,
             channels,
@@ -282,7 +288,7 @@ pub(crate) fn parse_source(
                 &source.full_key("channels"),
                 expected,
             );
-            None
+            (Vec::new(), false)
         }
     };
     let mut settings = Vec::new();
@@ -293,18 +299,20 @@ pub(crate) fn parse_source(
             settings.push(keep_raw(setting, diagnostics));
         }
     }
-    let selector = match &source_channels {
-        Some(source_channels) => parse_selector(source, source_channels, diagnostics),
-        None => None,
+    // A selector is only judged against a complete channel list: judged against part of
+    // it, every reference to a misnamed channel would be reported a second time.
+    let selector = if channels_complete {
+        parse_selector(source, &source_channels, diagnostics)
+    } else {
+        None
     };
-    if diagnostics.error_count() != errors_before {
-        return None;
-    }
     Some(SourceConfig {
         name: source.name.clone(),
         source_type: source_type?,
-        channels: source_channels?,
-        selector: selector?,
+        channels: source_channels,
+        selector: selector.unwrap_or(ChannelSelector::Replicating {
+            optional: Vec::new(),
+        }),
         settings,
         declared_line: source.declared_line,
     })
@@ -395,7 +403,7 @@ fn parse_selector(
                 &source_channels_description,
                 diagnostics,
             )
-            .unwrap_or_default()
+            .0
         };
         match (kind, key) {
             (_, "type") => {}
@@ -496,13 +504,15 @@ fn header_route_value(key: &str, prefix: &str) -> Option<String> {
 }
 
 /// Reads one declared sink. `channels` are the names in `AGENT.channels`.
+///
+/// As for sources, the sink comes back whenever its `type` could be read; its `channel`
+/// is then the name as written (empty when missing), whether or not it is declared.
 pub(crate) fn parse_sink(
     sink: &Component,
     channels: &[String],
     channels_list_key: &str,
     diagnostics: &mut Diagnostics,
 ) -> Option<SinkConfig> {
-    let errors_before = diagnostics.error_count();
     let sink_type = component_type(
         sink,
         "a sink type (an alias such as logger or file_roll, or a class name)",
@@ -517,13 +527,14 @@ pub(crate) fn parse_sink(
             match values::single_word(&setting.value, "exactly one channel name") {
                 Err(expected) => {
                     diagnostics.bad_value(setting.line, &setting.key, &expected.0, &setting.value);
-                    None
+                    setting.value.clone()
                 }
-                Ok(name) if !channels.contains(&name) => {
-                    diagnostics.bad_value(setting.line, &setting.key, &listed, &name);
-                    None
+                Ok(name) => {
+                    if !channels.contains(&name) {
+                        diagnostics.bad_value(setting.line, &setting.key, &listed, &name);
+                    }
+                    name
                 }
-                Ok(name) => Some(name),
             }
         }
         None => {
@@ -538,7 +549,7 @@ pub(crate) fn parse_sink(
                 &sink.full_key("channel"),
                 expected,
             );
-            None
+            String::new()
         }
     };
     let settings: Vec<RawSetting> = sink
@@ -547,13 +558,10 @@ pub(crate) fn parse_sink(
         .filter(|setting| !matches!(setting.sub_key.as_str(), "type" | "channel"))
         .map(|setting| keep_raw(setting, diagnostics))
         .collect();
-    if diagnostics.error_count() != errors_before {
-        return None;
-    }
     Some(SinkConfig {
         name: sink.name.clone(),
         sink_type: sink_type?,
-        channel: channel?,
+        channel,
         settings,
         declared_line: sink.declared_line,
     })
@@ -571,7 +579,8 @@ enum ProcessorKind {
 }
 
 /// Reads one declared sink group. `sinks` are the names in `AGENT.sinks`; `group_of_sink`
-/// records which group already holds each sink, so that no sink is in two.
+/// records which group already holds each sink, so that no sink is in two. The group
+/// comes back whenever its processor could be read, with the sinks that could be.
 pub(crate) fn parse_sink_group(
     group: &Component,
     sinks: &[String],
@@ -579,7 +588,6 @@ pub(crate) fn parse_sink_group(
     group_of_sink: &mut HashMap<String, String>,
     diagnostics: &mut Diagnostics,
 ) -> Option<SinkGroupConfig> {
-    let errors_before = diagnostics.error_count();
     let group_sinks = match group.get("sinks") {
         Some(setting) => group_sink_references(
             group,
@@ -608,9 +616,6 @@ pub(crate) fn parse_sink_group(
             );
             diagnostics.unknown_key(setting.line, &setting.key, expected);
         }
-    }
-    if diagnostics.error_count() != errors_before {
-        return None;
     }
     Some(SinkGroupConfig {
         name: group.name.clone(),

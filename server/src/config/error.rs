@@ -63,13 +63,21 @@ pub enum ConfigErrorKind {
         /// The agents the file does describe, sorted.
         present: Vec<String>,
     },
-    /// A key of the chosen agent appears twice (Java and Flume would keep the last).
-    #[error("{key}: expected each key once, but it was already set on line {first_line}")]
+    /// A key of the chosen agent set again to a different value (Java and Flume would
+    /// keep the last without a word). The same value twice is only a warning.
+    #[error(
+        "{key}: expected each key once, got {value:?} here after {first_value:?} on line \
+         {first_line} (Flume would silently keep the last)"
+    )]
     DuplicateKey {
         /// The full key.
         key: String,
         /// Where it was set first.
         first_line: usize,
+        /// The value set there.
+        first_value: String,
+        /// The value set again.
+        value: String,
     },
     /// A key of the chosen agent that Millrace does not know.
     #[error("{key}: unknown key; expected {expected}")]
@@ -103,6 +111,15 @@ pub enum ConfigErrorKind {
         /// The full key the problem is reported on.
         key: String,
         /// The rule and the values involved, phrased as "expected …, got …".
+        problem: String,
+    },
+    /// A file or directory a key names cannot be used as it is now (found by the checks
+    /// that look at the filesystem, such as `channelctl validate`'s).
+    #[error("{key}: {problem}")]
+    UnusableFile {
+        /// The full key that names the file.
+        key: String,
+        /// What is wrong with it, with the path and the operating system's reason.
         problem: String,
     },
 }
@@ -234,21 +251,18 @@ impl Diagnostics {
         });
     }
 
-    /// Ends reading: the warnings when there were no errors, else everything.
-    pub(crate) fn finish(mut self) -> Result<Vec<ConfigWarning>, ConfigErrors> {
-        // File-level errors (no line) first, then by line; the sort is stable, so
-        // problems on one line keep the order they were found in.
-        self.errors.sort_by_key(|error| error.line);
-        self.warnings.sort_by_key(|warning| warning.line);
-        if self.errors.is_empty() {
-            Ok(self.warnings)
-        } else {
-            Err(ConfigErrors {
-                errors: self.errors,
-                warnings: self.warnings,
-            })
-        }
+    /// Ends reading: every error and every warning, each in line order.
+    pub(crate) fn into_sorted(mut self) -> (Vec<ConfigError>, Vec<ConfigWarning>) {
+        sort_by_line(&mut self.errors, &mut self.warnings);
+        (self.errors, self.warnings)
     }
+}
+
+/// Sorts problems as every report lists them: file-level errors (no line) first, then by
+/// line. The sort is stable, so problems on one line keep the order they were found in.
+pub fn sort_by_line(errors: &mut [ConfigError], warnings: &mut [ConfigWarning]) {
+    errors.sort_by_key(|error| error.line);
+    warnings.sort_by_key(|warning| warning.line);
 }
 
 /// Most edits between an unknown name and a known one for the known one to be suggested.
@@ -307,8 +321,8 @@ fn edit_distance(left: &str, right: &str) -> usize {
 }
 
 /// "expected …" text for an unknown key: the kind of key, plus a suggestion when one
-/// known name is close.
-pub(crate) fn expected_one_of<'a>(
+/// known name is close, else the list of known names.
+pub fn expected_one_of<'a>(
     unknown: &str,
     kind_of_key: &str,
     known: impl IntoIterator<Item = &'a str> + Clone,
@@ -330,9 +344,9 @@ mod tests {
     fn errors_render_file_line_key_and_expectation() {
         let mut diagnostics = Diagnostics::new("agent.conf");
         diagnostics.bad_value(12, "a1.channels.c1.capacity", "a positive integer", "ten");
-        let errors = diagnostics.finish().unwrap_err();
+        let (errors, _) = diagnostics.into_sorted();
         assert_eq!(
-            errors.to_string(),
+            errors[0].to_string(),
             "agent.conf:12: a1.channels.c1.capacity: expected a positive integer, got \"ten\""
         );
     }
@@ -344,9 +358,8 @@ mod tests {
         diagnostics.bad_value(2, "k2", "x", "y");
         diagnostics.missing_key(None, "a1.channels", "a list");
         let lines: Vec<Option<usize>> = diagnostics
-            .finish()
-            .unwrap_err()
-            .errors
+            .into_sorted()
+            .0
             .iter()
             .map(|error| error.line)
             .collect();

@@ -18,7 +18,10 @@
 //!   ```
 //!
 //!   All problems of a file are reported together ([`ConfigErrors`]); warnings (values
-//!   Flume clamps, keys accepted but not acted on) come back separately.
+//!   Flume clamps, keys accepted but not acted on) come back separately. Reading never
+//!   stops at a problem: [`read_agent_config`] returns the agent as far as it could be
+//!   read along with every error, so that the checks that build on it (adapter keys,
+//!   ports, files) report their problems in the same run.
 //!
 //! # Layers
 //!
@@ -40,6 +43,8 @@
 //! - `components` reads the wiring of sources, sinks and sink groups and checks every
 //!   reference; adapter-specific keys are kept raw, with lines, for the adapters to
 //!   validate.
+//! - `files` is the one part that looks at the filesystem: [`check_key_files`] loads
+//!   the key files a configuration names, for callers that ask (`channelctl validate`).
 //!
 //! # Values
 //!
@@ -60,6 +65,7 @@ mod agent;
 mod channel;
 mod components;
 mod error;
+mod files;
 pub mod properties;
 mod server_settings;
 mod setting;
@@ -67,14 +73,17 @@ pub mod values;
 
 use std::path::Path;
 
-pub use agent::AgentConfig;
+pub use agent::{AgentConfig, AgentReading};
 pub use channel::{channel_key_names, ChannelKind, MEMORY_BYTE_SLOT_SIZE_BYTES};
 pub use components::{
     ChannelSelector, HeaderRoute, LoadBalancingPolicy, SinkConfig, SinkGroupConfig, SinkProcessor,
     SinkSelector, SourceConfig, DEFAULT_FAILOVER_MAX_PENALTY, DEFAULT_LOAD_BALANCE_MAX_BACKOFF,
     DEFAULT_MULTIPLEX_HEADER,
 };
-pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, ConfigWarning};
+pub use error::{
+    expected_one_of, sort_by_line, ConfigError, ConfigErrorKind, ConfigErrors, ConfigWarning,
+};
+pub use files::check_key_files;
 pub use millrace_engine::config::{
     ChannelConfig, Compression, EncryptionConfig, FileChannelConfig, KeySource,
     MemoryChannelConfig, SpillableChannelConfig,
@@ -118,35 +127,51 @@ pub fn load_agent_config(
     agent: &str,
     base_dir: &Path,
 ) -> Result<AgentConfig, ConfigErrors> {
+    read_agent_config(path, agent, base_dir).into_result()
+}
+
+/// Reads `agent` from the file at `path` as far as it can be read, with every problem
+/// (see [`AgentReading`]); [`load_agent_config`] is this for callers that only want a
+/// valid configuration.
+pub fn read_agent_config(path: &Path, agent: &str, base_dir: &Path) -> AgentReading {
     let file_name = path.display().to_string();
-    let file_level_error = |kind| ConfigErrors {
-        errors: vec![ConfigError {
-            file: file_name.clone(),
-            line: None,
-            kind,
-        }],
-        warnings: Vec::new(),
+    let file_level_error = |line, kind| {
+        AgentReading::file_level(
+            agent,
+            base_dir,
+            ConfigError {
+                file: file_name.clone(),
+                line,
+                kind,
+            },
+        )
     };
-    let bytes = std::fs::read(path).map_err(|error| {
-        file_level_error(ConfigErrorKind::Unreadable {
-            reason: error.to_string(),
-        })
-    })?;
-    let text = match String::from_utf8(bytes) {
-        Ok(text) => text,
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            return file_level_error(
+                None,
+                ConfigErrorKind::Unreadable {
+                    reason: error.to_string(),
+                },
+            )
+        }
+    };
+    match String::from_utf8(bytes) {
+        Ok(text) => read_agent_config_text(&text, &file_name, agent, base_dir),
         Err(error) => {
             let byte_offset = error.utf8_error().valid_up_to();
             let bytes = error.into_bytes();
             let line = 1 + bytes[..byte_offset].iter().filter(|&&b| b == b'\n').count();
-            let mut errors = file_level_error(ConfigErrorKind::NotUtf8 {
-                byte: bytes[byte_offset],
-                byte_offset,
-            });
-            errors.errors[0].line = Some(line);
-            return Err(errors);
+            file_level_error(
+                Some(line),
+                ConfigErrorKind::NotUtf8 {
+                    byte: bytes[byte_offset],
+                    byte_offset,
+                },
+            )
         }
-    };
-    parse_agent_config(&text, &file_name, agent, base_dir)
+    }
 }
 
 /// Reads `agent` from configuration text; `file_name` is used in messages. See
@@ -157,8 +182,19 @@ pub fn parse_agent_config(
     agent: &str,
     base_dir: &Path,
 ) -> Result<AgentConfig, ConfigErrors> {
+    read_agent_config_text(text, file_name, agent, base_dir).into_result()
+}
+
+/// Reads `agent` from configuration text as far as it can be read, with every problem
+/// (see [`AgentReading`]).
+pub fn read_agent_config_text(
+    text: &str,
+    file_name: &str,
+    agent: &str,
+    base_dir: &Path,
+) -> AgentReading {
     let text = text.strip_prefix(BYTE_ORDER_MARK).unwrap_or(text);
-    agent::assemble_agent_config(text, file_name, agent, base_dir)
+    agent::read_agent(text, file_name, agent, base_dir)
 }
 
 impl AgentConfig {

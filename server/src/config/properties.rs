@@ -31,7 +31,8 @@
 //! - A `\uXXXX` escape that leaves half of a UTF-16 surrogate pair unpaired is an error:
 //!   Java would store the lone surrogate, a Rust `String` cannot hold it.
 //! - Duplicate keys are not resolved here (Java silently keeps the last one);
-//!   [`find_duplicate_keys`] lists them so the caller can refuse them.
+//!   [`find_duplicate_keys`] lists them, with both values, so the caller can refuse
+//!   them (or only warn when the value is the same).
 //!
 //! The input is already-decoded text. Flume reads the file with the platform charset
 //! (UTF-8 on current systems); the caller decodes UTF-8 and strips a byte-order mark.
@@ -104,8 +105,12 @@ pub struct DuplicateKey {
     pub key: String,
     /// Where the key was first set.
     pub first_line: usize,
+    /// The value set there.
+    pub first_value: String,
     /// Where it was set again.
     pub line: usize,
+    /// The value set again.
+    pub value: String,
 }
 
 /// Reads properties text with `java.util.Properties` semantics (see the module doc).
@@ -138,17 +143,19 @@ pub fn parse_properties(text: &str) -> ParsedProperties {
 pub fn find_duplicate_keys<'a>(
     properties: impl IntoIterator<Item = &'a Property>,
 ) -> Vec<DuplicateKey> {
-    let mut first_lines: HashMap<&str, usize> = HashMap::new();
+    let mut first_settings: HashMap<&str, &Property> = HashMap::new();
     let mut duplicates = Vec::new();
     for property in properties {
-        match first_lines.get(property.key.as_str()) {
-            Some(&first_line) => duplicates.push(DuplicateKey {
+        match first_settings.get(property.key.as_str()) {
+            Some(first) => duplicates.push(DuplicateKey {
                 key: property.key.clone(),
-                first_line,
+                first_line: first.line,
+                first_value: first.value.clone(),
                 line: property.line,
+                value: property.value.clone(),
             }),
             None => {
-                first_lines.insert(&property.key, property.line);
+                first_settings.insert(&property.key, property);
             }
         }
     }
@@ -535,12 +542,16 @@ mod tests {
                 DuplicateKey {
                     key: "a".into(),
                     first_line: 1,
-                    line: 3
+                    first_value: "1".into(),
+                    line: 3,
+                    value: "3".into(),
                 },
                 DuplicateKey {
                     key: "a".into(),
                     first_line: 1,
-                    line: 4
+                    first_value: "1".into(),
+                    line: 4,
+                    value: "4".into(),
                 },
             ]
         );

@@ -1,23 +1,27 @@
 //! `channelctl validate`: checks a configuration the way channeld reads it.
 //!
 //! Valid: a summary on stdout, warnings on stderr, exit 0. Invalid: every error on
-//! stderr (file, line, key, what was expected), exit 78. Beyond the file's own rules it
-//! checks what channeld would refuse at startup: channel types this build does not
-//! implement, unusable server settings, and every source and sink key (as channel-agent
-//! reads them).
+//! stderr (file, line, key, what was expected), exit 78, with the warnings. Beyond the
+//! file's own rules it checks what channeld would refuse at startup (unusable server
+//! settings, every source and sink key as channel-agent reads them, sources whose port
+//! channeld or another source takes, batches larger than their channels' transactions)
+//! and what a channel or source would fail on once started: key files that cannot be
+//! loaded, spool directories that cannot be read. All of it in one run: see
+//! `millrace_adapters::check`.
 
 use std::io::Write;
 use std::path::Path;
 
-use millrace_adapters::plan::plan_agent;
+use millrace_adapters::check::{check_agent, CheckOptions};
 use millrace_server::cli::check_settings;
-use millrace_server::config::{load_agent_config, AgentConfig, DEFAULT_DATA_BASE_DIR};
+use millrace_server::config::AgentConfig;
 use millrace_server::registry::type_alias;
 
 use super::{ChannelctlError, ValidateArgs};
 
-/// The summary printed for a valid agent.
-pub fn summary(file: &Path, config: &AgentConfig) -> String {
+/// The summary printed for a valid agent with `warning_count` warnings (the file's and
+/// its adapters').
+pub fn summary(file: &Path, config: &AgentConfig, warning_count: usize) -> String {
     let list = |names: Vec<String>| {
         if names.is_empty() {
             "none".to_string()
@@ -64,18 +68,14 @@ pub fn summary(file: &Path, config: &AgentConfig) -> String {
         } else {
             "unset"
         },
-        warnings = config.warnings.len(),
+        warnings = warning_count,
     )
 }
 
 pub(super) fn run(args: &ValidateArgs) -> Result<(), ChannelctlError> {
     let mut stderr = std::io::stderr().lock();
-    let config = match load_agent_config(
-        &args.conf_file,
-        &args.name,
-        Path::new(DEFAULT_DATA_BASE_DIR),
-    ) {
-        Ok(config) => config,
+    let checked = match check_agent(&args.conf_file, &args.name, &CheckOptions::everything()) {
+        Ok(checked) => checked,
         Err(errors) => {
             for error in &errors.errors {
                 let _ = writeln!(stderr, "{error}");
@@ -88,32 +88,20 @@ pub(super) fn run(args: &ValidateArgs) -> Result<(), ChannelctlError> {
             });
         }
     };
-    for warning in &config.warnings {
+    for warning in &checked.warnings {
         let _ = writeln!(stderr, "warning: {warning}");
     }
-    if let Err(errors) = plan_agent(&config, &args.conf_file.display().to_string()) {
-        for error in &errors.errors {
-            let _ = writeln!(stderr, "{error}");
-        }
-        return Err(ChannelctlError::InvalidConfig {
-            error_count: errors.errors.len(),
-        });
-    }
-    let mut startup_errors: Vec<String> = Vec::new();
-    if let Err(problem) = check_settings(&config.server) {
-        startup_errors.push(format!("server settings: {problem}"));
-    }
-    if !startup_errors.is_empty() {
-        for problem in &startup_errors {
-            let _ = writeln!(stderr, "{}: {problem}", args.conf_file.display());
-        }
-        return Err(ChannelctlError::InvalidConfig {
-            error_count: startup_errors.len(),
-        });
+    if let Err(problem) = check_settings(&checked.config.server) {
+        let _ = writeln!(
+            stderr,
+            "{}: server settings: {problem}",
+            args.conf_file.display()
+        );
+        return Err(ChannelctlError::InvalidConfig { error_count: 1 });
     }
     let mut stdout = std::io::stdout().lock();
     stdout
-        .write_all(summary(&args.conf_file, &config).as_bytes())
+        .write_all(summary(&args.conf_file, &checked.config, checked.warnings.len()).as_bytes())
         .and_then(|()| stdout.flush())
         .map_err(ChannelctlError::stdout)
 }
