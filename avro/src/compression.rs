@@ -61,10 +61,10 @@ pub enum CompressionError {
     },
     /// The peer's bytes are not a valid zlib stream (for example: the peer does not
     /// compress, or compresses with another wrapper).
-    #[error("the peer's zlib stream is corrupt after {inflated_bytes} inflated bytes: {problem}")]
+    #[error(
+        "the peer's zlib stream is corrupt (is compression-type the same at both ends?): {problem}"
+    )]
     Corrupt {
-        /// Bytes inflated on this connection before the fault.
-        inflated_bytes: u64,
         /// zlib's message.
         problem: String,
     },
@@ -174,7 +174,6 @@ impl Inflater {
                 .stream
                 .decompress(input, &mut out[start..], FlushDecompress::None)
                 .map_err(|error| CompressionError::Corrupt {
-                    inflated_bytes: before_out,
                     problem: error.to_string(),
                 });
             let consumed = (self.stream.total_in() - before_in) as usize;
@@ -213,6 +212,8 @@ pub enum InboundError {
 #[derive(Debug)]
 pub struct Inbound {
     inflater: Option<Inflater>,
+    /// A zlib fault, reported once the frames inflated before it are taken.
+    inflate_error: Option<CompressionError>,
     compressed: BytesMut,
     plain: BytesMut,
     decoder: FrameDecoder,
@@ -223,6 +224,7 @@ impl Inbound {
     pub fn new(limits: FrameLimits, compression: Compression) -> Self {
         Inbound {
             inflater: matches!(compression, Compression::Deflate { .. }).then(Inflater::default),
+            inflate_error: None,
             compressed: BytesMut::new(),
             plain: BytesMut::new(),
             decoder: FrameDecoder::new(limits),
@@ -244,16 +246,30 @@ impl Inbound {
         !self.plain.is_empty() || !self.compressed.is_empty()
     }
 
-    /// The next complete frame, or `None` until more bytes are read.
+    /// The next complete frame, or `None` until more bytes are read. Frames that arrived
+    /// before a fault in the stream are all delivered before the fault is reported, so
+    /// the result does not depend on how the stream was cut into reads.
     pub fn next_frame(&mut self) -> Result<Option<NettyFrame>, InboundError> {
-        if let Some(inflater) = &mut self.inflater {
-            inflater.inflate(
-                &mut self.compressed,
-                &mut self.plain,
-                self.decoder.limits().max_frame_bytes,
-            )?;
+        if let Some(frame) = self.decoder.decode(&mut self.plain)? {
+            return Ok(Some(frame));
         }
-        Ok(self.decoder.decode(&mut self.plain)?)
+        if let Some(inflater) = &mut self.inflater {
+            if self.inflate_error.is_none() {
+                let max_frame_bytes = self.decoder.limits().max_frame_bytes;
+                if let Err(error) =
+                    inflater.inflate(&mut self.compressed, &mut self.plain, max_frame_bytes)
+                {
+                    self.inflate_error = Some(error);
+                }
+                if let Some(frame) = self.decoder.decode(&mut self.plain)? {
+                    return Ok(Some(frame));
+                }
+            }
+            if let Some(error) = &self.inflate_error {
+                return Err(error.clone().into());
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -371,6 +387,49 @@ mod tests {
             assert!(inbound.plain.len() <= limits.max_frame_bytes);
         }
         assert_eq!(inbound.next_frame().unwrap(), None);
+    }
+
+    #[test]
+    fn frames_before_a_fault_in_the_zlib_stream_are_delivered_however_the_stream_is_cut() {
+        let mut frame = Vec::new();
+        encode_frame(1, &[b"before the fault"], &mut frame).unwrap();
+        let mut wire = Outbound::new(Compression::Deflate { level: 6 })
+            .unwrap()
+            .wire_bytes(&frame)
+            .unwrap()
+            .to_vec();
+        // A deflate block header with the reserved block type 3: invalid.
+        wire.extend_from_slice(&[0x07, 0xff, 0xff, 0xff]);
+        for piece_bytes in [wire.len(), 1] {
+            let mut inbound =
+                Inbound::new(FrameLimits::default(), Compression::Deflate { level: 6 });
+            let mut frames = Vec::new();
+            let mut error = None;
+            for piece in wire.chunks(piece_bytes) {
+                inbound.read_buffer().extend_from_slice(piece);
+                loop {
+                    match inbound.next_frame() {
+                        Ok(Some(frame)) => frames.push(frame.serial),
+                        Ok(None) => break,
+                        Err(fault) => {
+                            error = Some(fault);
+                            break;
+                        }
+                    }
+                }
+                if error.is_some() {
+                    break;
+                }
+            }
+            assert_eq!(frames, [1], "pieces of {piece_bytes} bytes");
+            assert!(
+                matches!(
+                    error,
+                    Some(InboundError::Compression(CompressionError::Corrupt { .. }))
+                ),
+                "{error:?}"
+            );
+        }
     }
 
     #[test]
