@@ -69,10 +69,12 @@ pub enum CompressionError {
         problem: String,
     },
     /// Bytes after the end of the peer's zlib stream.
-    #[error("{trailing_bytes} bytes arrived after the peer finished its zlib stream")]
+    #[error(
+        "bytes arrived after the peer finished its zlib stream at compressed byte {stream_bytes}"
+    )]
     AfterStreamEnd {
-        /// How many.
-        trailing_bytes: usize,
+        /// The length of the finished stream.
+        stream_bytes: u64,
     },
     /// Compressing failed (zlib refused our own input; never expected).
     #[error("compressing a frame failed: {problem}")]
@@ -163,7 +165,9 @@ impl Inflater {
             if self.finished {
                 return match input.len() {
                     0 => Ok(()),
-                    trailing_bytes => Err(CompressionError::AfterStreamEnd { trailing_bytes }),
+                    _ => Err(CompressionError::AfterStreamEnd {
+                        stream_bytes: self.stream.total_in(),
+                    }),
                 };
             }
             let room = (max_out_bytes - out.len()).min(INFLATE_CHUNK_BYTES);
@@ -389,45 +393,74 @@ mod tests {
         assert_eq!(inbound.next_frame().unwrap(), None);
     }
 
+    /// Decodes a deflated stream fed in pieces of `piece_bytes`: the frames' serials and
+    /// the error that ended it.
+    fn decode_in_pieces(wire: &[u8], piece_bytes: usize) -> (Vec<i32>, Option<InboundError>) {
+        let mut inbound = Inbound::new(FrameLimits::default(), Compression::Deflate { level: 6 });
+        let mut frames = Vec::new();
+        for piece in wire.chunks(piece_bytes) {
+            inbound.read_buffer().extend_from_slice(piece);
+            loop {
+                match inbound.next_frame() {
+                    Ok(Some(frame)) => frames.push(frame.serial),
+                    Ok(None) => break,
+                    Err(error) => return (frames, Some(error)),
+                }
+            }
+        }
+        (frames, None)
+    }
+
+    fn one_frame(serial: i32) -> Vec<u8> {
+        let mut frame = Vec::new();
+        encode_frame(serial, &[b"before the fault"], &mut frame).unwrap();
+        frame
+    }
+
     #[test]
     fn frames_before_a_fault_in_the_zlib_stream_are_delivered_however_the_stream_is_cut() {
-        let mut frame = Vec::new();
-        encode_frame(1, &[b"before the fault"], &mut frame).unwrap();
         let mut wire = Outbound::new(Compression::Deflate { level: 6 })
             .unwrap()
-            .wire_bytes(&frame)
+            .wire_bytes(&one_frame(1))
             .unwrap()
             .to_vec();
         // A deflate block header with the reserved block type 3: invalid.
         wire.extend_from_slice(&[0x07, 0xff, 0xff, 0xff]);
-        for piece_bytes in [wire.len(), 1] {
-            let mut inbound =
-                Inbound::new(FrameLimits::default(), Compression::Deflate { level: 6 });
-            let mut frames = Vec::new();
-            let mut error = None;
-            for piece in wire.chunks(piece_bytes) {
-                inbound.read_buffer().extend_from_slice(piece);
-                loop {
-                    match inbound.next_frame() {
-                        Ok(Some(frame)) => frames.push(frame.serial),
-                        Ok(None) => break,
-                        Err(fault) => {
-                            error = Some(fault);
-                            break;
-                        }
-                    }
-                }
-                if error.is_some() {
-                    break;
-                }
-            }
-            assert_eq!(frames, [1], "pieces of {piece_bytes} bytes");
-            assert!(
-                matches!(
-                    error,
-                    Some(InboundError::Compression(CompressionError::Corrupt { .. }))
-                ),
-                "{error:?}"
+        let whole = decode_in_pieces(&wire, wire.len());
+        assert_eq!(whole.0, [1]);
+        assert!(
+            matches!(
+                whole.1,
+                Some(InboundError::Compression(CompressionError::Corrupt { .. }))
+            ),
+            "{:?}",
+            whole.1
+        );
+        assert_eq!(decode_in_pieces(&wire, 1), whole);
+    }
+
+    #[test]
+    fn bytes_after_a_finished_zlib_stream_are_the_same_error_however_the_stream_is_cut() {
+        let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), Level::new(6));
+        encoder.write_all(&one_frame(4)).unwrap();
+        let mut wire = encoder.finish().unwrap();
+        let stream_bytes = wire.len() as u64;
+        wire.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        let whole = decode_in_pieces(&wire, wire.len());
+        assert_eq!(
+            whole,
+            (
+                vec![4],
+                Some(InboundError::Compression(
+                    CompressionError::AfterStreamEnd { stream_bytes }
+                ))
+            )
+        );
+        for piece_bytes in [1, 3, 7] {
+            assert_eq!(
+                decode_in_pieces(&wire, piece_bytes),
+                whole,
+                "pieces of {piece_bytes}"
             );
         }
     }
