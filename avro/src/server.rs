@@ -37,13 +37,15 @@ use crate::protocol_text::{
 /// carried a handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
-    handshake: Option<HandshakeResponse>,
+    // Boxed: a `NONE` or `CLIENT` answer carries the protocol text, and replies travel
+    // inside results and errors.
+    handshake: Option<Box<HandshakeResponse>>,
 }
 
 impl Reply {
     /// The handshake answer this reply starts with, if any.
     pub fn handshake(&self) -> Option<&HandshakeResponse> {
-        self.handshake.as_ref()
+        self.handshake.as_deref()
     }
 
     /// Appends the response frame for a call: this reply's handshake answer, then the
@@ -54,7 +56,7 @@ impl Reply {
         outcome: &CallOutcome,
         out: &mut Vec<u8>,
     ) -> Result<(), FrameEncodeError> {
-        encode_response(serial, self.handshake.as_ref(), outcome, out)
+        encode_response(serial, self.handshake.as_deref(), outcome, out)
     }
 
     /// Appends a response frame holding only the handshake answer (for `NONE` and for a
@@ -186,7 +188,7 @@ impl ServerSession {
                 .map_err(|error| fail(RequestProblem::Malformed(error), &reply))?;
             let (response, problem) = self.answer_handshake(&request);
             let matched = response.matched;
-            reply.handshake = Some(response);
+            reply.handshake = Some(Box::new(response));
             if let Some(problem) = problem {
                 return Err(fail(problem, &reply));
             }

@@ -6,11 +6,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use millrace_avro::{
-    decode_event_datum, encode_event_datum, AvroFlumeEvent, CallLimits, CallOutcome,
-    ClientProtocolCache, ClientSession, Compression, FrameLimits, Inbound, Message, NettyFrame,
-    Outbound, ServerSession, ServerStep, Status,
+    decode_event_datum, encode_event_datum, AvroFlumeEvent, CallLimits, ClientProtocolCache,
+    ClientSession, Compression, FrameLimits, Inbound, Message, NettyFrame, Outbound, ServerSession,
+    ServerStep, Status,
 };
 use proptest::prelude::*;
+
+mod common;
 
 fn arb_event() -> impl Strategy<Value = AvroFlumeEvent> {
     (
@@ -69,16 +71,14 @@ fn decode_in_pieces(
 }
 
 /// The wire bytes of a client's requests for these batches, each answered OK by a
-/// server session in between (so later requests carry no handshake).
+/// server session in between (so later requests carry no handshake), and the events
+/// that server received.
 fn conversation(
     batches: &[Vec<AvroFlumeEvent>],
     compression: Compression,
 ) -> (Vec<u8>, Vec<Vec<AvroFlumeEvent>>) {
     let mut client = ClientSession::new(CallLimits::default());
-    let mut server = ServerSession::new(
-        Arc::new(ClientProtocolCache::default()),
-        CallLimits::default(),
-    );
+    let mut server = common::server();
     let mut outbound = Outbound::new(compression).unwrap();
     let mut wire = Vec::new();
     let mut received = Vec::new();
@@ -86,26 +86,9 @@ fn conversation(
         let mut request = Vec::new();
         client.append_batch_events(batch, &mut request).unwrap();
         wire.extend_from_slice(outbound.wire_bytes(&request).unwrap());
-        let frame = decode_in_pieces(&request, Compression::None, &[request.len()])
-            .0
-            .remove(0);
-        let ServerStep::Call { message, reply, .. } = server.receive(&frame.message).unwrap()
-        else {
-            panic!("a known client's call is executed");
-        };
+        let (message, answer) = common::serve_call(&mut server, &request, Status::Ok);
         received.push(message.into_events());
-        let mut response = Vec::new();
-        reply
-            .encode(
-                frame.serial,
-                &CallOutcome::Status(Status::Ok),
-                &mut response,
-            )
-            .unwrap();
-        let answer = decode_in_pieces(&response, Compression::None, &[response.len()])
-            .0
-            .remove(0);
-        client.receive(&answer).unwrap();
+        client.receive(&common::one_frame(&answer)).unwrap();
     }
     (wire, received)
 }

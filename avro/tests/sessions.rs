@@ -1,15 +1,17 @@
 //! Server and client sessions: the worked bytes of `docs/avro.md` §8 exactly, and the
 //! handshake paths (BOTH, CLIENT, NONE and resend, pings, errors) on both sides.
 
+mod common;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
+use common::{one_frame, serve, server};
 use millrace_avro::{
     binary, AvroFlumeEvent, CallLimits, CallOutcome, ClientError, ClientProtocolCache,
     ClientSession, ClientStep, Compression, FrameLimits, HandshakeMatch, HandshakeRequest,
-    HandshakeResponse, Inbound, Md5Hash, Message, NettyFrame, Outbound, RequestProblem,
-    ServerSession, ServerStep, Status, FLUME_PROTOCOL_JSON, FLUME_PROTOCOL_MD5,
-    KNOWN_COMPATIBLE_PROTOCOLS,
+    HandshakeResponse, Inbound, Md5Hash, Message, Outbound, RequestProblem, ServerSession,
+    ServerStep, Status, FLUME_PROTOCOL_JSON, FLUME_PROTOCOL_MD5, KNOWN_COMPATIBLE_PROTOCOLS,
 };
 
 const FLUME_HASH: [u8; 16] = [
@@ -51,31 +53,6 @@ const REFERENCE_LATER_FAILED_RESPONSE: [u8; 23] = [
 
 fn reference_event() -> AvroFlumeEvent {
     AvroFlumeEvent::new("hi").with_header("k", "v")
-}
-
-fn server() -> ServerSession {
-    ServerSession::new(
-        Arc::new(ClientProtocolCache::default()),
-        CallLimits::default(),
-    )
-}
-
-/// Every whole frame in `bytes`.
-fn frames(bytes: &[u8]) -> Vec<NettyFrame> {
-    let mut inbound = Inbound::new(FrameLimits::default(), Compression::None);
-    inbound.read_buffer().extend_from_slice(bytes);
-    let mut frames = Vec::new();
-    while let Some(frame) = inbound.next_frame().expect("valid framing") {
-        frames.push(frame);
-    }
-    assert!(!inbound.has_partial_frame(), "no bytes left over");
-    frames
-}
-
-fn one_frame(bytes: &[u8]) -> NettyFrame {
-    let mut all = frames(bytes);
-    assert_eq!(all.len(), 1);
-    all.remove(0)
 }
 
 /// A request message as Python's stateless `Requestor` writes it: a handshake with null
@@ -459,22 +436,6 @@ fn an_append_of_one_event_round_trips() {
     client.append_event(&event, &mut out).unwrap();
     let (message, _) = expect_call(server().receive(&one_frame(&out).message).unwrap());
     assert_eq!(message, Message::Append(event));
-}
-
-/// Answers one request through a server session with `status`; returns the response bytes.
-fn serve(session: &mut ServerSession, request: &[u8], status: Status) -> Vec<u8> {
-    let frame = one_frame(request);
-    let mut response = Vec::new();
-    match session.receive(&frame.message).unwrap() {
-        ServerStep::Call { reply, .. } => {
-            reply.encode(frame.serial, &CallOutcome::Status(status), &mut response)
-        }
-        ServerStep::HandshakeOnly { reply } => {
-            reply.encode_handshake_only(frame.serial, &mut response)
-        }
-    }
-    .unwrap();
-    response
 }
 
 #[test]

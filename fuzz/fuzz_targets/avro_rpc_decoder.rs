@@ -14,13 +14,16 @@
 //!   decodes to the same events.
 #![no_main]
 
+mod read_sizes;
+
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
 use millrace_avro::{
-    AvroFlumeEvent, CallLimits, ClientProtocolCache, ClientSession, Compression, FrameLimits, Inbound,
-    Message, NettyFrame, Outbound, ServerSession, ServerStep,
+    AvroFlumeEvent, CallLimits, ClientProtocolCache, ClientSession, Compression, FrameLimits,
+    Inbound, Message, NettyFrame, Outbound, ServerSession, ServerStep,
 };
+use read_sizes::read_sizes;
 
 /// Small caps, so that counts and lengths made of fuzz bytes often cross them.
 fn frame_limits() -> FrameLimits {
@@ -42,26 +45,18 @@ fn call_limits() -> CallLimits {
     }
 }
 
-/// Read sizes from a tiny linear congruential generator: deterministic per input.
-fn read_sizes(seed: u8, total: usize) -> Vec<usize> {
-    let mut state = u32::from(seed) | 1;
-    let mut sizes = Vec::new();
-    let mut covered = 0;
-    while covered < total {
-        state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-        let size = 1 + (state >> 16) as usize % 64;
-        sizes.push(size.min(total - covered));
-        covered += size;
-    }
-    sizes
-}
-
-fn decode(stream: &[u8], compression: Compression, sizes: &[usize]) -> (Vec<NettyFrame>, Option<String>) {
+fn decode(
+    stream: &[u8],
+    compression: Compression,
+    sizes: &[usize],
+) -> (Vec<NettyFrame>, Option<String>) {
     let mut inbound = Inbound::new(frame_limits(), compression);
     let mut frames = Vec::new();
     let mut offset = 0;
     for size in sizes {
-        inbound.read_buffer().extend_from_slice(&stream[offset..offset + size]);
+        inbound
+            .read_buffer()
+            .extend_from_slice(&stream[offset..offset + size]);
         offset += size;
         loop {
             match inbound.next_frame() {
@@ -77,12 +72,19 @@ fn decode(stream: &[u8], compression: Compression, sizes: &[usize]) -> (Vec<Nett
 fn check_re_encodes(events: &[AvroFlumeEvent]) {
     let mut client = ClientSession::new(call_limits());
     let mut request = Vec::new();
-    client.append_batch_events(events, &mut request).expect("accepted events re-encode");
+    client
+        .append_batch_events(events, &mut request)
+        .expect("accepted events re-encode");
     let (frames, error) = decode(&request, Compression::None, &[request.len()]);
     assert_eq!(error, None);
-    let mut server = ServerSession::new(Arc::new(ClientProtocolCache::default()), CallLimits::default());
+    let mut server = ServerSession::new(
+        Arc::new(ClientProtocolCache::default()),
+        CallLimits::default(),
+    );
     match server.receive(&frames[0].message) {
-        Ok(ServerStep::Call { message, .. }) => assert_eq!(message, Message::AppendBatch(events.to_vec())),
+        Ok(ServerStep::Call { message, .. }) => {
+            assert_eq!(message, Message::AppendBatch(events.to_vec()))
+        }
         other => panic!("re-encoded batch did not decode: {other:?}"),
     }
 }
@@ -95,13 +97,20 @@ fuzz_target!(|data: &[u8]| {
     let mut plain = Vec::new();
     if options & 2 == 2 {
         ClientSession::new(call_limits())
-            .append_batch_events(&[AvroFlumeEvent::new("seed").with_header("k", "v")], &mut plain)
+            .append_batch_events(
+                &[AvroFlumeEvent::new("seed").with_header("k", "v")],
+                &mut plain,
+            )
             .expect("a valid request");
     }
     let (stream, compression) = if deflate {
         let compression = Compression::Deflate { level: 6 };
         // The prefix compressed, the fuzz bytes raw: they are the compressed stream's tail.
-        let mut stream = Outbound::new(compression).unwrap().wire_bytes(&plain).unwrap().to_vec();
+        let mut stream = Outbound::new(compression)
+            .unwrap()
+            .wire_bytes(&plain)
+            .unwrap()
+            .to_vec();
         stream.extend_from_slice(rest);
         (stream, compression)
     } else {
@@ -116,7 +125,9 @@ fuzz_target!(|data: &[u8]| {
     let mut server = ServerSession::new(Arc::new(ClientProtocolCache::default()), call_limits());
     let mut client = ClientSession::new(call_limits());
     let mut first = Vec::new();
-    client.append_batch_events(&[], &mut first).expect("an empty batch encodes");
+    client
+        .append_batch_events(&[], &mut first)
+        .expect("an empty batch encodes");
     for frame in &whole.0 {
         if let Ok(ServerStep::Call { message, .. }) = server.receive(&frame.message) {
             check_re_encodes(&message.into_events());
