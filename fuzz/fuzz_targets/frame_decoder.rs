@@ -11,6 +11,8 @@
 //! * decoded event batches re-encode to the bytes they were decoded from.
 #![no_main]
 
+mod read_sizes;
+
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use millrace_protocol::{
@@ -18,6 +20,7 @@ use millrace_protocol::{
     RequestDecoder, RequestFrame, RequestId, Response, ResponseDecoder, ResponseFrame, MAGIC,
     MIN_MAX_FRAME_BYTES,
 };
+use read_sizes::read_sizes;
 
 /// A small limit, so that length prefixes made of fuzz bytes often cross it.
 fn limits() -> DecodeLimits {
@@ -43,20 +46,6 @@ fn accepted_bytes() -> Vec<u8> {
         .encode_response(RequestId(1), &Response::HelloAccepted(accepted), &mut out)
         .expect("a valid hello");
     out
-}
-
-/// Read sizes from a tiny linear congruential generator: deterministic per input.
-fn read_sizes(seed: u8, total: usize) -> Vec<usize> {
-    let mut state = u32::from(seed) | 1;
-    let mut sizes = Vec::new();
-    let mut covered = 0;
-    while covered < total {
-        state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-        let size = 1 + (state >> 16) as usize % 64;
-        sizes.push(size.min(total - covered));
-        covered += size;
-    }
-    sizes
 }
 
 /// Decodes with `decode` after every piece; returns the frames and the error, if any.
