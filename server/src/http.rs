@@ -25,8 +25,8 @@ use tokio::task::JoinSet;
 use tower_service::Service;
 use tracing::{debug, warn};
 
-use crate::descriptors::{semaphore_permits as permits, HTTP_CONNECTIONS_OVER_THE_CAP};
 use crate::adapters::AdapterStatuses;
+use crate::descriptors::{semaphore_permits as permits, HTTP_CONNECTIONS_OVER_THE_CAP};
 use crate::health::health_report;
 use crate::metrics::{metrics_json, prometheus_text};
 use crate::registry::ChannelRegistry;
