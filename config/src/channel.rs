@@ -138,13 +138,14 @@ struct SpillableDraft {
     overflow: FileDraft,
 }
 
-/// A channel's keys as read, before the rules that span them are checked.
+/// A channel's keys as read, before the rules that span them are checked (the drafts
+/// holding file settings are boxed: they are several times a memory channel's size).
 enum ChannelDraft {
     Memory(MemoryChannelConfig),
     /// The file channel and its `encryption.*` keys.
-    File(FileDraft, Vec<RawSetting>),
+    File(Box<FileDraft>, Vec<RawSetting>),
     /// The spillable channel and its overflow's `encryption.*` keys.
-    Spillable(SpillableDraft, Vec<RawSetting>),
+    Spillable(Box<SpillableDraft>, Vec<RawSetting>),
 }
 
 fn note_unexpanded_home(keys: &mut ComponentSettings<'_>, key: &str, path: &Path) {
@@ -446,12 +447,12 @@ fn read_channel_keys(keys: &mut ComponentSettings<'_>, kind: ChannelKind) -> Cha
     match kind {
         ChannelKind::Memory => ChannelDraft::Memory(read_memory_keys(keys)),
         ChannelKind::File => {
-            let mut draft = FileDraft::new();
+            let mut draft = Box::new(FileDraft::new());
             read_file_keys(keys, &mut draft, FileKeysOf::FileChannel);
             ChannelDraft::File(draft, read_encryption_keys(keys))
         }
         ChannelKind::Spillable => {
-            let draft = read_spillable_keys(keys);
+            let draft = Box::new(read_spillable_keys(keys));
             ChannelDraft::Spillable(draft, read_encryption_keys(keys))
         }
     }
@@ -586,10 +587,10 @@ pub(crate) fn parse_channel(
     match draft {
         ChannelDraft::Memory(config) => check_memory(channel, config, diagnostics),
         ChannelDraft::File(draft, encryption) => {
-            check_file(channel, draft, &encryption, base_dir, diagnostics)
+            check_file(channel, *draft, &encryption, base_dir, diagnostics)
         }
         ChannelDraft::Spillable(draft, encryption) => {
-            check_spillable(channel, draft, &encryption, base_dir, diagnostics)
+            check_spillable(channel, *draft, &encryption, base_dir, diagnostics)
         }
     }
 }
@@ -673,7 +674,7 @@ fn check_spillable(
         "one avgEventSize slot",
         diagnostics,
     );
-    overflow.config.encryption = read_encryption(channel, &encryption, diagnostics);
+    overflow.config.encryption = read_encryption(channel, encryption, diagnostics);
     // As in Flume: the overflow's capacity is overflowCapacity and it never waits.
     overflow.config.capacity = config.overflow_capacity;
     overflow.config.keep_alive = Duration::ZERO;

@@ -321,7 +321,7 @@ mod tests {
             }
             for key in accepted {
                 assert!(
-                    documented.iter().any(|documented| *documented == key),
+                    documented.contains(&key),
                     "{heading}: {key} is accepted but not documented"
                 );
             }
