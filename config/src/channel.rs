@@ -335,6 +335,24 @@ fn read_file_keys(keys: &mut ComponentSettings<'_>, draft: &mut FileDraft, of: F
     });
 }
 
+/// `byteCapacity` and `byteCapacityBufferPercentage`, which the memory and the spillable
+/// channel share.
+fn read_byte_capacity_keys(
+    keys: &mut ComponentSettings<'_>,
+    byte_capacity_bytes: &mut Option<u64>,
+    buffer_percentage: &mut u8,
+) {
+    if let Some(bytes) = keys.parsed("byteCapacity", values::positive_integer) {
+        *byte_capacity_bytes = Some(bytes);
+    }
+    read_into(
+        keys,
+        "byteCapacityBufferPercentage",
+        buffer_percentage,
+        values::percentage_below_full,
+    );
+}
+
 /// The keys of a memory channel.
 fn read_memory_keys(keys: &mut ComponentSettings<'_>) -> MemoryChannelConfig {
     let mut config = MemoryChannelConfig::default();
@@ -356,14 +374,10 @@ fn read_memory_keys(keys: &mut ComponentSettings<'_>) -> MemoryChannelConfig {
         &mut config.keep_alive,
         values::non_negative_seconds,
     );
-    if let Some(bytes) = keys.parsed("byteCapacity", values::positive_integer) {
-        config.byte_capacity_bytes = Some(bytes);
-    }
-    read_into(
+    read_byte_capacity_keys(
         keys,
-        "byteCapacityBufferPercentage",
+        &mut config.byte_capacity_bytes,
         &mut config.byte_capacity_buffer_percentage,
-        values::percentage_below_full,
     );
     config
 }
@@ -396,14 +410,10 @@ fn read_spillable_keys(keys: &mut ComponentSettings<'_>) -> SpillableDraft {
         &mut config.overflow_deactivation_threshold_percent,
         values::percentage,
     );
-    if let Some(bytes) = keys.parsed("byteCapacity", values::positive_integer) {
-        config.byte_capacity_bytes = Some(bytes);
-    }
-    read_into(
+    read_byte_capacity_keys(
         keys,
-        "byteCapacityBufferPercentage",
+        &mut config.byte_capacity_bytes,
         &mut config.byte_capacity_buffer_percentage,
-        values::percentage_below_full,
     );
     read_into(
         keys,
