@@ -13,8 +13,9 @@ use serde_json::Value;
 /// Our crates' names start with this.
 const OUR_PREFIX: &str = "millrace-";
 
-/// Each of our crates and the crates of ours it depends on (normal dependencies, not
-/// dev or build ones), from `cargo metadata`.
+/// Each of our crates and the crates of ours it depends on, from `cargo metadata`:
+/// normal and dev dependencies (the benchmarks and the adapters' tests use crates of
+/// ours only as dev dependencies), not build ones.
 fn manifest_dependencies() -> BTreeMap<String, BTreeSet<String>> {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -42,7 +43,9 @@ fn manifest_dependencies() -> BTreeMap<String, BTreeSet<String>> {
                 .as_array()
                 .expect("dependencies")
                 .iter()
-                .filter(|dependency| dependency["kind"].is_null())
+                .filter(|dependency| {
+                    dependency["kind"].is_null() || dependency["kind"].as_str() == Some("dev")
+                })
                 .filter_map(|dependency| dependency["name"].as_str())
                 .filter(|name| name.starts_with(OUR_PREFIX))
                 .map(str::to_string)
