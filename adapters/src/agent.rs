@@ -15,10 +15,10 @@ use tracing::{debug, error, info, warn};
 use crate::connection::{Connection, StopHandle, StopSignal};
 use crate::counters::{ComponentKind, SinkCounters, SourceCounters};
 use crate::delivery::SourceDeadLetter;
-use crate::plan::{client_options, ComponentPlan, SinkKindPlan, SinkPlan};
+use crate::plan::{client_options, ComponentPlan, SinkPlan};
 use crate::pool::ServerPool;
 use crate::sink_runner::{DeadLetter, SinkGroupRunner, SinkRunner, SinkUnit};
-use crate::sinks::{ForwardSettings, ForwardSink, LoggerSink, RollingFileSink, Sink};
+use crate::sinks::{ForwardSettings, ForwardSink, RollingFileSink, Sink, SinkKindPlan};
 use crate::sources::ProcessorFactory;
 
 /// First wait before restarting a failed component.
@@ -87,24 +87,18 @@ impl ServerAddress {
 
 fn build_sink(plan: &SinkPlan, server: &ServerAddress, counters: Arc<SinkCounters>) -> SinkRunner {
     let sink = match &plan.kind {
-        SinkKindPlan::Logger { max_bytes_to_log } => Sink::Logger(LoggerSink {
-            max_bytes_to_log: *max_bytes_to_log,
-        }),
+        SinkKindPlan::Logger(logger) => Sink::Logger(logger.clone()),
         SinkKindPlan::Null => Sink::Null,
         SinkKindPlan::RollingFile(settings) => {
             Sink::RollingFile(RollingFileSink::new(settings.clone()))
         }
-        SinkKindPlan::Forward {
-            address,
-            auth_token,
-            remote_channel,
-            connect_timeout,
-        } => {
-            let mut options = client_options(address, auth_token.as_deref(), &plan.name);
-            options.connect_timeout = *connect_timeout;
+        SinkKindPlan::Forward(target) => {
+            let mut options =
+                client_options(&target.address, target.auth_token.as_deref(), &plan.name);
+            options.connect_timeout = target.connect_timeout;
             Sink::Forward(ForwardSink::new(ForwardSettings {
                 options,
-                remote_channel: remote_channel.clone(),
+                remote_channel: target.remote_channel.clone(),
             }))
         }
     };

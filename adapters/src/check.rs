@@ -25,7 +25,7 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use millrace_server::config::{
+use millrace_config::{
     check_key_files, read_agent_config, sort_by_line, AgentConfig, AgentReading, ConfigError,
     ConfigErrorKind, ConfigErrors, ConfigWarning, HostPort, DEFAULT_DATA_BASE_DIR,
 };

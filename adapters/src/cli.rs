@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
-use millrace_server::config::{ConfigErrors, HostPort};
+use millrace_config::{ConfigErrors, HostPort};
 use rustix::process::{getppid, set_parent_process_death_signal, Pid, Signal};
 use thiserror::Error;
 use tokio::signal::unix::{signal, SignalKind};

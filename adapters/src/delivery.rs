@@ -27,7 +27,7 @@
 use std::sync::Arc;
 
 use millrace_client::{fields, ClientError, ErrorCode, Event};
-use millrace_server::config::{ChannelSelector, LoadBalancingPolicy};
+use millrace_config::{ChannelSelector, LoadBalancingPolicy};
 use rand::Rng;
 use thiserror::Error;
 use tracing::{error, warn};
@@ -671,7 +671,7 @@ impl ChannelProcessor {
 mod tests {
     use super::*;
     use millrace_client::{ClientOptions, ErrorResponse};
-    use millrace_server::config::HeaderRoute;
+    use millrace_config::HeaderRoute;
 
     fn processor(channels: &[&str], selector: ChannelSelector) -> ChannelProcessor {
         ChannelProcessor::new(

@@ -33,11 +33,8 @@ use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use millrace_client::Event;
-use millrace_server::config::values;
-
+use millrace_config::{values, ComponentSettings};
 use tracing::warn;
-
-use crate::settings::ComponentSettings;
 
 /// One configured interceptor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,7 +250,7 @@ pub fn plan_interceptors(keys: &mut ComponentSettings<'_>) -> Vec<Interceptor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use millrace_server::config::RawSetting;
+    use millrace_config::RawSetting;
 
     fn raw(key: &str, value: &str) -> RawSetting {
         RawSetting {

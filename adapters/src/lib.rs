@@ -22,7 +22,6 @@ pub mod file_problem;
 pub mod interceptors;
 pub mod plan;
 pub mod pool;
-pub mod settings;
 pub mod sink_runner;
 pub mod sinks;
 pub mod sources;

@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use millrace_adapters::cli::{self, AgentArgs};
-use millrace_server::logging::init_stderr_logging;
+use millrace_logging::init_stderr_logging;
 
 fn main() {
     init_stderr_logging();

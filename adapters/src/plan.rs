@@ -4,74 +4,33 @@
 //! each sink outside a group is one component. channeld starts one channel-agent process
 //! per component, so a component that crashes takes nothing else with it.
 //!
-//! Every adapter key is read here, with the same errors as channel keys: a missing or
-//! bad value, or a key the adapter does not know, names file, line and key.
-
-use std::path::PathBuf;
-use std::time::Duration;
+//! Every adapter key is read with [`ComponentSettings`], the reader channel keys are read
+//! with, so the errors are the same: a missing or bad value, or a key the adapter does
+//! not know, names file, line and key. Each source and sink declares its keys by reading
+//! them next to the struct that holds them (`NetcatSettings::read`,
+//! `RollingFileSettings::read`, …); this module matches each `type` to its reader and
+//! reads the keys every source or sink has (interceptors, dead letter, connections).
 
 use millrace_client::ClientOptions;
-use millrace_server::config::values::{self, Expected};
-use millrace_server::config::{
-    sort_by_line, AgentConfig, ChannelSelector, ConfigError, ConfigErrorKind, ConfigErrors,
-    ConfigWarning, SinkConfig, SinkProcessor, SourceConfig,
+use millrace_config::{
+    sort_by_line, AgentConfig, ChannelKind, ChannelSelector, ComponentSettings, ConfigError,
+    ConfigErrorKind, ConfigErrors, ConfigWarning, SinkConfig, SinkProcessor, SourceConfig,
 };
-use millrace_server::registry::type_alias;
 
 use crate::interceptors::{plan_interceptors, Interceptor};
 use crate::pool::DEFAULT_CHANNELD_CONNECTIONS;
-use crate::settings::{self, ComponentSettings};
-use crate::sinks::{RollingFileSettings, DEFAULT_MAX_BYTES_TO_LOG};
-use crate::sources::exec::{self, ExecSettings};
-use crate::sources::http::{self, HttpLimits, HttpSettings};
-use crate::sources::netcat::{self, NetcatSettings};
-use crate::sources::spooldir::{
-    self, CompletionPolicy, ConsumeOrder, DecodeErrorPolicy, SpoolDirSettings,
+use crate::sinks::{
+    read_null_sink, ForwardTarget, LoggerSink, RollingFileSettings, SinkKindPlan,
+    SPOOLING_DIRECTORY_SINK_ALIAS, SPOOLING_DIRECTORY_SINK_CLASS,
 };
-use crate::sources::syslog::{self, KeepFields, SyslogSettings};
-use crate::sources::{ListenerLimits, SourceKind, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
+use crate::sources::syslog::SyslogTransport;
+use crate::sources::{
+    ExecSettings, HttpSettings, NetcatSettings, SourceKind, SpoolDirSettings, SyslogSettings,
+    BATCH_SIZE_KEY,
+};
 
-/// The spooling-directory file sink's class name, accepted as Millrace's own.
-pub const SPOOLING_DIRECTORY_SINK_CLASS: &str = "com.unrulymedia.flume.SpoolingDirectoryFileSink";
-/// Millrace's alias for the spooling-directory file sink.
-pub const SPOOLING_DIRECTORY_SINK_ALIAS: &str = "spooling_directory";
-/// Flume's default sink batch size.
-pub const DEFAULT_SINK_BATCH_SIZE: u64 = 100;
-/// Flume's default `sink.rollInterval`.
-pub const DEFAULT_ROLL_INTERVAL: Duration = Duration::from_secs(30);
 /// Refusals before an event goes to the dead-letter channel, by default.
 pub const DEFAULT_DEAD_LETTER_MAX_ATTEMPTS: u64 = 3;
-/// Flume's default spooldir `batchSize`.
-pub const DEFAULT_SPOOLDIR_BATCH_SIZE: u64 = 100;
-/// Flume's default spooldir `pollDelay`.
-pub const DEFAULT_POLL_DELAY: Duration = Duration::from_millis(500);
-/// Flume's Avro sink default connect timeout, used by `forward`.
-pub const DEFAULT_FORWARD_CONNECT_TIMEOUT: Duration = Duration::from_millis(20_000);
-
-/// What a sink does with the events it takes.
-#[derive(Debug, Clone)]
-pub enum SinkKindPlan {
-    /// `logger`.
-    Logger {
-        /// `maxBytesToLog`.
-        max_bytes_to_log: usize,
-    },
-    /// `null`.
-    Null,
-    /// `file_roll` or the spooling-directory sink.
-    RollingFile(RollingFileSettings),
-    /// `forward`.
-    Forward {
-        /// `hostname:port`.
-        address: String,
-        /// `authToken`.
-        auth_token: Option<String>,
-        /// `remoteChannel`.
-        remote_channel: String,
-        /// `connect-timeout`.
-        connect_timeout: Duration,
-    },
-}
 
 /// One sink, ready to build.
 #[derive(Debug, Clone)]
@@ -166,7 +125,7 @@ impl AgentPlan {
 /// Reads every source and sink of `config`; `file` names the file in messages.
 ///
 /// `config` may be a partial reading of a file with errors (see
-/// [`millrace_server::config::AgentReading`]): every component in it is planned, so that
+/// [`millrace_config::AgentReading`]): every component in it is planned, so that
 /// its problems are reported in the same run as the file's own.
 pub fn plan_agent(config: &AgentConfig, file: &str) -> AgentPlan {
     let mut found = AgentPlan::default();
@@ -300,16 +259,6 @@ fn plan_dead_letter_channel(
     Some(channel)
 }
 
-/// `maxConnections` and `idleTimeout` of a netcat or syslogtcp listener.
-fn plan_listener_limits(keys: &mut ComponentSettings<'_>) -> ListenerLimits {
-    let max_connections = keys.count_or("maxConnections", DEFAULT_MAX_CONNECTIONS as u64);
-    let idle_timeout = keys.millis_or("idleTimeout", DEFAULT_IDLE_TIMEOUT);
-    ListenerLimits {
-        max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
-        idle_timeout: (!idle_timeout.is_zero()).then_some(idle_timeout),
-    }
-}
-
 fn plan_source(
     config: &AgentConfig,
     source: &SourceConfig,
@@ -359,33 +308,33 @@ fn plan_source(
         "netcat",
         "org.apache.flume.source.NetcatSource",
     ) {
-        plan_netcat(&mut keys).map(SourceKind::Netcat)
+        NetcatSettings::read(&mut keys).map(SourceKind::Netcat)
     } else if type_is(
         source_type,
         "spooldir",
         "org.apache.flume.source.SpoolDirectorySource",
     ) {
-        plan_spooldir(&mut keys).map(SourceKind::SpoolDir)
+        SpoolDirSettings::read(&mut keys).map(SourceKind::SpoolDir)
     } else if type_is(source_type, "exec", "org.apache.flume.source.ExecSource") {
-        plan_exec(&mut keys).map(SourceKind::Exec)
+        ExecSettings::read(&mut keys).map(SourceKind::Exec)
     } else if type_is(
         source_type,
         "syslogtcp",
         "org.apache.flume.source.SyslogTcpSource",
     ) {
-        plan_syslog(&mut keys, SyslogTransport::Tcp).map(SourceKind::SyslogTcp)
+        SyslogSettings::read(&mut keys, SyslogTransport::Tcp).map(SourceKind::SyslogTcp)
     } else if type_is(
         source_type,
         "syslogudp",
         "org.apache.flume.source.SyslogUDPSource",
     ) {
-        plan_syslog(&mut keys, SyslogTransport::Udp).map(SourceKind::SyslogUdp)
+        SyslogSettings::read(&mut keys, SyslogTransport::Udp).map(SourceKind::SyslogUdp)
     } else if type_is(
         source_type,
         "http",
         "org.apache.flume.source.http.HTTPSource",
     ) {
-        plan_http(&mut keys).map(SourceKind::Http)
+        HttpSettings::read(&mut keys).map(SourceKind::Http)
     } else {
         found.errors.push(unsupported_type(
             config,
@@ -417,9 +366,6 @@ fn plan_source(
         })
     }
 }
-
-/// The key every batching source reads its batch size from.
-const SOURCE_BATCH_SIZE_KEY: &str = "batchSize";
 
 /// The events a source puts in one transaction, for the sources that batch (netcat puts
 /// each line alone; an http request is one batch whatever its size).
@@ -462,7 +408,7 @@ fn fit_batch_to_channels(
     if fits {
         return;
     }
-    if keys.line_of(SOURCE_BATCH_SIZE_KEY).is_none() {
+    if keys.line_of(BATCH_SIZE_KEY).is_none() {
         *batch_size = usize::try_from(transaction_capacity).unwrap_or(usize::MAX);
         return;
     }
@@ -474,133 +420,17 @@ fn fit_batch_to_channels(
         Some(line) => format!("{capacity_key} on line {line}"),
         None => format!(
             "{capacity_key}, not set: the {} channel default",
-            type_alias(channel)
+            ChannelKind::of(channel).alias()
         ),
     };
     keys.conflict(
-        SOURCE_BATCH_SIZE_KEY,
+        BATCH_SIZE_KEY,
         format!(
             "expected at most {transaction_capacity}, the transactionCapacity of channel \
              {channel_name} ({capacity_origin}), got {batch_size}: the channel refuses a \
              larger transaction"
         ),
     );
-}
-
-fn plan_netcat(keys: &mut ComponentSettings<'_>) -> Option<NetcatSettings> {
-    let bind = keys.text_or("bind", "");
-    let port = keys.port("port");
-    let max_line_length = keys.count_or("max-line-length", netcat::DEFAULT_MAX_LINE_LENGTH as u64);
-    let ack_every_event = keys.boolean_or("ack-every-event", true);
-    keys.choice_or("encoding", "utf-8", &["utf-8"]);
-    let listener = plan_listener_limits(keys);
-    Some(NetcatSettings {
-        bind,
-        port: port?,
-        max_line_length: usize::try_from(max_line_length).unwrap_or(usize::MAX),
-        ack_every_event,
-        listener,
-    })
-}
-
-fn plan_spooldir(keys: &mut ComponentSettings<'_>) -> Option<SpoolDirSettings> {
-    let spool_dir = keys.required("spoolDir", "a directory path", values::directory);
-    let file_suffix = keys.text_or("fileSuffix", ".COMPLETED");
-    let delete_policy = keys.choice_or("deletePolicy", "never", &["never", "immediate"]);
-    let tracking_policy = keys.choice_or("trackingPolicy", "rename", &["rename", "tracker_dir"]);
-    let tracker_dir = PathBuf::from(keys.text_or("trackerDir", ".flumespool"));
-    let file_header = keys.boolean_or("fileHeader", false);
-    let file_header_key = keys.text_or("fileHeaderKey", "file");
-    let basename_header = keys.boolean_or("basenameHeader", false);
-    let basename_header_key = keys.text_or("basenameHeaderKey", "basename");
-    let include_pattern = keys.parsed("includePattern", settings::regex);
-    let ignore_pattern = keys.parsed("ignorePattern", settings::regex);
-    let consume_order = keys.choice_or("consumeOrder", "oldest", &["oldest", "youngest", "random"]);
-    let poll_delay = keys.parsed_or(
-        "pollDelay",
-        DEFAULT_POLL_DELAY,
-        values::positive_milliseconds,
-    );
-    let batch_size = keys.count_or(SOURCE_BATCH_SIZE_KEY, DEFAULT_SPOOLDIR_BATCH_SIZE);
-    keys.choice_or("inputCharset", "UTF-8", &["UTF-8"]);
-    let decode_error_policy =
-        keys.choice_or("decodeErrorPolicy", "FAIL", &["FAIL", "REPLACE", "IGNORE"]);
-    keys.choice_or("deserializer", "LINE", &["LINE"]);
-    let max_line_length = keys.count_or(
-        "deserializer.maxLineLength",
-        spooldir::DEFAULT_MAX_LINE_LENGTH as u64,
-    );
-    // Flume's name from before deserializers; Flume copies it over the line
-    // deserializer's maxLineLength, so it wins when both are set.
-    let legacy_max_line_length = keys.parsed("bufferMaxLineLength", values::positive_integer);
-    if legacy_max_line_length.is_some() && keys.line_of("deserializer.maxLineLength").is_some() {
-        keys.accept_with_warning(
-            "bufferMaxLineLength",
-            "overrides deserializer.maxLineLength, as in Flume (it is that key's old name)",
-        );
-    }
-    let max_line_length = legacy_max_line_length.unwrap_or(max_line_length);
-    if keys
-        .parsed("maxBackoff", values::positive_milliseconds)
-        .is_some()
-    {
-        keys.accept_with_warning(
-            "maxBackoff",
-            "accepted but not acted on: when the channel is full, Millrace's spooldir waits \
-             250 ms doubling up to 4 s, Flume's default maxBackoff",
-        );
-    }
-    keys.accept_with_warning(
-        "bufferMaxLines",
-        "has no effect: Flume deprecated it and no longer reads it either",
-    );
-    keys.choice_or("deserializer.outputCharset", "UTF-8", &["UTF-8"]);
-    keys.parsed_or(
-        "recursiveDirectorySearch",
-        false,
-        |value| match values::boolean(value)? {
-            false => Ok(false),
-            true => Err(Expected::new(
-                "false (recursive search is not supported yet)",
-            )),
-        },
-    );
-    let completion = match (delete_policy, tracking_policy) {
-        ("immediate", _) => CompletionPolicy::Delete,
-        (_, "tracker_dir") => CompletionPolicy::TrackerDir,
-        _ => CompletionPolicy::Rename,
-    };
-    let spool_dir = spool_dir?;
-    let tracker_dir = if tracker_dir.is_absolute() {
-        tracker_dir
-    } else {
-        spool_dir.join(tracker_dir)
-    };
-    Some(SpoolDirSettings {
-        spool_dir,
-        file_suffix,
-        completion,
-        tracker_dir,
-        file_header_key: file_header.then_some(file_header_key),
-        basename_header_key: basename_header.then_some(basename_header_key),
-        include_pattern: include_pattern
-            .unwrap_or_else(|| regex::Regex::new("^.*$").expect("valid pattern")),
-        ignore_pattern: ignore_pattern
-            .unwrap_or_else(|| regex::Regex::new("^$").expect("valid pattern")),
-        consume_order: match consume_order {
-            "youngest" => ConsumeOrder::Youngest,
-            "random" => ConsumeOrder::Random,
-            _ => ConsumeOrder::Oldest,
-        },
-        poll_delay,
-        batch_size: usize::try_from(batch_size).unwrap_or(usize::MAX),
-        max_line_length: usize::try_from(max_line_length).unwrap_or(usize::MAX),
-        decode_error_policy: match decode_error_policy {
-            "REPLACE" => DecodeErrorPolicy::Replace,
-            "IGNORE" => DecodeErrorPolicy::Ignore,
-            _ => DecodeErrorPolicy::Fail,
-        },
-    })
 }
 
 const SUPPORTED_SINKS: &str = "logger, null, file_roll, spooling_directory (or \
@@ -622,46 +452,27 @@ fn plan_sink(
     let sink_type = sink.sink_type.as_str();
     let planned: Option<(u64, SinkKindPlan)> =
         if type_is(sink_type, "logger", "org.apache.flume.sink.LoggerSink") {
-            let max_bytes = keys.parsed_or(
-                "maxBytesToLog",
-                DEFAULT_MAX_BYTES_TO_LOG as u64,
-                values::non_negative_integer,
-            );
-            Some((
-                keys.count_or("batchSize", DEFAULT_SINK_BATCH_SIZE),
-                SinkKindPlan::Logger {
-                    max_bytes_to_log: usize::try_from(max_bytes).unwrap_or(usize::MAX),
-                },
-            ))
+            let (batch_size, logger) = LoggerSink::read(&mut keys);
+            Some((batch_size, SinkKindPlan::Logger(logger)))
         } else if type_is(sink_type, "null", "org.apache.flume.sink.NullSink") {
-            if keys
-                .parsed("logEveryNEvents", values::positive_integer)
-                .is_some()
-            {
-                keys.accept_with_warning(
-                    "logEveryNEvents",
-                    "accepted but not acted on: Millrace's null sink logs no progress lines \
-                     (its counters are on /metrics)",
-                );
-            }
-            Some((
-                keys.count_or("batchSize", DEFAULT_SINK_BATCH_SIZE),
-                SinkKindPlan::Null,
-            ))
+            Some((read_null_sink(&mut keys), SinkKindPlan::Null))
         } else if type_is(
             sink_type,
             "file_roll",
             "org.apache.flume.sink.RollingFileSink",
         ) {
-            plan_rolling_file(&mut keys, false)
+            RollingFileSettings::read(&mut keys, false)
+                .map(|(batch_size, settings)| (batch_size, SinkKindPlan::RollingFile(settings)))
         } else if type_is(
             sink_type,
             SPOOLING_DIRECTORY_SINK_ALIAS,
             SPOOLING_DIRECTORY_SINK_CLASS,
         ) {
-            plan_rolling_file(&mut keys, true)
+            RollingFileSettings::read(&mut keys, true)
+                .map(|(batch_size, settings)| (batch_size, SinkKindPlan::RollingFile(settings)))
         } else if type_is(sink_type, "forward", "forward") {
-            plan_forward(&mut keys, &sink.channel)
+            ForwardTarget::read(&mut keys, &sink.channel)
+                .map(|(batch_size, target)| (batch_size, SinkKindPlan::Forward(target)))
         } else {
             found.errors.push(unsupported_type(
                 config,
@@ -700,62 +511,6 @@ fn plan_sink(
     })
 }
 
-fn plan_rolling_file(
-    keys: &mut ComponentSettings<'_>,
-    spool_into_directory: bool,
-) -> Option<(u64, SinkKindPlan)> {
-    let directory = keys.required("sink.directory", "a directory path", values::directory);
-    let roll_interval = keys.seconds_or("sink.rollInterval", DEFAULT_ROLL_INTERVAL);
-    let batch = keys.count_or("sink.batchSize", DEFAULT_SINK_BATCH_SIZE);
-    keys.choice_or("sink.serializer", "TEXT", &["TEXT"]);
-    let append_newline = keys.boolean_or("sink.serializer.appendNewline", true);
-    keys.choice_or("sink.pathManager", "DEFAULT", &["DEFAULT"]);
-    let prefix = keys.text_or("sink.pathManager.prefix", "");
-    let extension = keys.text_or("sink.pathManager.extension", "");
-    Some((
-        batch,
-        SinkKindPlan::RollingFile(RollingFileSettings {
-            directory: directory?,
-            roll_interval,
-            prefix,
-            extension,
-            append_newline,
-            spool_into_directory,
-        }),
-    ))
-}
-
-fn plan_forward(
-    keys: &mut ComponentSettings<'_>,
-    own_channel: &str,
-) -> Option<(u64, SinkKindPlan)> {
-    let hostname = keys.required_text("hostname", "the downstream channeld's host");
-    let port = keys.port("port");
-    let remote_channel = keys.text_or("remoteChannel", own_channel);
-    let batch = keys.count_or("batch-size", DEFAULT_SINK_BATCH_SIZE);
-    let auth_token = keys.text("authToken");
-    let connect_timeout = keys.parsed_or(
-        "connect-timeout",
-        DEFAULT_FORWARD_CONNECT_TIMEOUT,
-        values::positive_milliseconds,
-    );
-    let host = hostname?;
-    let address = if host.contains(':') {
-        format!("[{host}]:{}", port?)
-    } else {
-        format!("{host}:{}", port?)
-    };
-    Some((
-        batch,
-        SinkKindPlan::Forward {
-            address,
-            auth_token,
-            remote_channel,
-            connect_timeout,
-        },
-    ))
-}
-
 /// Client options for reaching `address` with `auth_token`, named after the component.
 pub fn client_options(address: &str, auth_token: Option<&str>, component: &str) -> ClientOptions {
     let mut options =
@@ -764,222 +519,4 @@ pub fn client_options(address: &str, auth_token: Option<&str>, component: &str) 
         options = options.with_auth_token(token);
     }
     options
-}
-
-fn plan_exec(keys: &mut ComponentSettings<'_>) -> Option<ExecSettings> {
-    let command = keys.required_text("command", "the command to run");
-    if command
-        .as_deref()
-        .is_some_and(|command| command.trim().is_empty())
-    {
-        keys.conflict("command", "expected a command, got only whitespace");
-    }
-    let shell = keys.text("shell");
-    let restart = keys.boolean_or("restart", false);
-    let restart_throttle = keys.millis_or("restartThrottle", exec::DEFAULT_RESTART_THROTTLE);
-    let log_stderr = keys.boolean_or("logStdErr", false);
-    let batch_size = keys.count_or(SOURCE_BATCH_SIZE_KEY, exec::DEFAULT_BATCH_SIZE as u64);
-    let batch_timeout = keys.parsed_or(
-        "batchTimeout",
-        exec::DEFAULT_BATCH_TIMEOUT,
-        values::positive_milliseconds,
-    );
-    keys.choice_or("charset", "UTF-8", &["UTF-8"]);
-    Some(ExecSettings {
-        command: command.filter(|command| !command.trim().is_empty())?,
-        shell,
-        restart,
-        restart_throttle,
-        log_stderr,
-        batch_size: usize::try_from(batch_size).unwrap_or(usize::MAX),
-        batch_timeout,
-    })
-}
-
-/// Which syslog source is being read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SyslogTransport {
-    Tcp,
-    Udp,
-}
-
-fn plan_syslog(
-    keys: &mut ComponentSettings<'_>,
-    transport: SyslogTransport,
-) -> Option<SyslogSettings> {
-    // Flume listens on every interface when `host` is absent.
-    let host = keys.text_or("host", "0.0.0.0");
-    let port = keys.port("port");
-    let default_event_size = match transport {
-        SyslogTransport::Tcp => syslog::DEFAULT_TCP_EVENT_SIZE_BYTES,
-        SyslogTransport::Udp => syslog::DEFAULT_UDP_EVENT_SIZE_BYTES,
-    };
-    let event_size_bytes = keys.count_or("eventSize", default_event_size as u64);
-    let keep_fields = keys.parsed_or("keepFields", KeepFields::None, |value| {
-        KeepFields::parse(value).map_err(|word| {
-            Expected::new(format!(
-                "none, all, or a space-separated list of priority, version, timestamp, \
-                 hostname (not {word:?})"
-            ))
-        })
-    });
-    let client_ip_header = keys.text("clientIPHeader");
-    let client_hostname_header = keys.text("clientHostnameHeader");
-    let batch_size = keys.count_or(
-        SOURCE_BATCH_SIZE_KEY,
-        syslog::DEFAULT_SYSLOG_BATCH_SIZE as u64,
-    );
-    let listener = match transport {
-        SyslogTransport::Tcp => plan_listener_limits(keys),
-        SyslogTransport::Udp => ListenerLimits::default(),
-    };
-    if transport == SyslogTransport::Tcp {
-        refuse_tls(keys, &["ssl"], &[]);
-    }
-    Some(SyslogSettings {
-        host,
-        port: port?,
-        event_size_bytes: usize::try_from(event_size_bytes).unwrap_or(usize::MAX),
-        keep_fields,
-        client_ip_header,
-        client_hostname_header,
-        batch_size: usize::try_from(batch_size).unwrap_or(usize::MAX),
-        listener,
-    })
-}
-
-/// Flume's TLS settings of its TLS-capable sources (`SslContextAwareAbstractSource`),
-/// read only when `ssl` is on.
-const FLUME_TLS_SETTINGS: &[&str] = &[
-    "keystore",
-    "keystore-password",
-    "keystore-type",
-    "exclude-protocols",
-    "include-protocols",
-    "exclude-cipher-suites",
-    "include-cipher-suites",
-];
-
-/// The http source also reads the older names of two of them, and hands the keys
-/// under `SslContextFactory.` to Jetty's TLS object.
-const HTTP_EXTRA_TLS_SETTINGS: &[&str] =
-    &["keystorePassword", "excludeProtocols", "SslContextFactory."];
-
-/// Flume's http source hands the keys under these prefixes to the Jetty objects they
-/// are named after (`FlumeBeanConfigurator`).
-/// Flume's Jetty key for the idle timeout of an HTTP connection, the one Jetty key the
-/// http source honours.
-const HTTP_IDLE_TIMEOUT_KEY: &str = "ServerConnector.idleTimeout";
-
-const JETTY_SETTING_PREFIXES: &[&str] = &[
-    "QueuedThreadPool.",
-    "HttpConfiguration.",
-    "ServerConnector.",
-];
-
-/// What a TLS switch turned on gets.
-const TLS_REFUSAL: &str = "false (TLS is not supported here; put a TLS proxy in front)";
-
-/// Reads a source's TLS switches (`ssl`, and `enableSSL` for http), refusing `true`,
-/// and accepts its other TLS settings ([`FLUME_TLS_SETTINGS`] and `extra_settings`, where
-/// a trailing `.` names a prefix) with a warning: with TLS off, Flume does not read them
-/// either.
-fn refuse_tls(keys: &mut ComponentSettings<'_>, switches: &[&str], extra_settings: &[&str]) {
-    for switch in switches {
-        keys.parsed_or(switch, (), |value| match values::boolean(value)? {
-            false => Ok(()),
-            true => Err(Expected::new(TLS_REFUSAL)),
-        });
-    }
-    let no_effect = "a TLS setting; TLS is off (Millrace's sources do not do TLS), so it has \
-                     no effect, as in Flume with ssl off";
-    for setting in FLUME_TLS_SETTINGS.iter().chain(extra_settings) {
-        if setting.ends_with('.') {
-            keys.accept_prefix_with_warning(setting, no_effect);
-        } else {
-            keys.accept_with_warning(setting, no_effect);
-        }
-    }
-}
-
-fn plan_http(keys: &mut ComponentSettings<'_>) -> Option<HttpSettings> {
-    let bind = keys.text_or("bind", http::DEFAULT_BIND);
-    let port = keys.port("port");
-    keys.parsed_or("handler", (), |value| {
-        if value.trim() == http::JSON_HANDLER_CLASS {
-            Ok(())
-        } else {
-            Err(Expected::new(format!(
-                "{} (the only handler Millrace has; it runs no Java classes)",
-                http::JSON_HANDLER_CLASS
-            )))
-        }
-    });
-    for (rest, _, _) in keys.with_prefix("handler.") {
-        keys.conflict(
-            &format!("handler.{rest}"),
-            "the JSON handler takes no settings; remove this key",
-        );
-    }
-    refuse_tls(keys, &["ssl", "enableSSL"], HTTP_EXTRA_TLS_SETTINGS);
-    let as_usize = |value: u64| usize::try_from(value).unwrap_or(usize::MAX);
-    let max_connections = keys.count_or("maxConnections", http::DEFAULT_MAX_CONNECTIONS as u64);
-    let idle_timeout = keys.parsed_or(
-        HTTP_IDLE_TIMEOUT_KEY,
-        http::DEFAULT_IDLE_TIMEOUT,
-        values::positive_milliseconds,
-    );
-    let request_timeout = keys.parsed_or(
-        "requestTimeout",
-        http::DEFAULT_REQUEST_TIMEOUT,
-        values::positive_milliseconds,
-    );
-    let max_body_bytes = keys.count_or("maxBodyBytes", http::DEFAULT_MAX_BODY_BYTES as u64);
-    let max_concurrent_requests = keys.count_or(
-        "maxConcurrentRequests",
-        http::DEFAULT_MAX_CONCURRENT_REQUESTS as u64,
-    );
-    let max_bytes_in_flight = keys.parsed_or(
-        "maxBytesInFlight",
-        http::DEFAULT_MAX_BYTES_IN_FLIGHT as u64,
-        |value| {
-            let bytes = values::positive_integer(value)?;
-            if bytes > u64::from(u32::MAX) {
-                return Err(Expected::new("a positive number of bytes up to 4294967295"));
-            }
-            Ok(bytes)
-        },
-    );
-    if max_body_bytes > max_bytes_in_flight {
-        keys.conflict(
-            "maxBodyBytes",
-            format!(
-                "expected at most maxBytesInFlight ({max_bytes_in_flight}), got {max_body_bytes}"
-            ),
-        );
-    }
-    for jetty_part in JETTY_SETTING_PREFIXES {
-        for (rest, _, _) in keys.with_prefix(jetty_part) {
-            let key = format!("{jetty_part}{rest}");
-            if key != HTTP_IDLE_TIMEOUT_KEY {
-                keys.accept_with_warning(
-                    &key,
-                    "tunes Flume's Jetty server; Millrace's http source is not Jetty, so it has \
-                     no effect",
-                );
-            }
-        }
-    }
-    Some(HttpSettings {
-        bind,
-        port: port?,
-        limits: HttpLimits {
-            max_connections: as_usize(max_connections),
-            idle_timeout,
-            request_timeout,
-            max_body_bytes: as_usize(max_body_bytes),
-            max_concurrent_requests: as_usize(max_concurrent_requests),
-            max_bytes_in_flight: as_usize(max_bytes_in_flight),
-        },
-    })
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use millrace_client::{ClientError, Event};
-use millrace_server::config::{SinkProcessor, SinkSelector};
+use millrace_config::{SinkProcessor, SinkSelector};
 use rand::Rng;
 use thiserror::Error;
 use tracing::{error, info, warn};

@@ -8,7 +8,7 @@ use std::path::Path;
 use millrace_adapters::check::{check_reading, CheckOptions, CheckedAgent, ListenerOverrides};
 use millrace_adapters::plan::ComponentPlan;
 use millrace_adapters::sources::SourceKind;
-use millrace_server::config::{read_agent_config_text, ConfigErrors};
+use millrace_config::{read_agent_config_text, ConfigErrors};
 
 const FILE: &str = "agent.conf";
 

@@ -9,7 +9,7 @@ use millrace_adapters::sources::exec::ExecSettings;
 use millrace_adapters::sources::http::{HttpLimits, HttpSettings};
 use millrace_adapters::sources::syslog::{KeepFields, KeptFields, SyslogSettings};
 use millrace_adapters::sources::{ListenerLimits, SourceKind};
-use millrace_server::config::parse_agent_config;
+use millrace_config::parse_agent_config;
 
 const FILE: &str = "agent.conf";
 

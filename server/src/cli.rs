@@ -13,10 +13,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use millrace_engine::storage::IoBackendChoice;
-use millrace_protocol::MIN_MAX_FRAME_BYTES;
-use thiserror::Error;
 
-use crate::config::{AuthToken, HostPort, ServerSettings};
+use crate::config::{check_settings, AuthToken, HostPort, ServerSettings, SettingError};
 
 /// channeld: the Millrace channel server.
 #[derive(Debug, Clone, Parser)]
@@ -115,49 +113,6 @@ pub struct ChanneldArgs {
     pub ready_file: Option<PathBuf>,
 }
 
-/// A setting that cannot be used, from a flag or the file.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum SettingError {
-    /// `maxFrameBytes` outside what the protocol can announce.
-    #[error(
-        "maxFrameBytes {max_frame_bytes} is outside {min_bytes}..={max_bytes}: the protocol \
-         announces it as a u32 and every peer must accept at least {min_bytes} bytes"
-    )]
-    MaxFrameBytesOutOfRange {
-        /// The value asked for.
-        max_frame_bytes: u64,
-        /// The protocol minimum.
-        min_bytes: u32,
-        /// The largest value the handshake can carry.
-        max_bytes: u32,
-    },
-    /// `maxConnections` larger than the protocol's error field can report.
-    #[error("maxConnections {max_connections} is larger than {max_allowed}")]
-    TooManyConnectionsAllowed {
-        /// The value asked for.
-        max_connections: u64,
-        /// The largest accepted.
-        max_allowed: u32,
-    },
-    /// The two listeners on one fixed address.
-    #[error("bind and http must differ, both are {address}")]
-    ListenersShareAnAddress {
-        /// The shared address.
-        address: HostPort,
-    },
-    /// An empty auth token would let anyone in while looking configured.
-    #[error("the auth token must not be empty")]
-    EmptyAuthToken,
-    /// The configured I/O backend cannot be used on this machine.
-    #[error("ioBackend {choice:?} cannot be used: {reason}")]
-    IoBackendUnavailable {
-        /// The backend asked for.
-        choice: IoBackendChoice,
-        /// Why not, from the operating system.
-        reason: String,
-    },
-}
-
 impl ChanneldArgs {
     /// Applies the flags over the configured settings and checks the result.
     pub fn apply_overrides(&self, settings: &mut ServerSettings) -> Result<(), SettingError> {
@@ -202,38 +157,6 @@ impl ChanneldArgs {
         }
         check_settings(settings)
     }
-}
-
-/// The rules the listeners need that the file's parser does not check.
-pub fn check_settings(settings: &ServerSettings) -> Result<(), SettingError> {
-    max_frame_bytes(settings)?;
-    max_connections(settings)?;
-    if settings.bind == settings.http && settings.bind.port != 0 {
-        return Err(SettingError::ListenersShareAnAddress {
-            address: settings.bind.clone(),
-        });
-    }
-    Ok(())
-}
-
-/// `maxFrameBytes` as the `u32` the handshake announces.
-pub fn max_frame_bytes(settings: &ServerSettings) -> Result<u32, SettingError> {
-    u32::try_from(settings.max_frame_bytes)
-        .ok()
-        .filter(|bytes| *bytes >= MIN_MAX_FRAME_BYTES)
-        .ok_or(SettingError::MaxFrameBytesOutOfRange {
-            max_frame_bytes: settings.max_frame_bytes,
-            min_bytes: MIN_MAX_FRAME_BYTES,
-            max_bytes: u32::MAX,
-        })
-}
-
-/// `maxConnections` as the `u32` the `TOO_MANY_CONNECTIONS` error reports.
-pub fn max_connections(settings: &ServerSettings) -> Result<u32, SettingError> {
-    u32::try_from(settings.max_connections).map_err(|_| SettingError::TooManyConnectionsAllowed {
-        max_connections: settings.max_connections,
-        max_allowed: u32::MAX,
-    })
 }
 
 #[cfg(test)]
@@ -294,14 +217,5 @@ mod tests {
             args.apply_overrides(&mut settings),
             Err(SettingError::ListenersShareAnAddress { .. })
         ));
-    }
-
-    #[test]
-    fn a_frame_limit_below_the_protocol_minimum_is_refused() {
-        let settings = ServerSettings {
-            max_frame_bytes: 1024,
-            ..ServerSettings::default()
-        };
-        assert!(max_frame_bytes(&settings).is_err());
     }
 }

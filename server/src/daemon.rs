@@ -28,10 +28,10 @@ use crate::adapters::{
     absolute_conf_file, check_adapters, locate_agent_binary, AdapterCheckError, AdapterLaunch,
     AdapterStatuses, AdapterSupervisor,
 };
-use crate::cli::{self, ChanneldArgs, SettingError};
+use crate::cli::ChanneldArgs;
 use crate::config::{
-    load_agent_config, read_agent_config, AgentConfig, ConfigErrors, HostPort,
-    DEFAULT_DATA_BASE_DIR,
+    load_agent_config, max_connections, max_frame_bytes, read_agent_config, AgentConfig,
+    ConfigErrors, HostPort, SettingError, DEFAULT_DATA_BASE_DIR,
 };
 use crate::descriptors::{check_descriptor_limit, DescriptorError};
 use crate::http::{self, HttpLimits, HttpState};
@@ -313,8 +313,8 @@ async fn serve(
     adapter_config: Option<(PathBuf, String)>,
 ) -> Result<(), DaemonError> {
     let settings = config.server.clone();
-    let max_frame_bytes = cli::max_frame_bytes(&settings)?;
-    let max_connections = cli::max_connections(&settings)?;
+    let max_frame_bytes = max_frame_bytes(&settings)?;
+    let max_connections = max_connections(&settings)?;
     let decode_limits =
         DecodeLimits::new(max_frame_bytes).map_err(|_| SettingError::MaxFrameBytesOutOfRange {
             max_frame_bytes: settings.max_frame_bytes,

@@ -1,7 +1,10 @@
-//! channeld: configuration, listener, per-connection sessions, metrics and health.
+//! channeld: listener, per-connection sessions, metrics and health, adapter supervision.
 //!
-//! The server is the only place that joins the engine (`millrace-engine`, blocking,
-//! knows nothing about sockets) to the wire codec (`millrace-protocol`, sans IO):
+//! The server is the only place that joins live channels of the engine
+//! (`millrace-engine`, blocking, knows nothing about sockets) to the wire codec
+//! (`millrace-protocol`, sans IO). It reads its configuration with `millrace-config`,
+//! opens channels and builds the operator reports with `millrace-ops`, and logs through
+//! `millrace-logging`; nothing depends on this crate (see the Map in `docs/design.md`).
 //!
 //! ```text
 //! client ─TCP─► listener ─► session ─(blocking pool)─► Arc<dyn Channel> ─► disk
@@ -10,22 +13,24 @@
 //! HTTP ─► http ─► metrics / health ─► registry (every channel, its state)
 //! ```
 //!
-//! [`daemon`] runs it all from start to stop; [`cli`] is the command line. [`reports`]
-//! builds the operator reports (inspect, replay) that sessions send and that `channelctl`
-//! builds alike for a stopped channel.
+//! [`daemon`] runs it all from start to stop; [`cli`] is the command line. They are the
+//! crate's whole public surface: what `main.rs` calls. The end-to-end tests run the
+//! binary.
 
-pub mod adapters;
+mod adapters;
 pub mod cli;
-pub mod config;
 pub mod daemon;
-pub mod descriptors;
-pub mod error_mapping;
-pub mod health;
-pub mod http;
-pub mod listener;
-pub mod logging;
-pub mod metrics;
-pub mod registry;
-pub mod reports;
-pub mod session;
-pub mod shutdown;
+mod descriptors;
+mod error_mapping;
+mod health;
+mod http;
+mod listener;
+mod metrics;
+mod registry;
+mod reports;
+mod session;
+mod shutdown;
+
+// The configuration and the log escaper under the names the modules use.
+use millrace_config as config;
+use millrace_logging as logging;

@@ -1,9 +1,9 @@
 //! `channeld`: the Millrace channel server. See `docs/operations.md`.
 
 use clap::Parser;
+use millrace_logging::init_stderr_logging;
 use millrace_server::cli::ChanneldArgs;
 use millrace_server::daemon;
-use millrace_server::logging::init_stderr_logging;
 
 fn main() {
     init_stderr_logging();

@@ -3,8 +3,8 @@
 //! # Constraints
 //!
 //! - **Any channel type behind one trait.** Sessions, metrics and health see only
-//!   `Arc<dyn Channel>`; the one place that knows concrete types is [`channel_opener`],
-//!   where a new type (memory, spillable) is one match arm.
+//!   `Arc<dyn Channel>`; channels are opened by `millrace_ops::open_channel`, the one
+//!   place that names concrete types, where a new type is one match arm.
 //! - **Refuse what cannot run before starting anything.** A configured type that this
 //!   build does not implement is an error at startup ([`RegistryError`]), not a channel
 //!   that fails later.
@@ -19,54 +19,21 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use millrace_engine::config::ChannelConfig;
-use millrace_engine::{
-    Channel, ChannelHealth, FileChannel, MemoryChannel, OpenError, SpillableChannel,
-};
+use millrace_engine::{Channel, ChannelHealth, OpenError};
+use millrace_ops::open_channel;
 use parking_lot::RwLock;
 use thiserror::Error;
 use tracing::{error, info};
 
+use crate::config::ChannelKind;
+
 /// What opens one configured channel. Runs on a blocking thread.
 pub type ChannelOpener = Box<dyn FnOnce() -> Result<Arc<dyn Channel>, OpenError> + Send>;
 
-/// The type a channel was configured with, as Flume's `type` alias.
-pub fn type_alias(config: &ChannelConfig) -> &'static str {
-    match config {
-        ChannelConfig::File(_) => "file",
-        ChannelConfig::Memory(_) => "memory",
-        ChannelConfig::Spillable(_) => "spillablememory",
-    }
-}
-
-/// How to open a channel of the configured type; the one place that names concrete
-/// channel types. Adding a type is one arm here.
-pub fn channel_opener(name: &str, config: &ChannelConfig) -> ChannelOpener {
-    let name = name.to_string();
-    match config {
-        ChannelConfig::File(file_config) => {
-            let file_config = file_config.clone();
-            Box::new(move || {
-                let channel: Arc<dyn Channel> = Arc::new(FileChannel::open(&name, file_config)?);
-                Ok(channel)
-            })
-        }
-        ChannelConfig::Memory(memory_config) => {
-            let memory_config = memory_config.clone();
-            Box::new(move || {
-                let channel: Arc<dyn Channel> =
-                    Arc::new(MemoryChannel::open(&name, memory_config)?);
-                Ok(channel)
-            })
-        }
-        ChannelConfig::Spillable(spillable_config) => {
-            let spillable_config = spillable_config.clone();
-            Box::new(move || {
-                let channel: Arc<dyn Channel> =
-                    Arc::new(SpillableChannel::open(&name, spillable_config)?);
-                Ok(channel)
-            })
-        }
-    }
+/// How to open a configured channel, on a blocking thread.
+fn channel_opener(name: &str, config: &ChannelConfig) -> ChannelOpener {
+    let (name, config) = (name.to_string(), config.clone());
+    Box::new(move || open_channel(&name, config))
 }
 
 /// Why the registry cannot be built.
@@ -246,7 +213,7 @@ impl ChannelRegistry {
             let opener = channel_opener(name, config);
             entries.push(Arc::new(ChannelEntry {
                 name: name.clone(),
-                type_name: type_alias(config),
+                type_name: ChannelKind::of(config).alias(),
                 durable: !matches!(config, ChannelConfig::Memory(_)),
                 state: RwLock::new(ChannelState::Opening),
             }));

@@ -61,11 +61,6 @@ impl ShutdownController {
             }
         });
     }
-
-    /// The current phase.
-    pub fn phase(&self) -> ShutdownPhase {
-        *self.sender.borrow()
-    }
 }
 
 /// A task's view of the phase.
@@ -104,6 +99,6 @@ mod tests {
         controller.advance(ShutdownPhase::Aborting);
         controller.advance(ShutdownPhase::Draining);
         assert_eq!(waiting.await.unwrap(), ShutdownPhase::Aborting);
-        assert_eq!(controller.phase(), ShutdownPhase::Aborting);
+        assert_eq!(controller.watcher().phase(), ShutdownPhase::Aborting);
     }
 }

@@ -8,16 +8,68 @@
 //! is reported as a [`SinkError::BadEvent`] before anything is sent, so the runner can
 //! set it aside (dead-letter channel) and forward the rest instead of blocking the flow.
 
+use std::time::Duration;
+
 use millrace_client::{ClientOptions, Event};
+use millrace_config::{values, ComponentSettings};
 use millrace_protocol::encoded_event_bytes;
 
-use super::SinkError;
+use super::{SinkError, DEFAULT_BATCH_SIZE};
 use crate::connection::Connection;
 use crate::delivery::is_transient;
 
 /// Room a `PutCommit` frame needs besides its events: frame header, channel name and
 /// batch header (generous).
 const PUT_COMMIT_FRAME_OVERHEAD_BYTES: usize = 512;
+
+/// Flume's Avro sink default connect timeout, used by `forward`.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(20_000);
+
+/// A forward sink's keys: the downstream channeld and channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardTarget {
+    /// `hostname:port`.
+    pub address: String,
+    /// `authToken`.
+    pub auth_token: Option<String>,
+    /// `remoteChannel`.
+    pub remote_channel: String,
+    /// `connect-timeout`.
+    pub connect_timeout: Duration,
+}
+
+impl ForwardTarget {
+    /// Reads a forward sink's keys; `remoteChannel` defaults to `own_channel`, the
+    /// channel the sink takes from. The target and the batch size.
+    pub(crate) fn read(
+        keys: &mut ComponentSettings<'_>,
+        own_channel: &str,
+    ) -> Option<(u64, ForwardTarget)> {
+        let hostname = keys.required_text("hostname", "the downstream channeld's host");
+        let port = keys.port("port");
+        let remote_channel = keys.text_or("remoteChannel", own_channel);
+        let batch_size = keys.count_or("batch-size", DEFAULT_BATCH_SIZE);
+        let auth_token = keys.text("authToken");
+        let connect_timeout = keys.parsed_or(
+            "connect-timeout",
+            DEFAULT_CONNECT_TIMEOUT,
+            values::positive_milliseconds,
+        );
+        let host = hostname?;
+        let address = if host.contains(':') {
+            format!("[{host}]:{}", port?)
+        } else {
+            format!("{host}:{}", port?)
+        };
+        let target = ForwardTarget {
+            address,
+            auth_token,
+            remote_channel,
+            connect_timeout,
+        };
+        Some((batch_size, target))
+    }
+}
 
 /// Where a forward sink delivers.
 #[derive(Debug, Clone)]

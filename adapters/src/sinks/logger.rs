@@ -22,8 +22,9 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 
 use millrace_client::Event;
+use millrace_config::{values, ComponentSettings};
 
-use super::SinkError;
+use super::{SinkError, DEFAULT_BATCH_SIZE};
 
 /// Flume's default `maxBytesToLog`.
 pub const DEFAULT_MAX_BYTES_TO_LOG: usize = 16;
@@ -42,6 +43,20 @@ pub struct LoggerSink {
 }
 
 impl LoggerSink {
+    /// Reads a logger sink's keys (Flume's `LoggerSink`): the sink and its batch size.
+    pub(crate) fn read(keys: &mut ComponentSettings<'_>) -> (u64, LoggerSink) {
+        let max_bytes = keys.parsed_or(
+            "maxBytesToLog",
+            DEFAULT_MAX_BYTES_TO_LOG as u64,
+            values::non_negative_integer,
+        );
+        let batch_size = keys.count_or("batchSize", DEFAULT_BATCH_SIZE);
+        let sink = LoggerSink {
+            max_bytes_to_log: usize::try_from(max_bytes).unwrap_or(usize::MAX),
+        };
+        (batch_size, sink)
+    }
+
     /// Writes and flushes one line per event.
     pub fn write(&mut self, events: &[Event]) -> Result<(), SinkError> {
         let mut text = String::new();

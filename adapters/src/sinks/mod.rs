@@ -10,13 +10,48 @@ mod logger;
 mod rolling_file;
 
 use millrace_client::{ClientError, Event};
+use millrace_config::{values, ComponentSettings};
 use thiserror::Error;
 
 use crate::file_problem::FileProblem;
 
-pub use forward::{ForwardSettings, ForwardSink};
+pub use forward::{ForwardSettings, ForwardSink, ForwardTarget};
 pub use logger::{format_flume_event, LoggerSink, DEFAULT_MAX_BYTES_TO_LOG};
-pub use rolling_file::{RollingFileSettings, RollingFileSink};
+pub use rolling_file::{
+    RollingFileSettings, RollingFileSink, SPOOLING_DIRECTORY_SINK_ALIAS,
+    SPOOLING_DIRECTORY_SINK_CLASS,
+};
+
+/// Flume's default sink batch size.
+pub const DEFAULT_BATCH_SIZE: u64 = 100;
+
+/// What a sink does with the events it takes, as its keys configure it.
+#[derive(Debug, Clone)]
+pub enum SinkKindPlan {
+    /// `logger`.
+    Logger(LoggerSink),
+    /// `null`.
+    Null,
+    /// `file_roll` or the spooling-directory sink.
+    RollingFile(RollingFileSettings),
+    /// `forward`.
+    Forward(ForwardTarget),
+}
+
+/// Reads a null sink's keys (Flume's `NullSink`): its batch size.
+pub(crate) fn read_null_sink(keys: &mut ComponentSettings<'_>) -> u64 {
+    if keys
+        .parsed("logEveryNEvents", values::positive_integer)
+        .is_some()
+    {
+        keys.accept_with_warning(
+            "logEveryNEvents",
+            "accepted but not acted on: Millrace's null sink logs no progress lines (its \
+             counters are on /metrics)",
+        );
+    }
+    keys.count_or("batchSize", DEFAULT_BATCH_SIZE)
+}
 
 /// Why a sink could not deliver (part of) a batch.
 #[derive(Debug, Error)]

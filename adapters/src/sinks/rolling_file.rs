@@ -19,9 +19,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use millrace_client::Event;
+use millrace_config::{values, ComponentSettings};
 use tracing::info;
 
-use super::SinkError;
+use super::{SinkError, DEFAULT_BATCH_SIZE};
 use crate::file_problem::file_error;
 
 /// The working subdirectory of the spooling-directory sink.
@@ -44,6 +45,41 @@ pub struct RollingFileSettings {
     pub append_newline: bool,
     /// Write into `working/` and move finished files into the directory.
     pub spool_into_directory: bool,
+}
+
+/// The spooling-directory file sink's class name, accepted as Millrace's own.
+pub const SPOOLING_DIRECTORY_SINK_CLASS: &str = "com.unrulymedia.flume.SpoolingDirectoryFileSink";
+/// Millrace's alias for the spooling-directory file sink.
+pub const SPOOLING_DIRECTORY_SINK_ALIAS: &str = "spooling_directory";
+/// Flume's default `sink.rollInterval`.
+pub const DEFAULT_ROLL_INTERVAL: Duration = Duration::from_secs(30);
+
+impl RollingFileSettings {
+    /// Reads the keys of a `file_roll` sink (Flume's `RollingFileSink`) or, with
+    /// `spool_into_directory`, of a spooling-directory file sink: the settings and the
+    /// batch size.
+    pub(crate) fn read(
+        keys: &mut ComponentSettings<'_>,
+        spool_into_directory: bool,
+    ) -> Option<(u64, RollingFileSettings)> {
+        let directory = keys.required("sink.directory", "a directory path", values::directory);
+        let roll_interval = keys.seconds_or("sink.rollInterval", DEFAULT_ROLL_INTERVAL);
+        let batch_size = keys.count_or("sink.batchSize", DEFAULT_BATCH_SIZE);
+        keys.choice_or("sink.serializer", "TEXT", &["TEXT"]);
+        let append_newline = keys.boolean_or("sink.serializer.appendNewline", true);
+        keys.choice_or("sink.pathManager", "DEFAULT", &["DEFAULT"]);
+        let prefix = keys.text_or("sink.pathManager.prefix", "");
+        let extension = keys.text_or("sink.pathManager.extension", "");
+        let settings = RollingFileSettings {
+            directory: directory?,
+            roll_interval,
+            prefix,
+            extension,
+            append_newline,
+            spool_into_directory,
+        };
+        Some((batch_size, settings))
+    }
 }
 
 #[derive(Debug)]

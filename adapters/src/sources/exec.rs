@@ -17,12 +17,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use millrace_client::Event;
+use millrace_config::{values, ComponentSettings};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::SourceError;
+use super::{SourceError, BATCH_SIZE_KEY};
 use crate::connection::StopSignal;
 use crate::counters::{self, SourceCounters};
 use crate::delivery::ChannelProcessor;
@@ -51,6 +52,39 @@ pub struct ExecSettings {
     pub batch_size: usize,
     /// `batchTimeout`: longest a line waits for its batch to fill.
     pub batch_timeout: Duration,
+}
+
+impl ExecSettings {
+    /// Reads an exec source's keys (Flume's `ExecSource`).
+    pub(crate) fn read(keys: &mut ComponentSettings<'_>) -> Option<ExecSettings> {
+        let command = keys.required_text("command", "the command to run");
+        if command
+            .as_deref()
+            .is_some_and(|command| command.trim().is_empty())
+        {
+            keys.conflict("command", "expected a command, got only whitespace");
+        }
+        let shell = keys.text("shell");
+        let restart = keys.boolean_or("restart", false);
+        let restart_throttle = keys.millis_or("restartThrottle", DEFAULT_RESTART_THROTTLE);
+        let log_stderr = keys.boolean_or("logStdErr", false);
+        let batch_size = keys.count_or(BATCH_SIZE_KEY, DEFAULT_BATCH_SIZE as u64);
+        let batch_timeout = keys.parsed_or(
+            "batchTimeout",
+            DEFAULT_BATCH_TIMEOUT,
+            values::positive_milliseconds,
+        );
+        keys.choice_or("charset", "UTF-8", &["UTF-8"]);
+        Some(ExecSettings {
+            command: command.filter(|command| !command.trim().is_empty())?,
+            shell,
+            restart,
+            restart_throttle,
+            log_stderr,
+            batch_size: usize::try_from(batch_size).unwrap_or(usize::MAX),
+            batch_timeout,
+        })
+    }
 }
 
 impl ExecSettings {

@@ -51,6 +51,8 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use millrace_client::Event;
+use millrace_config::values::{self, Expected};
+use millrace_config::ComponentSettings;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::Deserializer as _;
 use thiserror::Error;
@@ -59,7 +61,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 
-use super::{host_port, listen_tcp, ProcessorFactory, SourceError, ACCEPT_RETRY_DELAY};
+use super::{host_port, listen_tcp, refuse_tls, ProcessorFactory, SourceError, ACCEPT_RETRY_DELAY};
 use crate::connection::StopSignal;
 use crate::counters::{self, SourceCounters};
 use crate::delivery::DeliveryError;
@@ -134,6 +136,108 @@ pub struct HttpSettings {
     pub port: u16,
     /// Its bounds.
     pub limits: HttpLimits,
+}
+
+/// The http source also reads the older names of two of Flume's TLS settings, and hands
+/// the keys under `SslContextFactory.` to Jetty's TLS object.
+const EXTRA_TLS_SETTINGS: &[&str] = &["keystorePassword", "excludeProtocols", "SslContextFactory."];
+
+/// Flume's Jetty key for the idle timeout of an HTTP connection, the one Jetty key the
+/// http source honours.
+const IDLE_TIMEOUT_KEY: &str = "ServerConnector.idleTimeout";
+
+/// Flume's http source hands the keys under these prefixes to the Jetty objects they
+/// are named after (`FlumeBeanConfigurator`).
+const JETTY_SETTING_PREFIXES: &[&str] = &[
+    "QueuedThreadPool.",
+    "HttpConfiguration.",
+    "ServerConnector.",
+];
+
+impl HttpSettings {
+    /// Reads an http source's keys (Flume's `HTTPSource` with its `JSONHandler`).
+    pub(crate) fn read(keys: &mut ComponentSettings<'_>) -> Option<HttpSettings> {
+        let bind = keys.text_or("bind", DEFAULT_BIND);
+        let port = keys.port("port");
+        keys.parsed_or("handler", (), |value| {
+            if value.trim() == JSON_HANDLER_CLASS {
+                Ok(())
+            } else {
+                Err(Expected::new(format!(
+                    "{JSON_HANDLER_CLASS} (the only handler Millrace has; it runs no Java \
+                     classes)"
+                )))
+            }
+        });
+        for (rest, _, _) in keys.with_prefix("handler.") {
+            keys.conflict(
+                &format!("handler.{rest}"),
+                "the JSON handler takes no settings; remove this key",
+            );
+        }
+        refuse_tls(keys, &["ssl", "enableSSL"], EXTRA_TLS_SETTINGS);
+        let as_usize = |value: u64| usize::try_from(value).unwrap_or(usize::MAX);
+        let max_connections = keys.count_or("maxConnections", DEFAULT_MAX_CONNECTIONS as u64);
+        let idle_timeout = keys.parsed_or(
+            IDLE_TIMEOUT_KEY,
+            DEFAULT_IDLE_TIMEOUT,
+            values::positive_milliseconds,
+        );
+        let request_timeout = keys.parsed_or(
+            "requestTimeout",
+            DEFAULT_REQUEST_TIMEOUT,
+            values::positive_milliseconds,
+        );
+        let max_body_bytes = keys.count_or("maxBodyBytes", DEFAULT_MAX_BODY_BYTES as u64);
+        let max_concurrent_requests = keys.count_or(
+            "maxConcurrentRequests",
+            DEFAULT_MAX_CONCURRENT_REQUESTS as u64,
+        );
+        let max_bytes_in_flight = keys.parsed_or(
+            "maxBytesInFlight",
+            DEFAULT_MAX_BYTES_IN_FLIGHT as u64,
+            |value| {
+                let bytes = values::positive_integer(value)?;
+                if bytes > u64::from(u32::MAX) {
+                    return Err(Expected::new("a positive number of bytes up to 4294967295"));
+                }
+                Ok(bytes)
+            },
+        );
+        if max_body_bytes > max_bytes_in_flight {
+            keys.conflict(
+                "maxBodyBytes",
+                format!(
+                    "expected at most maxBytesInFlight ({max_bytes_in_flight}), got \
+                     {max_body_bytes}"
+                ),
+            );
+        }
+        for jetty_part in JETTY_SETTING_PREFIXES {
+            for (rest, _, _) in keys.with_prefix(jetty_part) {
+                let key = format!("{jetty_part}{rest}");
+                if key != IDLE_TIMEOUT_KEY {
+                    keys.accept_with_warning(
+                        &key,
+                        "tunes Flume's Jetty server; Millrace's http source is not Jetty, so \
+                         it has no effect",
+                    );
+                }
+            }
+        }
+        Some(HttpSettings {
+            bind,
+            port: port?,
+            limits: HttpLimits {
+                max_connections: as_usize(max_connections),
+                idle_timeout,
+                request_timeout,
+                max_body_bytes: as_usize(max_body_bytes),
+                max_concurrent_requests: as_usize(max_concurrent_requests),
+                max_bytes_in_flight: as_usize(max_bytes_in_flight),
+            },
+        })
+    }
 }
 
 /// Why a request's body is not a list of events.

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use millrace_client::ClientOptions;
-use millrace_server::config::ChannelSelector;
+use millrace_config::values::{self, Expected};
+use millrace_config::{ChannelSelector, ComponentSettings};
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -36,6 +37,50 @@ pub use http::HttpSettings;
 pub use netcat::NetcatSettings;
 pub use spooldir::SpoolDirSettings;
 pub use syslog::SyslogSettings;
+
+/// The key every batching source reads its batch size from.
+pub(crate) const BATCH_SIZE_KEY: &str = "batchSize";
+
+/// Flume's TLS settings of its TLS-capable sources (`SslContextAwareAbstractSource`),
+/// read only when `ssl` is on.
+const FLUME_TLS_SETTINGS: &[&str] = &[
+    "keystore",
+    "keystore-password",
+    "keystore-type",
+    "exclude-protocols",
+    "include-protocols",
+    "exclude-cipher-suites",
+    "include-cipher-suites",
+];
+
+/// What a TLS switch turned on gets.
+const TLS_REFUSAL: &str = "false (TLS is not supported here; put a TLS proxy in front)";
+
+/// Reads a source's TLS switches (`ssl`, and `enableSSL` for http), refusing `true`,
+/// and accepts its other TLS settings ([`FLUME_TLS_SETTINGS`] and `extra_settings`, where
+/// a trailing `.` names a prefix) with a warning: with TLS off, Flume does not read them
+/// either.
+pub(crate) fn refuse_tls(
+    keys: &mut ComponentSettings<'_>,
+    switches: &[&str],
+    extra_settings: &[&str],
+) {
+    for switch in switches {
+        keys.parsed_or(switch, (), |value| match values::boolean(value)? {
+            false => Ok(()),
+            true => Err(Expected::new(TLS_REFUSAL)),
+        });
+    }
+    let no_effect = "a TLS setting; TLS is off (Millrace's sources do not do TLS), so it has \
+                     no effect, as in Flume with ssl off";
+    for setting in FLUME_TLS_SETTINGS.iter().chain(extra_settings) {
+        if setting.ends_with('.') {
+            keys.accept_prefix_with_warning(setting, no_effect);
+        } else {
+            keys.accept_with_warning(setting, no_effect);
+        }
+    }
+}
 
 /// Why a source stopped.
 #[derive(Debug, Error)]
@@ -224,6 +269,16 @@ impl Default for ListenerLimits {
 }
 
 impl ListenerLimits {
+    /// `maxConnections` and `idleTimeout` of a netcat or syslogtcp listener.
+    pub(crate) fn read(keys: &mut ComponentSettings<'_>) -> ListenerLimits {
+        let max_connections = keys.count_or("maxConnections", DEFAULT_MAX_CONNECTIONS as u64);
+        let idle_timeout = keys.millis_or("idleTimeout", DEFAULT_IDLE_TIMEOUT);
+        ListenerLimits {
+            max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+            idle_timeout: (!idle_timeout.is_zero()).then_some(idle_timeout),
+        }
+    }
+
     /// Reads `reader` with the idle timeout: `Ok(None)` when the client stayed silent.
     pub async fn read_or_idle<T>(
         &self,

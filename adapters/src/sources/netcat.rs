@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use millrace_client::Event;
+use millrace_config::ComponentSettings;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
@@ -45,6 +46,25 @@ pub struct NetcatSettings {
     pub ack_every_event: bool,
     /// `maxConnections` and `idleTimeout`.
     pub listener: ListenerLimits,
+}
+
+impl NetcatSettings {
+    /// Reads a netcat source's keys (Flume's `NetcatSource`).
+    pub(crate) fn read(keys: &mut ComponentSettings<'_>) -> Option<NetcatSettings> {
+        let bind = keys.text_or("bind", "");
+        let port = keys.port("port");
+        let max_line_length = keys.count_or("max-line-length", DEFAULT_MAX_LINE_LENGTH as u64);
+        let ack_every_event = keys.boolean_or("ack-every-event", true);
+        keys.choice_or("encoding", "utf-8", &["utf-8"]);
+        let listener = ListenerLimits::read(keys);
+        Some(NetcatSettings {
+            bind,
+            port: port?,
+            max_line_length: usize::try_from(max_line_length).unwrap_or(usize::MAX),
+            ack_every_event,
+            listener,
+        })
+    }
 }
 
 /// Accepts connections until `stop` is raised.

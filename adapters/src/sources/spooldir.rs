@@ -23,11 +23,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use millrace_client::Event;
+use millrace_config::values::{self, Expected};
+use millrace_config::ComponentSettings;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use super::SourceError;
+use super::{SourceError, BATCH_SIZE_KEY};
 use crate::connection::StopSignal;
 use crate::counters::{self, SourceCounters};
 use crate::delivery::ChannelProcessor;
@@ -100,6 +102,121 @@ pub struct SpoolDirSettings {
     pub max_line_length: usize,
     /// `decodeErrorPolicy`.
     pub decode_error_policy: DecodeErrorPolicy,
+}
+
+/// Flume's default spooldir `batchSize`.
+pub const DEFAULT_BATCH_SIZE: u64 = 100;
+/// Flume's default spooldir `pollDelay`.
+pub const DEFAULT_POLL_DELAY: Duration = Duration::from_millis(500);
+
+/// A regular expression (Rust's `regex` syntax, close to Java's for common patterns).
+fn pattern(value: &str) -> Result<regex::Regex, Expected> {
+    regex::Regex::new(value)
+        .map_err(|error| Expected::new(format!("a regular expression ({error})")))
+}
+
+impl SpoolDirSettings {
+    /// Reads a spooldir source's keys (Flume's `SpoolDirectorySource`).
+    pub(crate) fn read(keys: &mut ComponentSettings<'_>) -> Option<SpoolDirSettings> {
+        let spool_dir = keys.required("spoolDir", "a directory path", values::directory);
+        let file_suffix = keys.text_or("fileSuffix", ".COMPLETED");
+        let delete_policy = keys.choice_or("deletePolicy", "never", &["never", "immediate"]);
+        let tracking_policy =
+            keys.choice_or("trackingPolicy", "rename", &["rename", "tracker_dir"]);
+        let tracker_dir = PathBuf::from(keys.text_or("trackerDir", ".flumespool"));
+        let file_header = keys.boolean_or("fileHeader", false);
+        let file_header_key = keys.text_or("fileHeaderKey", "file");
+        let basename_header = keys.boolean_or("basenameHeader", false);
+        let basename_header_key = keys.text_or("basenameHeaderKey", "basename");
+        let include_pattern = keys.parsed("includePattern", pattern);
+        let ignore_pattern = keys.parsed("ignorePattern", pattern);
+        let consume_order =
+            keys.choice_or("consumeOrder", "oldest", &["oldest", "youngest", "random"]);
+        let poll_delay = keys.parsed_or(
+            "pollDelay",
+            DEFAULT_POLL_DELAY,
+            values::positive_milliseconds,
+        );
+        let batch_size = keys.count_or(BATCH_SIZE_KEY, DEFAULT_BATCH_SIZE);
+        keys.choice_or("inputCharset", "UTF-8", &["UTF-8"]);
+        let decode_error_policy =
+            keys.choice_or("decodeErrorPolicy", "FAIL", &["FAIL", "REPLACE", "IGNORE"]);
+        keys.choice_or("deserializer", "LINE", &["LINE"]);
+        let max_line_length =
+            keys.count_or("deserializer.maxLineLength", DEFAULT_MAX_LINE_LENGTH as u64);
+        // Flume's name from before deserializers; Flume copies it over the line
+        // deserializer's maxLineLength, so it wins when both are set.
+        let legacy_max_line_length = keys.parsed("bufferMaxLineLength", values::positive_integer);
+        if legacy_max_line_length.is_some() && keys.line_of("deserializer.maxLineLength").is_some()
+        {
+            keys.accept_with_warning(
+                "bufferMaxLineLength",
+                "overrides deserializer.maxLineLength, as in Flume (it is that key's old name)",
+            );
+        }
+        let max_line_length = legacy_max_line_length.unwrap_or(max_line_length);
+        if keys
+            .parsed("maxBackoff", values::positive_milliseconds)
+            .is_some()
+        {
+            keys.accept_with_warning(
+                "maxBackoff",
+                "accepted but not acted on: when the channel is full, Millrace's spooldir \
+                 waits 250 ms doubling up to 4 s, Flume's default maxBackoff",
+            );
+        }
+        keys.accept_with_warning(
+            "bufferMaxLines",
+            "has no effect: Flume deprecated it and no longer reads it either",
+        );
+        keys.choice_or("deserializer.outputCharset", "UTF-8", &["UTF-8"]);
+        keys.parsed_or(
+            "recursiveDirectorySearch",
+            false,
+            |value| match values::boolean(value)? {
+                false => Ok(false),
+                true => Err(Expected::new(
+                    "false (recursive search is not supported yet)",
+                )),
+            },
+        );
+        let completion = match (delete_policy, tracking_policy) {
+            ("immediate", _) => CompletionPolicy::Delete,
+            (_, "tracker_dir") => CompletionPolicy::TrackerDir,
+            _ => CompletionPolicy::Rename,
+        };
+        let spool_dir = spool_dir?;
+        let tracker_dir = if tracker_dir.is_absolute() {
+            tracker_dir
+        } else {
+            spool_dir.join(tracker_dir)
+        };
+        Some(SpoolDirSettings {
+            spool_dir,
+            file_suffix,
+            completion,
+            tracker_dir,
+            file_header_key: file_header.then_some(file_header_key),
+            basename_header_key: basename_header.then_some(basename_header_key),
+            include_pattern: include_pattern
+                .unwrap_or_else(|| regex::Regex::new("^.*$").expect("valid pattern")),
+            ignore_pattern: ignore_pattern
+                .unwrap_or_else(|| regex::Regex::new("^$").expect("valid pattern")),
+            consume_order: match consume_order {
+                "youngest" => ConsumeOrder::Youngest,
+                "random" => ConsumeOrder::Random,
+                _ => ConsumeOrder::Oldest,
+            },
+            poll_delay,
+            batch_size: usize::try_from(batch_size).unwrap_or(usize::MAX),
+            max_line_length: usize::try_from(max_line_length).unwrap_or(usize::MAX),
+            decode_error_policy: match decode_error_policy {
+                "REPLACE" => DecodeErrorPolicy::Replace,
+                "IGNORE" => DecodeErrorPolicy::Ignore,
+                _ => DecodeErrorPolicy::Fail,
+            },
+        })
+    }
 }
 
 /// The tracker's record: how far into which file the committed lines reach.

@@ -304,19 +304,18 @@ fn run_embedded(args: &Args, shared: &Arc<Shared>) -> Result<(), String> {
         args.conf_file.as_ref().expect("clap requires it"),
         args.agent.as_ref().expect("clap requires it"),
     );
-    let config = millrace_server::config::load_agent_config(
+    let config = millrace_config::load_agent_config(
         file,
         agent,
-        std::path::Path::new(millrace_server::config::DEFAULT_DATA_BASE_DIR),
+        std::path::Path::new(millrace_config::DEFAULT_DATA_BASE_DIR),
     )
     .map_err(|errors| errors.messages().join("\n"))?;
     let channel_config = config
         .channel(&args.channel)
         .ok_or_else(|| format!("no channel {} in {}", args.channel, file.display()))?
         .clone();
-    let channel: Arc<dyn Channel> =
-        millrace_server::registry::channel_opener(&args.channel, &channel_config)()
-            .map_err(|error| error.to_string())?;
+    let channel: Arc<dyn Channel> = millrace_ops::open_channel(&args.channel, channel_config)
+        .map_err(|error| error.to_string())?;
     let mut threads = Vec::new();
     if args.mode != Mode::Take {
         for index in 0..args.producers {

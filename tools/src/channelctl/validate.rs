@@ -13,9 +13,7 @@ use std::io::Write;
 use std::path::Path;
 
 use millrace_adapters::check::{check_agent, CheckOptions};
-use millrace_server::cli::check_settings;
-use millrace_server::config::AgentConfig;
-use millrace_server::registry::type_alias;
+use millrace_config::{check_settings, AgentConfig, ChannelKind};
 
 use super::{ChannelctlError, ValidateArgs};
 
@@ -33,7 +31,7 @@ pub fn summary(file: &Path, config: &AgentConfig, warning_count: usize) -> Strin
         config
             .channels
             .iter()
-            .map(|(name, channel)| format!("{name} ({})", type_alias(channel)))
+            .map(|(name, channel)| format!("{name} ({})", ChannelKind::of(channel).alias()))
             .collect(),
     );
     let sources = list(

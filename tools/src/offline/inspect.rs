@@ -1,13 +1,13 @@
 //! `channelctl inspect`: a stopped channel's report from its files, and the tables for
 //! people that a live channel's report (from the server) prints with too.
 //!
-//! Both reports are built by `millrace_server::reports` in the shape `docs/inspect.md`
+//! Both reports are built by `millrace_ops::reports` in the shape `docs/inspect.md`
 //! gives, so the tables here are drawn from that JSON and read the same for both.
 
 use std::io::Write;
 
 use millrace_engine::inspect::scan_channel;
-use millrace_server::reports::stopped_inspect_report;
+use millrace_ops::reports::stopped_inspect_report;
 use serde_json::Value;
 
 use super::{

@@ -145,10 +145,10 @@ impl ChannelTarget {
     /// `./millrace-data/<channel>/` as channeld does. A spillable channel's overflow is
     /// its file channel.
     pub fn from_agent_config(file: &Path, agent: &str, channel: &str) -> Result<Self, ToolError> {
-        let loaded = millrace_server::config::load_agent_config(
+        let loaded = millrace_config::load_agent_config(
             file,
             agent,
-            Path::new(millrace_server::config::DEFAULT_DATA_BASE_DIR),
+            Path::new(millrace_config::DEFAULT_DATA_BASE_DIR),
         )
         .map_err(|errors| ToolError::Config {
             file: file.to_path_buf(),

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use millrace_client::{ReplayPoint as WirePoint, ReplayReport};
 use millrace_engine::inspect::{execute_replay, plan_replay, scan_channel, ReplayPoint};
-use millrace_server::reports::{replay_report, resolve_replay_point};
+use millrace_ops::reports::{replay_report, resolve_replay_point};
 use serde_json::{json, Value};
 
 use super::{exit, format_unix_ms, progress_for_stderr, write_json, ChannelTarget, ToolError};

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::salvage::{salvage_scanned, SalvageOptions};
 use super::{display_path, exit, progress_for_stderr, table, write_json, ChannelTarget, ToolError};
-use millrace_server::reports::checkpoints_json;
+use millrace_ops::reports::checkpoints_json;
 
 /// Options of `channelctl verify`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

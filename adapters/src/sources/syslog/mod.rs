@@ -22,12 +22,14 @@ use std::net::SocketAddr;
 
 use chrono::Local;
 use millrace_client::Event;
+use millrace_config::values::Expected;
+use millrace_config::ComponentSettings;
 use tracing::warn;
 
 pub use message::{KeepFields, KeptFields, SyslogStatus};
 
 use crate::counters::{self, SourceCounters};
-use crate::sources::ListenerLimits;
+use crate::sources::{refuse_tls, ListenerLimits, BATCH_SIZE_KEY};
 
 /// Flume's default `eventSize` for `syslogtcp`.
 pub const DEFAULT_TCP_EVENT_SIZE_BYTES: usize = 2500;
@@ -59,6 +61,60 @@ pub struct SyslogSettings {
     pub batch_size: usize,
     /// `maxConnections` and `idleTimeout` of the TCP listener (unused over UDP).
     pub listener: ListenerLimits,
+}
+
+/// Which syslog source is being read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SyslogTransport {
+    /// `syslogtcp`.
+    Tcp,
+    /// `syslogudp`.
+    Udp,
+}
+
+impl SyslogSettings {
+    /// Reads a syslog source's keys (Flume's `SyslogTcpSource`, `SyslogUDPSource`).
+    pub(crate) fn read(
+        keys: &mut ComponentSettings<'_>,
+        transport: SyslogTransport,
+    ) -> Option<SyslogSettings> {
+        // Flume listens on every interface when `host` is absent.
+        let host = keys.text_or("host", "0.0.0.0");
+        let port = keys.port("port");
+        let default_event_size = match transport {
+            SyslogTransport::Tcp => DEFAULT_TCP_EVENT_SIZE_BYTES,
+            SyslogTransport::Udp => DEFAULT_UDP_EVENT_SIZE_BYTES,
+        };
+        let event_size_bytes = keys.count_or("eventSize", default_event_size as u64);
+        let keep_fields = keys.parsed_or("keepFields", KeepFields::None, |value| {
+            KeepFields::parse(value).map_err(|word| {
+                Expected::new(format!(
+                    "none, all, or a space-separated list of priority, version, timestamp, \
+                     hostname (not {word:?})"
+                ))
+            })
+        });
+        let client_ip_header = keys.text("clientIPHeader");
+        let client_hostname_header = keys.text("clientHostnameHeader");
+        let batch_size = keys.count_or(BATCH_SIZE_KEY, DEFAULT_SYSLOG_BATCH_SIZE as u64);
+        let listener = match transport {
+            SyslogTransport::Tcp => ListenerLimits::read(keys),
+            SyslogTransport::Udp => ListenerLimits::default(),
+        };
+        if transport == SyslogTransport::Tcp {
+            refuse_tls(keys, &["ssl"], &[]);
+        }
+        Some(SyslogSettings {
+            host,
+            port: port?,
+            event_size_bytes: usize::try_from(event_size_bytes).unwrap_or(usize::MAX),
+            keep_fields,
+            client_ip_header,
+            client_hostname_header,
+            batch_size: usize::try_from(batch_size).unwrap_or(usize::MAX),
+            listener,
+        })
+    }
 }
 
 /// The event for one received message from `peer`; counts it as received, and as a

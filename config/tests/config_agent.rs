@@ -4,13 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use millrace_engine::storage::IoBackendChoice;
-use millrace_server::config::{
+use millrace_config::{
     load_agent_config, parse_agent_config, AgentConfig, ChannelConfig, ChannelSelector,
     Compression, EncryptionConfig, FileChannelConfig, HeaderRoute, HostPort, KeySource,
     LoadBalancingPolicy, MemoryChannelConfig, RawSetting, SinkProcessor, SinkSelector,
     DEFAULT_FAILOVER_MAX_PENALTY,
 };
+use millrace_engine::storage::IoBackendChoice;
 
 fn parse(text: &str) -> AgentConfig {
     parse_agent_config(text, "agent.conf", "a1", Path::new("base"))

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use millrace_server::config::{
+use millrace_config::{
     load_agent_config, parse_agent_config, AgentConfig, ChannelConfig, ChannelSelector,
     FileChannelConfig, MemoryChannelConfig, RawSetting, ServerSettings, SpillableChannelConfig,
     DEFAULT_DATA_BASE_DIR,

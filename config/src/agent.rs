@@ -21,15 +21,15 @@ use std::path::Path;
 
 use millrace_engine::config::ChannelConfig;
 
-use crate::config::channel::{self, describe_use, normalized_directory, DirectoryUse};
-use crate::config::components::{self, SinkConfig, SinkGroupConfig, SourceConfig};
-use crate::config::error::{
+use crate::channel::{self, describe_use, normalized_directory, DirectoryUse};
+use crate::components::{self, SinkConfig, SinkGroupConfig, SourceConfig};
+use crate::error::{
     expected_one_of, ConfigError, ConfigErrorKind, ConfigErrors, ConfigWarning, Diagnostics,
 };
-use crate::config::properties::{self, Property};
-use crate::config::server_settings::{self, ServerSettings, SERVER_SETTINGS};
-use crate::config::setting::{Component, ComponentSetting};
-use crate::config::values::{self, java_trim};
+use crate::properties::{self, Property};
+use crate::server_settings::{self, ServerSettings, SERVER_SETTINGS};
+use crate::setting::{Component, RawSetting};
+use crate::values::{self, java_trim};
 
 /// Everything channeld needs from one agent of a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,7 +206,7 @@ struct Declaration {
 struct SortedKeys {
     declarations: HashMap<Section, Declaration>,
     /// Component keys per section, per component name, in file order.
-    components: HashMap<Section, Vec<(String, Vec<ComponentSetting>)>>,
+    components: HashMap<Section, Vec<(String, Vec<RawSetting>)>>,
     /// `server.*` keys: (setting name, property).
     server: Vec<(String, Property)>,
 }
@@ -402,7 +402,7 @@ fn top_level_expected(agent: &str, unknown_word: &str) -> String {
         "a key starting {agent}.sources, {agent}.channels, {agent}.sinks, \
          {agent}.sinkgroups or {agent}.server"
     );
-    match crate::config::error::closest_name(unknown_word, known) {
+    match crate::error::closest_name(unknown_word, known) {
         Some(suggestion) if suggestion != unknown_word => {
             format!("{choices} (did you mean {agent}.{suggestion}?)")
         }
@@ -430,9 +430,8 @@ fn sort_keys(agent: &str, properties: Vec<Property>, diagnostics: &mut Diagnosti
         });
         match component_key {
             Some((section, name, sub_key)) => {
-                let setting = ComponentSetting {
-                    key: property.key.clone(),
-                    sub_key: sub_key.to_string(),
+                let setting = RawSetting {
+                    key: sub_key.to_string(),
                     value: property.value.clone(),
                     line: property.line,
                 };
@@ -528,7 +527,8 @@ fn refuse_undeclared_components(agent: &str, sorted: &SortedKeys, diagnostics: &
                 section.member(),
                 components::describe_declared(&list_key, &declared)
             );
-            diagnostics.bad_value(first.line, &first.key, &expected, name);
+            let first_key = format!("{list_key}.{name}.{}", first.key);
+            diagnostics.bad_value(first.line, &first_key, &expected, name);
         }
     }
 }

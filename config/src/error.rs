@@ -10,7 +10,8 @@
 //! Reading never stops at the first problem: [`Diagnostics`] collects every error and
 //! warning in the file, and [`ConfigErrors`] hands them all back, sorted by line.
 
-use crate::config::properties::PropertiesError;
+use crate::component_settings::SettingsProblems;
+use crate::properties::PropertiesError;
 
 /// One reason a configuration file cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -187,6 +188,17 @@ impl Diagnostics {
             errors: Vec::new(),
             warnings: Vec::new(),
         }
+    }
+
+    /// The file name, as messages give it.
+    pub(crate) fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// Adds what reading one component found, in the order it was found.
+    pub(crate) fn absorb(&mut self, problems: SettingsProblems) {
+        self.errors.extend(problems.errors);
+        self.warnings.extend(problems.warnings);
     }
 
     pub(crate) fn error_count(&self) -> usize {

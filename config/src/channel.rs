@@ -2,9 +2,11 @@
 //!
 //! Every Flume channel key is read under Flume's name, into
 //! [`millrace_engine::config::ChannelConfig`], which starts from Flume's real defaults.
-//! Each channel type has one table of the keys it accepts (`FILE_KEYS`, `MEMORY_KEYS`,
-//! `SPILLABLE_KEYS`); a spillable channel also accepts every file key
-//! for its overflow. A key in no table is an error, as is a value its reader refuses.
+//! Each channel type reads its keys with a [`ComponentSettings`] next to the draft that
+//! holds them (`read_memory_keys`, `read_file_keys`, `read_spillable_keys`); a spillable
+//! channel also reads every file key for its overflow. A key no reader reads is an
+//! error, as is a value its reader refuses, and [`channel_key_names`] is what the readers
+//! read.
 //!
 //! Where Flume bends a value, Millrace either refuses it or says so:
 //!
@@ -33,20 +35,16 @@ use std::time::Duration;
 use std::collections::BTreeMap;
 
 use millrace_engine::config::{
-    key_id_problem, ChannelConfig, Compression, ConfigError as EngineConfigError, EncryptionConfig,
-    FileChannelConfig, KeySource, MemoryChannelConfig, SpillableChannelConfig,
-    DEFAULT_MAX_FILE_SIZE_BYTES, MIN_MAX_FILE_SIZE_BYTES,
+    key_id_problem, usable_byte_slots, ChannelConfig, Compression,
+    ConfigError as EngineConfigError, EncryptionConfig, FileChannelConfig, KeySource,
+    MemoryChannelConfig, SpillableChannelConfig, DEFAULT_MAX_FILE_SIZE_BYTES,
+    MEMORY_BYTE_SLOT_SIZE_BYTES, MIN_MAX_FILE_SIZE_BYTES,
 };
 
-use crate::config::error::{expected_one_of, Diagnostics};
-use crate::config::setting::{Component, ComponentSetting, RawSetting};
-use crate::config::values::{self, Expected};
-
-/// Flume's memory channel counts body bytes in slots of this size
-/// (`MemoryChannel.byteCapacitySlotSize`). A `byteCapacity` that leaves less than one
-/// slot after the buffer percentage makes Flume switch the byte limit off; Millrace
-/// refuses it instead.
-pub const MEMORY_BYTE_SLOT_SIZE_BYTES: u64 = 100;
+use crate::component_settings::{ComponentSettings, KeyListing};
+use crate::error::Diagnostics;
+use crate::setting::{Component, RawSetting};
+use crate::values::{self, Expected};
 
 const PERCENT: u64 = 100;
 
@@ -68,6 +66,15 @@ impl ChannelKind {
         ChannelKind::File,
         ChannelKind::Spillable,
     ];
+
+    /// The kind of channel `config` configures.
+    pub fn of(config: &ChannelConfig) -> ChannelKind {
+        match config {
+            ChannelConfig::File(_) => ChannelKind::File,
+            ChannelConfig::Memory(_) => ChannelKind::Memory,
+            ChannelConfig::Spillable(_) => ChannelKind::Spillable,
+        }
+    }
 
     /// Flume's alias for the type (`type = file`).
     pub fn alias(self) -> &'static str {
@@ -108,15 +115,6 @@ impl ChannelKind {
 const CHANNEL_TYPE_EXPECTED: &str =
     "a channel type: memory, file or spillablememory (or Flume's class name for one of them)";
 
-/// Warnings a key reader attaches to the key it read.
-type Notes = Vec<String>;
-
-/// One accepted channel key and how it is read into a draft.
-struct KeyHandler<Draft: 'static> {
-    name: &'static str,
-    apply: fn(&mut Draft, &str, &mut Notes) -> Result<(), Expected>,
-}
-
 /// A file channel (or spillable overflow) being read. Directories stay `None` until the
 /// end so that unset ones can default to `<base>/<channel>/…`.
 struct FileDraft {
@@ -140,334 +138,335 @@ struct SpillableDraft {
     overflow: FileDraft,
 }
 
-fn note_unexpanded_home(path: &Path, notes: &mut Notes) {
+/// A channel's keys as read, before the rules that span them are checked (the drafts
+/// holding file settings are boxed: they are several times a memory channel's size).
+enum ChannelDraft {
+    Memory(MemoryChannelConfig),
+    /// The file channel and its `encryption.*` keys.
+    File(Box<FileDraft>, Vec<RawSetting>),
+    /// The spillable channel and its overflow's `encryption.*` keys.
+    Spillable(Box<SpillableDraft>, Vec<RawSetting>),
+}
+
+fn note_unexpanded_home(keys: &mut ComponentSettings<'_>, key: &str, path: &Path) {
     if path.starts_with("~") {
-        notes.push(format!(
-            "\"~\" is not expanded (Flume does not expand it either): this names a directory \
-             called \"~\" under the working directory, {:?}",
-            path.display().to_string()
-        ));
+        keys.warn(
+            key,
+            format!(
+                "\"~\" is not expanded (Flume does not expand it either): this names a \
+                 directory called \"~\" under the working directory, {:?}",
+                path.display().to_string()
+            ),
+        );
     }
 }
 
-fn note_not_acted_on_when_true(enabled: bool, what_happens: &str, notes: &mut Notes) {
-    if enabled {
-        notes.push(format!("accepted but not acted on: {what_happens}"));
+/// Reads a boolean Flume acts on and Millrace does not, warning when it is switched on.
+fn read_not_acted_on_when_true(keys: &mut ComponentSettings<'_>, key: &str, what_happens: &str) {
+    if keys.parsed(key, values::boolean) == Some(true) {
+        keys.warn(key, format!("accepted but not acted on: {what_happens}"));
     }
 }
 
-/// Keys of a file channel; the spillable channel applies them to its overflow.
-static FILE_KEYS: &[KeyHandler<FileDraft>] = &[
-    KeyHandler {
-        name: "checkpointDir",
-        apply: |draft, value, notes| {
-            let directory = values::directory(value)?;
-            note_unexpanded_home(&directory, notes);
-            draft.checkpoint_dir = Some(directory);
-            Ok(())
-        },
-    },
-    KeyHandler {
-        name: "dataDirs",
-        apply: |draft, value, notes| {
-            let directories = values::directory_list(value)?;
-            for directory in &directories {
-                note_unexpanded_home(directory, notes);
-            }
-            draft.data_dirs = Some(directories);
-            Ok(())
-        },
-    },
-    KeyHandler {
-        name: "useDualCheckpoints",
-        apply: |draft, value, _| {
-            draft.config.use_dual_checkpoints = values::boolean(value)?;
-            Ok(())
-        },
-    },
-    KeyHandler {
-        name: "backupCheckpointDir",
-        apply: |draft, value, notes| {
-            let directory = values::directory(value)?;
-            note_unexpanded_home(&directory, notes);
-            draft.config.backup_checkpoint_dir = Some(directory);
-            Ok(())
-        },
-    },
-    KeyHandler {
-        name: "compressBackupCheckpoint",
-        apply: |_, value, notes| {
-            let enabled = values::boolean(value)?;
-            note_not_acted_on_when_true(
-                enabled,
-                "Millrace writes the backup checkpoint uncompressed",
-                notes,
-            );
-            Ok(())
-        },
-    },
-    KeyHandler {
-        name: "capacity",
-        apply: |draft, value, _| {
-            draft.config.capacity = values::positive_integer(value)?;
-            Ok(())
-        },
-    },
-    KeyHandler {
-        name: "transactionCapacity",
-        apply: |draft, value, _| {
-            draft.config.transaction_capacity = values::positive_integer(value)?;
-            Ok(())
-        },
-    },
-    KeyHandler {
-        name: "checkpointInterval",
-        apply: |draft, value, notes| {
-            draft.config.checkpoint_interval = values::positive_milliseconds(value)?;
-            let effective = draft.config.effective_checkpoint_interval();
-            if effective != draft.config.checkpoint_interval {
-                notes.push(format!(
+/// `key` read by `reader` into `target`, when set and accepted.
+fn read_into<T>(
+    keys: &mut ComponentSettings<'_>,
+    key: &str,
+    target: &mut T,
+    reader: impl FnOnce(&str) -> Result<T, Expected>,
+) {
+    if let Some(value) = keys.parsed(key, reader) {
+        *target = value;
+    }
+}
+
+/// Whose file keys [`read_file_keys`] reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FileKeysOf {
+    /// A file channel's.
+    FileChannel,
+    /// A spillable channel's overflow: `capacity` and `keep-alive` are the spillable
+    /// channel's own keys ([`read_spillable_keys`]).
+    SpillableOverflow,
+}
+
+/// The keys of a file channel, in documentation order; a spillable channel reads them
+/// for its overflow.
+fn read_file_keys(keys: &mut ComponentSettings<'_>, draft: &mut FileDraft, of: FileKeysOf) {
+    if let Some(directory) = keys.parsed("checkpointDir", values::directory) {
+        note_unexpanded_home(keys, "checkpointDir", &directory);
+        draft.checkpoint_dir = Some(directory);
+    }
+    if let Some(directories) = keys.parsed("dataDirs", values::directory_list) {
+        for directory in &directories {
+            note_unexpanded_home(keys, "dataDirs", directory);
+        }
+        draft.data_dirs = Some(directories);
+    }
+    let config = &mut draft.config;
+    read_into(
+        keys,
+        "useDualCheckpoints",
+        &mut config.use_dual_checkpoints,
+        values::boolean,
+    );
+    if let Some(directory) = keys.parsed("backupCheckpointDir", values::directory) {
+        note_unexpanded_home(keys, "backupCheckpointDir", &directory);
+        config.backup_checkpoint_dir = Some(directory);
+    }
+    read_not_acted_on_when_true(
+        keys,
+        "compressBackupCheckpoint",
+        "Millrace writes the backup checkpoint uncompressed",
+    );
+    if of == FileKeysOf::FileChannel {
+        read_into(
+            keys,
+            "capacity",
+            &mut config.capacity,
+            values::positive_integer,
+        );
+    }
+    read_into(
+        keys,
+        "transactionCapacity",
+        &mut config.transaction_capacity,
+        values::positive_integer,
+    );
+    if let Some(interval) = keys.parsed("checkpointInterval", values::positive_milliseconds) {
+        config.checkpoint_interval = interval;
+        let effective = config.effective_checkpoint_interval();
+        if effective != interval {
+            keys.warn(
+                "checkpointInterval",
+                format!(
                     "raised to {} ms, the floor Flume applies as well",
                     effective.as_millis()
-                ));
-            }
-            Ok(())
-        },
-    },
-    KeyHandler {
-        name: "maxFileSize",
-        apply: |draft, value, notes| {
-            let requested = values::positive_integer(value)?;
-            if requested < MIN_MAX_FILE_SIZE_BYTES {
-                return Err(Expected::new(format!(
-                    "at least {MIN_MAX_FILE_SIZE_BYTES} bytes (a segment must hold its header \
-                     and a few records)"
-                )));
-            }
-            if requested > DEFAULT_MAX_FILE_SIZE_BYTES {
-                notes.push(format!(
+                ),
+            );
+        }
+    }
+    let max_file_size = keys.parsed("maxFileSize", |value| {
+        let requested = values::positive_integer(value)?;
+        if requested < MIN_MAX_FILE_SIZE_BYTES {
+            return Err(Expected::new(format!(
+                "at least {MIN_MAX_FILE_SIZE_BYTES} bytes (a segment must hold its header and \
+                 a few records)"
+            )));
+        }
+        Ok(requested)
+    });
+    if let Some(requested) = max_file_size {
+        if requested > DEFAULT_MAX_FILE_SIZE_BYTES {
+            keys.warn(
+                "maxFileSize",
+                format!(
                     "lowered to {DEFAULT_MAX_FILE_SIZE_BYTES} bytes, the ceiling Flume applies \
                      as well"
-                ));
-            }
-            draft.config.max_file_size_bytes = requested.min(DEFAULT_MAX_FILE_SIZE_BYTES);
-            Ok(())
-        },
-    },
-    KeyHandler {
-        name: "minimumRequiredSpace",
-        apply: |draft, value, notes| {
-            draft.config.minimum_required_space_bytes = values::non_negative_integer(value)?;
-            let effective = draft.config.effective_minimum_required_space_bytes();
-            if effective != draft.config.minimum_required_space_bytes {
-                notes.push(format!(
-                    "raised to {effective} bytes, the floor Flume applies as well"
-                ));
-            }
-            Ok(())
-        },
-    },
-    KeyHandler {
-        name: "keep-alive",
-        apply: |draft, value, _| {
-            draft.config.keep_alive = values::non_negative_seconds(value)?;
-            Ok(())
-        },
-    },
-    KeyHandler {
-        name: "use-log-replay-v1",
-        apply: |_, value, notes| {
-            let enabled = values::boolean(value)?;
-            note_not_acted_on_when_true(
-                enabled,
-                "Millrace has a single replay procedure; Flume's v1 log replay does not apply",
-                notes,
+                ),
             );
-            Ok(())
-        },
-    },
-    KeyHandler {
-        name: "use-fast-replay",
-        apply: |_, value, notes| {
-            let enabled = values::boolean(value)?;
-            note_not_acted_on_when_true(
-                enabled,
-                "Millrace has a single replay procedure; Flume's fast replay does not apply",
-                notes,
+        }
+        config.max_file_size_bytes = requested.min(DEFAULT_MAX_FILE_SIZE_BYTES);
+    }
+    if let Some(space) = keys.parsed("minimumRequiredSpace", values::non_negative_integer) {
+        config.minimum_required_space_bytes = space;
+        let effective = config.effective_minimum_required_space_bytes();
+        if effective != space {
+            keys.warn(
+                "minimumRequiredSpace",
+                format!("raised to {effective} bytes, the floor Flume applies as well"),
             );
-            Ok(())
-        },
-    },
-    KeyHandler {
-        name: "fsyncPerTransaction",
-        apply: |draft, value, _| {
-            draft.config.fsync_per_transaction = values::boolean(value)?;
-            Ok(())
-        },
-    },
-    KeyHandler {
-        name: "fsyncInterval",
-        apply: |draft, value, _| {
-            draft.config.fsync_interval = values::positive_seconds(value)?;
-            Ok(())
-        },
-    },
-    KeyHandler {
-        name: "checkpointOnClose",
-        apply: |draft, value, _| {
-            draft.config.checkpoint_on_close = values::boolean(value)?;
-            Ok(())
-        },
-    },
-    KeyHandler {
-        name: "retentionTime",
-        apply: |draft, value, _| {
-            draft.config.retention_time = values::non_negative_milliseconds(value)?;
-            Ok(())
-        },
-    },
-    KeyHandler {
-        name: "retentionBytes",
-        apply: |draft, value, _| {
-            draft.config.retention_bytes = values::non_negative_integer(value)?;
-            Ok(())
-        },
-    },
-    KeyHandler {
-        name: "fileMode",
-        apply: |draft, value, _| {
-            draft.config.file_mode = values::file_mode(value)?;
-            Ok(())
-        },
-    },
-    KeyHandler {
-        name: "compression",
-        apply: |draft, value, _| {
-            draft.config.compression = [Compression::None, Compression::Lz4]
-                .into_iter()
-                .find(|compression| value.eq_ignore_ascii_case(compression.name()))
-                .ok_or_else(|| Expected::new("none or lz4"))?;
-            Ok(())
-        },
-    },
-];
+        }
+    }
+    if of == FileKeysOf::FileChannel {
+        read_into(
+            keys,
+            "keep-alive",
+            &mut config.keep_alive,
+            values::non_negative_seconds,
+        );
+    }
+    read_not_acted_on_when_true(
+        keys,
+        "use-log-replay-v1",
+        "Millrace has a single replay procedure; Flume's v1 log replay does not apply",
+    );
+    read_not_acted_on_when_true(
+        keys,
+        "use-fast-replay",
+        "Millrace has a single replay procedure; Flume's fast replay does not apply",
+    );
+    read_into(
+        keys,
+        "fsyncPerTransaction",
+        &mut config.fsync_per_transaction,
+        values::boolean,
+    );
+    read_into(
+        keys,
+        "fsyncInterval",
+        &mut config.fsync_interval,
+        values::positive_seconds,
+    );
+    read_into(
+        keys,
+        "checkpointOnClose",
+        &mut config.checkpoint_on_close,
+        values::boolean,
+    );
+    read_into(
+        keys,
+        "retentionTime",
+        &mut config.retention_time,
+        values::non_negative_milliseconds,
+    );
+    read_into(
+        keys,
+        "retentionBytes",
+        &mut config.retention_bytes,
+        values::non_negative_integer,
+    );
+    read_into(keys, "fileMode", &mut config.file_mode, values::file_mode);
+    read_into(keys, "compression", &mut config.compression, |value| {
+        [Compression::None, Compression::Lz4]
+            .into_iter()
+            .find(|compression| value.eq_ignore_ascii_case(compression.name()))
+            .ok_or_else(|| Expected::new("none or lz4"))
+    });
+}
 
-/// Keys of a memory channel.
-static MEMORY_KEYS: &[KeyHandler<MemoryChannelConfig>] = &[
-    KeyHandler {
-        name: "capacity",
-        apply: |config, value, _| {
-            config.capacity = values::positive_integer(value)?;
-            Ok(())
-        },
-    },
-    KeyHandler {
-        name: "transactionCapacity",
-        apply: |config, value, _| {
-            config.transaction_capacity = values::positive_integer(value)?;
-            Ok(())
-        },
-    },
-    KeyHandler {
-        name: "keep-alive",
-        apply: |config, value, _| {
-            config.keep_alive = values::non_negative_seconds(value)?;
-            Ok(())
-        },
-    },
-    KeyHandler {
-        name: "byteCapacity",
-        apply: |config, value, _| {
-            config.byte_capacity_bytes = Some(values::positive_integer(value)?);
-            Ok(())
-        },
-    },
-    KeyHandler {
-        name: "byteCapacityBufferPercentage",
-        apply: |config, value, _| {
-            config.byte_capacity_buffer_percentage = values::percentage_below_full(value)?;
-            Ok(())
-        },
-    },
-];
+/// `byteCapacity` and `byteCapacityBufferPercentage`, which the memory and the spillable
+/// channel share.
+fn read_byte_capacity_keys(
+    keys: &mut ComponentSettings<'_>,
+    byte_capacity_bytes: &mut Option<u64>,
+    buffer_percentage: &mut u8,
+) {
+    if let Some(bytes) = keys.parsed("byteCapacity", values::positive_integer) {
+        *byte_capacity_bytes = Some(bytes);
+    }
+    read_into(
+        keys,
+        "byteCapacityBufferPercentage",
+        buffer_percentage,
+        values::percentage_below_full,
+    );
+}
 
-/// Keys of a spillable memory channel's own; any other file key goes to its overflow.
-static SPILLABLE_KEYS: &[KeyHandler<SpillableDraft>] = &[
-    KeyHandler {
-        name: "memoryCapacity",
-        apply: |draft, value, _| {
-            draft.config.memory_capacity = values::non_negative_integer(value)?;
-            Ok(())
-        },
-    },
-    KeyHandler {
-        name: "overflowCapacity",
-        apply: |draft, value, _| {
-            draft.config.overflow_capacity = values::non_negative_integer(value)?;
-            Ok(())
-        },
-    },
-    KeyHandler {
-        name: "overflowTimeout",
-        apply: |draft, value, _| {
-            draft.config.overflow_timeout = values::non_negative_seconds(value)?;
-            Ok(())
-        },
-    },
-    KeyHandler {
-        name: "overflowDeactivationThreshold",
-        apply: |draft, value, _| {
-            draft.config.overflow_deactivation_threshold_percent = values::percentage(value)?;
-            Ok(())
-        },
-    },
-    KeyHandler {
-        name: "byteCapacity",
-        apply: |draft, value, _| {
-            draft.config.byte_capacity_bytes = Some(values::positive_integer(value)?);
-            Ok(())
-        },
-    },
-    KeyHandler {
-        name: "byteCapacityBufferPercentage",
-        apply: |draft, value, _| {
-            draft.config.byte_capacity_buffer_percentage = values::percentage_below_full(value)?;
-            Ok(())
-        },
-    },
-    KeyHandler {
-        name: "avgEventSize",
-        apply: |draft, value, _| {
-            draft.config.avg_event_size_bytes = values::positive_integer(value)?;
-            Ok(())
-        },
-    },
+/// The keys of a memory channel.
+fn read_memory_keys(keys: &mut ComponentSettings<'_>) -> MemoryChannelConfig {
+    let mut config = MemoryChannelConfig::default();
+    read_into(
+        keys,
+        "capacity",
+        &mut config.capacity,
+        values::positive_integer,
+    );
+    read_into(
+        keys,
+        "transactionCapacity",
+        &mut config.transaction_capacity,
+        values::positive_integer,
+    );
+    read_into(
+        keys,
+        "keep-alive",
+        &mut config.keep_alive,
+        values::non_negative_seconds,
+    );
+    read_byte_capacity_keys(
+        keys,
+        &mut config.byte_capacity_bytes,
+        &mut config.byte_capacity_buffer_percentage,
+    );
+    config
+}
+
+/// The keys of a spillable memory channel: its own, then the file keys of its overflow.
+fn read_spillable_keys(keys: &mut ComponentSettings<'_>) -> SpillableDraft {
+    let mut config =
+        SpillableChannelConfig::new(FileChannelConfig::new(Vec::new(), PathBuf::new()));
+    read_into(
+        keys,
+        "memoryCapacity",
+        &mut config.memory_capacity,
+        values::non_negative_integer,
+    );
+    read_into(
+        keys,
+        "overflowCapacity",
+        &mut config.overflow_capacity,
+        values::non_negative_integer,
+    );
+    read_into(
+        keys,
+        "overflowTimeout",
+        &mut config.overflow_timeout,
+        values::non_negative_seconds,
+    );
+    read_into(
+        keys,
+        "overflowDeactivationThreshold",
+        &mut config.overflow_deactivation_threshold_percent,
+        values::percentage,
+    );
+    read_byte_capacity_keys(
+        keys,
+        &mut config.byte_capacity_bytes,
+        &mut config.byte_capacity_buffer_percentage,
+    );
+    read_into(
+        keys,
+        "avgEventSize",
+        &mut config.avg_event_size_bytes,
+        values::positive_integer,
+    );
     // Flume overwrites these two before configuring the overflow file channel.
-    KeyHandler {
-        name: "capacity",
-        apply: |_, value, notes| {
-            values::positive_integer(value)?;
-            notes.push(
-                "has no effect on a spillable channel (Flume overrides it too): the overflow \
-                 holds overflowCapacity events and memory holds memoryCapacity"
-                    .to_string(),
-            );
-            Ok(())
-        },
-    },
-    KeyHandler {
-        name: "keep-alive",
-        apply: |_, value, notes| {
-            values::non_negative_seconds(value)?;
-            notes.push(
-                "has no effect on a spillable channel (Flume forces the overflow's keep-alive \
-                 to 0): overflowTimeout governs how long a commit waits"
-                    .to_string(),
-            );
-            Ok(())
-        },
-    },
-];
+    if keys.parsed("capacity", values::positive_integer).is_some() {
+        keys.warn(
+            "capacity",
+            "has no effect on a spillable channel (Flume overrides it too): the overflow \
+             holds overflowCapacity events and memory holds memoryCapacity",
+        );
+    }
+    if keys
+        .parsed("keep-alive", values::non_negative_seconds)
+        .is_some()
+    {
+        keys.warn(
+            "keep-alive",
+            "has no effect on a spillable channel (Flume forces the overflow's keep-alive \
+             to 0): overflowTimeout governs how long a commit waits",
+        );
+    }
+    let mut overflow = FileDraft::new();
+    read_file_keys(keys, &mut overflow, FileKeysOf::SpillableOverflow);
+    SpillableDraft { config, overflow }
+}
+
+/// The `encryption.*` keys of a file or spillable channel, in file order, for
+/// [`read_encryption`].
+fn read_encryption_keys(keys: &mut ComponentSettings<'_>) -> Vec<RawSetting> {
+    let mut listed = ENCRYPTION_KEYS.to_vec();
+    listed.extend([PASSWORD_FILE_PATTERN, KEY_FILE_PATTERN]);
+    keys.matching(&listed, is_encryption_key)
+}
+
+/// Reads the keys of a channel of `kind` (its `type` already read).
+fn read_channel_keys(keys: &mut ComponentSettings<'_>, kind: ChannelKind) -> ChannelDraft {
+    match kind {
+        ChannelKind::Memory => ChannelDraft::Memory(read_memory_keys(keys)),
+        ChannelKind::File => {
+            let mut draft = Box::new(FileDraft::new());
+            read_file_keys(keys, &mut draft, FileKeysOf::FileChannel);
+            ChannelDraft::File(draft, read_encryption_keys(keys))
+        }
+        ChannelKind::Spillable => {
+            let draft = Box::new(read_spillable_keys(keys));
+            ChannelDraft::Spillable(draft, read_encryption_keys(keys))
+        }
+    }
+}
 
 /// The encryption keys of Flume's file channel (`EncryptionConfiguration`), read into
 /// the engine's [`EncryptionConfig`] by [`read_encryption`].
@@ -530,27 +529,13 @@ fn is_encryption_key(sub_key: &str) -> bool {
     ENCRYPTION_KEYS.contains(&sub_key) || encryption_key_source(sub_key).is_some()
 }
 
-/// Every key a channel type accepts, `type` first, as written in documentation.
-pub fn channel_key_names(kind: ChannelKind) -> Vec<&'static str> {
-    let mut names = vec!["type"];
-    match kind {
-        ChannelKind::Memory => names.extend(MEMORY_KEYS.iter().map(|key| key.name)),
-        ChannelKind::File => names.extend(FILE_KEYS.iter().map(|key| key.name)),
-        ChannelKind::Spillable => {
-            names.extend(SPILLABLE_KEYS.iter().map(|key| key.name));
-            for file_key in FILE_KEYS {
-                if !names.contains(&file_key.name) {
-                    names.push(file_key.name);
-                }
-            }
-        }
-    }
-    if kind != ChannelKind::Memory {
-        names.extend(ENCRYPTION_KEYS);
-        names.push(PASSWORD_FILE_PATTERN);
-        names.push(KEY_FILE_PATTERN);
-    }
-    names
+/// Every key a channel type accepts, `type` first, as written in documentation: what
+/// its reader reads.
+pub fn channel_key_names(kind: ChannelKind) -> Vec<String> {
+    let mut keys = ComponentSettings::new("", "", 0, &[]);
+    keys.text("type");
+    read_channel_keys(&mut keys, kind);
+    keys.listed_keys().to_vec()
 }
 
 /// A channel read from the file: its settings and the directories it uses (for the
@@ -582,108 +567,49 @@ pub(crate) fn normalized_directory(path: &Path) -> PathBuf {
 
 /// Reads one declared channel, recording every problem. Returns `None` when it cannot
 /// be read as written (no or an unknown `type`, a refused value, rules between its keys
-/// broken); a channel whose only problems are unknown keys comes back as the other keys
-/// make it, for the checks that span components (see `read_keys`).
-pub(crate) fn parse_channel(
-    channel: &Component,
-    base_dir: &Path,
-    diagnostics: &mut Diagnostics,
-) -> Option<ParsedChannel> {
-    let Some(type_setting) = channel.get("type") else {
-        diagnostics.missing_key(
-            Some(channel.declared_line),
-            &channel.full_key("type"),
-            CHANNEL_TYPE_EXPECTED,
-        );
-        return None;
-    };
-    let Some(kind) = ChannelKind::from_type_name(&type_setting.value) else {
-        diagnostics.bad_value(
-            type_setting.line,
-            &type_setting.key,
-            CHANNEL_TYPE_EXPECTED,
-            &type_setting.value,
-        );
-        return None;
-    };
-    match kind {
-        ChannelKind::Memory => parse_memory(channel, diagnostics),
-        ChannelKind::File => parse_file(channel, base_dir, diagnostics),
-        ChannelKind::Spillable => parse_spillable(channel, base_dir, diagnostics),
-    }
-}
-
-/// Outcome of offering one key to a channel type's tables.
-enum KeyOutcome {
-    Read,
-    Refused(Expected),
-    Unknown,
-}
-
-fn run_handler<Draft>(
-    handlers: &'static [KeyHandler<Draft>],
-    draft: &mut Draft,
-    setting: &ComponentSetting,
-    notes: &mut Notes,
-) -> Option<KeyOutcome> {
-    let handler = handlers
-        .iter()
-        .find(|handler| handler.name == setting.sub_key)?;
-    Some(match (handler.apply)(draft, &setting.value, notes) {
-        Ok(()) => KeyOutcome::Read,
-        Err(expected) => KeyOutcome::Refused(expected),
-    })
-}
-
-/// Offers every key but `type` to `read_key`, recording errors and warnings. Returns
-/// whether every value offered was accepted.
+/// broken).
 ///
 /// An unknown key does not count: it has no effect (as in Flume), so the channel is
 /// what the other keys say, and the checks that span keys and components still judge
 /// it in the same run. A refused value does: its default would stand in for what the
 /// user wrote, and later checks would judge a value nobody meant.
-fn read_keys(
+pub(crate) fn parse_channel(
     channel: &Component,
-    kind: ChannelKind,
+    base_dir: &Path,
     diagnostics: &mut Diagnostics,
-    mut read_key: impl FnMut(&ComponentSetting, &mut Notes) -> KeyOutcome,
-) -> bool {
-    let known_names = channel_key_names(kind);
-    let mut all_accepted = true;
-    for setting in channel.settings.iter().filter(|s| s.sub_key != "type") {
-        let mut notes = Notes::new();
-        match read_key(setting, &mut notes) {
-            KeyOutcome::Read => {}
-            KeyOutcome::Refused(expected) => {
-                all_accepted = false;
-                diagnostics.bad_value(setting.line, &setting.key, &expected.0, &setting.value);
-            }
-            KeyOutcome::Unknown => {
-                let expected =
-                    expected_one_of(&setting.sub_key, kind.label(), known_names.iter().copied());
-                diagnostics.unknown_key(setting.line, &setting.key, expected);
-            }
-        }
-        for note in notes {
-            diagnostics.warn(setting.line, &setting.key, note);
-        }
-    }
-    all_accepted
-}
-
-fn parse_memory(channel: &Component, diagnostics: &mut Diagnostics) -> Option<ParsedChannel> {
-    let mut config = MemoryChannelConfig::default();
-    let all_accepted = read_keys(
-        channel,
-        ChannelKind::Memory,
-        diagnostics,
-        |setting, notes| {
-            run_handler(MEMORY_KEYS, &mut config, setting, notes).unwrap_or(KeyOutcome::Unknown)
-        },
-    );
+) -> Option<ParsedChannel> {
+    let file = diagnostics.file().to_string();
+    let mut keys = channel.reader(&file);
+    let kind = keys.required("type", CHANNEL_TYPE_EXPECTED, |type_name| {
+        ChannelKind::from_type_name(type_name).ok_or_else(|| Expected::new(CHANNEL_TYPE_EXPECTED))
+    });
+    let Some(kind) = kind else {
+        diagnostics.absorb(keys.hand_on().0);
+        return None;
+    };
+    keys.describe_unknown_keys(kind.label(), KeyListing::AsRead);
+    let draft = read_channel_keys(&mut keys, kind);
+    let all_accepted = !keys.refused_any_value();
+    diagnostics.absorb(keys.finish());
     if !all_accepted {
         return None;
     }
+    match draft {
+        ChannelDraft::Memory(config) => check_memory(channel, config, diagnostics),
+        ChannelDraft::File(draft, encryption) => {
+            check_file(channel, *draft, &encryption, base_dir, diagnostics)
+        }
+        ChannelDraft::Spillable(draft, encryption) => {
+            check_spillable(channel, *draft, &encryption, base_dir, diagnostics)
+        }
+    }
+}
+
+fn check_memory(
+    channel: &Component,
+    config: MemoryChannelConfig,
+    diagnostics: &mut Diagnostics,
+) -> Option<ParsedChannel> {
     let errors_before = diagnostics.error_count();
     check_transaction_capacity(
         channel,
@@ -706,25 +632,15 @@ fn parse_memory(channel: &Component, diagnostics: &mut Diagnostics) -> Option<Pa
     })
 }
 
-fn parse_file(
+fn check_file(
     channel: &Component,
+    mut draft: FileDraft,
+    encryption: &[RawSetting],
     base_dir: &Path,
     diagnostics: &mut Diagnostics,
 ) -> Option<ParsedChannel> {
-    let mut draft = FileDraft::new();
-    let mut encryption = Vec::new();
-    let all_accepted = read_keys(channel, ChannelKind::File, diagnostics, |setting, notes| {
-        if is_encryption_key(&setting.sub_key) {
-            encryption.push(setting.to_raw());
-            return KeyOutcome::Read;
-        }
-        run_handler(FILE_KEYS, &mut draft, setting, notes).unwrap_or(KeyOutcome::Unknown)
-    });
-    if !all_accepted {
-        return None;
-    }
     let errors_before = diagnostics.error_count();
-    draft.config.encryption = read_encryption(channel, &encryption, diagnostics);
+    draft.config.encryption = read_encryption(channel, encryption, diagnostics);
     let finished = finish_file(draft, channel, base_dir, FileRole::Channel, diagnostics);
     let (config, directories) = finished?;
     (diagnostics.error_count() == errors_before).then_some(ParsedChannel {
@@ -733,33 +649,13 @@ fn parse_file(
     })
 }
 
-fn parse_spillable(
+fn check_spillable(
     channel: &Component,
+    draft: SpillableDraft,
+    encryption: &[RawSetting],
     base_dir: &Path,
     diagnostics: &mut Diagnostics,
 ) -> Option<ParsedChannel> {
-    let mut draft = SpillableDraft {
-        config: SpillableChannelConfig::new(FileChannelConfig::new(Vec::new(), PathBuf::new())),
-        overflow: FileDraft::new(),
-    };
-    let mut encryption = Vec::new();
-    let all_accepted = read_keys(
-        channel,
-        ChannelKind::Spillable,
-        diagnostics,
-        |setting, notes| {
-            if is_encryption_key(&setting.sub_key) {
-                encryption.push(setting.to_raw());
-                return KeyOutcome::Read;
-            }
-            run_handler(SPILLABLE_KEYS, &mut draft, setting, notes)
-                .or_else(|| run_handler(FILE_KEYS, &mut draft.overflow, setting, notes))
-                .unwrap_or(KeyOutcome::Unknown)
-        },
-    );
-    if !all_accepted {
-        return None;
-    }
     let errors_before = diagnostics.error_count();
     let SpillableDraft {
         mut config,
@@ -788,7 +684,7 @@ fn parse_spillable(
         "one avgEventSize slot",
         diagnostics,
     );
-    overflow.config.encryption = read_encryption(channel, &encryption, diagnostics);
+    overflow.config.encryption = read_encryption(channel, encryption, diagnostics);
     // As in Flume: the overflow's capacity is overflowCapacity and it never waits.
     overflow.config.capacity = config.overflow_capacity;
     overflow.config.keep_alive = Duration::ZERO;
@@ -913,11 +809,10 @@ fn check_one_byte_slot(
     let Some(byte_capacity_bytes) = byte_capacity_bytes else {
         return;
     };
-    let usable_percent = u128::from(PERCENT - u64::from(buffer_percentage));
-    let usable_bytes = u128::from(byte_capacity_bytes) * usable_percent / u128::from(PERCENT);
-    if usable_bytes >= u128::from(slot_size_bytes) {
+    if usable_byte_slots(byte_capacity_bytes, buffer_percentage, slot_size_bytes) > 0 {
         return;
     }
+    let usable_percent = u128::from(PERCENT - u64::from(buffer_percentage));
     let minimum_bytes =
         (u128::from(slot_size_bytes) * u128::from(PERCENT)).div_ceil(usable_percent);
     diagnostics.conflict(
@@ -1282,7 +1177,7 @@ mod tests {
         let names = channel_key_names(ChannelKind::Spillable);
         assert_eq!(names[0], "type");
         assert_eq!(names[1], "memoryCapacity");
-        assert!(names.contains(&"checkpointDir"));
+        assert!(names.iter().any(|name| name == "checkpointDir"));
         assert_eq!(names.iter().filter(|name| **name == "capacity").count(), 1);
     }
 

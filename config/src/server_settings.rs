@@ -13,8 +13,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use millrace_engine::storage::IoBackendChoice;
+use millrace_protocol::MIN_MAX_FRAME_BYTES;
 
-use crate::config::values::{self, Expected};
+use crate::values::{self, Expected};
 
 /// Host both listeners use by default: loopback only, so a fresh server is not exposed.
 pub const DEFAULT_LISTEN_HOST: &str = "127.0.0.1";
@@ -372,6 +373,83 @@ pub static SERVER_SETTINGS: &[ServerSettingSpec] = &[
     },
 ];
 
+/// A server setting that cannot be used, from a flag or the file: the rules the
+/// listeners need beyond each key's own ([`check_settings`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingError {
+    /// `maxFrameBytes` outside what the protocol can announce.
+    #[error(
+        "maxFrameBytes {max_frame_bytes} is outside {min_bytes}..={max_bytes}: the protocol \
+         announces it as a u32 and every peer must accept at least {min_bytes} bytes"
+    )]
+    MaxFrameBytesOutOfRange {
+        /// The value asked for.
+        max_frame_bytes: u64,
+        /// The protocol minimum.
+        min_bytes: u32,
+        /// The largest value the handshake can carry.
+        max_bytes: u32,
+    },
+    /// `maxConnections` larger than the protocol's error field can report.
+    #[error("maxConnections {max_connections} is larger than {max_allowed}")]
+    TooManyConnectionsAllowed {
+        /// The value asked for.
+        max_connections: u64,
+        /// The largest accepted.
+        max_allowed: u32,
+    },
+    /// The two listeners on one fixed address.
+    #[error("bind and http must differ, both are {address}")]
+    ListenersShareAnAddress {
+        /// The shared address.
+        address: HostPort,
+    },
+    /// An empty auth token would let anyone in while looking configured.
+    #[error("the auth token must not be empty")]
+    EmptyAuthToken,
+    /// The configured I/O backend cannot be used on this machine.
+    #[error("ioBackend {choice:?} cannot be used: {reason}")]
+    IoBackendUnavailable {
+        /// The backend asked for.
+        choice: IoBackendChoice,
+        /// Why not, from the operating system.
+        reason: String,
+    },
+}
+
+/// The rules the listeners need that the file's parser does not check: `channelctl
+/// validate` applies them to the file's settings, channeld to those and its flags.
+pub fn check_settings(settings: &ServerSettings) -> Result<(), SettingError> {
+    max_frame_bytes(settings)?;
+    max_connections(settings)?;
+    if settings.bind == settings.http && settings.bind.port != 0 {
+        return Err(SettingError::ListenersShareAnAddress {
+            address: settings.bind.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// `maxFrameBytes` as the `u32` the handshake announces.
+pub fn max_frame_bytes(settings: &ServerSettings) -> Result<u32, SettingError> {
+    u32::try_from(settings.max_frame_bytes)
+        .ok()
+        .filter(|bytes| *bytes >= MIN_MAX_FRAME_BYTES)
+        .ok_or(SettingError::MaxFrameBytesOutOfRange {
+            max_frame_bytes: settings.max_frame_bytes,
+            min_bytes: MIN_MAX_FRAME_BYTES,
+            max_bytes: u32::MAX,
+        })
+}
+
+/// `maxConnections` as the `u32` the `TOO_MANY_CONNECTIONS` error reports.
+pub fn max_connections(settings: &ServerSettings) -> Result<u32, SettingError> {
+    u32::try_from(settings.max_connections).map_err(|_| SettingError::TooManyConnectionsAllowed {
+        max_connections: settings.max_connections,
+        max_allowed: u32::MAX,
+    })
+}
+
 /// The spec of a server key, if Millrace knows it.
 pub(crate) fn server_setting(key: &str) -> Option<&'static ServerSettingSpec> {
     SERVER_SETTINGS.iter().find(|spec| spec.key == key)
@@ -442,6 +520,15 @@ mod tests {
                 "{text:?} should be refused"
             );
         }
+    }
+
+    #[test]
+    fn a_frame_limit_below_the_protocol_minimum_is_refused() {
+        let settings = ServerSettings {
+            max_frame_bytes: 1024,
+            ..ServerSettings::default()
+        };
+        assert!(max_frame_bytes(&settings).is_err());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use millrace_server::config::{
+use millrace_config::{
     load_agent_config, parse_agent_config, read_agent_config_text, ChannelSelector, ConfigErrors,
 };
 

@@ -9,8 +9,8 @@
 use millrace_engine::config::{ChannelConfig, EncryptionConfig, KeySource};
 use millrace_engine::crypto::RecordKey;
 
-use crate::config::error::{ConfigError, ConfigErrorKind};
-use crate::config::AgentConfig;
+use crate::error::{ConfigError, ConfigErrorKind};
+use crate::AgentConfig;
 
 /// Every key or password file of every encrypted channel of `config`, loaded as the
 /// channel would load it at start: an error for each that cannot be read or holds no
@@ -66,7 +66,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::config::parse_agent_config;
+    use crate::parse_agent_config;
 
     fn encrypted_channel(directory: &Path, key_lines: &str) -> AgentConfig {
         let text = format!(

@@ -234,6 +234,17 @@ pub fn directory_list(value: &str) -> Result<Vec<PathBuf>, Expected> {
     Ok(entries.into_iter().map(PathBuf::from).collect())
 }
 
+/// What [`port_number`] accepts.
+pub const PORT_NUMBER_EXPECTED: &str = "a port number from 0 to 65535";
+
+/// A TCP/UDP port number from 0 to 65535.
+pub fn port_number(value: &str) -> Result<u16, Expected> {
+    non_negative_integer(value)
+        .ok()
+        .and_then(|port| u16::try_from(port).ok())
+        .ok_or_else(|| Expected::new(PORT_NUMBER_EXPECTED))
+}
+
 /// A single word without whitespace (a component name, a header name).
 pub fn single_word(value: &str, description: &str) -> Result<String, Expected> {
     match space_separated(value).as_slice() {

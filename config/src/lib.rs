@@ -1,4 +1,11 @@
-//! channeld's configuration: Flume's agent properties format, read strictly.
+//! # Millrace configuration: Flume's agent properties format, read strictly
+//!
+//! Everything channeld, channel-agent and channelctl know about a configuration file is
+//! read here, and only here: the channels (into the engine's typed settings), the wiring
+//! of sources, sinks, sink groups and selectors, `AGENT.server.*`, and the one way every
+//! component reads its own keys ([`ComponentSettings`]). This crate reads text and
+//! never opens a channel or a socket; the server, the adapters and the tools depend on
+//! it, and it depends on none of them.
 //!
 //! # Constraints
 //!
@@ -41,8 +48,12 @@
 //! - `channel` turns channel keys into the engine's typed settings and checks the rules
 //!   that span keys, before handing the result to the engine's `validate()`.
 //! - `components` reads the wiring of sources, sinks and sink groups and checks every
-//!   reference; adapter-specific keys are kept raw, with lines, for the adapters to
-//!   validate.
+//!   reference; adapter-specific keys are handed on, with lines, for the adapters to
+//!   read.
+//! - [`ComponentSettings`] is how each of them reads a component's keys, and how an
+//!   adapter reads the keys handed on to it: each key read by name next to the struct
+//!   that holds it, a bad value recorded without stopping, and every key nobody read
+//!   reported as unknown.
 //! - `files` is the one part that looks at the filesystem: [`check_key_files`] loads
 //!   the key files a configuration names, for callers that ask (`channelctl validate`).
 //!
@@ -63,6 +74,7 @@
 
 mod agent;
 mod channel;
+mod component_settings;
 mod components;
 mod error;
 mod files;
@@ -74,7 +86,8 @@ pub mod values;
 use std::path::Path;
 
 pub use agent::{AgentConfig, AgentReading};
-pub use channel::{channel_key_names, ChannelKind, MEMORY_BYTE_SLOT_SIZE_BYTES};
+pub use channel::{channel_key_names, ChannelKind};
+pub use component_settings::{ComponentSettings, EmptyValues, KeyListing, SettingsProblems};
 pub use components::{
     ChannelSelector, HeaderRoute, LoadBalancingPolicy, SinkConfig, SinkGroupConfig, SinkProcessor,
     SinkSelector, SourceConfig, DEFAULT_FAILOVER_MAX_PENALTY, DEFAULT_LOAD_BALANCE_MAX_BACKOFF,
@@ -89,6 +102,7 @@ pub use millrace_engine::config::{
     MemoryChannelConfig, SpillableChannelConfig,
 };
 pub use properties::{EscapeProblem, PropertiesError};
+pub use server_settings::{check_settings, max_connections, max_frame_bytes, SettingError};
 pub use server_settings::{
     AuthToken, HostPort, HostPortError, ServerSettingSpec, ServerSettings, DEFAULT_DATA_BASE_DIR,
     DEFAULT_FRAME_DEADLINE, DEFAULT_HANDSHAKE_DEADLINE, DEFAULT_HTTP_HEADER_TIMEOUT,
@@ -281,7 +295,7 @@ mod tests {
 
     #[test]
     fn the_configuration_document_lists_exactly_the_accepted_keys() {
-        let document = include_str!("../../../docs/configuration.md");
+        let document = include_str!("../../docs/configuration.md");
         let encryption = documented_keys(document_section(document, "Encryption keys"));
         let file = documented_keys(document_section(document, "File channel"));
         for (kind, heading) in [
@@ -294,7 +308,7 @@ mod tests {
             for key in &own_section {
                 let is_encryption_row = key == "encryption.*";
                 assert!(
-                    is_encryption_row || accepted.contains(&key.as_str()),
+                    is_encryption_row || accepted.contains(key),
                     "{heading} documents {key}, which is not accepted"
                 );
             }
@@ -307,7 +321,7 @@ mod tests {
             }
             for key in accepted {
                 assert!(
-                    documented.iter().any(|documented| documented == key),
+                    documented.contains(&key),
                     "{heading}: {key} is accepted but not documented"
                 );
             }
@@ -341,7 +355,7 @@ mod tests {
 
     #[test]
     fn the_configuration_document_shows_the_real_server_defaults() {
-        let document = include_str!("../../../docs/configuration.md");
+        let document = include_str!("../../docs/configuration.md");
         let documented = documented_server_defaults(document);
         assert_eq!(documented.len(), SERVER_SETTINGS.len());
         // Each spec's default is checked against ServerSettings::default() in
@@ -358,7 +372,7 @@ mod tests {
 
     #[test]
     fn the_documented_embedded_default_is_the_real_one() {
-        let document = include_str!("../../../docs/configuration.md");
+        let document = include_str!("../../docs/configuration.md");
         let section = document_section(document, "Embedded default");
         for line in EMBEDDED_DEFAULT_CONFIG
             .lines()

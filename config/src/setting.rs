@@ -1,8 +1,11 @@
 //! The shapes keys take between the properties reader and the typed settings.
 
-/// A key Millrace hands on without interpreting it (an adapter's `bind`, `port`,
-/// interceptors, a custom selector's keys, encryption settings), for the component that
-/// will use it to validate later.
+use crate::component_settings::{ComponentSettings, EmptyValues};
+
+/// One key of a component, relative to it: `capacity` on line 7 for
+/// `a1.channels.c1.capacity = 10`. Keys Millrace hands on without interpreting them (an
+/// adapter's `bind`, `port`, interceptors, a custom selector's keys) keep this shape, for
+/// the component that will use them to read with [`ComponentSettings`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawSetting {
     /// The key relative to its component: `bind` for `a1.sources.r1.bind`.
@@ -11,28 +14,6 @@ pub struct RawSetting {
     pub value: String,
     /// The line it was set on.
     pub line: usize,
-}
-
-/// One key of a declared component, e.g. `a1.channels.c1.capacity = 10` on line 7.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ComponentSetting {
-    /// The full key, for messages: `a1.channels.c1.capacity`.
-    pub(crate) key: String,
-    /// The key relative to the component: `capacity`.
-    pub(crate) sub_key: String,
-    /// The trimmed value.
-    pub(crate) value: String,
-    pub(crate) line: usize,
-}
-
-impl ComponentSetting {
-    pub(crate) fn to_raw(&self) -> RawSetting {
-        RawSetting {
-            key: self.sub_key.clone(),
-            value: self.value.clone(),
-            line: self.line,
-        }
-    }
 }
 
 /// A component of the chosen agent with all its keys, in file order.
@@ -44,20 +25,22 @@ pub(crate) struct Component {
     pub(crate) key_prefix: String,
     /// The line of the list that declares it; missing required keys are reported here.
     pub(crate) declared_line: usize,
-    pub(crate) settings: Vec<ComponentSetting>,
+    pub(crate) settings: Vec<RawSetting>,
 }
 
 impl Component {
-    /// The setting with this relative key, if present.
-    pub(crate) fn get(&self, sub_key: &str) -> Option<&ComponentSetting> {
-        self.settings
-            .iter()
-            .find(|setting| setting.sub_key == sub_key)
+    /// A reader of its keys, for keys Millrace acts on itself (empty values refused).
+    pub(crate) fn reader<'a>(&'a self, file: &'a str) -> ComponentSettings<'a> {
+        ComponentSettings::new(file, &self.key_prefix, self.declared_line, &self.settings)
+            .with_empty_values(EmptyValues::Refused)
     }
 
     /// The line of this relative key, if set.
     pub(crate) fn line_of(&self, sub_key: &str) -> Option<usize> {
-        self.get(sub_key).map(|setting| setting.line)
+        self.settings
+            .iter()
+            .find(|setting| setting.key == sub_key)
+            .map(|setting| setting.line)
     }
 
     /// The line of this relative key, or the declaration when it is not set.
