@@ -1,6 +1,6 @@
 //! `channelctl`: the operator tool.
 //!
-//! Scriptable by contract (`shared/design.md` §2.5):
+//! Scriptable by contract (`docs/contracts.md`, "channelctl's scriptable output"):
 //!
 //! - `put` reads newline-separated bodies from stdin, commits every `--batch` events
 //!   (default 100) and at end of input, and prints `committed TOTAL` after each
