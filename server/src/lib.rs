@@ -14,6 +14,8 @@
 //! builds the operator reports (inspect, replay) that sessions send and that `channelctl`
 //! builds alike for a stopped channel.
 
+#![warn(missing_docs)]
+
 pub mod adapters;
 pub mod cli;
 pub mod config;

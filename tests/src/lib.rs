@@ -19,6 +19,8 @@
 //! - **Bounded and clean.** Every wait has a deadline, and every child process is killed
 //!   when its handle drops, even when the test panics.
 
+#![warn(missing_docs)]
+
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
@@ -359,6 +361,7 @@ impl Server {
             };
             // SAFETY: between fork and exec the closure makes one system call
             // (setrlimit), which is async-signal-safe, and allocates nothing.
+            #[allow(unsafe_code)]
             unsafe {
                 command.pre_exec(move || {
                     rustix::process::setrlimit(rustix::process::Resource::Nofile, limit)

@@ -10,7 +10,7 @@
 //! - when it does not, one line goes to the run's stderr, past libtest's output capture
 //!   so that it shows in a plain `cargo test`:
 //!   `SKIPPED <test>: needs <what> (<how to get it>)`, and the test returns, passing;
-//! - with `CI=true` in the environment the same line is a panic instead: on CI a missing
+//! - with `CI=true` in the environment the test panics with the same facts instead: on CI a missing
 //!   tool is a broken machine, never a silent skip.
 //!
 //! ```no_run
@@ -108,10 +108,13 @@ pub fn skip(missing: &Missing) {
     let thread = std::thread::current();
     // libtest runs each test on a thread named after the test.
     let test = thread.name().unwrap_or("a test");
-    let line = format!("SKIPPED {test}: {missing}");
     if running_in_ci() {
-        panic!("{line}; with {CI_VARIABLE}={CI_VALUE} every test must run, so this fails");
+        panic!(
+            "{test} {missing}: with {CI_VARIABLE}={CI_VALUE} a missing prerequisite fails \
+             the test instead of skipping it"
+        );
     }
+    let line = format!("SKIPPED {test}: {missing}");
     // Straight to the stderr handle: `eprintln!` is captured by libtest and shown only
     // for failing tests (or with --show-output), and a skip must be seen.
     let _ = writeln!(std::io::stderr().lock(), "{line}");
