@@ -13,7 +13,7 @@ use millrace_e2e::{
 
 /// Longest wait for events to cross a flow.
 const FLOW_TIMEOUT: Duration = Duration::from_secs(60);
-/// How to get the `nc` the netcat tests pipe into (as the seed document does).
+/// How to get the `nc` the netcat tests pipe into (as the seed flow does, `docs/adapters.md`).
 const NETCAT_HOW_TO_GET: &str = "apt-get install netcat-openbsd; .ci/run installs it";
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -92,7 +92,7 @@ fn the_seed_two_agent_flow_carries_a_netcat_line_through_the_spool_directory_to_
     let spool = tempfile::tempdir().expect("a spool directory");
     let spool_dir = spool.path().display();
     let netcat_port = free_port();
-    // The two agents of the seed document, in one file, with the lost lines restored.
+    // The two agents of the seed flow (`docs/adapters.md`), in one file, with the lost lines restored.
     let config = format!(
         "fsource.sinks = spoolSink\n\
          fsource.sources = netcatSource\n\
