@@ -12,6 +12,8 @@
 //!                        └─ refused event ×maxAttempts ─► dead-letter channel
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod agent;
 pub mod check;
 pub mod cli;

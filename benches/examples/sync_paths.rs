@@ -25,6 +25,10 @@
 //! latency percentiles, and the CPU time per append (`getrusage`: the process, so the
 //! kernel's io_uring worker threads that run punted syncs are counted too).
 
+// Registered io_uring buffers, O_DIRECT's aligned allocations and getrusage need
+// `unsafe`; each block says why it is sound.
+#![allow(unsafe_code)]
+
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;

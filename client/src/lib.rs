@@ -34,6 +34,8 @@
 //!   unusable: call [`Client::reconnect`], which retries with exponential backoff. The
 //!   server rolled back any open transaction.
 
+#![warn(missing_docs)]
+
 use std::collections::VecDeque;
 use std::io;
 use std::time::Duration;

@@ -72,6 +72,8 @@
 //! no sources or sinks, since clients reach channels over the network; the file must be
 //! UTF-8 (a byte-order mark is skipped).
 
+#![warn(missing_docs)]
+
 mod agent;
 mod channel;
 mod component_settings;

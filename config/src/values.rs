@@ -19,6 +19,7 @@ use millrace_engine::config::{file_mode_is_acceptable, FILE_MODE_EXPECTED};
 pub struct Expected(pub String);
 
 impl Expected {
+    /// A value that should have been `description`.
     pub fn new(description: impl Into<String>) -> Self {
         Expected(description.into())
     }

@@ -1,4 +1,5 @@
-//! The configurations the project started from (`shared/seeds/`), read end to end.
+//! The configurations the project started from (`tests/fixtures/seed*.conf`), read end to
+//! end.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

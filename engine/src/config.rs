@@ -1,8 +1,8 @@
 //! Channel settings, with Flume's key names and Flume's real defaults.
 //!
 //! The defaults here are the ones Flume's code applies (not the User Guide's stale table):
-//! see `shared/reference/flume.md` §1.16, §2 and §3. Each field's doc names the Flume key
-//! it comes from. Millrace extensions are marked as such.
+//! `docs/configuration.md` lists every key with its default. Each field's doc names the
+//! Flume key it comes from. Millrace extensions are marked as such.
 //!
 //! These structs are plain data: parsing the properties file is the server's job, and
 //! [`FileChannelConfig::validate`] checks the cross-field rules that every caller needs.

@@ -15,6 +15,8 @@
 //!   offline repairs built on them (salvage, checkpoint rebuild, replay).
 //! - [`crypto`]: keys, nonces and the record cipher for encryption at rest.
 
+#![warn(missing_docs)]
+
 pub mod channel;
 pub mod config;
 pub mod crypto;

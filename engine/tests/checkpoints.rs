@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use millrace_e2e::{require, running_as_root, skip, tool_on_path, Missing};
 use millrace_engine::config::FileChannelConfig;
 use millrace_engine::file::RecoveryPath;
 use millrace_engine::storage::{SimFs, SimFsOptions, Storage};
@@ -492,20 +493,44 @@ fn child_fills_a_small_real_filesystem() {
     println!("space returned: puts accepted again");
 }
 
-#[test]
-fn space_guard_on_a_small_real_filesystem() {
-    let probe = Command::new("unshare")
+/// What lets root mount a tmpfs in a private mount namespace.
+const MOUNT_NAMESPACE_HOW_TO_GET: &str =
+    "run as root on a host or in a container allowed to mount (docker run --privileged)";
+
+/// `unshare`, when this process may make a private mount namespace with it; else what
+/// is missing.
+fn private_mount_namespace() -> Result<PathBuf, Missing> {
+    running_as_root("mount a tmpfs in a private mount namespace")?;
+    let unshare = tool_on_path("unshare", "apt-get install util-linux")?;
+    let probe = Command::new(&unshare)
         .args(["--mount", "--propagation", "private", "true"])
         .output();
-    if !probe.map(|output| output.status.success()).unwrap_or(false) {
-        println!("skipped: cannot create a private mount namespace here (needs root and unshare)");
-        return;
+    match probe {
+        Ok(output) if output.status.success() => Ok(unshare),
+        Ok(output) => Err(Missing::new(
+            format!(
+                "a private mount namespace ({})",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+            MOUNT_NAMESPACE_HOW_TO_GET,
+        )),
+        Err(error) => Err(Missing::new(
+            format!("a runnable unshare ({error})"),
+            "apt-get install util-linux",
+        )),
     }
+}
+
+#[test]
+fn space_guard_on_a_small_real_filesystem() {
+    let Some(unshare) = require(private_mount_namespace()) else {
+        return;
+    };
     let mount_point = tempfile::tempdir().unwrap();
     let script = format!(
         "mount -t tmpfs -o size={TMPFS_SIZE_BYTES} millrace-test \"$0\" && exec \"$1\" --exact child_fills_a_small_real_filesystem --nocapture --test-threads=1"
     );
-    let output = Command::new("unshare")
+    let output = Command::new(unshare)
         .args(["--mount", "--propagation", "private", "sh", "-c", &script])
         .arg(mount_point.path())
         .arg(std::env::current_exe().unwrap())
@@ -515,7 +540,13 @@ fn space_guard_on_a_small_real_filesystem() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() && stderr.contains("mount") && !stdout.contains("filled") {
-        println!("skipped: cannot mount a tmpfs here: {stderr}");
+        skip(&Missing::new(
+            format!(
+                "a tmpfs mount in a private mount namespace ({})",
+                stderr.trim()
+            ),
+            MOUNT_NAMESPACE_HOW_TO_GET,
+        ));
         return;
     }
     assert!(output.status.success(), "child failed:\n{stdout}\n{stderr}");

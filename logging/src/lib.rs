@@ -1,6 +1,8 @@
 //! Logging for Millrace's binaries: `tracing` to stderr, filtered by `RUST_LOG`, and
 //! [`Untrusted`], the form every client-supplied text takes on its way into a log line.
 
+#![warn(missing_docs)]
+
 use std::fmt;
 use std::io::IsTerminal;
 

@@ -15,6 +15,8 @@
 //! millrace-protocol (ReplayReport, ReplayPoint)   ─┘             └─► channelctl, channel-bench
 //! ```
 
+#![warn(missing_docs)]
+
 mod open;
 pub mod reports;
 

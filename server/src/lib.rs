@@ -17,6 +17,8 @@
 //! crate's whole public surface: what `main.rs` calls. The end-to-end tests run the
 //! binary.
 
+#![warn(missing_docs)]
+
 mod adapters;
 pub mod cli;
 pub mod daemon;

@@ -2,7 +2,7 @@
 //! shape, and `GET /metrics/prometheus`.
 //!
 //! Flume's HTTP monitor answers one JSON object keyed `TYPE.name` whose values map JMX
-//! attribute names to **strings** (`shared/reference/flume.md` §5):
+//! attribute names to **strings** (`docs/contracts.md`, "Metrics and health"):
 //!
 //! ```text
 //! {"CHANNEL.c1":{"ChannelSize":"42","ChannelCapacity":"1000000","ChannelFillPercentage":"0.0042",
@@ -265,190 +265,236 @@ struct DataDirLabels {
 type FloatGauge = Gauge<f64, AtomicU64>;
 type FloatCounter = Counter<f64, AtomicU64>;
 
-/// `GET /metrics/prometheus`: the same figures as Prometheus text (OpenMetrics).
-pub fn prometheus_text(registry: &ChannelRegistry) -> Result<String, std::fmt::Error> {
-    let mut metrics = Registry::with_prefix("millrace");
-    let gauge = |metrics: &mut Registry, name: &str, help: &str| {
-        let family = Family::<ChannelLabels, Gauge>::default();
-        metrics.register(name, help, family.clone());
-        family
-    };
-    let counter = |metrics: &mut Registry, name: &str, help: &str| {
-        let family = Family::<ChannelLabels, Counter>::default();
-        metrics.register(name, help, family.clone());
-        family
-    };
-    let size = gauge(
-        &mut metrics,
-        "channel_size",
-        "Events in the channel (Flume ChannelSize)",
-    );
-    let capacity = gauge(&mut metrics, "channel_capacity", "Flume ChannelCapacity");
-    let fill = Family::<ChannelLabels, FloatGauge>::default();
-    metrics.register(
-        "channel_fill_percentage",
-        "Flume ChannelFillPercentage",
-        fill.clone(),
-    );
-    let open = gauge(
-        &mut metrics,
-        "channel_open",
-        "1 when the channel serves (Flume Open)",
-    );
-    let unhealthy = gauge(
-        &mut metrics,
-        "channel_unhealthy",
-        "1 when the channel failed (Flume Unhealthy)",
-    );
-    let start_time = Family::<ChannelLabels, FloatGauge>::default();
-    metrics.register(
-        "channel_start_time_seconds",
-        "Unix time the channel started (Flume StartTime)",
-        start_time.clone(),
-    );
-    let put_attempts = counter(
-        &mut metrics,
-        "channel_event_put_attempt",
-        "Flume EventPutAttemptCount",
-    );
-    let put_successes = counter(
-        &mut metrics,
-        "channel_event_put_success",
-        "Flume EventPutSuccessCount",
-    );
-    let take_attempts = counter(
-        &mut metrics,
-        "channel_event_take_attempt",
-        "Flume EventTakeAttemptCount",
-    );
-    let take_successes = counter(
-        &mut metrics,
-        "channel_event_take_success",
-        "Flume EventTakeSuccessCount",
-    );
-    let put_errors = counter(
-        &mut metrics,
-        "channel_event_put_error",
-        "Flume EventPutErrorCount",
-    );
-    let take_errors = counter(
-        &mut metrics,
-        "channel_event_take_error",
-        "Flume EventTakeErrorCount",
-    );
-    let checkpoint_errors = counter(
-        &mut metrics,
-        "channel_checkpoint_write_error",
-        "Flume CheckpointWriteErrorCount",
-    );
-    let backup_checkpoint_errors = counter(
-        &mut metrics,
-        "channel_checkpoint_backup_write_error",
-        "Flume CheckpointBackupWriteErrorCount",
-    );
-    let dir_counter = |metrics: &mut Registry, name: &str, help: &str| {
-        let family = Family::<DataDirLabels, Counter>::default();
-        metrics.register(name, help, family.clone());
-        family
-    };
-    let dir_bytes = dir_counter(
-        &mut metrics,
-        "data_dir_written_bytes",
-        "Bytes of log records written to the data directory",
-    );
-    let dir_syncs = dir_counter(
-        &mut metrics,
-        "data_dir_syncs",
-        "fdatasync calls on the data directory's segments",
-    );
-    let dir_rounds = dir_counter(
-        &mut metrics,
-        "data_dir_write_rounds",
-        "Group-commit rounds (one write, at most one sync)",
-    );
-    let dir_transactions = dir_counter(
-        &mut metrics,
-        "data_dir_transactions",
-        "Transactions committed through the data directory",
-    );
-    let dir_segments = dir_counter(
-        &mut metrics,
-        "data_dir_segments_created",
-        "Segments created in the data directory",
-    );
-    let dir_sync_seconds = Family::<DataDirLabels, FloatCounter>::default();
-    metrics.register(
-        "data_dir_sync_duration_seconds",
-        "Time spent in fdatasync; divided by syncs it is the mean sync latency",
-        dir_sync_seconds.clone(),
-    );
+/// Registers a family of metrics labelled `Labels` under `name` and hands it back for
+/// filling.
+fn register_family<Labels, Metric>(
+    metrics: &mut Registry,
+    name: &str,
+    help: &str,
+) -> Family<Labels, Metric>
+where
+    Family<Labels, Metric>: prometheus_client::registry::Metric + Clone + Default,
+{
+    let family = Family::<Labels, Metric>::default();
+    metrics.register(name, help, family.clone());
+    family
+}
 
-    for entry in registry.entries() {
-        let labels = ChannelLabels {
-            channel: entry.name().to_string(),
-            r#type: entry.type_name().to_string(),
-        };
-        let state = entry.state();
-        let flags = health_flags(&state);
-        open.get_or_create(&labels).set(i64::from(flags.open));
-        unhealthy
-            .get_or_create(&labels)
+/// The per-channel families: Flume's channel attributes as gauges and counters.
+struct ChannelFamilies {
+    size: Family<ChannelLabels, Gauge>,
+    capacity: Family<ChannelLabels, Gauge>,
+    fill: Family<ChannelLabels, FloatGauge>,
+    open: Family<ChannelLabels, Gauge>,
+    unhealthy: Family<ChannelLabels, Gauge>,
+    start_time: Family<ChannelLabels, FloatGauge>,
+    put_attempts: Family<ChannelLabels, Counter>,
+    put_successes: Family<ChannelLabels, Counter>,
+    take_attempts: Family<ChannelLabels, Counter>,
+    take_successes: Family<ChannelLabels, Counter>,
+    put_errors: Family<ChannelLabels, Counter>,
+    take_errors: Family<ChannelLabels, Counter>,
+    checkpoint_errors: Family<ChannelLabels, Counter>,
+    backup_checkpoint_errors: Family<ChannelLabels, Counter>,
+}
+
+impl ChannelFamilies {
+    /// Registers every family, in the order the text lists them.
+    fn register(metrics: &mut Registry) -> Self {
+        ChannelFamilies {
+            size: register_family(
+                metrics,
+                "channel_size",
+                "Events in the channel (Flume ChannelSize)",
+            ),
+            capacity: register_family(metrics, "channel_capacity", "Flume ChannelCapacity"),
+            fill: register_family(
+                metrics,
+                "channel_fill_percentage",
+                "Flume ChannelFillPercentage",
+            ),
+            open: register_family(
+                metrics,
+                "channel_open",
+                "1 when the channel serves (Flume Open)",
+            ),
+            unhealthy: register_family(
+                metrics,
+                "channel_unhealthy",
+                "1 when the channel failed (Flume Unhealthy)",
+            ),
+            start_time: register_family(
+                metrics,
+                "channel_start_time_seconds",
+                "Unix time the channel started (Flume StartTime)",
+            ),
+            put_attempts: register_family(
+                metrics,
+                "channel_event_put_attempt",
+                "Flume EventPutAttemptCount",
+            ),
+            put_successes: register_family(
+                metrics,
+                "channel_event_put_success",
+                "Flume EventPutSuccessCount",
+            ),
+            take_attempts: register_family(
+                metrics,
+                "channel_event_take_attempt",
+                "Flume EventTakeAttemptCount",
+            ),
+            take_successes: register_family(
+                metrics,
+                "channel_event_take_success",
+                "Flume EventTakeSuccessCount",
+            ),
+            put_errors: register_family(
+                metrics,
+                "channel_event_put_error",
+                "Flume EventPutErrorCount",
+            ),
+            take_errors: register_family(
+                metrics,
+                "channel_event_take_error",
+                "Flume EventTakeErrorCount",
+            ),
+            checkpoint_errors: register_family(
+                metrics,
+                "channel_checkpoint_write_error",
+                "Flume CheckpointWriteErrorCount",
+            ),
+            backup_checkpoint_errors: register_family(
+                metrics,
+                "channel_checkpoint_backup_write_error",
+                "Flume CheckpointBackupWriteErrorCount",
+            ),
+        }
+    }
+
+    /// The health flags of every channel; for an open one also its figures.
+    fn record(&self, labels: &ChannelLabels, state: &ChannelState) {
+        let flags = health_flags(state);
+        self.open.get_or_create(labels).set(i64::from(flags.open));
+        self.unhealthy
+            .get_or_create(labels)
             .set(i64::from(flags.unhealthy));
-        let ChannelState::Ready(channel) = &state else {
-            continue;
+        let ChannelState::Ready(channel) = state else {
+            return;
         };
         let stats = channel.stats();
         let as_gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
-        size.get_or_create(&labels)
+        self.size
+            .get_or_create(labels)
             .set(as_gauge(stats.channel_size));
-        capacity
-            .get_or_create(&labels)
+        self.capacity
+            .get_or_create(labels)
             .set(as_gauge(stats.channel_capacity));
-        fill.get_or_create(&labels)
+        self.fill
+            .get_or_create(labels)
             .set(stats.channel_fill_percentage());
-        start_time
-            .get_or_create(&labels)
+        self.start_time
+            .get_or_create(labels)
             .set(stats.start_time_ms as f64 / MILLIS_PER_SECOND);
         for (family, value) in [
-            (&put_attempts, stats.event_put_attempt_count),
-            (&put_successes, stats.event_put_success_count),
-            (&take_attempts, stats.event_take_attempt_count),
-            (&take_successes, stats.event_take_success_count),
-            (&put_errors, stats.event_put_error_count),
-            (&take_errors, stats.event_take_error_count),
-            (&checkpoint_errors, stats.checkpoint_write_error_count),
+            (&self.put_attempts, stats.event_put_attempt_count),
+            (&self.put_successes, stats.event_put_success_count),
+            (&self.take_attempts, stats.event_take_attempt_count),
+            (&self.take_successes, stats.event_take_success_count),
+            (&self.put_errors, stats.event_put_error_count),
+            (&self.take_errors, stats.event_take_error_count),
+            (&self.checkpoint_errors, stats.checkpoint_write_error_count),
             (
-                &backup_checkpoint_errors,
+                &self.backup_checkpoint_errors,
                 stats.checkpoint_backup_write_error_count,
             ),
         ] {
-            family.get_or_create(&labels).inc_by(value);
+            family.get_or_create(labels).inc_by(value);
         }
+    }
+}
+
+/// The per-data-directory families: a file channel's write figures (a Millrace
+/// addition).
+struct DataDirFamilies {
+    written_bytes: Family<DataDirLabels, Counter>,
+    syncs: Family<DataDirLabels, Counter>,
+    rounds: Family<DataDirLabels, Counter>,
+    transactions: Family<DataDirLabels, Counter>,
+    segments: Family<DataDirLabels, Counter>,
+    sync_seconds: Family<DataDirLabels, FloatCounter>,
+}
+
+impl DataDirFamilies {
+    /// Registers every family, in the order the text lists them.
+    fn register(metrics: &mut Registry) -> Self {
+        DataDirFamilies {
+            written_bytes: register_family(
+                metrics,
+                "data_dir_written_bytes",
+                "Bytes of log records written to the data directory",
+            ),
+            syncs: register_family(
+                metrics,
+                "data_dir_syncs",
+                "fdatasync calls on the data directory's segments",
+            ),
+            rounds: register_family(
+                metrics,
+                "data_dir_write_rounds",
+                "Group-commit rounds (one write, at most one sync)",
+            ),
+            transactions: register_family(
+                metrics,
+                "data_dir_transactions",
+                "Transactions committed through the data directory",
+            ),
+            segments: register_family(
+                metrics,
+                "data_dir_segments_created",
+                "Segments created in the data directory",
+            ),
+            sync_seconds: register_family(
+                metrics,
+                "data_dir_sync_duration_seconds",
+                "Time spent in fdatasync; divided by syncs it is the mean sync latency",
+            ),
+        }
+    }
+
+    /// The figures of each data directory of an open channel.
+    fn record(&self, channel_name: &str, state: &ChannelState) {
+        let ChannelState::Ready(channel) = state else {
+            return;
+        };
         for (path, dir_stats) in channel.dir_stats() {
-            let dir_labels = DataDirLabels {
-                channel: entry.name().to_string(),
+            let labels = DataDirLabels {
+                channel: channel_name.to_string(),
                 dir: path.display().to_string(),
             };
             let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
             for (family, value) in [
-                (&dir_bytes, load(&dir_stats.bytes_written)),
-                (&dir_syncs, load(&dir_stats.syncs)),
-                (&dir_rounds, load(&dir_stats.rounds)),
-                (&dir_transactions, load(&dir_stats.transactions)),
-                (&dir_segments, load(&dir_stats.segments_created)),
+                (&self.written_bytes, load(&dir_stats.bytes_written)),
+                (&self.syncs, load(&dir_stats.syncs)),
+                (&self.rounds, load(&dir_stats.rounds)),
+                (&self.transactions, load(&dir_stats.transactions)),
+                (&self.segments, load(&dir_stats.segments_created)),
             ] {
-                family.get_or_create(&dir_labels).inc_by(value);
+                family.get_or_create(&labels).inc_by(value);
             }
-            dir_sync_seconds
-                .get_or_create(&dir_labels)
+            self.sync_seconds
+                .get_or_create(&labels)
                 .inc_by(load(&dir_stats.sync_time_us) as f64 / MICROS_PER_SECOND);
         }
     }
-    let components = Family::<ComponentLabels, Gauge>::default();
-    metrics.register(
+}
+
+/// Registers the adapters' reported counters (`SOURCE.r1`, `SINK.k1`) as one gauge
+/// family labelled by type, component and counter, and fills it.
+fn register_adapter_counters(metrics: &mut Registry, registry: &ChannelRegistry) {
+    let components: Family<ComponentLabels, Gauge> = register_family(
+        metrics,
         "adapter_counter",
         "A source's or sink's Flume counter, as its adapter last reported it",
-        components.clone(),
     );
     for (key, counters) in registry.component_counters() {
         let (component_type, component) = key.split_once('.').unwrap_or((&key, ""));
@@ -463,13 +509,35 @@ pub fn prometheus_text(registry: &ChannelRegistry) -> Result<String, std::fmt::E
                 .set(i64::try_from(value).unwrap_or(i64::MAX));
         }
     }
+}
+
+/// The registry as OpenMetrics text, ending in a newline.
+fn encode_text(metrics: &Registry) -> Result<String, std::fmt::Error> {
     let mut text = String::new();
-    encode(&mut text, &metrics)?;
+    encode(&mut text, metrics)?;
     // encode() ends with the OpenMetrics "# EOF" line; keep the text ending in a newline.
     if !text.ends_with('\n') {
         writeln!(text)?;
     }
     Ok(text)
+}
+
+/// `GET /metrics/prometheus`: the same figures as Prometheus text (OpenMetrics).
+pub fn prometheus_text(registry: &ChannelRegistry) -> Result<String, std::fmt::Error> {
+    let mut metrics = Registry::with_prefix("millrace");
+    let channel_families = ChannelFamilies::register(&mut metrics);
+    let data_dir_families = DataDirFamilies::register(&mut metrics);
+    for entry in registry.entries() {
+        let labels = ChannelLabels {
+            channel: entry.name().to_string(),
+            r#type: entry.type_name().to_string(),
+        };
+        let state = entry.state();
+        channel_families.record(&labels, &state);
+        data_dir_families.record(entry.name(), &state);
+    }
+    register_adapter_counters(&mut metrics, registry);
+    encode_text(&metrics)
 }
 
 #[cfg(test)]
@@ -510,5 +578,102 @@ mod tests {
             ]
         );
         assert_eq!(flume_counters(&stats)[0], ("ChannelSize", 42));
+    }
+
+    /// A registry with a memory and a file channel holding figures, and one adapter's
+    /// counters.
+    fn busy_registry(base: &std::path::Path) -> ChannelRegistry {
+        use millrace_engine::config::{ChannelConfig, FileChannelConfig, MemoryChannelConfig};
+        let channels = [
+            (
+                "m1".to_string(),
+                ChannelConfig::Memory(MemoryChannelConfig {
+                    byte_capacity_bytes: Some(1 << 20),
+                    ..MemoryChannelConfig::default()
+                }),
+            ),
+            (
+                "f1".to_string(),
+                ChannelConfig::File(FileChannelConfig::with_default_dirs(base, "f1")),
+            ),
+        ];
+        let (registry, openers) = ChannelRegistry::plan(&channels);
+        registry.open_all(openers).unwrap();
+        for entry in registry.entries() {
+            let channel = entry.channel().unwrap();
+            let mut transaction = channel.begin().unwrap();
+            transaction
+                .put(millrace_engine::Event::from_body("figure"))
+                .unwrap();
+            transaction.commit().unwrap();
+        }
+        registry
+            .record_component_counters(1, "SOURCE", "r1", vec![("EventReceivedCount".into(), 7)])
+            .unwrap();
+        registry
+    }
+
+    #[test]
+    fn prometheus_text_lists_every_family_in_order_with_each_channels_figures() {
+        let base = tempfile::tempdir().unwrap();
+        let registry = busy_registry(base.path());
+        let text = prometheus_text(&registry).unwrap();
+        let families: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("# TYPE millrace_"))
+            .collect();
+        assert_eq!(
+            families,
+            [
+                "channel_size gauge",
+                "channel_capacity gauge",
+                "channel_fill_percentage gauge",
+                "channel_open gauge",
+                "channel_unhealthy gauge",
+                "channel_start_time_seconds gauge",
+                "channel_event_put_attempt counter",
+                "channel_event_put_success counter",
+                "channel_event_take_attempt counter",
+                "channel_event_take_success counter",
+                "channel_event_put_error counter",
+                "channel_event_take_error counter",
+                "channel_checkpoint_write_error counter",
+                "channel_checkpoint_backup_write_error counter",
+                "data_dir_written_bytes counter",
+                "data_dir_syncs counter",
+                "data_dir_write_rounds counter",
+                "data_dir_transactions counter",
+                "data_dir_segments_created counter",
+                "data_dir_sync_duration_seconds counter",
+                "adapter_counter gauge",
+            ]
+        );
+        let data_dir = base.path().join("f1").join("data");
+        let data_dir = data_dir.display();
+        for expected in [
+            r#"millrace_channel_size{channel="m1",type="memory"} 1"#.to_string(),
+            r#"millrace_channel_size{channel="f1",type="file"} 1"#.to_string(),
+            r#"millrace_channel_capacity{channel="f1",type="file"} 1000000"#.to_string(),
+            r#"millrace_channel_open{channel="f1",type="file"} 1"#.to_string(),
+            r#"millrace_channel_unhealthy{channel="m1",type="memory"} 0"#.to_string(),
+            r#"millrace_channel_event_put_success_total{channel="m1",type="memory"} 1"#
+                .to_string(),
+            r#"millrace_channel_event_take_success_total{channel="f1",type="file"} 0"#
+                .to_string(),
+            format!(r#"millrace_data_dir_transactions_total{{channel="f1",dir="{data_dir}"}} 1"#),
+            format!(r#"millrace_data_dir_syncs_total{{channel="f1",dir="{data_dir}"}} 1"#),
+            r#"millrace_adapter_counter{type="SOURCE",component="r1",counter="EventReceivedCount"} 7"#
+                .to_string(),
+        ] {
+            assert!(
+                text.lines().any(|line| line == expected),
+                "missing {expected:?} in\n{text}"
+            );
+        }
+        assert!(
+            !text.contains(r#"channel="m1",dir="#),
+            "a memory channel has no data directories:\n{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

@@ -54,8 +54,7 @@ use millrace_protocol::{
 };
 use subtle::ConstantTimeEq;
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::task::{JoinError, JoinHandle};
 use tokio::time::{timeout, Instant};
 use tracing::{debug, info, warn};
@@ -443,9 +442,16 @@ async fn start_commit(
     }
 }
 
+/// What a session reads requests from and writes responses to: a `TcpStream` in
+/// channeld, an in-memory duplex stream in the session's own tests. A type parameter,
+/// not a trait object, so the hot path pays no dynamic call per read or write.
+pub trait Connection: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<Stream: AsyncRead + AsyncWrite + Unpin + Send> Connection for Stream {}
+
 /// One client connection.
-pub struct Session {
-    stream: TcpStream,
+pub struct Session<Stream> {
+    stream: Stream,
     peer: SocketAddr,
     /// This connection's number, which its counter reports are recorded under.
     connection_id: ConnectionId,
@@ -515,10 +521,10 @@ impl CommitCompletion {
     }
 }
 
-impl Session {
+impl<Stream: Connection> Session<Stream> {
     /// A session for an accepted connection.
     pub fn new(
-        stream: TcpStream,
+        stream: Stream,
         peer: SocketAddr,
         connection_id: ConnectionId,
         registry: Arc<ChannelRegistry>,
@@ -1305,7 +1311,7 @@ impl Session {
 }
 
 /// Operator requests: replay and inspect of a file channel.
-impl Session {
+impl<Stream: Connection> Session<Stream> {
     /// Plans a replay of a file channel (and with `execute` performs it) on the blocking
     /// pool: the plan scans the channel's files, the copies go through its transactions.
     async fn replay(
@@ -1419,7 +1425,11 @@ impl Session {
 }
 
 /// Refuses a connection over `maxConnections`: a handshake rejection, then close.
-pub async fn refuse_connection(mut stream: TcpStream, peer: SocketAddr, max_connections: u32) {
+pub async fn refuse_connection(
+    mut stream: impl Connection,
+    peer: SocketAddr,
+    max_connections: u32,
+) {
     info!(%peer, max_connections, "connection limit reached; refusing");
     let mut output = Vec::new();
     let rejection =
@@ -1438,7 +1448,7 @@ pub async fn refuse_connection(mut stream: TcpStream, peer: SocketAddr, max_conn
 
 /// Half-closes and discards what the client still sends, for at most [`CLOSE_LINGER`]
 /// and [`CLOSE_DRAIN_MAX_BYTES`], so the client reads the last frame before the close.
-async fn linger(stream: &mut TcpStream) {
+async fn linger(stream: &mut impl Connection) {
     if stream.shutdown().await.is_err() {
         return;
     }
@@ -1456,27 +1466,4 @@ async fn linger(stream: &mut TcpStream) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_match_only_when_equal() {
-        assert!(tokens_match("s3cret", "s3cret"));
-        assert!(!tokens_match("s3creT", "s3cret"));
-        assert!(!tokens_match("s3cre", "s3cret"));
-        assert!(!tokens_match("", "s3cret"));
-    }
-
-    #[test]
-    fn repeated_header_keys_keep_the_last_value() {
-        let event = millrace_protocol::Event::new("body")
-            .with_header("k", "first")
-            .with_header("k", "second");
-        let engine_event = to_engine_event(event);
-        assert_eq!(
-            engine_event.headers.get("k").map(String::as_str),
-            Some("second")
-        );
-        assert_eq!(&engine_event.body[..], b"body");
-    }
-}
+mod tests;

@@ -19,6 +19,8 @@
 //! - **Bounded and clean.** Every wait has a deadline, and every child process is killed
 //!   when its handle drops, even when the test panics.
 
+#![warn(missing_docs)]
+
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
@@ -33,6 +35,12 @@ use millrace_protocol::{
 };
 use rustix::process::{kill_process, Pid, Signal};
 use serde_json::Value;
+
+pub mod prerequisites;
+
+pub use prerequisites::{
+    require, require_tool, running_as_root, running_in_ci, skip, tool_on_path, Missing,
+};
 
 /// Longest wait for a server to write its ready file.
 pub const SERVER_START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -353,6 +361,7 @@ impl Server {
             };
             // SAFETY: between fork and exec the closure makes one system call
             // (setrlimit), which is async-signal-safe, and allocates nothing.
+            #[allow(unsafe_code)]
             unsafe {
                 command.pre_exec(move || {
                     rustix::process::setrlimit(rustix::process::Resource::Nofile, limit)
@@ -987,20 +996,26 @@ pub async fn drain_channel(
     }
 }
 
+/// How to get a working `strace`, for the fault-injection tests' skip lines.
+const STRACE_HOW_TO_GET: &str =
+    "apt-get install strace, and allow ptrace (root, or a container without a seccomp \
+     profile that forbids it); .ci/run installs it";
+
 /// Arguments that run a program under `strace` with a fault injected: `strace -f -o LOG
 /// -e trace=TRACED -e inject=INJECTION` (plus `--seccomp-bpf` where it works, so that only
 /// the traced system calls stop the program). Append the program and its arguments.
 /// Injection only reaches traced calls, so `traced_syscalls` must include the injected
-/// one. `Err` says why strace cannot be used here (missing, or ptrace not permitted), for
-/// a test to print and skip.
+/// one. `Err` says what is missing (strace, or the permission to trace), for
+/// [`require`].
 pub fn strace_wrapper(
     log_path: &Path,
     traced_syscalls: &str,
     injection: &str,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, Missing> {
+    let strace = tool_on_path("strace", STRACE_HOW_TO_GET)?;
     let mut last_problem = String::new();
     for seccomp in [true, false] {
-        let mut args = vec!["strace".to_string()];
+        let mut args = vec![strace.display().to_string()];
         if seccomp {
             args.push("--seccomp-bpf".to_string());
         }
@@ -1014,17 +1029,20 @@ pub fn strace_wrapper(
             format!("inject={injection}"),
         ]);
         match Command::new(&args[0]).args(&args[1..]).arg("true").output() {
-            Err(error) => return Err(format!("strace is not installed ({error})")),
+            Err(error) => {
+                let what = format!("a runnable strace ({}: {error})", strace.display());
+                return Err(Missing::new(what, STRACE_HOW_TO_GET));
+            }
             Ok(output) if output.status.success() => return Ok(args),
             Ok(output) => {
-                last_problem = format!(
-                    "strace cannot trace here (is ptrace permitted?): {}",
-                    String::from_utf8_lossy(&output.stderr).trim()
-                );
+                last_problem = String::from_utf8_lossy(&output.stderr).trim().to_string();
             }
         }
     }
-    Err(last_problem)
+    Err(Missing::new(
+        format!("strace permitted to trace here (ptrace): {last_problem}"),
+        STRACE_HOW_TO_GET,
+    ))
 }
 
 /// Config text for agent [`AGENT`] with file channels `names`, each with its

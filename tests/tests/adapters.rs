@@ -3,14 +3,18 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use millrace_client::{Client, ClientOptions, Event};
-use millrace_e2e::{bodies_of, free_port, kill_9_pid, wait_until, Server, ServerSetup, AGENT};
+use millrace_e2e::{
+    bodies_of, free_port, kill_9_pid, require_tool, wait_until, Server, ServerSetup, AGENT,
+};
 
 /// Longest wait for events to cross a flow.
 const FLOW_TIMEOUT: Duration = Duration::from_secs(60);
+/// How to get the `nc` the netcat tests pipe into (as the seed flow does, `docs/adapters.md`).
+const NETCAT_HOW_TO_GET: &str = "apt-get install netcat-openbsd; .ci/run installs it";
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -82,19 +86,13 @@ fn wait_for_port(port: u16) {
 
 #[test]
 fn the_seed_two_agent_flow_carries_a_netcat_line_through_the_spool_directory_to_the_logger() {
-    let nc_available = Command::new("sh")
-        .args(["-c", "command -v nc"])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    assert!(
-        nc_available,
-        "this test needs a real `nc` (netcat-openbsd); .ci/run installs it"
-    );
+    if require_tool("nc", NETCAT_HOW_TO_GET).is_none() {
+        return;
+    }
     let spool = tempfile::tempdir().expect("a spool directory");
     let spool_dir = spool.path().display();
     let netcat_port = free_port();
-    // The two agents of the seed document, in one file, with the lost lines restored.
+    // The two agents of the seed flow (`docs/adapters.md`), in one file, with the lost lines restored.
     let config = format!(
         "fsource.sinks = spoolSink\n\
          fsource.sources = netcatSource\n\
@@ -437,23 +435,6 @@ fn an_over_long_netcat_line_is_refused_and_the_connection_closed_while_the_chann
     assert_eq!(line, "OK\n");
 }
 
-/// Whether `tool` is on `PATH`. When it is not, prints one line saying how to get it and
-/// returns false (the test then passes as skipped) — unless `CI=true`, where it panics.
-fn tool_available(tool: &str, package: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !found {
-        let message =
-            format!("skipped: needs `{tool}` (apt-get install {package}; .ci/run installs it)");
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
-        println!("{message}");
-    }
-    found
-}
-
 /// A source counter as channeld publishes it (`SOURCE.<name>`), once reported.
 fn source_counter(server: &Server, source: &str, counter: &str) -> Option<u64> {
     let (_, metrics) = server.http_json("/metrics");
@@ -464,7 +445,7 @@ fn source_counter(server: &Server, source: &str, counter: &str) -> Option<u64> {
 
 #[test]
 fn netcat_refuses_a_last_line_without_a_newline_with_failed_and_delivers_only_whole_lines() {
-    if !tool_available("nc", "netcat-openbsd") {
+    if require_tool("nc", NETCAT_HOW_TO_GET).is_none() {
         return;
     }
     let port = free_port();

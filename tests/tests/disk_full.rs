@@ -23,8 +23,10 @@
 //! (`engine/tests/checkpoints.rs`); this one goes through the protocol, the server's
 //! error mapping and health report, and a restart of the binary.
 //!
-//! Skipped (with the reason printed) where a private mount namespace or a tmpfs mount is
-//! not allowed (not root, no `unshare`/`nsenter`).
+//! Skipped, with one line saying what is missing, where a private mount namespace or a
+//! tmpfs mount is not allowed (not root, no `unshare`/`nsenter`); with `CI=true` that is
+//! a failure (`millrace_e2e::prerequisites`). The strace test skips (or fails) alike
+//! without a working `strace`.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -36,8 +38,8 @@ use std::time::Duration;
 
 use millrace_client::{Client, ClientOptions};
 use millrace_e2e::{
-    drain_channel, events_with_bodies, file_channels_config, strace_wrapper, wait_until, Server,
-    ServerSetup, AGENT,
+    drain_channel, events_with_bodies, file_channels_config, require, running_as_root,
+    strace_wrapper, tool_on_path, wait_until, Missing, Server, ServerSetup, AGENT,
 };
 use millrace_protocol::{fields, ErrorCode};
 
@@ -72,6 +74,11 @@ const EVENTS_PER_TAKE: u32 = 100;
 const PHASE_DEADLINE: Duration = Duration::from_secs(90);
 /// Pause after a refused put before the next.
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
+/// Where `unshare` and `nsenter` come from.
+const UTIL_LINUX_HOW_TO_GET: &str = "apt-get install util-linux";
+/// What lets root mount a tmpfs in a private mount namespace.
+const MOUNT_NAMESPACE_HOW_TO_GET: &str =
+    "run as root on a host or in a container allowed to mount (docker run --privileged)";
 
 /// A tmpfs mounted in a private mount namespace, which lives as long as its holder
 /// process (a `cat` reading a pipe this test holds, so it also ends if the test dies).
@@ -81,14 +88,24 @@ struct PrivateTmpfs {
 }
 
 impl PrivateTmpfs {
-    fn mount(size_bytes: u64) -> Result<PrivateTmpfs, String> {
+    /// Mounts one of `size_bytes`, or says what this machine lacks to do it.
+    fn mount(size_bytes: u64) -> Result<PrivateTmpfs, Missing> {
+        running_as_root("mount a tmpfs in a private mount namespace")?;
+        let unshare = tool_on_path("unshare", UTIL_LINUX_HOW_TO_GET)?;
+        let nsenter = tool_on_path("nsenter", UTIL_LINUX_HOW_TO_GET)?;
+        let cannot_mount = |problem: String| {
+            Missing::new(
+                format!("a tmpfs mount in a private mount namespace ({problem})"),
+                MOUNT_NAMESPACE_HOW_TO_GET,
+            )
+        };
         let mount_point = tempfile::Builder::new()
             .prefix("millrace-e2e-tmpfs-")
             .tempdir()
-            .map_err(|error| format!("no temporary directory: {error}"))?;
+            .expect("a temporary directory for the mount point");
         let script =
             "mount -t tmpfs -o size=\"$1\" millrace-e2e \"$0\" && echo mounted && exec cat";
-        let mut holder = Command::new("unshare")
+        let mut holder = Command::new(unshare)
             .args(["--mount", "--propagation", "private", "sh", "-c", script])
             .arg(mount_point.path())
             .arg(size_bytes.to_string())
@@ -96,16 +113,14 @@ impl PrivateTmpfs {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|error| format!("cannot run unshare: {error}"))?;
+            .map_err(|error| cannot_mount(format!("unshare does not run: {error}")))?;
         let mut first_line = String::new();
         let _ = BufReader::new(holder.stdout.take().expect("stdout")).read_line(&mut first_line);
         if first_line.trim() != "mounted" {
             drop(holder.stdin.take());
             let output = holder.wait_with_output().expect("the holder exits");
-            return Err(format!(
-                "cannot mount a tmpfs in a private mount namespace (needs root, unshare and \
-                 mount): {}",
-                String::from_utf8_lossy(&output.stderr).trim()
+            return Err(cannot_mount(
+                String::from_utf8_lossy(&output.stderr).trim().to_string(),
             ));
         }
         let tmpfs = PrivateTmpfs {
@@ -113,18 +128,18 @@ impl PrivateTmpfs {
             mount_point,
         };
         // nsenter must work too, or channeld cannot get in.
-        let probe = Command::new("nsenter")
+        let probe = Command::new(nsenter)
             .args(tmpfs.enter_wrapper())
             .args(["test", "-d"])
             .arg(tmpfs.path())
             .output();
         match probe {
             Ok(output) if output.status.success() => Ok(tmpfs),
-            Ok(output) => Err(format!(
-                "cannot enter the mount namespace: {}",
+            Ok(output) => Err(cannot_mount(format!(
+                "nsenter cannot enter it: {}",
                 String::from_utf8_lossy(&output.stderr).trim()
-            )),
-            Err(error) => Err(format!("cannot run nsenter: {error}")),
+            ))),
+            Err(error) => Err(cannot_mount(format!("nsenter does not run: {error}"))),
         }
     }
 
@@ -356,12 +371,8 @@ fn directory_bytes(dir: &Path) -> u64 {
 
 #[test]
 fn a_filling_disk_refuses_puts_keeps_takes_and_resumes_when_space_is_freed() {
-    let tmpfs = match PrivateTmpfs::mount(TMPFS_SIZE_BYTES) {
-        Ok(tmpfs) => tmpfs,
-        Err(reason) => {
-            println!("skipped: {reason}");
-            return;
-        }
+    let Some(tmpfs) = require(PrivateTmpfs::mount(TMPFS_SIZE_BYTES)) else {
+        return;
     };
     let ballast = tmpfs.outside_path("ballast");
     std::fs::File::create(&ballast)
@@ -624,12 +635,8 @@ fn enospc_from_fallocate_at_segment_rolls_is_a_retryable_space_refusal_that_lose
         .expect("a file for strace's output");
     let injection =
         format!("fallocate:error=ENOSPC:when={FIRST_FAILING_FALLOCATE}..{LAST_FAILING_FALLOCATE}");
-    let wrapper = match strace_wrapper(strace_log.path(), "fallocate", &injection) {
-        Ok(wrapper) => wrapper,
-        Err(reason) => {
-            println!("skipped: {reason}");
-            return;
-        }
+    let Some(wrapper) = require(strace_wrapper(strace_log.path(), "fallocate", &injection)) else {
+        return;
     };
     let config = file_channels_config(
         &["c1"],

@@ -16,7 +16,8 @@
 //!   exactly once, in each producer's order, and each unacknowledged batch is there whole
 //!   or not at all.
 //!
-//! Skipped (with the reason printed) where strace is missing or may not trace.
+//! Skipped, with one line saying what is missing, where strace is missing or may not
+//! trace; with `CI=true` that is a failure (`millrace_e2e::prerequisites`).
 //! `MILLRACE_EIO_FAILING_SYNC=N` picks the first failing sync (default 40) and
 //! `MILLRACE_EIO_SEED` the batch sizes; a failure prints both.
 
@@ -27,8 +28,8 @@ use std::time::Duration;
 
 use millrace_client::{Client, ClientOptions};
 use millrace_e2e::{
-    drain_channel, events_with_bodies, file_channels_config, strace_wrapper, Server, ServerSetup,
-    AGENT,
+    drain_channel, events_with_bodies, file_channels_config, require, strace_wrapper, Server,
+    ServerSetup, AGENT,
 };
 use rand::{Rng, SeedableRng};
 
@@ -132,12 +133,8 @@ fn eio_from_fdatasync_fails_the_channel_and_loses_nothing_acknowledged() {
         .expect("a file for strace's output");
     let strace_log_path = strace_log.path().to_path_buf();
     let injection = format!("fdatasync:error=EIO:when={failing_sync_number}+");
-    let wrapper = match strace_wrapper(&strace_log_path, "fdatasync", &injection) {
-        Ok(wrapper) => wrapper,
-        Err(reason) => {
-            println!("skipped: {reason}");
-            return;
-        }
+    let Some(wrapper) = require(strace_wrapper(&strace_log_path, "fdatasync", &injection)) else {
+        return;
     };
     let config = file_channels_config(
         &["c1"],

@@ -22,7 +22,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use millrace_client::{Client, ClientOptions, Event};
-use millrace_e2e::{drain_channel, wait_until, RawConnection, Server, ServerSetup};
+use millrace_e2e::{
+    drain_channel, require, skip, wait_until, Missing, RawConnection, Server, ServerSetup,
+};
 use millrace_protocol::{
     DecodeLimits, Encoder, ErrorCode, EventBatch, FrameType, Hello, Request, RequestId, Response,
     ResponseDecoder, MAGIC,
@@ -784,20 +786,21 @@ const CHECKS_DURING_THE_FLOOD: usize = 5;
 const TEST_PROCESS_DESCRIPTORS: u64 = 256;
 
 /// True when this process may hold `sockets` more descriptors (raising its own soft
-/// limit first); otherwise says why the test is skipped, or fails under `CI=true`.
+/// limit first); otherwise the test is skipped, or fails under `CI=true`.
 fn can_hold_sockets(sockets: usize) -> bool {
     let limit = millrace_e2e::raise_own_open_file_limit();
     let needed = sockets as u64 + TEST_PROCESS_DESCRIPTORS;
-    if limit >= needed {
-        return true;
-    }
-    let message = format!(
-        "skipped: this test holds {sockets} sockets, but the hard open-file limit here is \
-         {limit} (raise it with `ulimit -Hn {needed}` as root)"
-    );
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
-    println!("{message}");
-    false
+    let room = if limit >= needed {
+        Ok(())
+    } else {
+        Err(Missing::new(
+            format!(
+                "{needed} open files to hold {sockets} sockets (the hard limit here is {limit})"
+            ),
+            format!("raise it with `ulimit -Hn {needed}` as root"),
+        ))
+    };
+    require(room).is_some()
 }
 
 /// A thread with a small stack, for the thousands that each wait on one socket.
@@ -1026,8 +1029,12 @@ fn channeld_raises_its_soft_open_file_limit_to_the_hard_limit() {
         .maximum
         .unwrap_or(u64::MAX)
         .min(1 << 20);
-    if hard < 4 * LOWERED_OPEN_FILE_LIMIT {
-        println!("skipped: the hard open-file limit here ({hard}) leaves nothing to raise to");
+    let needed = 4 * LOWERED_OPEN_FILE_LIMIT;
+    if hard < needed {
+        skip(&Missing::new(
+            format!("a hard open-file limit of at least {needed} to raise to (it is {hard})"),
+            format!("raise it with `ulimit -Hn {needed}` as root"),
+        ));
         return;
     }
     let server = Server::start(

@@ -73,8 +73,9 @@
 //! changes) and prints the seed, the round, the outagefs filter string of the crash state
 //! and the commands that mount it again.
 //!
-//! Skipped, saying why, where the test is not root, or `/dev/fuse`, loop devices,
-//! `mkfs.ext4`, `losetup` or the `outagefs` binary are missing.
+//! Skipped, with one line saying what is missing, where the test is not root, or
+//! `/dev/fuse`, loop devices, `mkfs.ext4`, `losetup` or the `outagefs` binary are
+//! missing; with `CI=true` that is a failure (`millrace_e2e::prerequisites`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -87,7 +88,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use millrace_client::{Client, ClientError, ClientOptions, Event};
-use millrace_e2e::{wait_until, Server, ServerSetup, AGENT};
+use millrace_e2e::{
+    require, running_as_root, tool_on_path, wait_until, Missing, Server, ServerSetup, AGENT,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -331,40 +334,41 @@ fn outagefs_binary() -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-/// Why this machine cannot run the test, or the outagefs binary when it can.
-fn prerequisites() -> Result<PathBuf, String> {
-    if !rustix::process::getuid().is_root() {
-        return Err("not root (loop devices and FUSE mounts need root)".into());
-    }
+/// How to get outagefs, for the skip line.
+const OUTAGEFS_HOW_TO_GET: &str = "apt-get install libfuse-dev pkg-config fuse, then cargo \
+     install outagefs --locked, or set MILLRACE_OUTAGEFS to its path; .ci/run does both";
+
+/// The outagefs binary when this machine can run the test, else what it lacks.
+fn prerequisites() -> Result<PathBuf, Missing> {
+    running_as_root("attach loop devices and mount FUSE file systems")?;
     if !Path::new("/dev/fuse").exists() {
-        return Err("/dev/fuse is missing (no FUSE)".into());
+        return Err(Missing::new(
+            "FUSE (/dev/fuse)",
+            "modprobe fuse; in a container, pass --device /dev/fuse",
+        ));
     }
     if !Path::new("/dev/loop-control").exists() {
-        return Err("/dev/loop-control is missing (no loop devices)".into());
+        return Err(Missing::new(
+            "loop devices (/dev/loop-control)",
+            "modprobe loop; in a container, run it privileged",
+        ));
     }
-    for tool in ["mkfs.ext4", "losetup", "mount", "umount"] {
-        if Command::new(tool)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_err()
-        {
-            return Err(format!("{tool} is not installed"));
-        }
+    for (tool, package) in [
+        ("mkfs.ext4", "e2fsprogs"),
+        ("losetup", "mount"),
+        ("mount", "mount"),
+        ("umount", "mount"),
+    ] {
+        tool_on_path(tool, &format!("apt-get install {package}"))?;
     }
     let filesystems = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
     if !filesystems
         .lines()
         .any(|line| line.trim_end().ends_with("ext4"))
     {
-        return Err("the kernel has no ext4".into());
+        return Err(Missing::new("ext4 in the kernel", "modprobe ext4"));
     }
-    outagefs_binary().ok_or_else(|| {
-        "the outagefs binary is missing (`cargo install outagefs --locked`, which needs \
-         libfuse-dev and pkg-config; or set MILLRACE_OUTAGEFS to its path)"
-            .to_string()
-    })
+    outagefs_binary().ok_or_else(|| Missing::new("the outagefs binary", OUTAGEFS_HOW_TO_GET))
 }
 
 /// An `outagefs mount`: the image (with the chosen changes applied) as one file over
@@ -1402,12 +1406,8 @@ fn seed() -> u64 {
 /// Runs `variant` (at `default_size` unless `MILLRACE_POWER_LOSS_CASES` is set) and
 /// asserts that every crash state passed.
 fn every_crash_state_passes(variant: Variant, default_size: Size) {
-    let outagefs = match prerequisites() {
-        Ok(outagefs) => outagefs,
-        Err(reason) => {
-            println!("SKIPPED power loss on real ext4 ({variant:?}): {reason}");
-            return;
-        }
+    let Some(outagefs) = require(prerequisites()) else {
+        return;
     };
     let size = requested_cases().map_or(default_size, Size::AtLeast);
     let seed = seed();
@@ -1472,12 +1472,8 @@ fn zero_filled_torn_writes_never_panic_recovery_nor_lose_proven_transactions_sil
 /// its data is synced (as documented), and some crash state must then fail.
 #[test]
 fn acknowledging_before_the_sync_is_caught_by_the_power_loss_check() {
-    let outagefs = match prerequisites() {
-        Ok(outagefs) => outagefs,
-        Err(reason) => {
-            println!("SKIPPED power loss on real ext4 (negative control): {reason}");
-            return;
-        }
+    let Some(outagefs) = require(prerequisites()) else {
+        return;
     };
     let seed = seed();
     let outcome = check_crash_states(

@@ -7,5 +7,7 @@
 //! a writer and returns the process exit code; its report writers also print the
 //! reports channeld sends for a live channel.
 
+#![warn(missing_docs)]
+
 pub mod channelctl;
 pub mod offline;

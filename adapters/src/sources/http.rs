@@ -679,6 +679,7 @@ pub fn parse_json_events(body: &[u8]) -> Result<Vec<Event>, JsonEventsError> {
 /// Hands freed memory back to the system. glibc's allocator keeps the memory of freed
 /// large blocks in its arenas for reuse; after a burst of requests that is tens of
 /// megabytes the agent would hold for good.
+#[allow(unsafe_code)]
 fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks the allocator's own free lists; it takes no

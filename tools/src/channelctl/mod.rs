@@ -1,6 +1,6 @@
 //! `channelctl`: the operator tool.
 //!
-//! Scriptable by contract (`shared/design.md` §2.5):
+//! Scriptable by contract (`docs/contracts.md`, "channelctl's scriptable output"):
 //!
 //! - `put` reads newline-separated bodies from stdin, commits every `--batch` events
 //!   (default 100) and at end of input, and prints `committed TOTAL` after each
@@ -114,6 +114,7 @@ impl ServerArgs {
 /// `channelctl put`.
 #[derive(Debug, Args)]
 pub struct PutArgs {
+    /// The server, channel and token to use.
     #[command(flatten)]
     pub server: ServerArgs,
 
@@ -126,6 +127,7 @@ pub struct PutArgs {
 /// `channelctl take`.
 #[derive(Debug, Args)]
 pub struct TakeArgs {
+    /// The server, channel and token to use.
     #[command(flatten)]
     pub server: ServerArgs,
 
@@ -150,6 +152,7 @@ pub struct TakeArgs {
 /// `channelctl stats`.
 #[derive(Debug, Args)]
 pub struct StatsArgs {
+    /// The server, channel and token to use.
     #[command(flatten)]
     pub server: ServerArgs,
 

@@ -118,9 +118,11 @@ impl OnlineArgs {
 /// server (the live channel's report, with its open transactions and counters).
 #[derive(Debug, Args)]
 pub struct InspectArgs {
+    /// Where the stopped channel's files are (offline).
     #[command(flatten)]
     pub files: ChannelFilesArgs,
 
+    /// The server to ask (online).
     #[command(flatten)]
     pub online: OnlineArgs,
 
@@ -144,6 +146,7 @@ pub struct InspectArgs {
 /// `channelctl verify` (offline).
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
+    /// Where the stopped channel's files are (offline).
     #[command(flatten)]
     pub files: ChannelFilesArgs,
 
@@ -160,9 +163,11 @@ pub struct VerifyArgs {
 /// `--data-dir`) by rebuilding the checkpoint from the segments.
 #[derive(Debug, Args)]
 pub struct CheckpointArgs {
+    /// Where the stopped channel's files are (offline).
     #[command(flatten)]
     pub files: ChannelFilesArgs,
 
+    /// The server to ask (online).
     #[command(flatten)]
     pub online: OnlineArgs,
 
@@ -176,9 +181,11 @@ pub struct CheckpointArgs {
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("point").required(true).args(["since", "from_time", "from_id"])))]
 pub struct ReplayArgs {
+    /// Where the stopped channel's files are (offline).
     #[command(flatten)]
     pub files: ChannelFilesArgs,
 
+    /// The server to ask (online).
     #[command(flatten)]
     pub online: OnlineArgs,
 
