@@ -5,7 +5,7 @@
 //!
 //! The venv is made by `tests/scripts/interop-venv.sh` under the build directory. When it
 //! cannot be made (no python3 venv module, no PyPI), each test prints one line saying so
-//! and passes as skipped, unless `CI=true`, where it fails (`millrace_e2e::prerequisites`).
+//! and passes as skipped, unless `CI=true`, where it fails (`millrace_prerequisites`).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -22,7 +22,7 @@ use millrace_avro::{
     Inbound, Message, NettyFrame, Outbound, RequestProblem, ServerSession, ServerStep, Status,
     KNOWN_COMPATIBLE_PROTOCOLS,
 };
-use millrace_e2e::{skip, Missing};
+use millrace_prerequisites::{skip, Missing};
 use serde_json::{json, Value};
 
 /// A Python peer that has not finished by then is killed and the test fails.

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use millrace_e2e::{require, running_as_root, skip, tool_on_path, Missing};
 use millrace_engine::config::FileChannelConfig;
 use millrace_engine::file::RecoveryPath;
 use millrace_engine::storage::{SimFs, SimFsOptions, Storage};
 use millrace_engine::{Channel, ChannelError, ChannelHealth, Event, FileChannel};
+use millrace_prerequisites::{require, running_as_root, skip, tool_on_path, Missing};
 
 fn config_with(root: &Path, dual: bool) -> FileChannelConfig {
     let mut config = test_config(root, 2);

@@ -36,9 +36,8 @@ use millrace_protocol::{
 use rustix::process::{kill_process, Pid, Signal};
 use serde_json::Value;
 
-pub mod prerequisites;
-
-pub use prerequisites::{
+pub use millrace_prerequisites as prerequisites;
+pub use millrace_prerequisites::{
     require, require_tool, running_as_root, running_in_ci, skip, tool_on_path, Missing,
 };
 

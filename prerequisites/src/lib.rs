@@ -14,7 +14,7 @@
 //!   tool is a broken machine, never a silent skip.
 //!
 //! ```no_run
-//! use millrace_e2e::{require, require_tool, running_as_root, tool_on_path, Missing};
+//! use millrace_prerequisites::{require, require_tool, running_as_root, tool_on_path, Missing};
 //!
 //! // One tool:
 //! let Some(nc) = require_tool("nc", "apt-get install netcat-openbsd") else {
@@ -29,6 +29,8 @@
 //!     return;
 //! };
 //! ```
+
+#![warn(missing_docs)]
 
 use std::fmt;
 use std::io::Write;
