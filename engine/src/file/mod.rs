@@ -42,11 +42,12 @@
 //! pointers and counts and stay in clear (see `docs/design.md`, "Encryption at rest").
 
 pub(crate) mod checkpoint;
+pub(crate) mod chunk_reader;
 mod dir_watch;
 mod health;
-pub mod inspect;
 mod maintenance;
 pub(crate) mod recovery;
+pub(crate) mod recovery_rule;
 pub(crate) mod segments;
 mod space;
 mod writer;
