@@ -16,10 +16,12 @@
 //! - [`crypto`]: keys, nonces and the record cipher for encryption at rest.
 
 pub mod channel;
+pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod event;
+pub mod figures;
 pub mod file;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -45,7 +45,8 @@ use crate::channel::{
 use crate::config::{usable_byte_slots, SpillableChannelConfig};
 use crate::error::{ChannelError, OpenError};
 use crate::event::Event;
-use crate::file::{DirStats, FileChannel, FileTransaction, RecoveryReport};
+use crate::figures::{DirStats, RecoveryReport};
+use crate::file::{FileChannel, FileTransaction};
 use crate::memory::resolve_byte_capacity;
 use crate::ordered_queue::OrderedQueue;
 use crate::storage::Storage;

@@ -4,7 +4,9 @@
 //!
 //! - **Any channel type behind one trait.** Sessions, metrics and health see only
 //!   `Arc<dyn Channel>`; the one place that knows concrete types is [`channel_opener`],
-//!   where a new type (memory, spillable) is one match arm.
+//!   where a new type (memory, spillable) is one match arm. The operations only a file
+//!   channel's log supports (online inspect and replay) get the file channel that
+//!   opener opened ([`ChannelEntry::file_channel`]), never a downcast.
 //! - **Refuse what cannot run before starting anything.** A configured type that this
 //!   build does not implement is an error at startup ([`RegistryError`]), not a channel
 //!   that fails later.
@@ -16,7 +18,7 @@
 //!   the HTTP listener already answers: a channel is [`ChannelState::Opening`] until then.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use millrace_engine::config::ChannelConfig;
 use millrace_engine::{
@@ -27,7 +29,25 @@ use thiserror::Error;
 use tracing::{error, info};
 
 /// What opens one configured channel. Runs on a blocking thread.
-pub type ChannelOpener = Box<dyn FnOnce() -> Result<Arc<dyn Channel>, OpenError> + Send>;
+pub type ChannelOpener = Box<dyn FnOnce() -> Result<OpenedChannel, OpenError> + Send>;
+
+/// A channel just opened: as every user sees it, and as the file channel it is, when it
+/// is one.
+pub struct OpenedChannel {
+    /// The channel.
+    pub channel: Arc<dyn Channel>,
+    /// The same channel when it is a file channel, for what only its log supports.
+    pub file_channel: Option<Arc<FileChannel>>,
+}
+
+impl OpenedChannel {
+    fn other(channel: Arc<dyn Channel>) -> Self {
+        OpenedChannel {
+            channel,
+            file_channel: None,
+        }
+    }
+}
 
 /// The type a channel was configured with, as Flume's `type` alias.
 pub fn type_alias(config: &ChannelConfig) -> &'static str {
@@ -46,24 +66,25 @@ pub fn channel_opener(name: &str, config: &ChannelConfig) -> ChannelOpener {
         ChannelConfig::File(file_config) => {
             let file_config = file_config.clone();
             Box::new(move || {
-                let channel: Arc<dyn Channel> = Arc::new(FileChannel::open(&name, file_config)?);
-                Ok(channel)
+                let file_channel = Arc::new(FileChannel::open(&name, file_config)?);
+                Ok(OpenedChannel {
+                    channel: Arc::clone(&file_channel) as Arc<dyn Channel>,
+                    file_channel: Some(file_channel),
+                })
             })
         }
         ChannelConfig::Memory(memory_config) => {
             let memory_config = memory_config.clone();
             Box::new(move || {
-                let channel: Arc<dyn Channel> =
-                    Arc::new(MemoryChannel::open(&name, memory_config)?);
-                Ok(channel)
+                let channel = MemoryChannel::open(&name, memory_config)?;
+                Ok(OpenedChannel::other(Arc::new(channel)))
             })
         }
         ChannelConfig::Spillable(spillable_config) => {
             let spillable_config = spillable_config.clone();
             Box::new(move || {
-                let channel: Arc<dyn Channel> =
-                    Arc::new(SpillableChannel::open(&name, spillable_config)?);
-                Ok(channel)
+                let channel = SpillableChannel::open(&name, spillable_config)?;
+                Ok(OpenedChannel::other(Arc::new(channel)))
             })
         }
     }
@@ -100,6 +121,8 @@ pub struct ChannelEntry {
     /// `Closed`, `Unhealthy` and the error counters.
     durable: bool,
     state: RwLock<ChannelState>,
+    /// The channel as a file channel, once opened, when it is one.
+    file_channel: OnceLock<Arc<FileChannel>>,
 }
 
 impl ChannelEntry {
@@ -129,6 +152,13 @@ impl ChannelEntry {
             ChannelState::Ready(channel) => Some(Arc::clone(channel)),
             ChannelState::Opening | ChannelState::FailedToOpen { .. } => None,
         }
+    }
+
+    /// The channel as the file channel it is, once open: for the operations only a
+    /// file channel's log supports (online inspect and replay). `None` for memory and
+    /// spillable channels, and until the channel is open.
+    pub fn file_channel(&self) -> Option<Arc<FileChannel>> {
+        self.file_channel.get().cloned()
     }
 
     /// Why the channel cannot serve, or `None` when it can. The reason is what
@@ -249,6 +279,7 @@ impl ChannelRegistry {
                 type_name: type_alias(config),
                 durable: !matches!(config, ChannelConfig::Memory(_)),
                 state: RwLock::new(ChannelState::Opening),
+                file_channel: OnceLock::new(),
             }));
             openers.push(opener);
         }
@@ -341,9 +372,12 @@ impl ChannelRegistry {
     pub fn open_all(&self, openers: Vec<ChannelOpener>) -> Result<(), RegistryError> {
         for (entry, opener) in self.entries.iter().zip(openers) {
             match opener() {
-                Ok(channel) => {
+                Ok(opened) => {
                     info!(channel = %entry.name, "channel ready");
-                    *entry.state.write() = ChannelState::Ready(channel);
+                    if let Some(file_channel) = opened.file_channel {
+                        let _ = entry.file_channel.set(file_channel);
+                    }
+                    *entry.state.write() = ChannelState::Ready(opened.channel);
                 }
                 Err(locked @ OpenError::Locked { .. }) => {
                     return Err(RegistryError::Locked(locked))

@@ -1314,11 +1314,11 @@ impl Session {
         channel_name: &str,
         replay: ReplayRequest,
     ) -> Result<Flow, SessionError> {
-        let (entry, channel) = match self.serving_channel(channel_name) {
+        let (entry, _) = match self.serving_channel(channel_name) {
             Ok(serving) => serving,
             Err(error) => return Ok(self.respond_error(request_id, error)),
         };
-        if channel.as_file_channel().is_none() {
+        let Some(file_channel) = entry.file_channel() else {
             let error = ErrorResponse::not_supported(
                 channel_name,
                 entry.type_name(),
@@ -1326,11 +1326,10 @@ impl Session {
                 REPLAY_NEEDS_A_LOG,
             );
             return Ok(self.respond_error(request_id, error));
-        }
+        };
         info!(peer = %self.peer, client = %Untrusted(&self.client_name), channel = %Untrusted(channel_name), point = ?replay.point, execute = replay.execute, "replay requested");
         let point = resolve_replay_point(replay.point, std::time::SystemTime::now());
         let outcome = on_blocking_pool(move || {
-            let file_channel = channel.as_file_channel().expect("checked above");
             if replay.execute {
                 file_channel
                     .replay_execute(point)
@@ -1373,7 +1372,7 @@ impl Session {
             let error = ErrorResponse::channel_unhealthy(channel_name, &reason);
             return Ok(self.respond_error(request_id, error));
         };
-        if channel.as_file_channel().is_none() {
+        let Some(file_channel) = entry.file_channel() else {
             let error = ErrorResponse::not_supported(
                 channel_name,
                 entry.type_name(),
@@ -1381,9 +1380,8 @@ impl Session {
                 INSPECT_NEEDS_FILES,
             );
             return Ok(self.respond_error(request_id, error));
-        }
+        };
         let outcome = on_blocking_pool(move || {
-            let file_channel = channel.as_file_channel().expect("checked above");
             let inspection = file_channel.inspect_live()?;
             Ok(live_inspect_report(&inspection, &channel.stats()).to_string())
         })

@@ -21,7 +21,8 @@ use crate::record::{
 };
 use crate::storage::Storage;
 
-use super::{InspectError, Progress};
+use super::error::InspectError;
+use super::progress::Progress;
 
 /// What a valid record says, without its event bodies (those are read again on demand).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use std::os::fd::AsRawFd;
 
-use super::uring::{self, IoBackend, WriteOutcome};
-use super::{
+use super::seam::{
     DirHandle, DirLock, DirMoved, FileIdentity, FileMode, Storage, StorageFile, WriteSyncError,
 };
+use super::uring::{self, IoBackend, WriteOutcome};
 
 /// The operating system's filesystem.
 #[derive(Debug, Default, Clone, Copy)]

@@ -17,6 +17,8 @@ use std::sync::OnceLock;
 use io_uring::{opcode, squeue, types, IoUring};
 use tracing::info;
 
+use super::seam::WriteSyncError;
+
 /// Submission queue entries per ring: the linked write and sync.
 const RING_ENTRIES: u32 = 4;
 const WRITE_TAG: u64 = 1;
@@ -126,15 +128,6 @@ fn auto_backend() -> IoBackend {
     } else {
         IoBackend::Pwrite
     }
-}
-
-/// Which half of a linked write + sync failed.
-#[derive(Debug)]
-pub enum WriteSyncError {
-    /// The write failed or was short: nothing was synced; the data may be retried.
-    Write(io::Error),
-    /// The write succeeded and the sync failed: fail-stop.
-    Sync(io::Error),
 }
 
 thread_local! {

@@ -316,7 +316,8 @@ fn run_embedded(args: &Args, shared: &Arc<Shared>) -> Result<(), String> {
         .clone();
     let channel: Arc<dyn Channel> =
         millrace_server::registry::channel_opener(&args.channel, &channel_config)()
-            .map_err(|error| error.to_string())?;
+            .map_err(|error| error.to_string())?
+            .channel;
     let mut threads = Vec::new();
     if args.mode != Mode::Take {
         for index in 0..args.producers {
