@@ -127,9 +127,10 @@ fn byte_slots(event: &Event, avg_event_size_bytes: u64) -> u64 {
 }
 
 impl SpillableChannel {
-    /// Opens the channel on the real filesystem.
+    /// Opens the channel on the real filesystem, its overflow writing with io_uring
+    /// where this process may use it ([`RealFs::auto`](crate::storage::RealFs::auto)).
     pub fn open(name: &str, config: SpillableChannelConfig) -> Result<Self, OpenError> {
-        Self::open_with_storage(name, config, Arc::new(crate::storage::RealFs))
+        Self::open_with_storage(name, config, Arc::new(crate::storage::RealFs::auto()))
     }
 
     /// Opens the channel; the overflow recovers its spilled events, the memory tier

@@ -184,7 +184,7 @@ fn flip_ciphertext_byte(segment: &Path, fix_crc: bool) -> u64 {
 
 /// A read-only scan of the stopped channel `c1` (what `channelctl inspect` reads).
 fn scan(config: &FileChannelConfig) -> ChannelScan {
-    scan_channel(&RealFs::default(), "c1", config, &NoProgress).unwrap()
+    scan_channel(&RealFs::auto(), "c1", config, &NoProgress).unwrap()
 }
 
 /// The key id each segment of `dir` needs (`None` for a segment in clear), oldest first.
@@ -702,7 +702,7 @@ fn inspection_names_each_segments_key_and_reading_events_back_authenticates_them
 
     // Reading the queued events back opens (and so authenticates) all three put records.
     let read_back = scanned
-        .read_events(&RealFs::default(), None, usize::MAX)
+        .read_events(&RealFs::auto(), None, usize::MAX)
         .unwrap();
     let read_back: Vec<Event> = read_back.into_iter().map(|dumped| dumped.event).collect();
     assert_eq!(read_back, events[5..]);
@@ -710,12 +710,12 @@ fn inspection_names_each_segments_key_and_reading_events_back_authenticates_them
     let mut without_keys = config.clone();
     without_keys.encryption = None;
     let refused = scan(&without_keys)
-        .read_events(&RealFs::default(), None, 1)
+        .read_events(&RealFs::auto(), None, 1)
         .expect_err("sealed events cannot be read without their key");
     assert!(refused.to_string().contains("\"k1\""), "{refused}");
 
     let damaged_offset = flip_ciphertext_byte(&segment.path, true);
-    match scan(&config).read_events(&RealFs::default(), None, usize::MAX) {
+    match scan(&config).read_events(&RealFs::auto(), None, usize::MAX) {
         Err(InspectError::UnreadableEvent { offset, detail, .. }) => {
             assert_eq!(offset, damaged_offset);
             assert!(detail.contains("authentication"), "{detail}");

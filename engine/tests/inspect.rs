@@ -19,7 +19,7 @@ use millrace_engine::{Channel, ChannelError, Event, FileChannel};
 const CHANNEL: &str = "c1";
 
 fn storage() -> Arc<dyn Storage> {
-    Arc::new(RealFs)
+    Arc::new(RealFs::auto())
 }
 
 /// One data dir and large segments, so that every record lands in one known segment.

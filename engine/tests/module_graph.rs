@@ -309,12 +309,12 @@ fn read_path(tokens: &[String], mut position: usize) -> (Vec<String>, usize) {
 /// The paths a `use` tree names: `a::{b, c::{d, self}}` gives `a::b`, `a::c::d`, `a::c`.
 fn expand_use_tree(tokens: &[String]) -> Vec<Vec<String>> {
     let mut paths = Vec::new();
-    expand_into(tokens, &mut Vec::new(), &mut paths);
+    expand_into(tokens, &[], &mut paths);
     paths
 }
 
-fn expand_into(tokens: &[String], prefix: &mut Vec<String>, paths: &mut Vec<Vec<String>>) {
-    let mut path = prefix.clone();
+fn expand_into(tokens: &[String], prefix: &[String], paths: &mut Vec<Vec<String>>) {
+    let mut path = prefix.to_vec();
     let mut position = 0;
     while position < tokens.len() {
         match tokens[position].as_str() {
@@ -322,7 +322,7 @@ fn expand_into(tokens: &[String], prefix: &mut Vec<String>, paths: &mut Vec<Vec<
             "{" => {
                 let close = matching_brace(tokens, position);
                 for branch in split_top_level(&tokens[position + 1..close]) {
-                    expand_into(branch, &mut path.clone(), paths);
+                    expand_into(branch, &path, paths);
                 }
                 return;
             }

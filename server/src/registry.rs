@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use millrace_engine::config::ChannelConfig;
+use millrace_engine::storage::{RealFs, Storage};
 use millrace_engine::{
     Channel, ChannelHealth, FileChannel, MemoryChannel, OpenError, SpillableChannel,
 };
@@ -58,15 +59,21 @@ pub fn type_alias(config: &ChannelConfig) -> &'static str {
     }
 }
 
-/// How to open a channel of the configured type; the one place that names concrete
-/// channel types. Adding a type is one arm here.
-pub fn channel_opener(name: &str, config: &ChannelConfig) -> ChannelOpener {
+/// How to open a channel of the configured type, on `storage` (file channels and the
+/// overflow of spillable ones); the one place that names concrete channel types. Adding
+/// a type is one arm here.
+pub fn channel_opener(
+    name: &str,
+    config: &ChannelConfig,
+    storage: Arc<dyn Storage>,
+) -> ChannelOpener {
     let name = name.to_string();
     match config {
         ChannelConfig::File(file_config) => {
             let file_config = file_config.clone();
             Box::new(move || {
-                let file_channel = Arc::new(FileChannel::open(&name, file_config)?);
+                let file_channel =
+                    Arc::new(FileChannel::open_with_storage(&name, file_config, storage)?);
                 Ok(OpenedChannel {
                     channel: Arc::clone(&file_channel) as Arc<dyn Channel>,
                     file_channel: Some(file_channel),
@@ -83,7 +90,8 @@ pub fn channel_opener(name: &str, config: &ChannelConfig) -> ChannelOpener {
         ChannelConfig::Spillable(spillable_config) => {
             let spillable_config = spillable_config.clone();
             Box::new(move || {
-                let channel = SpillableChannel::open(&name, spillable_config)?;
+                let channel =
+                    SpillableChannel::open_with_storage(&name, spillable_config, storage)?;
                 Ok(OpenedChannel::other(Arc::new(channel)))
             })
         }
@@ -267,13 +275,22 @@ fn is_component_name(name: &str) -> bool {
 }
 
 impl ChannelRegistry {
-    /// Registers the configured channels in [`ChannelState::Opening`], with their openers.
-    /// Fails, naming every such channel, when a type is not available.
+    /// Registers the configured channels in [`ChannelState::Opening`], with their openers,
+    /// on the real filesystem with io_uring where it can be used ([`RealFs::auto`]).
     pub fn plan(channels: &[(String, ChannelConfig)]) -> (ChannelRegistry, Vec<ChannelOpener>) {
+        Self::plan_on(channels, Arc::new(RealFs::auto()))
+    }
+
+    /// Registers the configured channels in [`ChannelState::Opening`], with openers that
+    /// open them on `storage` (channeld's: the real filesystem with `server.ioBackend`).
+    pub fn plan_on(
+        channels: &[(String, ChannelConfig)],
+        storage: Arc<dyn Storage>,
+    ) -> (ChannelRegistry, Vec<ChannelOpener>) {
         let mut entries = Vec::with_capacity(channels.len());
         let mut openers = Vec::with_capacity(channels.len());
         for (name, config) in channels {
-            let opener = channel_opener(name, config);
+            let opener = channel_opener(name, config, Arc::clone(&storage));
             entries.push(Arc::new(ChannelEntry {
                 name: name.clone(),
                 type_name: type_alias(config),

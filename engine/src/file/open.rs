@@ -29,15 +29,17 @@ use crate::figures::RecoveryProgress;
 use crate::record::{
     MAX_PUT_ENVELOPE_BYTES, MAX_RECORD_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
-use crate::storage::{DirLock, Storage};
+use crate::storage::{DirLock, RealFs, Storage};
 
 /// Where a channel open's nonce prefix comes from, as error messages name it.
 const OS_RANDOM_SOURCE: &str = "the operating system's random generator (getrandom)";
 
 impl FileChannel {
-    /// Opens (creating if needed) the channel on the real filesystem.
+    /// Opens (creating if needed) the channel on the real filesystem, writing with
+    /// io_uring where this process may use it ([`RealFs::auto`]). To choose the I/O
+    /// backend, pass a [`RealFs`] to [`FileChannel::open_with_storage`].
     pub fn open(name: &str, config: FileChannelConfig) -> Result<Self, OpenError> {
-        Self::open_with_storage(name, config, Arc::new(crate::storage::RealFs))
+        Self::open_with_storage(name, config, Arc::new(RealFs::auto()))
     }
 
     /// Opens the channel on the given storage.

@@ -21,4 +21,4 @@ pub use seam::{
     DirHandle, DirLock, DirMoved, FileIdentity, FileMode, Storage, StorageFile, WriteSyncError,
 };
 pub use sim::{CrashMode, SimFs, SimFsOptions};
-pub use uring::{choose_io_backend, io_backend, IoBackend, IoBackendChoice, IO_BACKEND_VARIABLE};
+pub use uring::{io_uring_available, IoBackend, IoBackendChoice};
