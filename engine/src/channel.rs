@@ -16,11 +16,12 @@
 //! where blocking is allowed. The other calls may block.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use crate::clock::unix_time_ms;
 use crate::error::ChannelError;
 use crate::event::Event;
-use crate::file::{DirStats, FileChannel, RecoveryReport};
+use crate::figures::{DirStats, RecoveryReport};
 
 /// A named channel that hands out transactions.
 pub trait Channel: Send + Sync {
@@ -56,13 +57,6 @@ pub trait Channel: Send + Sync {
     /// Per data directory: path and write figures (file-backed channels only).
     fn dir_stats(&self) -> Vec<(std::path::PathBuf, std::sync::Arc<DirStats>)> {
         Vec::new()
-    }
-
-    /// The channel as a file channel, when it is one: for the operations only a file
-    /// channel's log supports (online inspect and replay). Memory and spillable channels
-    /// return `None`.
-    fn as_file_channel(&self) -> Option<&FileChannel> {
-        None
     }
 
     /// What async takers await instead of [`Transaction::take_waiting`], which holds a
@@ -398,12 +392,4 @@ impl ChannelCounters {
             stop_time_ms: load(&self.stop_time_ms),
         }
     }
-}
-
-/// Milliseconds since the Unix epoch (0 if the clock is before it).
-pub fn unix_time_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as u64)
-        .unwrap_or(0)
 }

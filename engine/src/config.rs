@@ -7,10 +7,11 @@
 //! These structs are plain data: parsing the properties file is the server's job, and
 //! [`FileChannelConfig::validate`] checks the cross-field rules that every caller needs.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::crypto::{EncryptionConfig, KeySource};
+pub use crate::record::Compression;
 use crate::record::MAX_KEY_ID_BYTES;
 
 /// Flume's `capacity` default for a file channel.
@@ -118,63 +119,6 @@ pub struct FileChannelConfig {
     /// get the same bits plus search (execute) wherever read is allowed. The umask can
     /// only take bits away. Default [`DEFAULT_FILE_MODE`] (`0600`, directories `0700`).
     pub file_mode: u32,
-}
-
-/// How put records are compressed (Millrace extension `compression`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Compression {
-    /// `none`: events are stored as encoded.
-    #[default]
-    None,
-    /// `lz4`: each put record's events are compressed as one LZ4 block.
-    Lz4,
-}
-
-impl Compression {
-    /// The value as written in a configuration file.
-    pub fn name(self) -> &'static str {
-        match self {
-            Compression::None => "none",
-            Compression::Lz4 => "lz4",
-        }
-    }
-}
-
-/// Encryption at rest: the key new segments are written with, and every key older
-/// segments may still need (Flume's `encryption.activeKey` and
-/// `encryption.keyProvider.keys`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EncryptionConfig {
-    /// `encryption.activeKey`: the id of the key that encrypts new segments. Rotating
-    /// keys means changing this and keeping the old id in `keys` while segments written
-    /// with it remain.
-    pub active_key_id: String,
-    /// `encryption.keyProvider.keys` with each key's source: every key id a segment on
-    /// disk may name, the active one included.
-    pub keys: BTreeMap<String, KeySource>,
-}
-
-/// Where a key's 32 bytes come from. Key material never appears in the configuration
-/// itself, only the file that holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeySource {
-    /// Millrace extension `encryption.keyProvider.keys.<id>.keyFile`: a file holding the
-    /// key itself, as 32 raw bytes or 64 hexadecimal digits (surrounding whitespace
-    /// ignored).
-    KeyFile(PathBuf),
-    /// Flume's `encryption.keyProvider.keys.<id>.passwordFile`: a file holding a
-    /// password (trimmed); the key is derived from it with Argon2id (see
-    /// `docs/design.md`, "Encryption at rest").
-    PasswordFile(PathBuf),
-}
-
-impl KeySource {
-    /// The file the key is read from.
-    pub fn path(&self) -> &std::path::Path {
-        match self {
-            KeySource::KeyFile(path) | KeySource::PasswordFile(path) => path,
-        }
-    }
 }
 
 impl EncryptionConfig {
@@ -525,6 +469,8 @@ impl ConfigError {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     #[test]

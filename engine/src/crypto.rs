@@ -45,7 +45,42 @@ use rand::TryRngCore;
 use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_256_GCM};
 use zeroize::Zeroizing;
 
-use crate::config::{EncryptionConfig, KeySource};
+/// Encryption at rest: the key new segments are written with, and every key older
+/// segments may still need (Flume's `encryption.activeKey` and
+/// `encryption.keyProvider.keys`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncryptionConfig {
+    /// `encryption.activeKey`: the id of the key that encrypts new segments. Rotating
+    /// keys means changing this and keeping the old id in `keys` while segments written
+    /// with it remain.
+    pub active_key_id: String,
+    /// `encryption.keyProvider.keys` with each key's source: every key id a segment on
+    /// disk may name, the active one included.
+    pub keys: BTreeMap<String, KeySource>,
+}
+
+/// Where a key's 32 bytes come from. Key material never appears in the configuration
+/// itself, only the file that holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// Millrace extension `encryption.keyProvider.keys.<id>.keyFile`: a file holding the
+    /// key itself, as 32 raw bytes or 64 hexadecimal digits (surrounding whitespace
+    /// ignored).
+    KeyFile(PathBuf),
+    /// Flume's `encryption.keyProvider.keys.<id>.passwordFile`: a file holding a
+    /// password (trimmed); the key is derived from it with Argon2id (see
+    /// `docs/design.md`, "Encryption at rest").
+    PasswordFile(PathBuf),
+}
+
+impl KeySource {
+    /// The file the key is read from.
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            KeySource::KeyFile(path) | KeySource::PasswordFile(path) => path,
+        }
+    }
+}
 
 /// Bytes of a record key (and of the AES-256 subkeys derived from it).
 pub const KEY_BYTES: usize = 32;

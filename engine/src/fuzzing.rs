@@ -76,7 +76,7 @@ pub fn recover_segment_bytes(bytes: &[u8]) {
 /// Decodes `bytes` as a checkpoint, then starts a small valid channel whose checkpoint
 /// file holds `bytes`.
 pub fn load_checkpoint_bytes(bytes: &[u8]) {
-    let _ = crate::file::decode_checkpoint_for_fuzzing(bytes);
+    let _ = crate::file::checkpoint::Checkpoint::decode(bytes);
     static BASE: OnceLock<SimFs> = OnceLock::new();
     let base = BASE.get_or_init(|| {
         let disk = SimFs::default();

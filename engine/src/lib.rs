@@ -18,12 +18,16 @@
 #![warn(missing_docs)]
 
 pub mod channel;
+pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod event;
+pub mod figures;
 pub mod file;
-#[doc(hidden)]
+/// Entry points for the fuzz targets in `fuzz/`: only with the `fuzzing` feature (the
+/// module's smoke tests always run).
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod inspect;
 pub mod memory;

@@ -42,11 +42,30 @@
 
 use bytes::Bytes;
 
-use crate::config::Compression;
 use crate::crypto::{
     KeyRing, NoncesExhausted, RecordKey, Sealer, KEY_CHECK_BYTES, NONCE_BYTES, TAG_BYTES,
 };
 use crate::event::Event;
+
+/// How put records are compressed (Millrace extension `compression`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// `none`: events are stored as encoded.
+    #[default]
+    None,
+    /// `lz4`: each put record's events are compressed as one LZ4 block.
+    Lz4,
+}
+
+impl Compression {
+    /// The value as written in a configuration file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Lz4 => "lz4",
+        }
+    }
+}
 
 /// The first eight bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"MLRCSEG\0";

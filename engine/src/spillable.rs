@@ -45,7 +45,8 @@ use crate::channel::{
 use crate::config::{usable_byte_slots, SpillableChannelConfig};
 use crate::error::{ChannelError, OpenError};
 use crate::event::Event;
-use crate::file::{DirStats, FileChannel, FileTransaction, RecoveryReport};
+use crate::figures::{DirStats, RecoveryReport};
+use crate::file::{FileChannel, FileTransaction};
 use crate::memory::resolve_byte_capacity;
 use crate::ordered_queue::OrderedQueue;
 use crate::storage::Storage;
@@ -126,9 +127,10 @@ fn byte_slots(event: &Event, avg_event_size_bytes: u64) -> u64 {
 }
 
 impl SpillableChannel {
-    /// Opens the channel on the real filesystem.
+    /// Opens the channel on the real filesystem, its overflow writing with io_uring
+    /// where this process may use it ([`RealFs::auto`](crate::storage::RealFs::auto)).
     pub fn open(name: &str, config: SpillableChannelConfig) -> Result<Self, OpenError> {
-        Self::open_with_storage(name, config, Arc::new(crate::storage::RealFs))
+        Self::open_with_storage(name, config, Arc::new(crate::storage::RealFs::auto()))
     }
 
     /// Opens the channel; the overflow recovers its spilled events, the memory tier

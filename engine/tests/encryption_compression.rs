@@ -12,9 +12,12 @@ use millrace_engine::config::{
     Compression, EncryptionConfig, FileChannelConfig, KeySource, SpillableChannelConfig,
 };
 use millrace_engine::crypto::KeyError;
-use millrace_engine::file::inspect::{list_segments, read_segment_header, verify_segment};
 use millrace_engine::file::RecoveryPath;
-use millrace_engine::record::{seal_record, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+use millrace_engine::inspect::{scan_channel, ChannelScan, InspectError, NoProgress, RecordBody};
+use millrace_engine::record::{
+    seal_record, SegmentHeader, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+};
+use millrace_engine::storage::RealFs;
 use millrace_engine::{
     Channel, ChannelError, ChannelHealth, Event, FileChannel, OpenError, SpillableChannel,
 };
@@ -160,7 +163,8 @@ const PUT_KIND: u8 = 1;
 /// recomputes the record's CRC as an attacker could, so only the tag can notice.
 /// Returns the record's offset.
 fn flip_ciphertext_byte(segment: &Path, fix_crc: bool) -> u64 {
-    let header = read_segment_header(segment).unwrap();
+    let bytes = std::fs::read(segment).unwrap();
+    let header = SegmentHeader::decode(&bytes[..SEGMENT_HEADER_BYTES]).unwrap();
     let (offset, mut record) = records_of(segment)
         .into_iter()
         .find(|(_, record)| record[8] == PUT_KIND)
@@ -178,8 +182,26 @@ fn flip_ciphertext_byte(segment: &Path, fix_crc: bool) -> u64 {
     offset as u64
 }
 
+/// A read-only scan of the stopped channel `c1` (what `channelctl inspect` reads).
+fn scan(config: &FileChannelConfig) -> ChannelScan {
+    scan_channel(&RealFs::auto(), "c1", config, &NoProgress).unwrap()
+}
+
+/// The key id each segment of `dir` needs (`None` for a segment in clear), oldest first.
+fn segment_key_ids(config: &FileChannelConfig, dir: &Path) -> Vec<Option<String>> {
+    scan(config)
+        .segments
+        .iter()
+        .filter(|segment| segment.path.parent() == Some(dir))
+        .map(|segment| {
+            let header = segment.header.as_ref().expect("a valid segment header");
+            header.required_key_id().map(str::to_string)
+        })
+        .collect()
+}
+
 fn only_segment(config: &FileChannelConfig) -> PathBuf {
-    let segments = list_segments(&config.data_dirs[0]).unwrap();
+    let segments = scan(config).segments;
     assert_eq!(segments.len(), 1, "{segments:?}");
     segments[0].path.clone()
 }
@@ -288,8 +310,8 @@ fn rotating_the_active_key_across_restarts_keeps_older_segments_readable() {
     let mut key_ids: Vec<String> = rotated
         .data_dirs
         .iter()
-        .flat_map(|dir| list_segments(dir).unwrap())
-        .map(|segment| segment.header.required_key_id().unwrap().to_string())
+        .flat_map(|dir| segment_key_ids(&rotated, dir))
+        .map(|key_id| key_id.expect("every segment is encrypted"))
         .collect();
     key_ids.sort();
     key_ids.dedup();
@@ -615,11 +637,7 @@ fn segments_written_in_clear_stay_readable_after_encryption_is_enabled() {
         let channel = open(root.path(), &encrypted);
         put_events(&channel, &events[20..], 10);
     }
-    let needs: Vec<Option<String>> = list_segments(&encrypted.data_dirs[0])
-        .unwrap()
-        .iter()
-        .map(|segment| segment.header.required_key_id().map(str::to_string))
-        .collect();
+    let needs = segment_key_ids(&encrypted, &encrypted.data_dirs[0]);
     assert_eq!(needs, [None, Some("k1".to_string())]);
     std::fs::remove_file(checkpoint_file(root.path())).unwrap();
     let channel = open(root.path(), &encrypted);
@@ -652,43 +670,58 @@ fn lz4_at_least_halves_the_bytes_written_for_text_like_events() {
 }
 
 #[test]
-fn inspection_names_each_segments_key_and_verification_authenticates_only_with_the_keys() {
+fn inspection_names_each_segments_key_and_reading_events_back_authenticates_them() {
     let root = tempfile::tempdir().unwrap();
     write_key(root.path(), "k1", 1);
     let encryption = encryption(root.path(), "k1", &["k1"]);
     let config = config(root.path(), Some(encryption.clone()), Compression::Lz4);
+    let events = marker_events(30);
     {
         let channel = open(root.path(), &config);
-        put_events(&channel, &marker_events(30), 10);
+        put_events(&channel, &events, 10);
         take_committed(&channel, 5);
     }
-    let segment = only_segment(&config);
-    assert_eq!(
-        read_segment_header(&segment).unwrap().required_key_id(),
-        Some("k1")
-    );
-    let keys = millrace_engine::crypto::KeyRing::load(&encryption).unwrap();
-    let verified = verify_segment(&segment, Some(&keys)).unwrap();
-    assert_eq!(verified.put_records, 3);
-    assert_eq!(verified.authenticated_put_records, 3);
-    assert_eq!(verified.put_events, 30);
-    assert_eq!(verified.take_events, 5);
-    assert_eq!(verified.commit_records, 4);
-    assert_eq!(verified.damage, None);
+    let scanned = scan(&config);
+    assert_eq!(scanned.segments.len(), 1, "{:?}", scanned.segments);
+    let segment = &scanned.segments[0];
+    let header = segment.header.as_ref().expect("a valid segment header");
+    assert_eq!(header.required_key_id(), Some("k1"));
+    let figures = scanned.segment_figures(segment);
+    assert_eq!(figures.put_records, 3);
+    assert_eq!(figures.commit_records, 4);
+    let (mut put_events_counted, mut take_events_counted) = (0, 0);
+    for record in &segment.records {
+        match &record.body {
+            RecordBody::Put { event_count } => put_events_counted += event_count,
+            RecordBody::Take { pointers } => take_events_counted += pointers.len(),
+            RecordBody::Commit(_) | RecordBody::Rollback => {}
+        }
+    }
+    assert_eq!((put_events_counted, take_events_counted), (30, 5));
+    assert!(scanned.problems().is_empty(), "{:?}", scanned.problems());
 
-    let without_keys = verify_segment(&segment, None).unwrap();
-    assert_eq!(without_keys.authenticated_put_records, 0);
-    assert!(without_keys.unavailable_key.unwrap().contains("k1"));
+    // Reading the queued events back opens (and so authenticates) all three put records.
+    let read_back = scanned
+        .read_events(&RealFs::auto(), None, usize::MAX)
+        .unwrap();
+    let read_back: Vec<Event> = read_back.into_iter().map(|dumped| dumped.event).collect();
+    assert_eq!(read_back, events[5..]);
 
-    let damaged_offset = flip_ciphertext_byte(&segment, true);
-    let damaged = verify_segment(&segment, Some(&keys)).unwrap();
-    let damage = damaged.damage.expect("the altered record is found");
-    assert_eq!(damage.offset, damaged_offset);
-    assert!(
-        damage.detail.contains("authentication"),
-        "{}",
-        damage.detail
-    );
+    let mut without_keys = config.clone();
+    without_keys.encryption = None;
+    let refused = scan(&without_keys)
+        .read_events(&RealFs::auto(), None, 1)
+        .expect_err("sealed events cannot be read without their key");
+    assert!(refused.to_string().contains("\"k1\""), "{refused}");
+
+    let damaged_offset = flip_ciphertext_byte(&segment.path, true);
+    match scan(&config).read_events(&RealFs::auto(), None, usize::MAX) {
+        Err(InspectError::UnreadableEvent { offset, detail, .. }) => {
+            assert_eq!(offset, damaged_offset);
+            assert!(detail.contains("authentication"), "{detail}");
+        }
+        other => panic!("the altered record must fail to open, got {other:?}"),
+    }
 }
 
 #[test]

@@ -19,7 +19,7 @@ use millrace_engine::{Channel, ChannelError, Event, FileChannel};
 const CHANNEL: &str = "c1";
 
 fn storage() -> Arc<dyn Storage> {
-    Arc::new(RealFs)
+    Arc::new(RealFs::auto())
 }
 
 /// One data dir and large segments, so that every record lands in one known segment.
@@ -407,7 +407,7 @@ mod replaying {
         assert_eq!(take_committed(&channel, 40).len(), 40);
         channel.checkpoint_now().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
-        let point_ms = millrace_engine::channel::unix_time_ms();
+        let point_ms = millrace_engine::clock::unix_time_ms();
         std::thread::sleep(std::time::Duration::from_millis(20));
         channel.close().unwrap();
         let scan = scan(config);

@@ -20,4 +20,4 @@
 mod open;
 pub mod reports;
 
-pub use open::open_channel;
+pub use open::{open_channel, OpenedChannel};

@@ -20,7 +20,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::error::DecodeError;
+use crate::decode_error::DecodeError;
 use crate::frame::{
     FrameType, RequestId, FRAME_HEADER_BYTES, FRAME_TYPE_BYTES, LENGTH_PREFIX_BYTES, MAGIC,
     REQUEST_ID_BYTES,
@@ -424,10 +424,11 @@ mod tests {
     use super::*;
     use crate::encoder::Encoder;
     use crate::error_response::ErrorResponse;
+    use crate::limits::HELLO_FRAME_BYTES_BEFORE_TOKEN;
     use crate::limits::{
         DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_HELLO_FRAME_BYTES, MIN_MAX_FRAME_BYTES,
     };
-    use crate::message::{Hello, HelloAccepted, HELLO_FRAME_BYTES_BEFORE_TOKEN};
+    use crate::message::{Hello, HelloAccepted};
     use crate::sniff::LooksLike;
 
     fn hello_bytes() -> Vec<u8> {

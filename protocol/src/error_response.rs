@@ -14,8 +14,9 @@
 
 use std::fmt;
 
+use crate::decode_error::DecodeError;
 use crate::error::{EncodeError, Malformation};
-use crate::limits::{NEWEST_SUPPORTED_VERSION, OLDEST_SUPPORTED_VERSION};
+use crate::limits::{validate_channel_name, NEWEST_SUPPORTED_VERSION, OLDEST_SUPPORTED_VERSION};
 use crate::wire::{
     put_short_string, put_string, put_u16, put_u64, put_u8, OutputBuffer, Reader,
     MAX_SHORT_STRING_BYTES, MAX_STRING_BYTES,
@@ -557,7 +558,7 @@ impl ErrorResponse {
 
     pub(crate) fn validate(&self) -> Result<(), EncodeError> {
         if let Some(channel) = &self.channel {
-            crate::message::validate_channel_name(channel)?;
+            validate_channel_name(channel)?;
         }
         if self.message.len() > MAX_STRING_BYTES {
             return Err(EncodeError::FieldTooLong {
@@ -622,9 +623,30 @@ impl ErrorResponse {
     }
 }
 
+impl DecodeError {
+    /// The error frame to send before closing: `FrameTooLarge` for an oversized length
+    /// prefix (of any frame, or of a `Hello` beyond the handshake limit),
+    /// `ProtocolViolation` for everything else. Its message is this error's text.
+    pub fn to_error_response(&self) -> ErrorResponse {
+        let message = self.to_string();
+        match self {
+            DecodeError::FrameTooLarge {
+                frame_bytes,
+                max_frame_bytes,
+            } => ErrorResponse::frame_too_large(*frame_bytes, *max_frame_bytes),
+            DecodeError::HelloTooLarge {
+                frame_bytes,
+                max_hello_frame_bytes,
+            } => ErrorResponse::hello_too_large(*frame_bytes, *max_hello_frame_bytes),
+            _ => ErrorResponse::protocol_violation(message),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::{FrameType, RequestId};
 
     #[test]
     fn every_code_round_trips_through_its_number() {
@@ -725,5 +747,31 @@ mod tests {
     fn empty_channel_name_is_refused_on_encode() {
         let error = ErrorResponse::internal("x").for_channel("");
         assert!(error.write(&mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn oversized_frame_becomes_a_frame_too_large_response_with_both_sizes() {
+        let error = DecodeError::FrameTooLarge {
+            frame_bytes: 1_195_725_860,
+            max_frame_bytes: 16_777_216,
+        };
+        let response = error.to_error_response();
+        assert_eq!(response.code, ErrorCode::FrameTooLarge);
+        assert_eq!(response.field(fields::FRAME_BYTES), Some(1_195_725_860));
+        assert_eq!(response.field(fields::MAX_FRAME_BYTES), Some(16_777_216));
+    }
+
+    #[test]
+    fn malformed_frame_becomes_a_protocol_violation_naming_the_field() {
+        let error = DecodeError::Malformed {
+            frame_type: FrameType::Take,
+            request_id: RequestId(9),
+            problem: Malformation::Truncated { field: "wait_ms" },
+        };
+        let response = error.to_error_response();
+        assert_eq!(response.code, ErrorCode::ProtocolViolation);
+        assert!(response.message.contains("wait_ms"), "{}", response.message);
+        assert!(response.message.contains("Take"), "{}", response.message);
+        assert_eq!(error.request_id(), Some(RequestId(9)));
     }
 }

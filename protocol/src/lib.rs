@@ -69,6 +69,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod decode_error;
 mod decoder;
 mod encoder;
 mod error;
@@ -78,12 +79,15 @@ mod frame;
 mod limits;
 pub mod message;
 pub mod operator;
+#[cfg(test)]
+mod round_trips;
 mod sniff;
 mod wire;
 
+pub use decode_error::DecodeError;
 pub use decoder::{RequestDecoder, RequestFrame, ResponseDecoder, ResponseFrame};
 pub use encoder::{Encoder, EventBatchWriter};
-pub use error::{DecodeError, EncodeError, Malformation};
+pub use error::{EncodeError, Malformation};
 pub use error_response::{fields, ErrorClass, ErrorCode, ErrorResponse, MAX_ERROR_FIELDS};
 pub use event::{
     encoded_event_bytes, single_event_frame_bytes, Event, EventBatch, EventBatchBuilder, EventIter,
@@ -95,16 +99,16 @@ pub use frame::{
     REQUEST_ID_BYTES,
 };
 pub use limits::{
-    negotiate_version, DecodeLimits, InvalidLimit, DEFAULT_FRAME_COMPLETION_DEADLINE_MS,
-    DEFAULT_HANDSHAKE_DEADLINE_MS, DEFAULT_HELLO_TOKEN_ALLOWANCE_BYTES, DEFAULT_IDLE_TIMEOUT_MS,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_HELLO_FRAME_BYTES,
-    DEFAULT_MAX_TAKE_WAIT_MS, MIN_MAX_FRAME_BYTES, NEWEST_SUPPORTED_VERSION,
+    negotiate_version, validate_channel_name, DecodeLimits, InvalidLimit,
+    DEFAULT_FRAME_COMPLETION_DEADLINE_MS, DEFAULT_HANDSHAKE_DEADLINE_MS,
+    DEFAULT_HELLO_TOKEN_ALLOWANCE_BYTES, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_HELLO_FRAME_BYTES, DEFAULT_MAX_TAKE_WAIT_MS,
+    HELLO_FRAME_BYTES_BEFORE_TOKEN, LARGEST_HELLO_FRAME_BYTES, MAX_AUTH_TOKEN_BYTES,
+    MAX_CHANNEL_NAME_BYTES, MAX_PEER_NAME_BYTES, MIN_MAX_FRAME_BYTES, NEWEST_SUPPORTED_VERSION,
     OLDEST_SUPPORTED_VERSION, PROTOCOL_VERSION,
 };
 pub use message::{
-    counters, validate_channel_name, ChannelStats, Hello, HelloAccepted, Request, Response,
-    HELLO_FRAME_BYTES_BEFORE_TOKEN, LARGEST_HELLO_FRAME_BYTES, MAX_AUTH_TOKEN_BYTES,
-    MAX_CHANNEL_NAME_BYTES, MAX_PEER_NAME_BYTES, MAX_STATS_COUNTERS,
+    counters, ChannelStats, Hello, HelloAccepted, Request, Response, MAX_STATS_COUNTERS,
 };
 pub use operator::{
     EventLocation, InspectReport, ReplayExecution, ReplayPoint, ReplayReport, ReplayRequest,

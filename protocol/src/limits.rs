@@ -1,4 +1,5 @@
-//! Protocol versions and the limits a peer enforces, with their defaults.
+//! Protocol versions, the limits a peer enforces with their defaults, and the longest
+//! names, tokens and handshake the layouts allow.
 //!
 //! The codec itself enforces only [`DecodeLimits::max_frame_bytes`]; every other number the
 //! decoder relies on is a width on the wire (a `u8` or `u16` length). The timeouts and caps
@@ -7,7 +8,12 @@
 
 use thiserror::Error;
 
-use crate::message::{HELLO_FRAME_BYTES_BEFORE_TOKEN, MAX_AUTH_TOKEN_BYTES};
+use crate::error::EncodeError;
+use crate::frame::FRAME_HEADER_BYTES;
+use crate::wire::{
+    check_length, LONGEST_SHORT_STRING_BYTES, MAX_SHORT_STRING_BYTES, MAX_STRING_BYTES,
+    STRING_LENGTH_BYTES,
+};
 
 /// The protocol version this crate speaks. Bumped for any change to a frame's layout or
 /// meaning after the handshake; the handshake itself (magic, `Hello`, the reply) is frozen
@@ -26,6 +32,34 @@ pub fn negotiate_version(offered_oldest: u16, offered_newest: u16) -> Option<u16
     let newest = offered_newest.min(NEWEST_SUPPORTED_VERSION);
     let oldest = offered_oldest.max(OLDEST_SUPPORTED_VERSION);
     (oldest <= newest).then_some(newest)
+}
+
+/// The longest channel name (its length is a `u8`).
+pub const MAX_CHANNEL_NAME_BYTES: usize = MAX_SHORT_STRING_BYTES;
+/// The longest client or server name in the handshake.
+pub const MAX_PEER_NAME_BYTES: usize = MAX_SHORT_STRING_BYTES;
+/// The longest auth token (its length is a `u16`).
+pub const MAX_AUTH_TOKEN_BYTES: usize = MAX_STRING_BYTES;
+
+/// The largest `Hello` frame but for its token's bytes: the header, both versions,
+/// `max_frame_bytes`, the longest client name, the token flag and the token's length
+/// field (276 bytes).
+pub const HELLO_FRAME_BYTES_BEFORE_TOKEN: usize =
+    FRAME_HEADER_BYTES + 2 + 2 + 4 + LONGEST_SHORT_STRING_BYTES + 1 + STRING_LENGTH_BYTES;
+/// The largest `Hello` frame the protocol can carry: longest client name and auth token
+/// (65 811 bytes).
+pub const LARGEST_HELLO_FRAME_BYTES: usize = HELLO_FRAME_BYTES_BEFORE_TOKEN + MAX_STRING_BYTES;
+
+/// Checks a channel name: 1 to [`MAX_CHANNEL_NAME_BYTES`] bytes of UTF-8.
+pub fn validate_channel_name(channel: &str) -> Result<(), EncodeError> {
+    if channel.is_empty() {
+        return Err(EncodeError::InvalidValue {
+            field: "channel length",
+            value: 0,
+            expected: "a channel name of 1 to 255 bytes",
+        });
+    }
+    check_length("channel", channel, MAX_CHANNEL_NAME_BYTES)
 }
 
 const KIB: u32 = 1024;
@@ -213,7 +247,7 @@ mod tests {
             limits
                 .with_auth_token_bytes(usize::MAX)
                 .max_hello_frame_bytes() as usize,
-            crate::message::LARGEST_HELLO_FRAME_BYTES
+            LARGEST_HELLO_FRAME_BYTES
         );
     }
 

@@ -37,8 +37,7 @@
 
 use crate::error::{EncodeError, Malformation};
 use crate::frame::FRAME_HEADER_BYTES;
-use crate::limits::MIN_MAX_FRAME_BYTES;
-use crate::message::MAX_CHANNEL_NAME_BYTES;
+use crate::limits::{MAX_CHANNEL_NAME_BYTES, MIN_MAX_FRAME_BYTES};
 use crate::wire::{put_long_string, put_u16, put_u32, put_u64, put_u8, OutputBuffer, Reader};
 
 /// The most segment ids a replay report lists (it counts them all).

@@ -6,7 +6,7 @@
 
 use bytes::BytesMut;
 
-use crate::error::Malformation;
+use crate::error::{EncodeError, Malformation};
 
 /// Bytes of the `u8` length in front of short strings (channel names, stat names).
 pub(crate) const SHORT_STRING_LENGTH_BYTES: usize = 1;
@@ -21,6 +21,11 @@ pub const MAX_STRING_BYTES: usize = u16::MAX as usize;
 /// The longest string a `u32` length can describe (the frame limit is what bounds it in
 /// practice).
 pub const MAX_LONG_STRING_BYTES: usize = u32::MAX as usize;
+/// Bytes of a `str8` at its longest.
+pub(crate) const LONGEST_SHORT_STRING_BYTES: usize =
+    SHORT_STRING_LENGTH_BYTES + MAX_SHORT_STRING_BYTES;
+/// Bytes of a `str16` at its longest.
+pub(crate) const LONGEST_STRING_BYTES: usize = STRING_LENGTH_BYTES + MAX_STRING_BYTES;
 
 /// A buffer owned by the caller that frames are appended to.
 ///
@@ -79,6 +84,22 @@ impl OutputBuffer for BytesMut {
     fn cut_to(&mut self, filled_bytes: usize) {
         self.truncate(filled_bytes);
     }
+}
+
+/// Checks that `text` fits a string field of at most `max_bytes`.
+pub(crate) fn check_length(
+    field: &'static str,
+    text: &str,
+    max_bytes: usize,
+) -> Result<(), EncodeError> {
+    if text.len() > max_bytes {
+        return Err(EncodeError::FieldTooLong {
+            field,
+            len_bytes: text.len(),
+            max_bytes,
+        });
+    }
+    Ok(())
 }
 
 pub(crate) fn put_u8<O: OutputBuffer + ?Sized>(out: &mut O, value: u8) {

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use millrace_engine::storage::{IoBackend, IoBackendChoice, RealFs};
 use millrace_protocol::{DecodeLimits, DEFAULT_MAX_TAKE_WAIT_MS};
 use serde_json::json;
 use thiserror::Error;
@@ -52,6 +53,10 @@ const HTTP_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the runtime waits at exit for engine calls still running on the blocking
 /// pool (a take waiting on a channel wakes when the channel closes).
 pub const RUNTIME_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Environment variable that forces the log writers' I/O backend (`io_uring`, `pwrite`
+/// or `auto`) when `server.ioBackend` is left at `auto`: a test and debugging switch.
+pub const IO_BACKEND_VARIABLE: &str = "MILLRACE_IO_BACKEND";
 
 /// Why channeld could not start or stopped with an error.
 #[derive(Debug, Error)]
@@ -307,6 +312,27 @@ fn watch_signals(controller: Arc<ShutdownController>) -> Result<(), DaemonError>
     Ok(())
 }
 
+/// The real filesystem with the I/O backend channeld's file channels write with:
+/// `server.ioBackend` (after `--io-backend`), or when that is `auto`,
+/// [`IO_BACKEND_VARIABLE`]. A configured `io_uring` that cannot be used here fails
+/// start; one forced by the variable shows up as failed writes, with the reason. The
+/// choice is logged.
+fn log_writer_storage(configured: IoBackendChoice) -> Result<RealFs, SettingError> {
+    let requested = std::env::var(IO_BACKEND_VARIABLE).unwrap_or_default();
+    let backend = match (configured, requested.parse()) {
+        (IoBackendChoice::Auto, Ok(IoBackendChoice::IoUring)) => IoBackend::IoUring,
+        (IoBackendChoice::Auto, Ok(IoBackendChoice::Pwrite)) => IoBackend::Pwrite,
+        (choice, _) => choice
+            .resolve()
+            .map_err(|error| SettingError::IoBackendUnavailable {
+                choice,
+                reason: error.to_string(),
+            })?,
+    };
+    info!(?backend, ?configured, variable = %requested, "log writer I/O backend chosen");
+    Ok(RealFs::new(backend))
+}
+
 async fn serve(
     config: AgentConfig,
     ready_file: Option<PathBuf>,
@@ -321,13 +347,8 @@ async fn serve(
             min_bytes: millrace_protocol::MIN_MAX_FRAME_BYTES,
             max_bytes: u32::MAX,
         })?;
-    millrace_engine::storage::choose_io_backend(settings.io_backend).map_err(|error| {
-        SettingError::IoBackendUnavailable {
-            choice: settings.io_backend,
-            reason: error.to_string(),
-        }
-    })?;
-    let (registry, openers) = ChannelRegistry::plan(&config.channels);
+    let storage = log_writer_storage(settings.io_backend)?;
+    let (registry, openers) = ChannelRegistry::plan_on(&config.channels, Arc::new(storage));
     let adapter_statuses = Arc::new(AdapterStatuses::default());
     let registry = Arc::new(registry);
     let controller = Arc::new(ShutdownController::new());

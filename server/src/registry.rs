@@ -4,7 +4,9 @@
 //!
 //! - **Any channel type behind one trait.** Sessions, metrics and health see only
 //!   `Arc<dyn Channel>`; channels are opened by `millrace_ops::open_channel`, the one
-//!   place that names concrete types, where a new type is one match arm.
+//!   place that names concrete types, where a new type is one match arm. The operations
+//!   only a file channel's log supports (online inspect and replay) get the file channel
+//!   that opener opened ([`ChannelEntry::file_channel`]), never a downcast.
 //! - **Refuse what cannot run before starting anything.** A configured type that this
 //!   build does not implement is an error at startup ([`RegistryError`]), not a channel
 //!   that fails later.
@@ -16,11 +18,12 @@
 //!   the HTTP listener already answers: a channel is [`ChannelState::Opening`] until then.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use millrace_engine::config::ChannelConfig;
-use millrace_engine::{Channel, ChannelHealth, OpenError};
-use millrace_ops::open_channel;
+use millrace_engine::storage::Storage;
+use millrace_engine::{Channel, ChannelHealth, FileChannel, OpenError};
+use millrace_ops::{open_channel, OpenedChannel};
 use parking_lot::RwLock;
 use thiserror::Error;
 use tracing::{error, info};
@@ -28,12 +31,12 @@ use tracing::{error, info};
 use crate::config::ChannelKind;
 
 /// What opens one configured channel. Runs on a blocking thread.
-pub type ChannelOpener = Box<dyn FnOnce() -> Result<Arc<dyn Channel>, OpenError> + Send>;
+pub type ChannelOpener = Box<dyn FnOnce() -> Result<OpenedChannel, OpenError> + Send>;
 
-/// How to open a configured channel, on a blocking thread.
-fn channel_opener(name: &str, config: &ChannelConfig) -> ChannelOpener {
+/// How to open a configured channel on `storage`, on a blocking thread.
+fn channel_opener(name: &str, config: &ChannelConfig, storage: Arc<dyn Storage>) -> ChannelOpener {
     let (name, config) = (name.to_string(), config.clone());
-    Box::new(move || open_channel(&name, config))
+    Box::new(move || open_channel(&name, config, storage))
 }
 
 /// Why the registry cannot be built.
@@ -67,6 +70,8 @@ pub struct ChannelEntry {
     /// `Closed`, `Unhealthy` and the error counters.
     durable: bool,
     state: RwLock<ChannelState>,
+    /// The channel as a file channel, once opened, when it is one.
+    file_channel: OnceLock<Arc<FileChannel>>,
 }
 
 impl ChannelEntry {
@@ -96,6 +101,13 @@ impl ChannelEntry {
             ChannelState::Ready(channel) => Some(Arc::clone(channel)),
             ChannelState::Opening | ChannelState::FailedToOpen { .. } => None,
         }
+    }
+
+    /// The channel as the file channel it is, once open: for the operations only a
+    /// file channel's log supports (online inspect and replay). `None` for memory and
+    /// spillable channels, and until the channel is open.
+    pub fn file_channel(&self) -> Option<Arc<FileChannel>> {
+        self.file_channel.get().cloned()
     }
 
     /// Why the channel cannot serve, or `None` when it can. The reason is what
@@ -204,18 +216,30 @@ fn is_component_name(name: &str) -> bool {
 }
 
 impl ChannelRegistry {
-    /// Registers the configured channels in [`ChannelState::Opening`], with their openers.
-    /// Fails, naming every such channel, when a type is not available.
+    /// Registers the configured channels in [`ChannelState::Opening`], with their openers,
+    /// on the real filesystem with io_uring where it can be used ([`RealFs::auto`](millrace_engine::storage::RealFs::auto)). The
+    /// unit tests' shorthand; channeld passes its storage to [`ChannelRegistry::plan_on`].
+    #[cfg(test)]
     pub fn plan(channels: &[(String, ChannelConfig)]) -> (ChannelRegistry, Vec<ChannelOpener>) {
+        Self::plan_on(channels, Arc::new(millrace_engine::storage::RealFs::auto()))
+    }
+
+    /// Registers the configured channels in [`ChannelState::Opening`], with openers that
+    /// open them on `storage` (channeld's: the real filesystem with `server.ioBackend`).
+    pub fn plan_on(
+        channels: &[(String, ChannelConfig)],
+        storage: Arc<dyn Storage>,
+    ) -> (ChannelRegistry, Vec<ChannelOpener>) {
         let mut entries = Vec::with_capacity(channels.len());
         let mut openers = Vec::with_capacity(channels.len());
         for (name, config) in channels {
-            let opener = channel_opener(name, config);
+            let opener = channel_opener(name, config, Arc::clone(&storage));
             entries.push(Arc::new(ChannelEntry {
                 name: name.clone(),
                 type_name: ChannelKind::of(config).alias(),
                 durable: !matches!(config, ChannelConfig::Memory(_)),
                 state: RwLock::new(ChannelState::Opening),
+                file_channel: OnceLock::new(),
             }));
             openers.push(opener);
         }
@@ -308,9 +332,12 @@ impl ChannelRegistry {
     pub fn open_all(&self, openers: Vec<ChannelOpener>) -> Result<(), RegistryError> {
         for (entry, opener) in self.entries.iter().zip(openers) {
             match opener() {
-                Ok(channel) => {
+                Ok(opened) => {
                     info!(channel = %entry.name, "channel ready");
-                    *entry.state.write() = ChannelState::Ready(channel);
+                    if let Some(file_channel) = opened.file_channel {
+                        let _ = entry.file_channel.set(file_channel);
+                    }
+                    *entry.state.write() = ChannelState::Ready(opened.channel);
                 }
                 Err(locked @ OpenError::Locked { .. }) => {
                     return Err(RegistryError::Locked(locked))

@@ -1320,11 +1320,11 @@ impl<Stream: Connection> Session<Stream> {
         channel_name: &str,
         replay: ReplayRequest,
     ) -> Result<Flow, SessionError> {
-        let (entry, channel) = match self.serving_channel(channel_name) {
+        let (entry, _) = match self.serving_channel(channel_name) {
             Ok(serving) => serving,
             Err(error) => return Ok(self.respond_error(request_id, error)),
         };
-        if channel.as_file_channel().is_none() {
+        let Some(file_channel) = entry.file_channel() else {
             let error = ErrorResponse::not_supported(
                 channel_name,
                 entry.type_name(),
@@ -1332,11 +1332,10 @@ impl<Stream: Connection> Session<Stream> {
                 REPLAY_NEEDS_A_LOG,
             );
             return Ok(self.respond_error(request_id, error));
-        }
+        };
         info!(peer = %self.peer, client = %Untrusted(&self.client_name), channel = %Untrusted(channel_name), point = ?replay.point, execute = replay.execute, "replay requested");
         let point = resolve_replay_point(replay.point, std::time::SystemTime::now());
         let outcome = on_blocking_pool(move || {
-            let file_channel = channel.as_file_channel().expect("checked above");
             if replay.execute {
                 file_channel
                     .replay_execute(point)
@@ -1379,7 +1378,7 @@ impl<Stream: Connection> Session<Stream> {
             let error = ErrorResponse::channel_unhealthy(channel_name, &reason);
             return Ok(self.respond_error(request_id, error));
         };
-        if channel.as_file_channel().is_none() {
+        let Some(file_channel) = entry.file_channel() else {
             let error = ErrorResponse::not_supported(
                 channel_name,
                 entry.type_name(),
@@ -1387,9 +1386,8 @@ impl<Stream: Connection> Session<Stream> {
                 INSPECT_NEEDS_FILES,
             );
             return Ok(self.respond_error(request_id, error));
-        }
+        };
         let outcome = on_blocking_pool(move || {
-            let file_channel = channel.as_file_channel().expect("checked above");
             let inspection = file_channel.inspect_live()?;
             Ok(live_inspect_report(&inspection, &channel.stats()).to_string())
         })

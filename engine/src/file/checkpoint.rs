@@ -286,6 +286,16 @@ fn read_u64(bytes: &[u8], offset: usize) -> u64 {
     u64::from_le_bytes(bytes[offset..offset + 8].try_into().expect("8 bytes"))
 }
 
+/// Checkpoint bookkeeping, guarded by one lock so checkpoints never overlap.
+#[derive(Debug)]
+pub(crate) struct CheckpointState {
+    /// Sequence of the last checkpoint written (or loaded).
+    pub(crate) sequence: u64,
+    /// What each slot's current checkpoint (primary, backup) needs from the log; `None`
+    /// while a slot holds no valid checkpoint.
+    pub(crate) slot_needs: [Option<SlotNeeds>; 2],
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,19 +32,19 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
 use tracing::{debug, info, warn};
 
 use super::checkpoint::{
-    encode_checkpoint_body, seal_checkpoint, CheckpointHead, SegmentEntry, SlotNeeds,
-    CHECKPOINT_TEMP_FILE_NAME,
+    encode_checkpoint_body, seal_checkpoint, CheckpointHead, CheckpointState, SegmentEntry,
+    SlotNeeds, CHECKPOINT_TEMP_FILE_NAME,
 };
+use super::segments::SegmentHandle;
+use super::shared::Shared;
 use super::space::SPACE_REFRESH_INTERVAL_MS;
-use super::Shared;
-use crate::channel::{unix_time_ms, ChannelCounters};
+use crate::channel::ChannelCounters;
+use crate::clock::unix_time_ms;
 use crate::error::ChannelError;
 use crate::ordered_queue::merge_by_key;
 use crate::storage::{FileMode, Storage};
@@ -66,42 +66,6 @@ pub struct CheckpointReport {
     pub segments_deleted: Vec<PathBuf>,
     /// Wall time of checkpoint and cleanup.
     pub duration_ms: u64,
-}
-
-/// Checkpoint bookkeeping, guarded by one lock so checkpoints never overlap.
-#[derive(Debug)]
-pub(crate) struct CheckpointState {
-    /// Sequence of the last checkpoint written (or loaded).
-    pub(crate) sequence: u64,
-    /// What each slot's current checkpoint (primary, backup) needs from the log; `None`
-    /// while a slot holds no valid checkpoint.
-    pub(crate) slot_needs: [Option<SlotNeeds>; 2],
-}
-
-#[derive(Debug, Default)]
-struct Signal {
-    stopped: Mutex<bool>,
-    wake: Condvar,
-}
-
-/// The channel's handle on its background thread.
-#[derive(Debug, Default)]
-pub(crate) struct MaintenanceHandle {
-    signal: Arc<Signal>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl MaintenanceHandle {
-    /// Stops the thread and waits for it. Safe to call more than once.
-    pub(crate) fn stop(&self) {
-        *self.signal.stopped.lock() = true;
-        self.signal.wake.notify_all();
-        if let Some(thread) = self.thread.lock().take() {
-            if thread.join().is_err() {
-                warn!("the checkpoint thread panicked");
-            }
-        }
-    }
 }
 
 /// Starts the background thread. It holds only a weak reference, so a channel that is
@@ -263,7 +227,7 @@ impl Shared {
     /// listed, and a restart reads unlisted segments in full.
     fn snapshot(&self, sequence: u64) -> CheckpointSnapshot {
         let handles = self.registry.handles();
-        let state = self.state.lock();
+        let state = self.queue.state.lock();
         let segments: Vec<SegmentEntry> = handles
             .iter()
             .map(|(segment_id, handle)| {
@@ -342,7 +306,7 @@ impl Shared {
         let handles = self.registry.handles();
         let present: HashSet<u32> = handles.iter().map(|(id, _)| *id).collect();
         let (mut candidates, outlives) = {
-            let state = self.state.lock();
+            let state = self.queue.state.lock();
             let candidates: HashMap<u32, _> = handles
                 .into_iter()
                 .filter(|(id, handle)| {
@@ -406,7 +370,7 @@ impl Shared {
             deleted.push(next);
         }
         if !deleted.is_empty() {
-            let mut state = self.state.lock();
+            let mut state = self.queue.state.lock();
             for id in &deleted {
                 state.outlives.remove(id);
             }
@@ -421,7 +385,7 @@ impl Shared {
     /// Drops from `candidates` the segments retention keeps: with `retentionTime`, those
     /// closed more recently; with `retentionBytes`, the newest up to that many bytes; with
     /// both, a segment must satisfy both to be kept.
-    fn apply_retention(&self, candidates: &mut HashMap<u32, super::SegmentHandle>) {
+    fn apply_retention(&self, candidates: &mut HashMap<u32, SegmentHandle>) {
         let retention_ms = self.config.retention_time.as_millis() as u64;
         let retention_bytes = self.config.retention_bytes;
         if retention_ms == 0 && retention_bytes == 0 {

@@ -17,19 +17,11 @@
 //! one directory, its commit record last; a transaction is applied only if its commit
 //! record is present, valid, and vouches for exactly the records seen.
 //!
-//! Where a segment stops being valid, recovery decides between a torn tail and corruption
-//! (see `docs/format.md`, "Recovery decisions"):
-//! - zeros to the end of the file: the normal end of data;
-//! - damage in a directory's newest segment with no valid record after it: a torn last
-//!   write, truncated with a warning naming the file and offset;
-//! - damage followed by valid records of the same final write round (or the round right
-//!   after the last good record): a power loss that persisted pages of the last unsynced
-//!   round out of order; also truncated with a warning;
-//! - anything else, or any damage in an older segment (synced before the writer moved
-//!   on): corruption, reported with file and offset; the channel does not start.
-//!
-//! With `fsyncPerTransaction = false` acknowledged data may be unsynced by contract, so
-//! damage anywhere in a directory's newest segment is treated as a torn tail.
+//! Where a segment stops being valid, recovery asks the one rule (`recovery_rule`, the
+//! table in `docs/format.md`, "Recovery decisions") and carries its verdict out: the end
+//! of data needs nothing; a torn tail is truncated with a warning naming the file and
+//! offset; a segment whose creation was cut short is removed with a warning; corruption
+//! is reported with file and offset, and the channel does not start.
 //!
 //! Encrypted segments: replay never decrypts. A put record's event count is in clear,
 //! so pointers are rebuilt without a key; what replay checks is that every segment's
@@ -40,103 +32,27 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::{info, warn};
 
 use super::checkpoint::{Checkpoint, SlotNeeds};
+use super::chunk_reader::{ChunkReader, RecordProbe};
+use super::recovery_rule::{self, Corruption, Finding, RecordsStop, Verdict};
 use super::segments::{parse_segment_file_name, segment_file_name};
 use crate::crypto::{KeyRing, SegmentKeyProblem};
 use crate::error::OpenError;
+use crate::figures::{RecoveryPath, RecoveryProgress, RecoveryReport, TruncatedTail};
 use crate::record::{
-    check_put_payload, decode_record, decode_take_payload, peek_record_bytes, CommitSummary,
-    EventPointer, RecordHeader, RecordKind, SegmentHeader, MAX_RECORD_BYTES, RECORD_HEADER_BYTES,
-    SEGMENT_HEADER_BYTES,
+    check_put_payload, decode_take_payload, CommitSummary, EventPointer, RecordHeader, RecordKind,
+    SegmentHeader, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
 use crate::storage::{Storage, StorageFile};
 
-/// Bytes read from a segment at a time during replay.
-const SCAN_CHUNK_BYTES: usize = 4 * 1024 * 1024;
-/// Chunks asked of the kernel ahead of the one being parsed, so reading and parsing
-/// overlap.
-const PREFETCH_CHUNKS: usize = 4;
 /// Replay logs its progress each time another tenth of the log has been read.
 const PROGRESS_LOG_STEPS: u64 = 10;
-
-/// How the last start rebuilt the channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RecoveryPath {
-    /// From the primary checkpoint plus the log after it.
-    Checkpoint,
-    /// From the backup checkpoint plus the log after it.
-    BackupCheckpoint,
-    /// From the log alone.
-    FullReplay,
-}
-
-impl RecoveryPath {
-    /// The name `/health` reports: `checkpoint`, `backup-checkpoint` or `full-replay`.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            RecoveryPath::Checkpoint => "checkpoint",
-            RecoveryPath::BackupCheckpoint => "backup-checkpoint",
-            RecoveryPath::FullReplay => "full-replay",
-        }
-    }
-}
-
-/// A torn tail that recovery cut off.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TruncatedTail {
-    /// The segment.
-    pub file: PathBuf,
-    /// Where the valid data ended and the file now ends.
-    pub offset: u64,
-    /// Bytes cut off.
-    pub discarded_bytes: u64,
-}
-
-/// What the last start did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecoveryReport {
-    /// How the state was rebuilt.
-    pub path: RecoveryPath,
-    /// Checkpoints that could not be used, with the reason.
-    pub unusable_checkpoints: Vec<String>,
-    /// Log records read (applied or skipped).
-    pub records_replayed: u64,
-    /// Bytes of those records.
-    pub bytes_replayed: u64,
-    /// Committed transactions applied on top of the checkpoint (all of them on a full
-    /// replay).
-    pub transactions_committed: u64,
-    /// Segments read.
-    pub segments_scanned: u64,
-    /// Segments the checkpoint made it unnecessary to read.
-    pub segments_skipped: u64,
-    /// Events in the queue after recovery.
-    pub events_recovered: u64,
-    /// Torn tails cut off.
-    pub truncated_tails: Vec<TruncatedTail>,
-    /// Segments whose creation never completed (no valid header, nothing after it),
-    /// removed.
-    pub removed_unfinished_segments: Vec<PathBuf>,
-    /// Wall time of the recovery.
-    pub duration_ms: u64,
-}
-
-/// Replay progress, readable while a channel opens (for `/health` and metrics).
-#[derive(Debug, Default)]
-pub struct RecoveryProgress {
-    /// Bytes of log to read.
-    pub bytes_total: AtomicU64,
-    /// Bytes of log read so far.
-    pub bytes_replayed: AtomicU64,
-    /// Records read so far.
-    pub records_replayed: AtomicU64,
-}
 
 /// A segment found on disk.
 pub(crate) struct RecoveredSegment {
@@ -425,25 +341,27 @@ fn discover_segments(
                 let mut reader = ChunkReader::new(Arc::clone(&file), size_bytes);
                 let data_after_header = reader
                     .first_nonzero_at_or_after(SEGMENT_HEADER_BYTES as u64)
-                    .map_err(|source| io_error(channel, &path, "read", source))?;
-                if data_after_header.is_some() {
-                    return Err(corruption(
-                        channel,
-                        &path,
-                        0,
-                        format!("bad segment header ({header_error}) before data"),
-                    ));
-                }
-                if named_by_checkpoints.contains(&segment_id) {
-                    return Err(corruption(
-                        channel,
-                        &path,
-                        0,
-                        format!(
+                    .map_err(|source| io_error(channel, &path, "read", source))?
+                    .is_some();
+                let finding = Finding::BadHeader {
+                    data_after_header,
+                    named_by_checkpoint: named_by_checkpoints.contains(&segment_id),
+                };
+                let detail = match recovery_rule::verdict(&finding) {
+                    Verdict::UnfinishedSegment => None,
+                    Verdict::Corruption(Corruption::BadHeaderBeforeData) => {
+                        Some(format!("bad segment header ({header_error}) before data"))
+                    }
+                    Verdict::Corruption(Corruption::BadHeaderOfCheckpointedSegment) => {
+                        Some(format!(
                             "bad segment header ({header_error}) and no data, but a \
                              checkpoint names segment {segment_id}: its contents were lost"
-                        ),
-                    ));
+                        ))
+                    }
+                    other => unreachable!("a header finding cannot be judged {other:?}"),
+                };
+                if let Some(detail) = detail {
+                    return Err(corruption(channel, &path, 0, detail));
                 }
                 warn!(
                     channel,
@@ -756,16 +674,13 @@ impl<'a> Replay<'a> {
         let mut last_round = None;
         let mut segment_max = 0;
         loop {
-            let outcome = reader
-                .record_at(offset, segment.segment_id)
+            let probe = reader
+                .probe_record(offset, segment.segment_id)
                 .map_err(|source| io_error(self.channel, path, "read", source))?;
-            match outcome {
-                ScanOutcome::Record(header) => {
+            match probe {
+                RecordProbe::Valid(header) => {
                     let payload = reader
-                        .bytes_at(
-                            offset + RECORD_HEADER_BYTES as u64,
-                            header.record_bytes as usize - RECORD_HEADER_BYTES,
-                        )
+                        .payload_at(offset, &header)
                         .map_err(|source| io_error(self.channel, path, "read", source))?;
                     self.apply(segment, previous_segment, offset, &header, payload, pending)?;
                     segment_max = segment_max.max(header.write_order_id);
@@ -775,7 +690,7 @@ impl<'a> Replay<'a> {
                     last_round = Some(header.write_round);
                     offset += u64::from(header.record_bytes);
                 }
-                ScanOutcome::Stop(reason) => {
+                stop => {
                     self.segment_max_write_order_id
                         .insert(segment.segment_id, segment_max);
                     return self.handle_stop(
@@ -784,7 +699,7 @@ impl<'a> Replay<'a> {
                         newest_in_dir,
                         offset,
                         last_round,
-                        reason,
+                        stop_reason(&stop),
                     );
                 }
             }
@@ -810,7 +725,8 @@ impl<'a> Replay<'a> {
         }
     }
 
-    /// Decides what the end of valid data at `offset` means (see the module doc).
+    /// Carries out the rule's verdict on the end of valid data at `offset` (see the
+    /// module doc).
     fn handle_stop(
         &mut self,
         segment: &DiskSegment,
@@ -822,45 +738,36 @@ impl<'a> Replay<'a> {
     ) -> Result<(), OpenError> {
         let path = &segment.path;
         let read_error = |source| io_error(self.channel, path, "read", source);
-        if reader
+        let only_zeros_follow = reader
             .first_nonzero_at_or_after(offset)
             .map_err(read_error)?
-            .is_none()
-        {
-            return Ok(());
-        }
-        if !newest_in_dir {
-            return Err(corruption(
-                self.channel,
-                path,
-                offset,
-                format!("{reason}, in a segment that was synced before a newer one began"),
-            ));
-        }
-        let later_rounds = reader
-            .valid_record_rounds_after(offset, segment.segment_id)
-            .map_err(read_error)?;
-        let torn = match later_rounds.first() {
-            None => true,
-            Some(_) if self.tolerate_tail_damage => true,
-            Some(&final_round) => {
-                later_rounds.iter().all(|&round| round == final_round)
-                    && match last_round {
-                        None => true,
-                        Some(round) => round == final_round || round.wrapping_add(1) == final_round,
-                    }
-            }
+            .is_none();
+        let later_rounds = if recovery_rule::later_rounds_matter(only_zeros_follow, newest_in_dir) {
+            valid_record_rounds_after(reader, offset, segment.segment_id).map_err(read_error)?
+        } else {
+            Vec::new()
         };
-        if !torn {
-            return Err(corruption(
-                self.channel,
-                path,
-                offset,
-                format!(
-                    "{reason}, followed by {} valid records from earlier write rounds",
-                    later_rounds.len()
-                ),
-            ));
+        let finding = Finding::RecordsStop(RecordsStop {
+            only_zeros_follow,
+            newest_in_dir,
+            tolerate_tail_damage: self.tolerate_tail_damage,
+            last_round_before: last_round,
+            later_rounds: &later_rounds,
+        });
+        let detail = match recovery_rule::verdict(&finding) {
+            Verdict::EndOfData => return Ok(()),
+            Verdict::TornTail => None,
+            Verdict::Corruption(Corruption::InSyncedSegment) => Some(format!(
+                "{reason}, in a segment that was synced before a newer one began"
+            )),
+            Verdict::Corruption(Corruption::EarlierRoundsFollow) => Some(format!(
+                "{reason}, followed by {} valid records from earlier write rounds",
+                later_rounds.len()
+            )),
+            other => unreachable!("the end of a segment's records cannot be judged {other:?}"),
+        };
+        if let Some(detail) = detail {
+            return Err(corruption(self.channel, path, offset, detail));
         }
         let discarded_bytes = reader.file_len - offset;
         warn!(
@@ -979,115 +886,34 @@ impl<'a> Replay<'a> {
     }
 }
 
-enum ScanOutcome {
-    /// A valid record; its payload follows the header at the same offset.
-    Record(RecordHeader),
-    /// Valid data ends here, for this reason.
-    Stop(String),
+/// Why valid data ends at a record that is not [`RecordProbe::Valid`], as recovery's
+/// warnings and errors say it.
+fn stop_reason(probe: &RecordProbe) -> String {
+    match probe {
+        RecordProbe::Valid(_) => unreachable!("a valid record does not stop the data"),
+        RecordProbe::EndOfData => "end of data".into(),
+        RecordProbe::PartialHeader { .. } => "a partial record header".into(),
+        RecordProbe::ImpossibleLength(record_bytes) => {
+            format!("impossible record length {record_bytes}")
+        }
+        RecordProbe::Invalid(error) => format!("invalid record ({error})"),
+    }
 }
 
-/// Sequential reads of a segment through a buffer of [`SCAN_CHUNK_BYTES`], asking the
-/// system to read ahead. Shared by recovery and the read-only scans of `inspect`.
-pub(crate) struct ChunkReader {
-    file: Arc<dyn StorageFile>,
-    pub(crate) file_len: u64,
-    buffer: Vec<u8>,
-    buffer_start: u64,
-}
-
-impl ChunkReader {
-    pub(crate) fn new(file: Arc<dyn StorageFile>, file_len: u64) -> Self {
-        ChunkReader {
-            file,
-            file_len,
-            buffer: Vec::new(),
-            buffer_start: 0,
-        }
+/// Write rounds of the valid records found after the damage at `offset`, in file order
+/// (searching every byte position, see [`ChunkReader::next_record_at_or_after`]).
+fn valid_record_rounds_after(
+    reader: &mut ChunkReader,
+    offset: u64,
+    segment_id: u32,
+) -> io::Result<Vec<u32>> {
+    let mut rounds = Vec::new();
+    let mut position = offset + 1;
+    while let Some((found, header)) =
+        reader.next_record_at_or_after(position, segment_id, |_, _| true)?
+    {
+        rounds.push(header.write_round);
+        position = found + u64::from(header.record_bytes);
     }
-
-    /// Up to `wanted` bytes at `offset` (fewer only at the end of the file).
-    pub(crate) fn bytes_at(&mut self, offset: u64, wanted: usize) -> io::Result<&[u8]> {
-        let available = self.file_len.saturating_sub(offset).min(wanted as u64) as usize;
-        let buffer_end = self.buffer_start + self.buffer.len() as u64;
-        if offset < self.buffer_start || offset + available as u64 > buffer_end {
-            let read_len = self
-                .file_len
-                .saturating_sub(offset)
-                .min(SCAN_CHUNK_BYTES.max(available) as u64) as usize;
-            self.buffer.resize(read_len, 0);
-            self.file.read_exact_at(&mut self.buffer, offset)?;
-            self.buffer_start = offset;
-            // Let the disk fetch what comes next while this chunk is parsed.
-            let next = offset + read_len as u64;
-            if next < self.file_len {
-                self.file
-                    .prefetch(next, (SCAN_CHUNK_BYTES * PREFETCH_CHUNKS) as u64);
-            }
-        }
-        let start = (offset - self.buffer_start) as usize;
-        Ok(&self.buffer[start..start + available])
-    }
-
-    fn record_at(&mut self, offset: u64, segment_id: u32) -> io::Result<ScanOutcome> {
-        let head = self.bytes_at(offset, RECORD_HEADER_BYTES)?;
-        let record_bytes = match peek_record_bytes(head) {
-            None if head.iter().all(|&byte| byte == 0) => {
-                return Ok(ScanOutcome::Stop("end of data".into()))
-            }
-            None => return Ok(ScanOutcome::Stop("a partial record header".into())),
-            Some(0) => return Ok(ScanOutcome::Stop("end of data".into())),
-            Some(length) => length,
-        };
-        if (record_bytes as usize) < RECORD_HEADER_BYTES || record_bytes > MAX_RECORD_BYTES {
-            return Ok(ScanOutcome::Stop(format!(
-                "impossible record length {record_bytes}"
-            )));
-        }
-        let bytes = self.bytes_at(offset, record_bytes as usize)?;
-        match decode_record(bytes, segment_id) {
-            Ok((header, _)) => Ok(ScanOutcome::Record(header)),
-            Err(error) => Ok(ScanOutcome::Stop(format!("invalid record ({error})"))),
-        }
-    }
-
-    /// The offset of the first non-zero byte at or after `offset`, if any.
-    pub(crate) fn first_nonzero_at_or_after(&mut self, mut offset: u64) -> io::Result<Option<u64>> {
-        while offset < self.file_len {
-            let chunk = self.bytes_at(offset, SCAN_CHUNK_BYTES)?;
-            if let Some(position) = chunk.iter().position(|&byte| byte != 0) {
-                return Ok(Some(offset + position as u64));
-            }
-            offset += chunk.len() as u64;
-        }
-        Ok(None)
-    }
-
-    /// Write rounds of the valid records found after the damage at `offset`, searching
-    /// every byte position (a damaged length field says nothing about where the next
-    /// record starts).
-    fn valid_record_rounds_after(&mut self, offset: u64, segment_id: u32) -> io::Result<Vec<u32>> {
-        let mut rounds = Vec::new();
-        let mut position = offset + 1;
-        while position + RECORD_HEADER_BYTES as u64 <= self.file_len {
-            let Some(next_nonzero) = self.first_nonzero_at_or_after(position)? else {
-                break;
-            };
-            position = next_nonzero;
-            let head = self.bytes_at(position, 4)?;
-            let plausible = peek_record_bytes(head).is_some_and(|length| {
-                length as usize >= RECORD_HEADER_BYTES
-                    && length <= MAX_RECORD_BYTES
-                    && position + u64::from(length) <= self.file_len
-            });
-            if plausible {
-                if let ScanOutcome::Record(header) = self.record_at(position, segment_id)? {
-                    rounds.push(header.write_round);
-                    position += u64::from(header.record_bytes);
-                    continue;
-                }
-            }
-            position += 1;
-        }
-        Ok(rounds)
-    }
+    Ok(rounds)
 }

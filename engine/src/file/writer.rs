@@ -48,9 +48,10 @@ use super::dir_watch::DirWatch;
 use super::health::Health;
 use super::segments::{segment_path, SegmentHandle, SegmentMeta, SegmentRegistry};
 use super::space::SpaceGuard;
-use crate::channel::unix_time_ms;
+use crate::clock::unix_time_ms;
 use crate::crypto::RecordKey;
 use crate::error::ChannelError;
+use crate::figures::DirStats;
 use crate::record::{peek_record_bytes, seal_record, SegmentHeader, SEGMENT_HEADER_BYTES};
 use crate::storage::{FileMode, Storage, StorageFile, WriteSyncError};
 
@@ -83,23 +84,6 @@ pub(crate) struct WriteJob {
 enum WriterMessage {
     Job(WriteJob),
     Shutdown,
-}
-
-/// Per-directory figures, read by metrics.
-#[derive(Debug, Default)]
-pub struct DirStats {
-    /// Bytes of records written.
-    pub bytes_written: AtomicU64,
-    /// `fdatasync` calls on segments.
-    pub syncs: AtomicU64,
-    /// Total time spent in those syncs.
-    pub sync_time_us: AtomicU64,
-    /// Rounds written (each one write and at most one sync).
-    pub rounds: AtomicU64,
-    /// Transactions committed through this directory.
-    pub transactions: AtomicU64,
-    /// Segments created.
-    pub segments_created: AtomicU64,
 }
 
 /// The committers' side of a directory writer.

@@ -10,7 +10,9 @@
 use crate::channel::Channel;
 use crate::file::{FileChannel, LiveFigures};
 
-use super::{scan_channel, ChannelScan, DataDirReport, InspectError, NoProgress, QueueSummary};
+use super::channel_scan::{scan_channel, ChannelScan, DataDirReport, QueueSummary};
+use super::error::InspectError;
+use super::progress::NoProgress;
 
 /// A running channel's scan and in-memory figures.
 #[derive(Debug, Clone)]

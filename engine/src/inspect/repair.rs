@@ -13,12 +13,13 @@ use std::sync::Arc;
 
 use crate::channel::Channel;
 use crate::config::FileChannelConfig;
+use crate::figures::RecoveryReport;
 use crate::file::segments::LOCK_FILE_NAME;
-use crate::file::{CheckpointReport, FileChannel, RecoveryReport};
+use crate::file::{CheckpointReport, FileChannel};
 use crate::storage::Storage;
 
 use super::checkpoints::slot_files;
-use super::InspectError;
+use super::error::InspectError;
 
 /// What a rebuild did.
 #[derive(Debug, Clone)]
@@ -39,7 +40,7 @@ pub fn rebuild_checkpoint(
     config: &FileChannelConfig,
 ) -> Result<CheckpointRebuildReport, InspectError> {
     refuse_if_running(storage.as_ref(), channel, config)?;
-    let stamp_ms = crate::channel::unix_time_ms();
+    let stamp_ms = crate::clock::unix_time_ms();
     let mut moved_aside = Vec::new();
     for (_, file) in slot_files(config) {
         let aside = file.with_file_name(format!("checkpoint.replaced-{stamp_ms}"));

@@ -22,9 +22,11 @@ use crate::file::FileChannel;
 use crate::record::EventPointer;
 use crate::storage::Storage;
 
+use super::channel_scan::{ChannelScan, EventReader};
+use super::error::InspectError;
 use super::log::QueuedEvent;
+use super::progress::{NoProgress, Progress};
 use super::scan::RecordBody;
-use super::{ChannelScan, EventReader, InspectError, NoProgress, Progress};
 
 /// The first segment id a channel ever creates: while it is on disk, no segment has been
 /// deleted, so the retained history reaches back to the channel's beginning.

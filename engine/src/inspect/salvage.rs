@@ -16,9 +16,11 @@ use crate::file::FileChannel;
 use crate::record::EventPointer;
 use crate::storage::Storage;
 
+use super::channel_scan::{ChannelScan, EventReader};
+use super::error::InspectError;
 use super::log::{CommittedTransaction, DamageLocation, UncommittedReason, UncommittedTransaction};
+use super::progress::Progress;
 use super::scan::{DamageKind, DamagedRegion};
-use super::{ChannelScan, EventReader, InspectError, Progress};
 
 /// Directory names inside a salvage destination.
 const SALVAGE_DATA_DIR: &str = "data";

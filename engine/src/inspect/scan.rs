@@ -11,18 +11,18 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use crate::file::recovery::ChunkReader;
+use crate::file::chunk_reader::{ChunkReader, RecordProbe};
+use crate::file::recovery_rule::{self, Finding, RecordsStop, Verdict};
 use crate::file::segments::{parse_segment_file_name, segment_file_name};
 use crate::record::{
-    decode_record, decode_take_payload, peek_record_bytes, put_event_count, CommitSummary,
-    EventPointer, RecordHeader, RecordKind, SegmentHeader, MAX_RECORD_BYTES, RECORD_HEADER_BYTES,
-    SEGMENT_HEADER_BYTES,
+    decode_take_payload, put_event_count, CommitSummary, EventPointer, PayloadError, RecordHeader,
+    RecordKind, SegmentHeader, MAX_RECORD_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
-use crate::storage::{Storage, StorageFile};
+use crate::storage::Storage;
 
-use super::{InspectError, Progress};
+use super::error::InspectError;
+use super::progress::Progress;
 
 /// What a valid record says, without its event bodies (those are read again on demand).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,7 +162,7 @@ pub(crate) fn scan_segment(
         .len_bytes()
         .map_err(|source| InspectError::io(path, "stat", source))?;
     let read_error = |source| InspectError::io(path, "read", source);
-    let mut reader = SegmentReader::new(file, size_bytes);
+    let mut reader = ChunkReader::new(file, size_bytes);
     let header_bytes = reader
         .bytes_at(0, SEGMENT_HEADER_BYTES)
         .map_err(read_error)?
@@ -189,8 +189,15 @@ pub(crate) fn scan_segment(
     if let Err(reason) = &scan.header {
         let data_after_header = reader
             .first_nonzero_at_or_after(SEGMENT_HEADER_BYTES as u64)
-            .map_err(read_error)?;
-        if data_after_header.is_none() {
+            .map_err(read_error)?
+            .is_some();
+        // A read-only scan does not know which segments the checkpoints name: the
+        // checkpoint report says what a checkpoint misses.
+        let finding = Finding::BadHeader {
+            data_after_header,
+            named_by_checkpoint: false,
+        };
+        if recovery_rule::verdict(&finding) == Verdict::UnfinishedSegment {
             scan.damaged_regions.push(DamagedRegion {
                 offset: 0,
                 end_offset: size_bytes,
@@ -209,7 +216,7 @@ pub(crate) fn scan_segment(
     }
     let mut offset = SEGMENT_HEADER_BYTES as u64;
     while offset < size_bytes {
-        match reader.record_at(offset, segment_id).map_err(read_error)? {
+        match probe(&mut reader, offset, segment_id).map_err(read_error)? {
             Probe::Record(record) => {
                 let length = u64::from(record.header.record_bytes);
                 progress.advance(length);
@@ -223,7 +230,8 @@ pub(crate) fn scan_segment(
                 else {
                     break;
                 };
-                let next = reader.next_valid_record_at_or_after(nonzero, segment_id)?;
+                let next = next_valid_record_at_or_after(&mut reader, nonzero, segment_id)
+                    .map_err(read_error)?;
                 scan.damaged_regions.push(DamagedRegion {
                     offset,
                     end_offset: next.unwrap_or(size_bytes),
@@ -236,7 +244,8 @@ pub(crate) fn scan_segment(
                 }
             }
             Probe::Invalid(reason) => {
-                let next = reader.next_valid_record_at_or_after(offset + 1, segment_id)?;
+                let next = next_valid_record_at_or_after(&mut reader, offset + 1, segment_id)
+                    .map_err(read_error)?;
                 scan.damaged_regions.push(DamagedRegion {
                     offset,
                     end_offset: next.unwrap_or(size_bytes),
@@ -255,11 +264,12 @@ pub(crate) fn scan_segment(
     Ok(scan)
 }
 
-/// Applies recovery's rules (`docs/format.md`, "Recovery decisions") to a segment's
-/// record damage: in a directory's newest segment, damage with no valid record after it,
-/// or followed only by records of the final write round, is a torn tail.
+/// Asks recovery's rule (`docs/format.md`, "Recovery decisions") what a segment's record
+/// damage means, and marks it so: in a directory's newest segment, damage with no valid
+/// record after it, or followed only by records of the final write round, is a torn
+/// tail, and the records after its start are discarded by a restart.
 fn classify_tail(scan: &mut SegmentScan, tolerate_tail_damage: bool) {
-    if !scan.newest_in_dir || scan.header.is_err() {
+    if scan.header.is_err() {
         return;
     }
     let Some(first_damage) = scan.damaged_regions.first().map(|region| region.offset) else {
@@ -274,20 +284,17 @@ fn classify_tail(scan: &mut SegmentScan, tolerate_tail_damage: bool) {
         .iter()
         .map(|record| record.header.write_round)
         .collect();
-    let last_round_before = before
-        .checked_sub(1)
-        .map(|index| scan.records[index].header.write_round);
-    let torn = match later_rounds.first() {
-        None => true,
-        Some(_) if tolerate_tail_damage => true,
-        Some(&final_round) => {
-            later_rounds.iter().all(|&round| round == final_round)
-                && last_round_before.is_none_or(|round| {
-                    round == final_round || round.wrapping_add(1) == final_round
-                })
-        }
-    };
-    if torn {
+    let finding = Finding::RecordsStop(RecordsStop {
+        // The scan marks damage only where non-zero bytes follow the valid data.
+        only_zeros_follow: false,
+        newest_in_dir: scan.newest_in_dir,
+        tolerate_tail_damage,
+        last_round_before: before
+            .checked_sub(1)
+            .map(|index| scan.records[index].header.write_round),
+        later_rounds: &later_rounds,
+    });
+    if recovery_rule::verdict(&finding) == Verdict::TornTail {
         for region in &mut scan.damaged_regions {
             region.kind = DamageKind::TornTail;
         }
@@ -302,114 +309,64 @@ enum Probe {
     Invalid(String),
 }
 
-/// Buffered positional reads of one segment: recovery's reader (with its read-ahead),
-/// plus the record probe the scan needs.
-struct SegmentReader {
-    reader: ChunkReader,
-    file_len: u64,
-}
-
-impl SegmentReader {
-    fn new(file: Arc<dyn StorageFile>, file_len: u64) -> Self {
-        SegmentReader {
-            reader: ChunkReader::new(file, file_len),
-            file_len,
+/// Checks the record at `offset` and decodes its payload, saying what is wrong in the
+/// words of a report.
+fn probe(reader: &mut ChunkReader, offset: u64, segment_id: u32) -> io::Result<Probe> {
+    let header = match reader.probe_record(offset, segment_id)? {
+        RecordProbe::Valid(header) => header,
+        RecordProbe::EndOfData => return Ok(Probe::EndOfData),
+        RecordProbe::PartialHeader { available_bytes } => {
+            return Ok(Probe::Invalid(format!(
+                "a partial record header ({available_bytes} bytes before the end of the file)"
+            )))
         }
-    }
-
-    /// Up to `wanted` bytes at `offset` (fewer only at the end of the file).
-    fn bytes_at(&mut self, offset: u64, wanted: usize) -> io::Result<&[u8]> {
-        self.reader.bytes_at(offset, wanted)
-    }
-
-    fn record_at(&mut self, offset: u64, segment_id: u32) -> io::Result<Probe> {
-        let head = self.bytes_at(offset, RECORD_HEADER_BYTES)?;
-        let record_bytes = match peek_record_bytes(head) {
-            None if head.iter().all(|&byte| byte == 0) => return Ok(Probe::EndOfData),
-            None => {
-                return Ok(Probe::Invalid(format!(
-                    "a partial record header ({} bytes before the end of the file)",
-                    head.len()
-                )))
-            }
-            Some(0) => return Ok(Probe::EndOfData),
-            Some(length) => length,
-        };
-        if (record_bytes as usize) < RECORD_HEADER_BYTES || record_bytes > MAX_RECORD_BYTES {
+        RecordProbe::ImpossibleLength(record_bytes) => {
             return Ok(Probe::Invalid(format!(
                 "impossible record length {record_bytes} (allowed {RECORD_HEADER_BYTES}..={MAX_RECORD_BYTES})"
-            )));
+            )))
         }
-        let bytes = self.bytes_at(offset, record_bytes as usize)?;
-        let (header, payload) = match decode_record(bytes, segment_id) {
-            Ok(decoded) => decoded,
-            Err(error) => return Ok(Probe::Invalid(format!("invalid record: {error}"))),
-        };
-        let body = match header.kind {
-            RecordKind::Put => {
-                put_event_count(payload).map(|event_count| RecordBody::Put { event_count })
-            }
-            RecordKind::Take => {
-                decode_take_payload(payload).map(|pointers| RecordBody::Take { pointers })
-            }
-            RecordKind::Commit => CommitSummary::decode(payload).map(RecordBody::Commit),
-            RecordKind::Rollback => Ok(RecordBody::Rollback),
-        };
-        Ok(match body {
-            Ok(body) => Probe::Record(ScannedRecord {
-                segment_id,
-                offset,
-                header,
-                body,
-            }),
-            Err(error) => Probe::Invalid(format!(
-                "{:?} record with a valid checksum but a {error}",
-                header.kind
-            )),
-        })
-    }
-
-    fn first_nonzero_at_or_after(&mut self, offset: u64) -> io::Result<Option<u64>> {
-        self.reader.first_nonzero_at_or_after(offset)
-    }
-
-    /// The first position at or after `start` where a valid record begins. Every byte
-    /// position is tried: a damaged length field says nothing about where the next record
-    /// starts.
-    fn next_valid_record_at_or_after(
-        &mut self,
-        start: u64,
-        segment_id: u32,
-    ) -> Result<Option<u64>, InspectError> {
-        let mut position = start;
-        let read_error = |source| InspectError::Io {
-            path: PathBuf::from(segment_file_name(segment_id)),
-            operation: "read",
-            source,
-        };
-        while position + RECORD_HEADER_BYTES as u64 <= self.file_len {
-            let Some(nonzero) = self
-                .first_nonzero_at_or_after(position)
-                .map_err(read_error)?
-            else {
-                return Ok(None);
-            };
-            position = nonzero;
-            let head = self.bytes_at(position, 4).map_err(read_error)?;
-            let plausible = peek_record_bytes(head).is_some_and(|length| {
-                length as usize >= RECORD_HEADER_BYTES
-                    && length <= MAX_RECORD_BYTES
-                    && position + u64::from(length) <= self.file_len
-            });
-            if plausible {
-                if let Probe::Record(_) =
-                    self.record_at(position, segment_id).map_err(read_error)?
-                {
-                    return Ok(Some(position));
-                }
-            }
-            position += 1;
+        RecordProbe::Invalid(error) => {
+            return Ok(Probe::Invalid(format!("invalid record: {error}")))
         }
-        Ok(None)
+    };
+    let payload = reader.payload_at(offset, &header)?;
+    Ok(match decode_body(&header, payload) {
+        Ok(body) => Probe::Record(ScannedRecord {
+            segment_id,
+            offset,
+            header,
+            body,
+        }),
+        Err(error) => Probe::Invalid(format!(
+            "{:?} record with a valid checksum but a {error}",
+            header.kind
+        )),
+    })
+}
+
+/// A valid record's payload, decoded as its kind says.
+fn decode_body(header: &RecordHeader, payload: &[u8]) -> Result<RecordBody, PayloadError> {
+    match header.kind {
+        RecordKind::Put => {
+            put_event_count(payload).map(|event_count| RecordBody::Put { event_count })
+        }
+        RecordKind::Take => {
+            decode_take_payload(payload).map(|pointers| RecordBody::Take { pointers })
+        }
+        RecordKind::Commit => CommitSummary::decode(payload).map(RecordBody::Commit),
+        RecordKind::Rollback => Ok(RecordBody::Rollback),
     }
+}
+
+/// The first position at or after `start` where a record begins that checks out and
+/// whose payload decodes.
+fn next_valid_record_at_or_after(
+    reader: &mut ChunkReader,
+    start: u64,
+    segment_id: u32,
+) -> io::Result<Option<u64>> {
+    let found = reader.next_record_at_or_after(start, segment_id, |header, payload| {
+        decode_body(header, payload).is_ok()
+    })?;
+    Ok(found.map(|(position, _)| position))
 }

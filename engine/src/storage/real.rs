@@ -1,4 +1,5 @@
-//! The real filesystem: `std::fs` plus `rustix` for `fallocate` and `statvfs`.
+//! The real filesystem: `std::fs` plus `rustix` for `fallocate` and `statvfs`, and the
+//! I/O backend its files write and sync with (see `uring`).
 
 use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
 use std::io;
@@ -9,18 +10,49 @@ use std::sync::Arc;
 
 use std::os::fd::AsRawFd;
 
-use super::uring::{self, IoBackend, WriteOutcome};
-use super::{
+use super::seam::{
     DirHandle, DirLock, DirMoved, FileIdentity, FileMode, Storage, StorageFile, WriteSyncError,
 };
+use super::uring::{self, IoBackend, IoBackendChoice, WriteOutcome};
 
-/// The operating system's filesystem.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct RealFs;
+/// The operating system's filesystem, with the I/O backend its files' linked write +
+/// sync (the log writer's path) uses. The backend belongs to this value, not to the
+/// process: two storages with different backends can run side by side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RealFs {
+    io_backend: IoBackend,
+}
+
+impl RealFs {
+    /// The real filesystem, writing with `io_backend`. A forced
+    /// [`IoBackend::IoUring`] where rings cannot be created shows up as failed writes,
+    /// with the reason; [`RealFs::with_choice`] checks first.
+    pub fn new(io_backend: IoBackend) -> Self {
+        RealFs { io_backend }
+    }
+
+    /// The real filesystem with the backend a configuration switch asks for; fails when
+    /// io_uring is forced and cannot be used here (see [`IoBackendChoice::resolve`]).
+    pub fn with_choice(choice: IoBackendChoice) -> io::Result<Self> {
+        choice.resolve().map(RealFs::new)
+    }
+
+    /// The real filesystem with io_uring when this process may create a ring, else
+    /// pwrite ([`IoBackendChoice::Auto`]).
+    pub fn auto() -> Self {
+        RealFs::new(uring::auto_backend())
+    }
+
+    /// The backend this storage's files write and sync with.
+    pub fn io_backend(&self) -> IoBackend {
+        self.io_backend
+    }
+}
 
 #[derive(Debug)]
 struct RealFile {
     file: File,
+    io_backend: IoBackend,
 }
 
 #[derive(Debug)]
@@ -107,12 +139,18 @@ impl Storage for RealFs {
             .create_new(true)
             .mode(mode.file)
             .open(path)?;
-        Ok(Arc::new(RealFile { file }))
+        Ok(Arc::new(RealFile {
+            file,
+            io_backend: self.io_backend,
+        }))
     }
 
     fn open_file(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
-        Ok(Arc::new(RealFile { file }))
+        Ok(Arc::new(RealFile {
+            file,
+            io_backend: self.io_backend,
+        }))
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
@@ -217,7 +255,7 @@ impl StorageFile for RealFile {
     }
 
     fn write_all_at_and_sync_data(&self, buf: &[u8], offset: u64) -> Result<(), WriteSyncError> {
-        if uring::io_backend() == IoBackend::IoUring {
+        if self.io_backend == IoBackend::IoUring {
             match uring::write_and_sync(self.file.as_raw_fd(), buf, offset)? {
                 WriteOutcome::Complete => return Ok(()),
                 WriteOutcome::Short { written_bytes } => {

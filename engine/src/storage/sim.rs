@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rand::Rng;
 
-use super::{DirHandle, DirLock, DirMoved, FileIdentity, FileMode, Storage, StorageFile};
+use super::seam::{DirHandle, DirLock, DirMoved, FileIdentity, FileMode, Storage, StorageFile};
 
 /// Free space SimFs reports unless a test sets another figure: plenty.
 const DEFAULT_AVAILABLE_SPACE_BYTES: u64 = 1 << 40;

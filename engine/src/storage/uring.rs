@@ -6,23 +6,24 @@
 //! kernel runs the sync only if the write completed in full (a short or failed write
 //! cancels it), so the data that is reported durable is exactly the data written.
 //!
-//! Containers often forbid io_uring, so it is probed once; without it (or with
-//! `MILLRACE_IO_BACKEND=pwrite`) the writer uses plain `pwrite` + `fdatasync`.
+//! Which of the two ways a file is written is a property of the storage value
+//! ([`RealFs`](super::RealFs)), chosen when it is built: channeld builds its storage from
+//! `server.ioBackend`, and one process may hold storages with either backend (tests run
+//! both side by side). Containers often forbid io_uring; [`IoBackendChoice::Auto`] probes
+//! for it and falls back to plain `pwrite` + `fdatasync`.
 
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::OnceLock;
 
 use io_uring::{opcode, squeue, types, IoUring};
-use tracing::info;
+
+use super::seam::WriteSyncError;
 
 /// Submission queue entries per ring: the linked write and sync.
 const RING_ENTRIES: u32 = 4;
 const WRITE_TAG: u64 = 1;
 const SYNC_TAG: u64 = 2;
-/// Environment variable that forces the I/O backend: `io_uring`, `pwrite` or `auto`.
-pub const IO_BACKEND_VARIABLE: &str = "MILLRACE_IO_BACKEND";
 
 /// How the log writer issues its writes and syncs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,8 +34,7 @@ pub enum IoBackend {
     Pwrite,
 }
 
-/// Which backend a process asks for: a configuration switch (channeld's
-/// `server.ioBackend`) or [`IO_BACKEND_VARIABLE`].
+/// Which backend is asked for: a configuration switch (channeld's `server.ioBackend`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum IoBackendChoice {
     /// io_uring when a ring can be created, else pwrite.
@@ -49,6 +49,24 @@ pub enum IoBackendChoice {
 impl IoBackendChoice {
     /// The words the switch accepts, for error messages.
     pub const EXPECTED: &'static str = "auto, io_uring or pwrite";
+
+    /// The backend this choice gives on this machine: `Auto` probes for io_uring (a ring
+    /// is created and dropped). A forced `IoUring` that cannot create a ring fails with
+    /// the reason (containers often forbid io_uring), rather than failing every write
+    /// later.
+    pub fn resolve(self) -> io::Result<IoBackend> {
+        match self {
+            IoBackendChoice::Auto => Ok(auto_backend()),
+            IoBackendChoice::Pwrite => Ok(IoBackend::Pwrite),
+            IoBackendChoice::IoUring => match IoUring::new(RING_ENTRIES) {
+                Ok(_) => Ok(IoBackend::IoUring),
+                Err(error) => Err(io::Error::new(
+                    error.kind(),
+                    format!("io_uring was asked for but cannot be used here: {error}"),
+                )),
+            },
+        }
+    }
 }
 
 impl std::str::FromStr for IoBackendChoice {
@@ -64,77 +82,18 @@ impl std::str::FromStr for IoBackendChoice {
     }
 }
 
-static BACKEND: OnceLock<IoBackend> = OnceLock::new();
-
-/// The backend in use, chosen once per process: by [`choose_io_backend`] if it was
-/// called first, else by [`IO_BACKEND_VARIABLE`] (`auto` when unset or unknown). The
-/// choice is logged.
-pub fn io_backend() -> IoBackend {
-    *BACKEND.get_or_init(|| {
-        let requested = std::env::var(IO_BACKEND_VARIABLE).unwrap_or_default();
-        let choice = requested.parse().unwrap_or(IoBackendChoice::Auto);
-        let backend = match choice {
-            // The variable is a test and debugging switch: a forced io_uring that cannot
-            // start shows up as failed writes, with the reason.
-            IoBackendChoice::IoUring => IoBackend::IoUring,
-            IoBackendChoice::Pwrite => IoBackend::Pwrite,
-            IoBackendChoice::Auto => auto_backend(),
-        };
-        info!(?backend, requested = %requested, "log writer I/O backend chosen");
-        backend
-    })
+/// Whether this process may create an io_uring ring (containers often forbid it).
+pub fn io_uring_available() -> bool {
+    IoUring::new(RING_ENTRIES).is_ok()
 }
 
-/// Fixes the process's backend from a configuration switch, before any channel opens.
-/// `Auto` defers to [`IO_BACKEND_VARIABLE`], so the variable still works when the
-/// switch is left at its default. A forced `IoUring` that cannot create a ring fails
-/// with the reason (containers often forbid io_uring), rather than failing every write
-/// later. Fails too when the backend was already chosen otherwise.
-pub fn choose_io_backend(choice: IoBackendChoice) -> io::Result<IoBackend> {
-    let backend = match choice {
-        IoBackendChoice::Auto => return Ok(io_backend()),
-        IoBackendChoice::Pwrite => IoBackend::Pwrite,
-        IoBackendChoice::IoUring => match IoUring::new(RING_ENTRIES) {
-            Ok(_) => IoBackend::IoUring,
-            Err(error) => {
-                return Err(io::Error::new(
-                    error.kind(),
-                    format!("io_uring was asked for but cannot be used here: {error}"),
-                ))
-            }
-        },
-    };
-    let chosen = *BACKEND.get_or_init(|| {
-        info!(
-            ?backend,
-            ?choice,
-            "log writer I/O backend chosen by configuration"
-        );
-        backend
-    });
-    if chosen != backend {
-        return Err(io::Error::other(format!(
-            "the log writer's I/O backend was already chosen as {chosen:?}"
-        )));
-    }
-    Ok(chosen)
-}
-
-fn auto_backend() -> IoBackend {
-    if IoUring::new(RING_ENTRIES).is_ok() {
+/// io_uring when a ring can be created, else pwrite.
+pub(crate) fn auto_backend() -> IoBackend {
+    if io_uring_available() {
         IoBackend::IoUring
     } else {
         IoBackend::Pwrite
     }
-}
-
-/// Which half of a linked write + sync failed.
-#[derive(Debug)]
-pub enum WriteSyncError {
-    /// The write failed or was short: nothing was synced; the data may be retried.
-    Write(io::Error),
-    /// The write succeeded and the sync failed: fail-stop.
-    Sync(io::Error),
 }
 
 thread_local! {
@@ -231,13 +190,9 @@ mod tests {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::FileExt;
 
-    fn ring_available() -> bool {
-        IoUring::new(RING_ENTRIES).is_ok()
-    }
-
     #[test]
     fn a_linked_write_and_sync_writes_the_bytes_at_the_offset() {
-        if !ring_available() {
+        if !io_uring_available() {
             println!("skipped: io_uring is not available here");
             return;
         }
@@ -251,7 +206,7 @@ mod tests {
 
     #[test]
     fn a_failed_write_is_reported_as_the_write_half() {
-        if !ring_available() {
+        if !io_uring_available() {
             println!("skipped: io_uring is not available here");
             return;
         }
@@ -259,6 +214,30 @@ mod tests {
         match write_and_sync(read_only.as_raw_fd(), b"x", 0) {
             Err(WriteSyncError::Write(error)) => assert!(error.raw_os_error().is_some()),
             other => panic!("expected a write failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn pwrite_is_always_available_and_auto_takes_io_uring_exactly_when_a_ring_can_be_created() {
+        assert_eq!(
+            IoBackendChoice::Pwrite.resolve().unwrap(),
+            IoBackend::Pwrite
+        );
+        let expected = if io_uring_available() {
+            IoBackend::IoUring
+        } else {
+            IoBackend::Pwrite
+        };
+        assert_eq!(IoBackendChoice::Auto.resolve().unwrap(), expected);
+        match IoBackendChoice::IoUring.resolve() {
+            Ok(backend) => assert_eq!(backend, IoBackend::IoUring),
+            Err(error) => {
+                assert!(!io_uring_available());
+                assert!(
+                    error.to_string().contains("io_uring was asked for"),
+                    "{error}"
+                );
+            }
         }
     }
 }

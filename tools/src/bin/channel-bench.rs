@@ -314,8 +314,13 @@ fn run_embedded(args: &Args, shared: &Arc<Shared>) -> Result<(), String> {
         .channel(&args.channel)
         .ok_or_else(|| format!("no channel {} in {}", args.channel, file.display()))?
         .clone();
-    let channel: Arc<dyn Channel> = millrace_ops::open_channel(&args.channel, channel_config)
-        .map_err(|error| error.to_string())?;
+    let channel: Arc<dyn Channel> = millrace_ops::open_channel(
+        &args.channel,
+        channel_config,
+        Arc::new(millrace_engine::storage::RealFs::auto()),
+    )
+    .map_err(|error| error.to_string())?
+    .channel;
     let mut threads = Vec::new();
     if args.mode != Mode::Take {
         for index in 0..args.producers {

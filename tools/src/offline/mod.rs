@@ -199,7 +199,7 @@ impl ChannelTarget {
         ChannelTarget {
             name: name.to_string(),
             config,
-            storage: Arc::new(RealFs),
+            storage: Arc::new(RealFs::auto()),
         }
     }
 }
