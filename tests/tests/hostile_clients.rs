@@ -885,9 +885,14 @@ fn a_silent_flood_under_a_1024_file_limit_cannot_fail_commits_checkpoints_or_hea
             thread::spawn(move || {
                 (0..SILENT_FLOOD_CONNECTIONS / SILENT_FLOOD_THREADS)
                     .filter_map(|_| {
+                        // Timed from before the connect: channeld's deadline starts at its
+                        // accept, which comes before connect returns here (a thread
+                        // preempted after the handshake would otherwise see the close
+                        // early by the time it lost).
+                        let connecting_at = Instant::now();
                         TcpStream::connect_timeout(&socket_address, FLOOD_CONNECT_TIMEOUT)
                             .ok()
-                            .map(|stream| (Instant::now(), stream))
+                            .map(|stream| (connecting_at, stream))
                     })
                     .collect::<Vec<_>>()
             })
