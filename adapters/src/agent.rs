@@ -18,7 +18,7 @@ use crate::delivery::SourceDeadLetter;
 use crate::plan::{client_options, ComponentPlan, SinkKindPlan, SinkPlan};
 use crate::pool::ServerPool;
 use crate::sink_runner::{DeadLetter, SinkGroupRunner, SinkRunner, SinkUnit};
-use crate::sinks::{ForwardSettings, ForwardSink, LoggerSink, RollingFileSink, Sink};
+use crate::sinks::{AvroSink, ForwardSettings, ForwardSink, LoggerSink, RollingFileSink, Sink};
 use crate::sources::ProcessorFactory;
 
 /// First wait before restarting a failed component.
@@ -106,6 +106,9 @@ fn build_sink(plan: &SinkPlan, server: &ServerAddress, counters: Arc<SinkCounter
                 options,
                 remote_channel: remote_channel.clone(),
             }))
+        }
+        SinkKindPlan::Avro(settings) => {
+            Sink::Avro(AvroSink::new(settings.clone(), Arc::clone(&counters)))
         }
     };
     let dead_letter = plan

@@ -71,6 +71,8 @@ pub enum SinkKindPlan {
         /// `connect-timeout`.
         connect_timeout: Duration,
     },
+    /// `avro`.
+    Avro(crate::sinks::AvroSinkSettings),
 }
 
 /// One sink, ready to build.
@@ -262,7 +264,7 @@ fn unsupported_type(
     }
 }
 
-const SUPPORTED_SOURCES: &str = "netcat, spooldir, exec, syslogtcp, syslogudp, http";
+const SUPPORTED_SOURCES: &str = "netcat, spooldir, exec, syslogtcp, syslogudp, http, avro";
 
 /// What [`plan_source`] reads besides the source's type-specific keys.
 struct PlannedSource {
@@ -343,12 +345,13 @@ fn plan_source(
     );
     let source_type = source.source_type.as_str();
     // Only sources serving many clients at once can use more than one connection.
-    let serves_many_clients = ["netcat", "syslogtcp", "http"]
+    let serves_many_clients = ["netcat", "syslogtcp", "http", "avro"]
         .iter()
         .any(|alias| source_type.eq_ignore_ascii_case(alias))
         || source_type.ends_with("NetcatSource")
         || source_type.ends_with("SyslogTcpSource")
-        || source_type.ends_with("HTTPSource");
+        || source_type.ends_with("HTTPSource")
+        || source_type.ends_with("AvroSource");
     let channeld_connections = if serves_many_clients {
         keys.count_or("channeldConnections", DEFAULT_CHANNELD_CONNECTIONS as u64)
     } else {
@@ -386,6 +389,8 @@ fn plan_source(
         "org.apache.flume.source.http.HTTPSource",
     ) {
         plan_http(&mut keys).map(SourceKind::Http)
+    } else if type_is(source_type, "avro", "org.apache.flume.source.AvroSource") {
+        crate::sources::avro::plan(&mut keys).map(SourceKind::Avro)
     } else {
         found.errors.push(unsupported_type(
             config,
@@ -430,7 +435,7 @@ fn batch_size_mut(kind: &mut SourceKind) -> Option<&mut usize> {
         SourceKind::SyslogTcp(settings) | SourceKind::SyslogUdp(settings) => {
             Some(&mut settings.batch_size)
         }
-        SourceKind::Netcat(_) | SourceKind::Http(_) => None,
+        SourceKind::Netcat(_) | SourceKind::Http(_) | SourceKind::Avro(_) => None,
     }
 }
 
@@ -604,7 +609,7 @@ fn plan_spooldir(keys: &mut ComponentSettings<'_>) -> Option<SpoolDirSettings> {
 }
 
 const SUPPORTED_SINKS: &str = "logger, null, file_roll, spooling_directory (or \
-     com.unrulymedia.flume.SpoolingDirectoryFileSink), forward";
+     com.unrulymedia.flume.SpoolingDirectoryFileSink), forward, avro";
 
 fn batch_size(value: u64) -> u32 {
     u32::try_from(value).unwrap_or(u32::MAX)
@@ -662,6 +667,9 @@ fn plan_sink(
             plan_rolling_file(&mut keys, true)
         } else if type_is(sink_type, "forward", "forward") {
             plan_forward(&mut keys, &sink.channel)
+        } else if type_is(sink_type, "avro", "org.apache.flume.sink.AvroSink") {
+            crate::sinks::avro::plan(&mut keys)
+                .map(|(batch, settings)| (batch, SinkKindPlan::Avro(settings)))
         } else {
             found.errors.push(unsupported_type(
                 config,
@@ -884,7 +892,11 @@ const TLS_REFUSAL: &str = "false (TLS is not supported here; put a TLS proxy in 
 /// and accepts its other TLS settings ([`FLUME_TLS_SETTINGS`] and `extra_settings`, where
 /// a trailing `.` names a prefix) with a warning: with TLS off, Flume does not read them
 /// either.
-fn refuse_tls(keys: &mut ComponentSettings<'_>, switches: &[&str], extra_settings: &[&str]) {
+pub(crate) fn refuse_tls(
+    keys: &mut ComponentSettings<'_>,
+    switches: &[&str],
+    extra_settings: &[&str],
+) {
     for switch in switches {
         keys.parsed_or(switch, (), |value| match values::boolean(value)? {
             false => Ok(()),

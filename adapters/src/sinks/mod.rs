@@ -5,6 +5,7 @@
 //! committed by a downstream channeld); the runner commits the take after it and rolls it
 //! back when it fails, so a failing sink never loses an event.
 
+pub mod avro;
 mod forward;
 mod logger;
 mod rolling_file;
@@ -14,6 +15,7 @@ use thiserror::Error;
 
 use crate::file_problem::FileProblem;
 
+pub use avro::{AvroSink, AvroSinkSettings};
 pub use forward::{ForwardSettings, ForwardSink};
 pub use logger::{format_flume_event, LoggerSink, DEFAULT_MAX_BYTES_TO_LOG};
 pub use rolling_file::{RollingFileSettings, RollingFileSink};
@@ -47,6 +49,15 @@ pub enum SinkError {
         #[source]
         source: Box<ClientError>,
     },
+    /// The downstream avro source did not accept the batch.
+    #[error("avro sink to {address}: {source}")]
+    Avro {
+        /// The downstream `hostname:port`.
+        address: String,
+        /// Why.
+        #[source]
+        source: Box<avro::AvroSinkError>,
+    },
     /// Writing to standard output failed.
     #[error("cannot write to standard output: {0}")]
     Stdout(#[source] std::io::Error),
@@ -63,13 +74,15 @@ pub enum Sink {
     RollingFile(RollingFileSink),
     /// `forward`: puts into a channel of another channeld.
     Forward(ForwardSink),
+    /// `avro`: Flume's Avro RPC to an avro source.
+    Avro(AvroSink),
 }
 
 impl Sink {
     /// Prepares the destination (directories, connections) before the first take.
     pub async fn start(&mut self) -> Result<(), SinkError> {
         match self {
-            Sink::Logger(_) | Sink::Null | Sink::Forward(_) => Ok(()),
+            Sink::Logger(_) | Sink::Null | Sink::Forward(_) | Sink::Avro(_) => Ok(()),
             Sink::RollingFile(sink) => sink.start(),
         }
     }
@@ -81,6 +94,7 @@ impl Sink {
             Sink::Null => Ok(()),
             Sink::RollingFile(sink) => sink.write(events),
             Sink::Forward(sink) => sink.write(events).await,
+            Sink::Avro(sink) => sink.write(events).await,
         }
     }
 
@@ -97,6 +111,10 @@ impl Sink {
         match self {
             Sink::RollingFile(sink) => sink.stop(),
             Sink::Forward(sink) => {
+                sink.close();
+                Ok(())
+            }
+            Sink::Avro(sink) => {
                 sink.close();
                 Ok(())
             }
