@@ -207,7 +207,8 @@ struct AvroConnection {
 pub struct AvroSink {
     settings: AvroSinkSettings,
     counters: Arc<SinkCounters>,
-    connection: Option<AvroConnection>,
+    /// Boxed: a connection's buffers and zlib state are large, and sinks live in an enum.
+    connection: Option<Box<AvroConnection>>,
     /// The server's protocol hash, learned by an earlier connection.
     server_hash: Md5Hash,
     request: Vec<u8>,
@@ -268,14 +269,14 @@ impl AvroSink {
         let (reader, writer) = stream.into_split();
         let outbound = Outbound::new(self.settings.compression)
             .map_err(|error| AvroSinkError::Protocol(error.to_string()))?;
-        self.connection = Some(AvroConnection {
+        self.connection = Some(Box::new(AvroConnection {
             reader,
             writer,
             inbound: Inbound::new(FrameLimits::default(), self.settings.compression),
             outbound,
             session: ClientSession::with_server_hash(CallLimits::default(), self.server_hash),
             opened: Instant::now(),
-        });
+        }));
         counters::increment(&self.counters.connections_created);
         info!(%address, "avro sink connected");
         Ok(())
