@@ -809,11 +809,11 @@ fn the_user_guides_two_agent_avro_flow_validates_and_survives_the_downstream_res
     );
 }
 
-#[test]
-fn a_failover_group_of_avro_sinks_switches_to_the_second_agent_while_the_first_is_down() {
-    let Some(python) = python() else { return };
-    let (foo_port, primary_port, backup_port) = (free_port(), free_port(), free_port());
-    let downstream = |name: &str, port: u16| {
+/// Agent `agent_foo` (an avro source, memory channel `c1`, avro sinks `k1` and `k2` in
+/// group `g1` with `processor` lines) and two downstream agents, `agent_one` and
+/// `agent_two`, each an avro source into memory channel `c1`.
+fn fan_out_config(foo_port: u16, one_port: u16, two_port: u16, processor: &str) -> String {
+    let agent = |name: &str, port: u16| {
         format!(
             "{name}.sources = in\n\
              {name}.channels = c1\n\
@@ -826,43 +826,46 @@ fn a_failover_group_of_avro_sinks_switches_to_the_second_agent_while_the_first_i
              {name}.channels.c1.transactionCapacity = 1000\n"
         )
     };
-    let config = format!(
-        "agent_foo.sources = in\n\
-         agent_foo.sinks = k1 k2\n\
-         agent_foo.channels = c1\n\
-         agent_foo.sources.in.type = avro\n\
-         agent_foo.sources.in.bind = 127.0.0.1\n\
-         agent_foo.sources.in.port = {foo_port}\n\
-         agent_foo.sources.in.channels = c1\n\
-         agent_foo.channels.c1.type = memory\n\
-         agent_foo.channels.c1.capacity = 100000\n\
-         agent_foo.channels.c1.transactionCapacity = 1000\n\
-         agent_foo.sinks.k1.type = avro\n\
-         agent_foo.sinks.k1.channel = c1\n\
-         agent_foo.sinks.k1.hostname = 127.0.0.1\n\
-         agent_foo.sinks.k1.port = {primary_port}\n\
-         agent_foo.sinks.k2.type = avro\n\
-         agent_foo.sinks.k2.channel = c1\n\
-         agent_foo.sinks.k2.hostname = 127.0.0.1\n\
-         agent_foo.sinks.k2.port = {backup_port}\n\
-         agent_foo.sinks.k2.connect-timeout = 2000\n\
-         agent_foo.sinkgroups = g1\n\
-         agent_foo.sinkgroups.g1.sinks = k1 k2\n\
-         agent_foo.sinkgroups.g1.processor.type = failover\n\
-         agent_foo.sinkgroups.g1.processor.priority.k1 = 10\n\
-         agent_foo.sinkgroups.g1.processor.priority.k2 = 5\n\
-         agent_foo.sinkgroups.g1.processor.maxpenalty = 1000\n\
-         {}{}",
-        downstream("agent_primary", primary_port),
-        downstream("agent_backup", backup_port)
-    );
-    let mut primary =
-        Server::start(ServerSetup::with_config(config.clone()).agent("agent_primary"));
-    let backup = Server::start(ServerSetup::with_config(config.clone()).agent("agent_backup"));
+    let mut config = agent("agent_foo", foo_port);
+    config.push_str("agent_foo.sinks = k1 k2\nagent_foo.sinkgroups = g1\nagent_foo.sinkgroups.g1.sinks = k1 k2\n");
+    for (sink, port) in [("k1", one_port), ("k2", two_port)] {
+        config.push_str(&format!(
+            "agent_foo.sinks.{sink}.type = avro\n\
+             agent_foo.sinks.{sink}.channel = c1\n\
+             agent_foo.sinks.{sink}.hostname = 127.0.0.1\n\
+             agent_foo.sinks.{sink}.port = {port}\n\
+             agent_foo.sinks.{sink}.connect-timeout = 2000\n"
+        ));
+    }
+    for line in processor.lines().filter(|line| !line.trim().is_empty()) {
+        config.push_str(&format!(
+            "agent_foo.sinkgroups.g1.processor.{}\n",
+            line.trim()
+        ));
+    }
+    config.push_str(&agent("agent_one", one_port));
+    config.push_str(&agent("agent_two", two_port));
+    config
+}
+
+/// Starts the three agents of [`fan_out_config`]: (foo, one, two, foo's port).
+fn start_fan_out(processor: &str) -> (Server, Server, Server, u16) {
+    let (foo_port, one_port, two_port) = (free_port(), free_port(), free_port());
+    let config = fan_out_config(foo_port, one_port, two_port, processor);
+    let one = Server::start(ServerSetup::with_config(config.clone()).agent("agent_one"));
+    let two = Server::start(ServerSetup::with_config(config.clone()).agent("agent_two"));
     let foo = Server::start(ServerSetup::with_config(config).agent("agent_foo"));
-    for port in [foo_port, primary_port, backup_port] {
+    for port in [foo_port, one_port, two_port] {
         wait_for_port(port);
     }
+    (foo, one, two, foo_port)
+}
+
+#[test]
+fn a_failover_group_of_avro_sinks_switches_to_the_second_agent_while_the_first_is_down() {
+    let Some(python) = python() else { return };
+    let (foo, mut primary, backup, foo_port) =
+        start_fan_out("type = failover\npriority.k1 = 10\npriority.k2 = 5\nmaxpenalty = 1000");
     let first = numbered_events("first", 200);
     assert_eq!(
         statuses(&run_client(python, foo_port, &[batch_call(&first)], &[])),
@@ -883,6 +886,41 @@ fn a_failover_group_of_avro_sinks_switches_to_the_second_agent_while_the_first_i
     assert!(switched, "the backup took over:\n{}", foo.stderr());
     assert!(wait_until(FLOW_TIMEOUT, || foo.metrics_channel_size("c1") == 0));
     assert_all_arrived(&drained_json(&backup, "c1"), &second);
+}
+
+#[test]
+fn a_load_balanced_pair_of_avro_sinks_loses_nothing_when_one_agent_is_killed_and_restarted() {
+    let Some(python) = python() else { return };
+    let (foo, mut one, two, foo_port) =
+        start_fan_out("type = load_balance\nselector = round_robin\nbackoff = true");
+    let first = numbered_events("first", 1000);
+    let calls: Vec<Value> = first.chunks(100).map(batch_call).collect();
+    assert_eq!(
+        statuses(&run_client(python, foo_port, &calls, &[])),
+        ["OK"; 10]
+    );
+    let spread = wait_until(FLOW_TIMEOUT, || {
+        one.metrics_channel_size("c1") + two.metrics_channel_size("c1") >= 1000
+    });
+    assert!(spread, "events crossed:\n{}", foo.stderr());
+    assert!(one.metrics_channel_size("c1") > 0 && two.metrics_channel_size("c1") > 0);
+    let mut delivered = drained_json(&one, "c1");
+
+    one.kill_9();
+    let second = numbered_events("second", 1000);
+    let calls: Vec<Value> = second.chunks(100).map(batch_call).collect();
+    assert_eq!(
+        statuses(&run_client(python, foo_port, &calls, &[])),
+        ["OK"; 10]
+    );
+    one.restart_on_the_same_addresses();
+    let settled = wait_until(FLOW_TIMEOUT, || foo.metrics_channel_size("c1") == 0);
+    assert!(settled, "the upstream drained:\n{}", foo.stderr());
+    delivered.extend(drained_json(&one, "c1"));
+    delivered.extend(drained_json(&two, "c1"));
+    let mut expected = first;
+    expected.extend(second);
+    assert_all_arrived(&delivered, &expected);
 }
 
 #[test]
