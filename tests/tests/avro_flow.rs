@@ -768,19 +768,19 @@ fn the_user_guides_two_agent_avro_flow_validates_and_survives_the_downstream_res
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    let mut bar = Server::start(ServerSetup::with_config(config.clone()).agent("agent_bar"));
-    let foo = Server::start(ServerSetup::with_config(config).agent("agent_foo"));
+    let mut downstream = Server::start(ServerSetup::with_config(config.clone()).agent("agent_bar"));
+    let upstream = Server::start(ServerSetup::with_config(config).agent("agent_foo"));
     wait_for_port(foo_port);
     wait_for_port(bar_port);
     let first = numbered_events("first", 500);
     let report = run_client(python, foo_port, &[batch_call(&first)], &[]);
     assert_eq!(statuses(&report), ["OK"]);
     let crossed = wait_until(FLOW_TIMEOUT, || {
-        bar.metrics_channel_size("file-channel") == first.len() as u64
+        downstream.metrics_channel_size("file-channel") == first.len() as u64
     });
-    assert!(crossed, "events crossed:\n{}", foo.stderr());
+    assert!(crossed, "events crossed:\n{}", upstream.stderr());
 
-    bar.kill_9();
+    downstream.kill_9();
     let second = numbered_events("second", 500);
     let report = run_client(python, foo_port, &[batch_call(&second)], &[]);
     assert_eq!(
@@ -788,19 +788,19 @@ fn the_user_guides_two_agent_avro_flow_validates_and_survives_the_downstream_res
         ["OK"],
         "the upstream keeps taking events"
     );
-    bar.restart_on_the_same_addresses();
+    downstream.restart_on_the_same_addresses();
     let mut expected = first.clone();
     expected.extend(second.iter().cloned());
     let crossed = wait_until(FLOW_TIMEOUT, || {
-        foo.metrics_channel_size("file-channel") == 0
-            && bar.metrics_channel_size("file-channel") >= expected.len() as u64
+        upstream.metrics_channel_size("file-channel") == 0
+            && downstream.metrics_channel_size("file-channel") >= expected.len() as u64
     });
     assert!(
         crossed,
         "the held events crossed after the restart:\n{}",
-        foo.stderr()
+        upstream.stderr()
     );
-    let delivered = drained_json(&bar, "file-channel");
+    let delivered = drained_json(&downstream, "file-channel");
     assert_all_arrived(&delivered, &expected);
     assert_eq!(
         delivered[..first.len()],
@@ -848,23 +848,23 @@ fn fan_out_config(foo_port: u16, one_port: u16, two_port: u16, processor: &str) 
     config
 }
 
-/// Starts the three agents of [`fan_out_config`]: (foo, one, two, foo's port).
+/// Starts the three agents of [`fan_out_config`]: (upstream, one, two, upstream's port).
 fn start_fan_out(processor: &str) -> (Server, Server, Server, u16) {
     let (foo_port, one_port, two_port) = (free_port(), free_port(), free_port());
     let config = fan_out_config(foo_port, one_port, two_port, processor);
     let one = Server::start(ServerSetup::with_config(config.clone()).agent("agent_one"));
     let two = Server::start(ServerSetup::with_config(config.clone()).agent("agent_two"));
-    let foo = Server::start(ServerSetup::with_config(config).agent("agent_foo"));
+    let upstream = Server::start(ServerSetup::with_config(config).agent("agent_foo"));
     for port in [foo_port, one_port, two_port] {
         wait_for_port(port);
     }
-    (foo, one, two, foo_port)
+    (upstream, one, two, foo_port)
 }
 
 #[test]
 fn a_failover_group_of_avro_sinks_switches_to_the_second_agent_while_the_first_is_down() {
     let Some(python) = python() else { return };
-    let (foo, mut primary, backup, foo_port) =
+    let (upstream, mut primary, backup, foo_port) =
         start_fan_out("type = failover\npriority.k1 = 10\npriority.k2 = 5\nmaxpenalty = 1000");
     let first = numbered_events("first", 200);
     assert_eq!(
@@ -883,15 +883,17 @@ fn a_failover_group_of_avro_sinks_switches_to_the_second_agent_while_the_first_i
         ["OK"]
     );
     let switched = wait_until(FLOW_TIMEOUT, || backup.metrics_channel_size("c1") >= 200);
-    assert!(switched, "the backup took over:\n{}", foo.stderr());
-    assert!(wait_until(FLOW_TIMEOUT, || foo.metrics_channel_size("c1") == 0));
+    assert!(switched, "the backup took over:\n{}", upstream.stderr());
+    assert!(wait_until(FLOW_TIMEOUT, || upstream
+        .metrics_channel_size("c1")
+        == 0));
     assert_all_arrived(&drained_json(&backup, "c1"), &second);
 }
 
 #[test]
 fn a_load_balanced_pair_of_avro_sinks_loses_nothing_when_one_agent_is_killed_and_restarted() {
     let Some(python) = python() else { return };
-    let (foo, mut one, two, foo_port) =
+    let (upstream, mut one, two, foo_port) =
         start_fan_out("type = load_balance\nselector = round_robin\nbackoff = true");
     let first = numbered_events("first", 1000);
     let calls: Vec<Value> = first.chunks(100).map(batch_call).collect();
@@ -902,7 +904,7 @@ fn a_load_balanced_pair_of_avro_sinks_loses_nothing_when_one_agent_is_killed_and
     let spread = wait_until(FLOW_TIMEOUT, || {
         one.metrics_channel_size("c1") + two.metrics_channel_size("c1") >= 1000
     });
-    assert!(spread, "events crossed:\n{}", foo.stderr());
+    assert!(spread, "events crossed:\n{}", upstream.stderr());
     assert!(one.metrics_channel_size("c1") > 0 && two.metrics_channel_size("c1") > 0);
     let mut delivered = drained_json(&one, "c1");
 
@@ -914,8 +916,8 @@ fn a_load_balanced_pair_of_avro_sinks_loses_nothing_when_one_agent_is_killed_and
         ["OK"; 10]
     );
     one.restart_on_the_same_addresses();
-    let settled = wait_until(FLOW_TIMEOUT, || foo.metrics_channel_size("c1") == 0);
-    assert!(settled, "the upstream drained:\n{}", foo.stderr());
+    let settled = wait_until(FLOW_TIMEOUT, || upstream.metrics_channel_size("c1") == 0);
+    assert!(settled, "the upstream drained:\n{}", upstream.stderr());
     delivered.extend(drained_json(&one, "c1"));
     delivered.extend(drained_json(&two, "c1"));
     let mut expected = first;
