@@ -18,7 +18,7 @@ use crate::delivery::SourceDeadLetter;
 use crate::plan::{client_options, ComponentPlan, SinkPlan};
 use crate::pool::ServerPool;
 use crate::sink_runner::{DeadLetter, SinkGroupRunner, SinkRunner, SinkUnit};
-use crate::sinks::{ForwardSettings, ForwardSink, RollingFileSink, Sink, SinkKindPlan};
+use crate::sinks::{AvroSink, ForwardSettings, ForwardSink, RollingFileSink, Sink, SinkKindPlan};
 use crate::sources::ProcessorFactory;
 
 /// First wait before restarting a failed component.
@@ -100,6 +100,9 @@ fn build_sink(plan: &SinkPlan, server: &ServerAddress, counters: Arc<SinkCounter
                 options,
                 remote_channel: target.remote_channel.clone(),
             }))
+        }
+        SinkKindPlan::Avro(settings) => {
+            Sink::Avro(AvroSink::new(settings.clone(), Arc::clone(&counters)))
         }
     };
     let dead_letter = plan

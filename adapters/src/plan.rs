@@ -221,7 +221,7 @@ fn unsupported_type(
     }
 }
 
-const SUPPORTED_SOURCES: &str = "netcat, spooldir, exec, syslogtcp, syslogudp, http";
+const SUPPORTED_SOURCES: &str = "netcat, spooldir, exec, syslogtcp, syslogudp, http, avro";
 
 /// What [`plan_source`] reads besides the source's type-specific keys.
 struct PlannedSource {
@@ -292,12 +292,13 @@ fn plan_source(
     );
     let source_type = source.source_type.as_str();
     // Only sources serving many clients at once can use more than one connection.
-    let serves_many_clients = ["netcat", "syslogtcp", "http"]
+    let serves_many_clients = ["netcat", "syslogtcp", "http", "avro"]
         .iter()
         .any(|alias| source_type.eq_ignore_ascii_case(alias))
         || source_type.ends_with("NetcatSource")
         || source_type.ends_with("SyslogTcpSource")
-        || source_type.ends_with("HTTPSource");
+        || source_type.ends_with("HTTPSource")
+        || source_type.ends_with("AvroSource");
     let channeld_connections = if serves_many_clients {
         keys.count_or("channeldConnections", DEFAULT_CHANNELD_CONNECTIONS as u64)
     } else {
@@ -335,6 +336,8 @@ fn plan_source(
         "org.apache.flume.source.http.HTTPSource",
     ) {
         HttpSettings::read(&mut keys).map(SourceKind::Http)
+    } else if type_is(source_type, "avro", "org.apache.flume.source.AvroSource") {
+        crate::sources::avro::plan(&mut keys).map(SourceKind::Avro)
     } else {
         found.errors.push(unsupported_type(
             config,
@@ -376,7 +379,7 @@ fn batch_size_mut(kind: &mut SourceKind) -> Option<&mut usize> {
         SourceKind::SyslogTcp(settings) | SourceKind::SyslogUdp(settings) => {
             Some(&mut settings.batch_size)
         }
-        SourceKind::Netcat(_) | SourceKind::Http(_) => None,
+        SourceKind::Netcat(_) | SourceKind::Http(_) | SourceKind::Avro(_) => None,
     }
 }
 
@@ -434,7 +437,7 @@ fn fit_batch_to_channels(
 }
 
 const SUPPORTED_SINKS: &str = "logger, null, file_roll, spooling_directory (or \
-     com.unrulymedia.flume.SpoolingDirectoryFileSink), forward";
+     com.unrulymedia.flume.SpoolingDirectoryFileSink), forward, avro";
 
 fn batch_size(value: u64) -> u32 {
     u32::try_from(value).unwrap_or(u32::MAX)
@@ -473,6 +476,9 @@ fn plan_sink(
         } else if type_is(sink_type, "forward", "forward") {
             ForwardTarget::read(&mut keys, &sink.channel)
                 .map(|(batch_size, target)| (batch_size, SinkKindPlan::Forward(target)))
+        } else if type_is(sink_type, "avro", "org.apache.flume.sink.AvroSink") {
+            crate::sinks::avro::plan(&mut keys)
+                .map(|(batch, settings)| (batch, SinkKindPlan::Avro(settings)))
         } else {
             found.errors.push(unsupported_type(
                 config,

@@ -34,7 +34,9 @@ fn planned_batch_sizes(checked: &CheckedAgent) -> Vec<(String, usize)> {
                     SourceKind::SyslogTcp(settings) | SourceKind::SyslogUdp(settings) => {
                         settings.batch_size
                     }
-                    SourceKind::Netcat(_) | SourceKind::Http(_) => return None,
+                    SourceKind::Netcat(_) | SourceKind::Http(_) | SourceKind::Avro(_) => {
+                        return None
+                    }
                 };
                 Some((source.name.clone(), batch_size))
             }

@@ -20,7 +20,12 @@ else, so that the bytes are Python avro's:
 * `StatefulResponder`: a Responder that expects a handshake only until it answered BOTH
   or CLIENT, records every call, and answers from a list (OK, FAILED, ERROR:text).
 * `serve_stream` (one connection over two streams) and `serve_tcp` (a threaded TCP
-  server, one StatefulResponder per connection).
+  server, one StatefulResponder per connection; the answers list is walked across all
+  connections, so a sender's retry on a new connection gets the next answer, and the
+  report is rewritten after every call so a test can read it while the server runs).
+* Answers besides OK, FAILED and ERROR:text, for the sink's failure tests: STALL (record
+  the call, never answer it) and DIE (record the call, then exit the whole process
+  without answering, as a killed Flume agent would).
 
 Command line (frames on stdin/stdout, a JSON report written to --report at the end):
 
@@ -28,8 +33,8 @@ Command line (frames on stdin/stdout, a JSON report written to --report at the e
   avro_peer.py decode-datums < datums.json       # JSON list of events on stdout
   avro_peer.py client --calls calls.json --report out.json [--protocol NAME] [--deflate]
                       [--connect HOST:PORT]
-  avro_peer.py server --report out.json [--answers OK,FAILED,...] [--deflate]
-                      [--listen HOST:PORT] [--max-connections N]
+  avro_peer.py server --report out.json [--answers OK,FAILED,STALL,DIE,...] [--deflate]
+                      [--listen HOST:PORT [--calls-report calls.json]]
   avro_peer.py selftest                          # client and server over a socket pair
 
 An event in JSON is {"headers": {"key": "value", ...}, "body": "<hex>"}; a call is
@@ -43,7 +48,9 @@ import socket
 import socketserver
 import struct
 import sys
+import os
 import threading
+import time
 import zlib
 
 import avro.errors
@@ -105,6 +112,8 @@ FRAME_HEAD = struct.Struct(">ii")
 JAVA_BUFFER_BYTES = 8192
 # Refuse frames claiming more than this (a test peer, not a production server).
 MAX_FRAME_BYTES = 64 * 1024 * 1024
+# How long a STALL answer holds a call: longer than any test waits.
+STALL_SECONDS = 3600
 
 
 def read_exact(reader, size):
@@ -260,12 +269,14 @@ class StatefulResponder(avro.ipc.Responder):
     or CLIENT. Records `calls` and `handshake_matches`; answers each call with the next
     entry of `answers` (OK, FAILED or ERROR:text; the last one repeats)."""
 
-    def __init__(self, local_protocol=FLUME_PROTOCOL, answers=("OK",)):
+    def __init__(self, local_protocol=FLUME_PROTOCOL, answers=("OK",), shared=None):
         super().__init__(local_protocol)
         self.remote_protocol = None
         self.answers = list(answers) or ["OK"]
         self.calls = []
         self.handshake_matches = []
+        # A SharedAnswers when several connections walk one answer list.
+        self.shared = shared
 
     def process_handshake(self, decoder, encoder):
         if self.remote_protocol is not None:
@@ -281,11 +292,42 @@ class StatefulResponder(avro.ipc.Responder):
             events = [request["event"]]
         else:
             events = list(request["events"])
-        self.calls.append({"message": local_message.name, "events": [event_to_json(e) for e in events]})
-        answer = self.answers[min(len(self.calls) - 1, len(self.answers) - 1)]
+        call = {"message": local_message.name, "events": [event_to_json(e) for e in events]}
+        self.calls.append(call)
+        if self.shared is not None:
+            answer = self.shared.next_answer(call)
+        else:
+            answer = self.answers[min(len(self.calls) - 1, len(self.answers) - 1)]
+            call["answer"] = answer
+        if answer == "STALL":
+            time.sleep(STALL_SECONDS)
+        if answer == "DIE":
+            os._exit(3)
         if answer.startswith("ERROR:"):
             raise avro.errors.AvroRemoteException(answer[len("ERROR:") :])
         return answer
+
+
+class SharedAnswers:
+    """One answer list walked by every connection of a server (the last answer repeats),
+    and the report of every call, rewritten (atomically) after each one."""
+
+    def __init__(self, answers, report_path):
+        self.answers = list(answers) or ["OK"]
+        self.report_path = report_path
+        self.lock = threading.Lock()
+        self.calls = []
+
+    def next_answer(self, call):
+        with self.lock:
+            answer = self.answers[min(len(self.calls), len(self.answers) - 1)]
+            call["answer"] = answer
+            self.calls.append(call)
+            if self.report_path is not None:
+                temporary = f"{self.report_path}.tmp"
+                write_report(temporary, {"calls": self.calls})
+                os.replace(temporary, self.report_path)
+            return answer
 
 
 def serve_stream(responder, reader, writer, deflate=False):
@@ -299,15 +341,17 @@ def serve_stream(responder, reader, writer, deflate=False):
         write_frame(writer, serial, responder.respond(request))
 
 
-def serve_tcp(host, port, answers=("OK",), deflate=False, on_connection=None):
-    """A threaded TCP server, one StatefulResponder per connection; returns the server
-    (call serve_forever, and shutdown to stop). `on_connection(responder)` is called
-    for each new connection, for the test to collect what it received."""
+def serve_tcp(host, port, answers=("OK",), deflate=False, on_connection=None, report_path=None):
+    """A threaded TCP server, one StatefulResponder per connection, all walking one
+    answer list; returns the server (call serve_forever, and shutdown to stop).
+    `on_connection(responder)` is called for each new connection, for the test to
+    collect what it received; every call is also written to `report_path` at once."""
+    shared = SharedAnswers(answers, report_path)
 
     class Handler(socketserver.StreamRequestHandler):
         def handle(self):
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            responder = StatefulResponder(FLUME_PROTOCOL, answers)
+            responder = StatefulResponder(FLUME_PROTOCOL, answers, shared)
             if on_connection is not None:
                 on_connection(responder)
             try:
@@ -402,7 +446,8 @@ def command_server(args):
     answers = args.answers.split(",")
     if args.listen:
         responders = []
-        server = serve_tcp(*host_port(args.listen), answers, args.deflate, responders.append)
+        calls_report = args.calls_report
+        server = serve_tcp(*host_port(args.listen), answers, args.deflate, responders.append, calls_report)
         print(f"listening {server.server_address[0]}:{server.server_address[1]}", flush=True)
         try:
             server.serve_forever()
@@ -466,6 +511,7 @@ def main():
     server.add_argument("--answers", default="OK")
     server.add_argument("--deflate", action="store_true")
     server.add_argument("--listen")
+    server.add_argument("--calls-report", help="with --listen: every call and its answer, rewritten after each call")
     commands.add_parser("selftest")
     args = parser.parse_args()
     if args.command == "encode-datums":

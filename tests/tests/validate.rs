@@ -180,7 +180,7 @@ fn unsupported_types_are_reported_on_their_type_lines() {
          a1.sinkgroups = g1\n\
          a1.channels.c1.type = memory\n\
          a1.sources.r1.channels = c1\n\
-         a1.sources.r1.type = avro\n\
+         a1.sources.r1.type = thrift\n\
          a1.sources.r1.selector.type = org.example.MySelector\n\
          a1.sinks.k1.channel = c1\n\
          a1.sinks.k1.type = hdfs\n\
@@ -193,7 +193,7 @@ fn unsupported_types_are_reported_on_their_type_lines() {
     assert_one_line(
         &errors,
         "agent.conf:7: a1.sources.r1.type:",
-        &["one of the sources Millrace runs", "\"avro\""],
+        &["one of the sources Millrace runs", "\"thrift\""],
     );
     assert_one_line(
         &errors,

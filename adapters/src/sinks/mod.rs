@@ -5,6 +5,7 @@
 //! committed by a downstream channeld); the runner commits the take after it and rolls it
 //! back when it fails, so a failing sink never loses an event.
 
+pub mod avro;
 mod forward;
 mod logger;
 mod rolling_file;
@@ -15,6 +16,7 @@ use thiserror::Error;
 
 use crate::file_problem::FileProblem;
 
+pub use avro::{AvroSink, AvroSinkSettings};
 pub use forward::{ForwardSettings, ForwardSink, ForwardTarget};
 pub use logger::{format_flume_event, LoggerSink, DEFAULT_MAX_BYTES_TO_LOG};
 pub use rolling_file::{
@@ -36,6 +38,8 @@ pub enum SinkKindPlan {
     RollingFile(RollingFileSettings),
     /// `forward`.
     Forward(ForwardTarget),
+    /// `avro`.
+    Avro(AvroSinkSettings),
 }
 
 /// Reads a null sink's keys (Flume's `NullSink`): its batch size.
@@ -82,6 +86,15 @@ pub enum SinkError {
         #[source]
         source: Box<ClientError>,
     },
+    /// The downstream avro source did not accept the batch.
+    #[error("avro sink to {address}: {source}")]
+    Avro {
+        /// The downstream `hostname:port`.
+        address: String,
+        /// Why.
+        #[source]
+        source: Box<avro::AvroSinkError>,
+    },
     /// Writing to standard output failed.
     #[error("cannot write to standard output: {0}")]
     Stdout(#[source] std::io::Error),
@@ -98,13 +111,15 @@ pub enum Sink {
     RollingFile(RollingFileSink),
     /// `forward`: puts into a channel of another channeld.
     Forward(ForwardSink),
+    /// `avro`: Flume's Avro RPC to an avro source.
+    Avro(AvroSink),
 }
 
 impl Sink {
     /// Prepares the destination (directories, connections) before the first take.
     pub async fn start(&mut self) -> Result<(), SinkError> {
         match self {
-            Sink::Logger(_) | Sink::Null | Sink::Forward(_) => Ok(()),
+            Sink::Logger(_) | Sink::Null | Sink::Forward(_) | Sink::Avro(_) => Ok(()),
             Sink::RollingFile(sink) => sink.start(),
         }
     }
@@ -116,6 +131,7 @@ impl Sink {
             Sink::Null => Ok(()),
             Sink::RollingFile(sink) => sink.write(events),
             Sink::Forward(sink) => sink.write(events).await,
+            Sink::Avro(sink) => sink.write(events).await,
         }
     }
 
@@ -132,6 +148,10 @@ impl Sink {
         match self {
             Sink::RollingFile(sink) => sink.stop(),
             Sink::Forward(sink) => {
+                sink.close();
+                Ok(())
+            }
+            Sink::Avro(sink) => {
                 sink.close();
                 Ok(())
             }

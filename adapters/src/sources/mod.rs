@@ -3,6 +3,7 @@
 //! Every source hands its events to a [`ChannelProcessor`] and only acknowledges its
 //! input (an `OK` line, a renamed file, an HTTP 200) once the puts are committed.
 
+pub mod avro;
 pub mod exec;
 pub mod http;
 pub mod netcat;
@@ -32,6 +33,7 @@ use crate::file_problem::FileProblem;
 use crate::interceptors::Interceptor;
 use crate::pool::{ServerPool, DEFAULT_CHANNELD_CONNECTIONS};
 
+pub use avro::AvroSourceSettings;
 pub use exec::ExecSettings;
 pub use http::HttpSettings;
 pub use netcat::NetcatSettings;
@@ -182,6 +184,8 @@ pub enum SourceKind {
     SyslogUdp(SyslogSettings),
     /// `http`.
     Http(HttpSettings),
+    /// `avro`.
+    Avro(AvroSourceSettings),
 }
 
 impl SourceKind {
@@ -208,6 +212,7 @@ impl SourceKind {
                 syslog::udp::run(settings, processors, counters, stop).await
             }
             SourceKind::Http(settings) => http::run(settings, processors, counters, stop).await,
+            SourceKind::Avro(settings) => avro::run(settings, processors, counters, stop).await,
         };
         pool.close_all_idle();
         outcome
