@@ -34,9 +34,9 @@ use tracing::{debug, info, warn};
 use super::SinkError;
 use crate::counters::{self, SinkCounters};
 use crate::sinks::DEFAULT_BATCH_SIZE as DEFAULT_SINK_BATCH_SIZE;
-use millrace_config::ComponentSettings;
 use crate::sources::avro::plan_compression_type;
 use crate::sources::host_port;
+use millrace_config::ComponentSettings;
 
 /// Flume's default `connect-timeout` and `request-timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(20_000);
