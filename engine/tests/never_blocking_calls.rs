@@ -280,10 +280,18 @@ fn evict_from_page_cache(dir: &Path) -> bool {
         let mut byte = [0u8; 1];
         let slices = &mut [std::io::IoSliceMut::new(&mut byte)];
         let nowait = rustix::io::ReadWriteFlags::NOWAIT;
-        evicted_any |= matches!(
+        let evicted = matches!(
             rustix::io::preadv2(file.as_fd(), slices, 0, nowait),
             Err(rustix::io::Errno::AGAIN)
         );
+        if evicted {
+            // The probe's miss starts a readahead, which would bring the file back into
+            // the page cache behind our back. Read the file through (waiting for that
+            // readahead to land) and drop it again: pages that are clean and idle go.
+            std::fs::read(&path).unwrap();
+            let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
+        }
+        evicted_any |= evicted;
     }
     evicted_any
 }
