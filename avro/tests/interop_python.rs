@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
@@ -22,7 +22,6 @@ use millrace_avro::{
     Inbound, Message, NettyFrame, Outbound, RequestProblem, ServerSession, ServerStep, Status,
     KNOWN_COMPATIBLE_PROTOCOLS,
 };
-use millrace_prerequisites::{skip, Missing};
 use serde_json::{json, Value};
 
 /// A Python peer that has not finished by then is killed and the test fails.
@@ -32,35 +31,9 @@ fn repository_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The venv's python, made once per test binary; `None` (after one printed line) when it
-/// cannot be made and CI is not set.
+/// The interop venv's python (see `millrace_prerequisites::avro_python`).
 fn python() -> Option<&'static Path> {
-    static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let found = PYTHON.get_or_init(|| {
-        let script = repository_root().join("tests/scripts/interop-venv.sh");
-        let output = Command::new("bash")
-            .arg(&script)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|error| format!("cannot run {}: {error}", script.display()))?;
-        if !output.status.success() {
-            return Err(String::from_utf8_lossy(&output.stderr).trim().to_string());
-        }
-        Ok(PathBuf::from(
-            String::from_utf8_lossy(&output.stdout).trim(),
-        ))
-    });
-    match found {
-        Ok(path) => Some(path),
-        Err(problem) => {
-            skip(&Missing::new(
-                format!("Apache Avro's Python package in a venv ({problem})"),
-                "run tests/scripts/interop-venv.sh, which needs python3 with venv (apt-get \
-                 install python3-venv) and PyPI; .ci/run does it",
-            ));
-            None
-        }
-    }
+    millrace_prerequisites::avro_python(&repository_root())
 }
 
 fn peer_script() -> PathBuf {

@@ -35,6 +35,8 @@
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
 /// The environment variable CI sets, and its value there.
 const CI_VARIABLE: &str = "CI";
@@ -135,6 +137,40 @@ fn is_executable_file(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|metadata| {
         metadata.is_file() && metadata.permissions().mode() & ANY_EXECUTE_BITS != 0
     })
+}
+
+/// The interop venv's `python` (Apache Avro's Python package, pinned by
+/// `tests/scripts/interop-venv.sh`, which makes the venv under the build directory once
+/// and prints the interpreter's path). `repository_root` is where that script lives under.
+/// Made once per test binary; when it cannot be made, a [`skip`] and `None` (with `CI=true`
+/// a panic).
+pub fn avro_python(repository_root: &Path) -> Option<&'static Path> {
+    static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let found = PYTHON.get_or_init(|| {
+        let script = repository_root.join("tests/scripts/interop-venv.sh");
+        let output = Command::new("bash")
+            .arg(&script)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|error| format!("cannot run {}: {error}", script.display()))?;
+        if !output.status.success() {
+            return Err(String::from_utf8_lossy(&output.stderr).trim().to_string());
+        }
+        Ok(PathBuf::from(
+            String::from_utf8_lossy(&output.stdout).trim(),
+        ))
+    });
+    match found {
+        Ok(path) => Some(path),
+        Err(problem) => {
+            skip(&Missing::new(
+                format!("Apache Avro's Python package in a venv ({problem})"),
+                "run tests/scripts/interop-venv.sh, which needs python3 with venv (apt-get \
+                 install python3-venv) and PyPI; .ci/run does it",
+            ));
+            None
+        }
+    }
 }
 
 #[cfg(test)]

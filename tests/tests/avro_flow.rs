@@ -12,7 +12,6 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use millrace_client::Event;
@@ -28,37 +27,9 @@ fn repository_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The interop venv's python; `None` (after one printed line) when it cannot be made
-/// and CI is not set.
+/// The interop venv's python (see `millrace_prerequisites::avro_python`).
 fn python() -> Option<&'static Path> {
-    static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let found = PYTHON.get_or_init(|| {
-        let script = repository_root().join("tests/scripts/interop-venv.sh");
-        let output = Command::new("bash")
-            .arg(&script)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|error| format!("cannot run {}: {error}", script.display()))?;
-        if !output.status.success() {
-            return Err(String::from_utf8_lossy(&output.stderr).trim().to_string());
-        }
-        Ok(PathBuf::from(
-            String::from_utf8_lossy(&output.stdout).trim(),
-        ))
-    });
-    match found {
-        Ok(path) => Some(path),
-        Err(problem) => {
-            let message = format!(
-                "skipped: needs Apache Avro's Python package in a venv: run \
-                 tests/scripts/interop-venv.sh (python3 with venv, apt-get install python3-venv, \
-                 and PyPI): {problem}"
-            );
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
-            println!("{message}");
-            None
-        }
-    }
+    millrace_prerequisites::avro_python(&repository_root())
 }
 
 fn peer_script() -> PathBuf {
