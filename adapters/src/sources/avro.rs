@@ -14,6 +14,12 @@
 //! | `OK` | every event committed on every required channel (durable for a file channel), or every event dropped by an interceptor |
 //! | `FAILED` | a required channel refused or could not be reached (full, unhealthy, more events than its `transactionCapacity`, an event too large): nothing of the call is committed on that channel, and the sender retries |
 //!
+//! Flume's clients wait for each answer before the next call. A client that pipelines
+//! (Avro IPC allows several serials in flight once the handshake is answered) gets up to
+//! `maxCallsInFlight` calls of its connection delivered at once, each answered by serial
+//! as soon as its commit is done: calls in flight together may commit in any order, and
+//! a client that needs its calls in order waits for each answer, as Flume's do.
+//!
 //! As in Flume, with several required channels the channels are committed one after
 //! another, so a `FAILED` after the first one committed makes the retry duplicate the
 //! events on it. A batch larger than a channel's `transactionCapacity` is answered
@@ -27,7 +33,10 @@
 //! - A connection that sends nothing for `idleTimeout` is closed.
 //! - Every length a peer claims is checked against `maxFrameBytes` (and the codec's other
 //!   caps, `docs/avro.md` §6) before a byte is buffered on its account; a connection
-//!   holds at most one frame (inflated) plus one read.
+//!   reads at most one frame (inflated) plus one read at a time.
+//! - Calls being delivered hold their events: at most `maxCallsInFlight` per connection,
+//!   and at most `maxInFlightBytes` of event bytes across all connections; a connection
+//!   whose next call would go over waits, and reads nothing meanwhile.
 //! - Garbage, a lying length, a frame over the caps, a corrupt zlib stream or a
 //!   handshake for another protocol closes that connection (after a system-error answer
 //!   where the framing still allows one); the source keeps serving the others.
@@ -39,14 +48,16 @@ use std::sync::Arc;
 
 use millrace_avro::{
     Access, AvroFlumeEvent, CallLimits, CallOutcome, ClientProtocolCache, Compression, FrameLimits,
-    HostLookup, Inbound, IpFilterRules, Message, Outbound, ServerSession, ServerStep, Status,
-    DEFAULT_COMPRESSION_LEVEL, DEFAULT_MAX_FRAME_BYTES, JAVA_BUFFER_BYTES,
+    HostLookup, Inbound, IpFilterRules, Message, Outbound, Reply, ServerSession, ServerStep,
+    Status, DEFAULT_COMPRESSION_LEVEL, DEFAULT_MAX_FRAME_BYTES, JAVA_BUFFER_BYTES,
 };
 use millrace_client::Event;
 use millrace_config::values;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tracing::{debug, error, warn};
 
 use super::{
@@ -54,7 +65,7 @@ use super::{
 };
 use crate::connection::StopSignal;
 use crate::counters::{self, SourceCounters};
-use crate::delivery::DeliveryError;
+use crate::delivery::{ChannelProcessor, DeliveryError};
 use crate::interceptors::resolver_local_address;
 use millrace_config::ComponentSettings;
 
@@ -67,6 +78,13 @@ pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 300_000;
 const READ_CHUNK_BYTES: usize = 8 * JAVA_BUFFER_BYTES;
 /// The smallest `maxFrameBytes`: a handshake with Flume's protocol text must fit.
 const MIN_MAX_FRAME_BYTES: u64 = 4096;
+/// Default `maxCallsInFlight`: a client that pipelines its calls (several serials on the
+/// wire before the first answer) gets up to this many delivered at once; Flume's own
+/// clients wait for each answer, so they never have more than one.
+pub const DEFAULT_MAX_CALLS_IN_FLIGHT: u64 = 8;
+/// Default `maxInFlightBytes`: the event bytes all connections' calls in delivery hold
+/// together; a connection whose next call does not fit waits (and stops reading).
+pub const DEFAULT_MAX_IN_FLIGHT_BYTES: u64 = 256 * 1024 * 1024;
 
 /// How an avro source is configured.
 #[derive(Debug, Clone)]
@@ -85,6 +103,11 @@ pub struct AvroSourceSettings {
     pub listener: ListenerLimits,
     /// `maxFrameBytes`: the largest Netty frame accepted, on the wire.
     pub max_frame_bytes: usize,
+    /// `maxCallsInFlight`: calls of one connection delivered at once.
+    pub max_calls_in_flight: usize,
+    /// `maxInFlightBytes`: event bytes of the calls being delivered, all connections
+    /// together.
+    pub max_in_flight_bytes: usize,
 }
 
 impl AvroSourceSettings {
@@ -142,6 +165,12 @@ pub fn plan(keys: &mut ComponentSettings<'_>) -> Option<AvroSourceSettings> {
             }
             Ok(bytes)
         });
+    let max_calls_in_flight = keys.count_or("maxCallsInFlight", DEFAULT_MAX_CALLS_IN_FLIGHT);
+    let max_in_flight_bytes = keys.parsed_or(
+        "maxInFlightBytes",
+        DEFAULT_MAX_IN_FLIGHT_BYTES,
+        values::positive_integer,
+    );
     crate::sources::refuse_tls(keys, &["ssl"], &[]);
     Some(AvroSourceSettings {
         bind: bind?,
@@ -154,6 +183,10 @@ pub fn plan(keys: &mut ComponentSettings<'_>) -> Option<AvroSourceSettings> {
             idle_timeout: (!idle_timeout.is_zero()).then_some(idle_timeout),
         },
         max_frame_bytes: usize::try_from(max_frame_bytes).unwrap_or(usize::MAX),
+        max_calls_in_flight: usize::try_from(max_calls_in_flight.max(1)).unwrap_or(usize::MAX),
+        max_in_flight_bytes: usize::try_from(max_in_flight_bytes)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS),
     })
 }
 
@@ -186,6 +219,8 @@ struct Endpoint {
     counters: Arc<SourceCounters>,
     cache: Arc<ClientProtocolCache>,
     calls: Option<Arc<Semaphore>>,
+    /// `maxInFlightBytes`, in permits of one byte.
+    in_flight_bytes: Arc<Semaphore>,
 }
 
 /// Accepts connections until `stop` is raised.
@@ -198,6 +233,7 @@ pub async fn run(
     let listener = listen_tcp(&host_port(&settings.bind, settings.port), "avro").await?;
     let limits = settings.listener;
     let endpoint = Arc::new(Endpoint {
+        in_flight_bytes: Arc::new(Semaphore::new(settings.max_in_flight_bytes)),
         calls: settings
             .max_concurrent_calls
             .map(|calls| Arc::new(Semaphore::new(calls))),
@@ -252,67 +288,198 @@ enum AfterAnswer {
     Close,
 }
 
+/// A call decoded from a request, waiting for its delivery.
+struct PendingCall {
+    serial: i32,
+    reply: Reply,
+    single: bool,
+    events: Vec<Event>,
+}
+
+/// What a request turned into.
+enum Decoded {
+    /// A call to deliver, then answer.
+    Call(PendingCall),
+    /// Answered already (a handshake alone, or a refusal) into the answer buffer.
+    Answered(AfterAnswer),
+}
+
+/// A delivered call: its answer frame, and the processor it borrowed.
+struct DeliveredCall {
+    answer: Result<Vec<u8>, millrace_avro::FrameEncodeError>,
+    processor: ChannelProcessor,
+}
+
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     endpoint: Arc<Endpoint>,
-    mut stop: StopSignal,
+    stop: StopSignal,
 ) -> std::io::Result<()> {
     if !admitted(&endpoint, peer).await {
         return Ok(());
     }
     let _ = stream.set_nodelay(true);
-    let settings = &endpoint.settings;
-    let (mut reader, mut writer) = stream.into_split();
-    let mut inbound = Inbound::new(settings.frame_limits(), settings.compression);
-    let mut outbound = Outbound::new(settings.compression).map_err(std::io::Error::other)?;
-    let mut session = ServerSession::new(Arc::clone(&endpoint.cache), CallLimits::default());
-    let mut processor = endpoint.processors.build();
-    let mut answer = Vec::new();
-    loop {
+    let mut connection = Connection {
+        outbound: Outbound::new(endpoint.settings.compression).map_err(std::io::Error::other)?,
+        writer: None,
+        in_flight: JoinSet::new(),
+        spare_processors: Vec::new(),
+        endpoint,
+        peer,
+    };
+    let (reader, writer) = stream.into_split();
+    connection.writer = Some(writer);
+    let served = connection.serve(reader, stop).await;
+    // Calls in flight are never abandoned half-way: each finishes its delivery, and its
+    // answer is sent if the client is still there.
+    connection.finish_in_flight().await;
+    served
+}
+
+/// One client connection: calls are decoded in order and up to `maxCallsInFlight` of
+/// them are delivered at once, each answered (by serial) as soon as it is committed.
+struct Connection {
+    endpoint: Arc<Endpoint>,
+    peer: SocketAddr,
+    outbound: Outbound,
+    writer: Option<OwnedWriteHalf>,
+    in_flight: JoinSet<DeliveredCall>,
+    spare_processors: Vec<ChannelProcessor>,
+}
+
+impl Connection {
+    async fn serve(
+        &mut self,
+        mut reader: OwnedReadHalf,
+        mut stop: StopSignal,
+    ) -> std::io::Result<()> {
+        let endpoint = Arc::clone(&self.endpoint);
+        let settings = &endpoint.settings;
+        let peer = self.peer;
+        let mut inbound = Inbound::new(settings.frame_limits(), settings.compression);
+        let mut session = ServerSession::new(Arc::clone(&endpoint.cache), CallLimits::default());
+        let mut answer = Vec::new();
         loop {
-            let frame = match inbound.next_frame() {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(problem) => {
-                    counters::increment(&endpoint.counters.event_read_failures);
-                    warn!(%peer, %problem, "avro source: unreadable bytes from the client; closing its connection");
-                    return Ok(());
+            while self.in_flight.len() < settings.max_calls_in_flight {
+                let frame = match inbound.next_frame() {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(problem) => {
+                        counters::increment(&endpoint.counters.event_read_failures);
+                        warn!(%peer, %problem, "avro source: unreadable bytes from the client; closing its connection");
+                        return Ok(());
+                    }
+                };
+                answer.clear();
+                let decoded = decode_request(&endpoint, &mut session, frame, &mut answer)
+                    .map_err(std::io::Error::other)?;
+                match decoded {
+                    Decoded::Call(call) => self.start(call).await,
+                    Decoded::Answered(after) => {
+                        self.send(&answer).await?;
+                        if let AfterAnswer::Close = after {
+                            return Ok(());
+                        }
+                    }
                 }
-            };
-            answer.clear();
-            let after = answer_request(&endpoint, &mut session, &mut processor, frame, &mut answer)
-                .await
-                .map_err(std::io::Error::other)?;
-            let wire = outbound
-                .wire_bytes(&answer)
-                .map_err(std::io::Error::other)?;
-            writer.write_all(wire).await?;
-            if let AfterAnswer::Close = after {
-                return Ok(());
             }
-        }
-        let buffer = inbound.read_buffer();
-        buffer.reserve(READ_CHUNK_BYTES);
-        let read = tokio::select! {
-            read = settings.listener.read_or_idle(reader.read_buf(buffer)) => read?,
-            () = stop.raised() => return Ok(()),
-        };
-        match read {
-            None => {
-                debug!(%peer, "avro client idle past idleTimeout; disconnected");
-                return Ok(());
-            }
-            Some(0) => {
-                if inbound.has_partial_frame() {
-                    counters::increment(&endpoint.counters.event_read_failures);
-                    warn!(%peer, "avro client closed its connection in the middle of a request; nothing of it was delivered");
+            let window_open = self.in_flight.len() < settings.max_calls_in_flight;
+            let buffer = inbound.read_buffer();
+            buffer.reserve(READ_CHUNK_BYTES);
+            tokio::select! {
+                Some(delivered) = self.in_flight.join_next() => {
+                    self.answer(delivered).await?;
                 }
-                return Ok(());
+                read = settings.listener.read_or_idle(reader.read_buf(buffer)), if window_open => {
+                    match read? {
+                        None => {
+                            debug!(%peer, "avro client idle past idleTimeout; disconnected");
+                            return Ok(());
+                        }
+                        Some(0) => {
+                            if inbound.has_partial_frame() {
+                                counters::increment(&endpoint.counters.event_read_failures);
+                                warn!(%peer, "avro client closed its connection in the middle of a request; nothing of it was delivered");
+                            }
+                            return Ok(());
+                        }
+                        Some(_) => {}
+                    }
+                }
+                () = stop.raised() => return Ok(()),
             }
-            Some(_) => {}
         }
     }
+
+    /// Starts delivering `call`, once the source's in-flight byte budget has room for it.
+    async fn start(&mut self, call: PendingCall) {
+        let call_bytes = call.events.iter().map(event_bytes).sum::<usize>();
+        let budget_permits =
+            u32::try_from(call_bytes.min(self.endpoint.settings.max_in_flight_bytes))
+                .unwrap_or(u32::MAX);
+        let budget = Arc::clone(&self.endpoint.in_flight_bytes)
+            .acquire_many_owned(budget_permits)
+            .await
+            .expect("the in-flight byte budget is never closed");
+        let processor = self
+            .spare_processors
+            .pop()
+            .unwrap_or_else(|| self.endpoint.processors.build());
+        let endpoint = Arc::clone(&self.endpoint);
+        self.in_flight.spawn(async move {
+            let delivered = deliver_call(&endpoint, processor, call).await;
+            drop(budget);
+            delivered
+        });
+    }
+
+    /// Sends a delivered call's answer.
+    async fn answer(
+        &mut self,
+        delivered: Result<DeliveredCall, tokio::task::JoinError>,
+    ) -> std::io::Result<()> {
+        let delivered = delivered.map_err(|failure| {
+            std::io::Error::other(format!("an avro call's delivery task failed: {failure}"))
+        })?;
+        self.spare_processors.push(delivered.processor);
+        let answer = delivered.answer.map_err(std::io::Error::other)?;
+        self.send(&answer).await
+    }
+
+    async fn send(&mut self, answer: &[u8]) -> std::io::Result<()> {
+        let Some(writer) = self.writer.as_mut() else {
+            return Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        };
+        let wire = self
+            .outbound
+            .wire_bytes(answer)
+            .map_err(std::io::Error::other)?;
+        if let Err(failure) = writer.write_all(wire).await {
+            // The client is gone: the calls still in flight finish without answers.
+            self.writer = None;
+            return Err(failure);
+        }
+        Ok(())
+    }
+
+    async fn finish_in_flight(&mut self) {
+        while let Some(delivered) = self.in_flight.join_next().await {
+            if self.writer.is_some() {
+                let _ = self.answer(delivered).await;
+            }
+        }
+    }
+}
+
+/// What an event weighs against the in-flight byte budget.
+fn event_bytes(event: &Event) -> usize {
+    event.body.len()
+        + event
+            .headers
+            .iter()
+            .map(|(key, value)| key.len() + value.len())
+            .sum::<usize>()
 }
 
 fn to_channel_event(event: AvroFlumeEvent) -> Event {
@@ -321,26 +488,25 @@ fn to_channel_event(event: AvroFlumeEvent) -> Event {
     converted
 }
 
-/// Decodes one request, executes its call, and writes the answer into `answer`.
-async fn answer_request(
+/// Decodes one request: a call to deliver, or a request answered at once into `answer`.
+fn decode_request(
     endpoint: &Endpoint,
     session: &mut ServerSession,
-    processor: &mut crate::delivery::ChannelProcessor,
     frame: millrace_avro::NettyFrame,
     answer: &mut Vec<u8>,
-) -> Result<AfterAnswer, millrace_avro::FrameEncodeError> {
+) -> Result<Decoded, millrace_avro::FrameEncodeError> {
     let counters = &endpoint.counters;
     let (message, reply) = match session.receive(&frame.message) {
         Ok(ServerStep::Call { message, reply, .. }) => (message, reply),
         Ok(ServerStep::HandshakeOnly { reply }) => {
             reply.encode_handshake_only(frame.serial, answer)?;
-            return Ok(AfterAnswer::KeepServing);
+            return Ok(Decoded::Answered(AfterAnswer::KeepServing));
         }
         Err(refusal) => {
             counters::increment(&counters.event_read_failures);
             warn!(problem = %refusal, "avro source: refused a request; closing the connection");
             refusal.encode_reply(frame.serial, answer)?;
-            return Ok(AfterAnswer::Close);
+            return Ok(Decoded::Answered(AfterAnswer::Close));
         }
     };
     let single = matches!(message, Message::Append(_));
@@ -355,6 +521,22 @@ async fn answer_request(
         counters::increment(&counters.append_batches_received);
     }
     counters::add(&counters.events_received, events.len());
+    Ok(Decoded::Call(PendingCall {
+        serial: frame.serial,
+        reply,
+        single,
+        events,
+    }))
+}
+
+/// Delivers one call's events (one transaction per required channel) and encodes its
+/// answer: `OK` after the commits, `FAILED` when a channel refused.
+async fn deliver_call(
+    endpoint: &Endpoint,
+    mut processor: ChannelProcessor,
+    call: PendingCall,
+) -> DeliveredCall {
+    let counters = &endpoint.counters;
     let _call_slot = match &endpoint.calls {
         Some(calls) => Some(
             Arc::clone(calls)
@@ -364,9 +546,9 @@ async fn answer_request(
         ),
         None => None,
     };
-    let status = match processor.deliver_whole(events).await {
+    let status = match processor.deliver_whole(call.events).await {
         Ok(()) => {
-            if single {
+            if call.single {
                 counters::increment(&counters.appends_accepted);
             } else {
                 counters::increment(&counters.append_batches_accepted);
@@ -378,8 +560,12 @@ async fn answer_request(
             Status::Failed
         }
     };
-    reply.encode(frame.serial, &CallOutcome::Status(status), answer)?;
-    Ok(AfterAnswer::KeepServing)
+    let mut answer = Vec::new();
+    let answer = call
+        .reply
+        .encode(call.serial, &CallOutcome::Status(status), &mut answer)
+        .map(|()| answer);
+    DeliveredCall { answer, processor }
 }
 
 fn report_refusal(counters: &SourceCounters, refusal: &DeliveryError) {

@@ -130,6 +130,7 @@ impl FileTransaction {
         locations: &[RecordLocation],
     ) -> Vec<EventPointer> {
         let mut pointers = Vec::with_capacity(puts.len());
+        let queued_events = self.shared.queue.state.lock().queue.len();
         let mut events = puts.into_iter();
         for (batch, location) in put_batches.iter().zip(locations) {
             let batch_events: Vec<Event> = events.by_ref().take(batch.len()).collect();
@@ -142,6 +143,7 @@ impl FileTransaction {
                 location.segment_id,
                 location.offset,
                 batch_events,
+                queued_events,
             );
         }
         pointers

@@ -169,11 +169,26 @@ impl SegmentRegistry {
             .map(|handle| handle.path.clone())
     }
 
-    /// Remembers the events of a freshly committed put record.
-    pub(crate) fn cache_put_record(&self, segment_id: u32, record_offset: u32, events: Vec<Event>) {
-        self.cache
-            .lock()
-            .insert((segment_id, record_offset), Arc::new(events));
+    /// Remembers the events of a freshly committed put record, queued behind
+    /// `queued_events` others — unless those others alone would fill the cache: the cache
+    /// evicts oldest first, so by the time takes reach this record, records committed
+    /// after it would have pushed it out, and caching it would only cost time.
+    pub(crate) fn cache_put_record(
+        &self,
+        segment_id: u32,
+        record_offset: u32,
+        events: Vec<Event>,
+        queued_events: usize,
+    ) {
+        let record_bytes = record_memory_bytes(&events);
+        if !caching_pays(queued_events, record_bytes, events.len()) {
+            return;
+        }
+        self.cache.lock().insert_weighed(
+            (segment_id, record_offset),
+            Arc::new(events),
+            record_bytes,
+        );
     }
 
     /// The event a pointer designates: from the cache, else read and verified from disk.
@@ -335,6 +350,19 @@ struct CachedRecord {
 /// The memory a decoded event holds while cached: the event itself, its body, and its
 /// headers with the map nodes that hold them. Counting only the content would let a cache
 /// of small events, or of events with a few headers, hold many times its budget.
+/// Whether a fresh record of `event_count` events holding `record_bytes` is worth caching
+/// behind `queued_events` others: not when events like it, as many as are queued ahead,
+/// would already fill the cache.
+fn caching_pays(queued_events: usize, record_bytes: usize, event_count: usize) -> bool {
+    let per_event_bytes = record_bytes / event_count.max(1);
+    queued_events.saturating_mul(per_event_bytes) <= RECORD_CACHE_BUDGET_BYTES
+}
+
+/// The memory a decoded record holds in the cache.
+fn record_memory_bytes(events: &[Event]) -> usize {
+    CACHED_RECORD_OVERHEAD_BYTES + events.iter().map(cached_event_bytes).sum::<usize>()
+}
+
 fn cached_event_bytes(event: &Event) -> usize {
     let header_nodes = event.headers.len().div_ceil(HEADER_MAP_NODE_ENTRIES);
     std::mem::size_of::<Event>() + event.content_bytes() + header_nodes * HEADER_MAP_NODE_BYTES
@@ -357,8 +385,12 @@ impl RecordCache {
     }
 
     fn insert(&mut self, key: RecordKey, events: Arc<Vec<Event>>) {
-        let memory_bytes =
-            CACHED_RECORD_OVERHEAD_BYTES + events.iter().map(cached_event_bytes).sum::<usize>();
+        let memory_bytes = record_memory_bytes(&events);
+        self.insert_weighed(key, events, memory_bytes);
+    }
+
+    /// [`insert`](Self::insert) for a record whose [`record_memory_bytes`] are known.
+    fn insert_weighed(&mut self, key: RecordKey, events: Arc<Vec<Event>>, memory_bytes: usize) {
         let cached = CachedRecord {
             events,
             memory_bytes,
@@ -429,6 +461,25 @@ mod tests {
             cache.entries.len(),
             RECORD_CACHE_BUDGET_BYTES / record_bytes
         );
+    }
+
+    #[test]
+    fn a_record_queued_behind_more_than_the_cache_holds_is_not_cached() {
+        let events = small_events_with_headers(100);
+        let record_bytes = record_memory_bytes(&events);
+        let per_event_bytes = record_bytes / events.len();
+        let events_the_cache_holds = RECORD_CACHE_BUDGET_BYTES / per_event_bytes;
+        assert!(caching_pays(0, record_bytes, events.len()));
+        assert!(caching_pays(
+            events_the_cache_holds,
+            record_bytes,
+            events.len()
+        ));
+        assert!(!caching_pays(
+            events_the_cache_holds + 1,
+            record_bytes,
+            events.len()
+        ));
     }
 
     #[test]
