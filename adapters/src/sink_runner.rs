@@ -185,10 +185,11 @@ impl SinkRunner {
             });
         }
         let taken = match self.connection.client().await {
-            Ok(client) => match client.begin(&self.channel).await {
-                Ok(()) => client.take(self.batch_size, TAKE_WAIT).await,
-                Err(error) => Err(error),
-            },
+            Ok(client) => {
+                client
+                    .begin_and_take(&self.channel, self.batch_size, TAKE_WAIT)
+                    .await
+            }
             Err(error) => Err(error),
         };
         let events = match taken {

@@ -647,6 +647,40 @@ impl Client {
         self.expect_oks("Put", frames).await
     }
 
+    /// Opens a transaction on `channel` and takes up to `max_events` into it, both
+    /// requests sent together (one round trip instead of two); as [`begin`](Self::begin)
+    /// then [`take`](Self::take). When the `Begin` is refused, the `Take` (answered with
+    /// an error as well) is read too and the `Begin`'s error returned.
+    pub async fn begin_and_take(
+        &mut self,
+        channel: &str,
+        max_events: u32,
+        wait: Duration,
+    ) -> Result<Vec<Event>, ClientError> {
+        self.send(&Request::Begin {
+            channel: channel.to_string(),
+        })?;
+        self.send(&take_request(max_events, wait))?;
+        self.flush().await?;
+        let begun = match self.answer().await {
+            Ok(Response::Ok) => Ok(()),
+            Ok(other) => Err(ClientError::UnexpectedResponse {
+                request: "Begin",
+                response: format!("{other:?}"),
+            }),
+            Err(error) => Err(error),
+        };
+        let taken = self.answer().await;
+        begun?;
+        match taken? {
+            Response::Events(batch) => Ok(batch.to_events()),
+            other => Err(ClientError::UnexpectedResponse {
+                request: "Take",
+                response: format!("{other:?}"),
+            }),
+        }
+    }
+
     /// Takes up to `max_events` into the open transaction, waiting up to `wait` for the
     /// first one when the channel is empty. May return fewer (or none).
     pub async fn take(
@@ -654,12 +688,7 @@ impl Client {
         max_events: u32,
         wait: Duration,
     ) -> Result<Vec<Event>, ClientError> {
-        let wait_ms = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX);
-        let request = Request::Take {
-            max_events: max_events.max(1),
-            wait_ms,
-        };
-        match self.call(&request).await? {
+        match self.call(&take_request(max_events, wait)).await? {
             Response::Events(batch) => Ok(batch.to_events()),
             other => Err(ClientError::UnexpectedResponse {
                 request: "Take",
@@ -783,6 +812,14 @@ impl Client {
                 response: format!("{other:?}"),
             }),
         }
+    }
+}
+
+/// A `Take` of up to `max_events` (at least 1), waiting up to `wait` for the first.
+fn take_request(max_events: u32, wait: Duration) -> Request {
+    Request::Take {
+        max_events: max_events.max(1),
+        wait_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
     }
 }
 

@@ -187,3 +187,36 @@ fn a_consumer_with_a_smaller_frame_limit_is_told_and_a_default_client_takes_the_
         })
         .unwrap();
 }
+
+#[test]
+fn begin_and_take_opens_a_transaction_in_one_round_trip_and_reports_a_refused_begin() {
+    let server = Server::start(ServerSetup::embedded_default());
+    let sent = events(5);
+    runtime().block_on(async {
+        let mut client = Client::connect(ClientOptions::new(server.protocol_address()))
+            .await
+            .unwrap();
+        // A refused Begin: its error, and the connection still in step for what follows.
+        let error = client
+            .begin_and_take("nope", 10, Duration::from_millis(10))
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), Some(ErrorCode::UnknownChannel), "{error}");
+        client.ping().await.unwrap();
+
+        client.put_and_commit("default", &sent).await.unwrap();
+        let taken = client
+            .begin_and_take("default", 3, Duration::from_millis(500))
+            .await
+            .unwrap();
+        assert_eq!(taken, sent[..3]);
+        // The take is in an open transaction: rolled back, the events are there again.
+        client.rollback().await.unwrap();
+        let taken = client
+            .begin_and_take("default", 10, Duration::from_millis(500))
+            .await
+            .unwrap();
+        assert_eq!(taken, sent);
+        client.commit().await.unwrap();
+    });
+}
