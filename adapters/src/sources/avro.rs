@@ -30,7 +30,8 @@
 //!
 //! - At most `maxConnections` connections; more are closed as they arrive. `ipFilter`
 //!   closes connections its rules deny before anything is read from them.
-//! - A connection that sends nothing for `idleTimeout` is closed.
+//! - A connection that sends nothing for `idleTimeout` is closed, and one that starts a
+//!   request and does not finish it within `frameReadTimeout` too.
 //! - Every length a peer claims is checked against `maxFrameBytes` (and the codec's other
 //!   caps, `docs/avro.md` §6) before a byte is buffered on its account; a connection
 //!   reads at most one frame (inflated) plus one read at a time.
@@ -45,6 +46,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use millrace_avro::{
     Access, AvroFlumeEvent, CallLimits, CallOutcome, ClientProtocolCache, Compression, FrameLimits,
@@ -61,7 +63,8 @@ use tokio::task::JoinSet;
 use tracing::{debug, error, warn};
 
 use super::{
-    host_port, listen_tcp, serve_connections, ListenerLimits, ProcessorFactory, SourceError,
+    host_port, listen_tcp, read_within, serve_connections, ListenerLimits, ProcessorFactory,
+    SourceError,
 };
 use crate::connection::StopSignal;
 use crate::counters::{self, SourceCounters};
@@ -85,6 +88,9 @@ pub const DEFAULT_MAX_CALLS_IN_FLIGHT: u64 = 8;
 /// Default `maxInFlightBytes`: the event bytes all connections' calls in delivery hold
 /// together; a connection whose next call does not fit waits (and stops reading).
 pub const DEFAULT_MAX_IN_FLIGHT_BYTES: u64 = 256 * 1024 * 1024;
+/// Default `frameReadTimeout`: a request begun must be complete this soon, however often
+/// its bytes trickle in (`idleTimeout` alone lets a byte per period hold a slot).
+pub const DEFAULT_FRAME_READ_TIMEOUT_MS: u64 = 30_000;
 
 /// How an avro source is configured.
 #[derive(Debug, Clone)]
@@ -108,6 +114,9 @@ pub struct AvroSourceSettings {
     /// `maxInFlightBytes`: event bytes of the calls being delivered, all connections
     /// together.
     pub max_in_flight_bytes: usize,
+    /// `frameReadTimeout`: longest a client may take to send the rest of a request it
+    /// started; `None` for no limit.
+    pub frame_read_timeout: Option<Duration>,
 }
 
 impl AvroSourceSettings {
@@ -152,7 +161,7 @@ pub fn plan(keys: &mut ComponentSettings<'_>) -> Option<AvroSourceSettings> {
     let max_connections = keys.count_or("maxConnections", DEFAULT_MAX_CONNECTIONS as u64);
     let idle_timeout = keys.millis_or(
         "idleTimeout",
-        std::time::Duration::from_millis(DEFAULT_IDLE_TIMEOUT_MS),
+        Duration::from_millis(DEFAULT_IDLE_TIMEOUT_MS),
     );
     let max_frame_bytes =
         keys.parsed_or("maxFrameBytes", DEFAULT_MAX_FRAME_BYTES as u64, |value| {
@@ -171,6 +180,10 @@ pub fn plan(keys: &mut ComponentSettings<'_>) -> Option<AvroSourceSettings> {
         DEFAULT_MAX_IN_FLIGHT_BYTES,
         values::positive_integer,
     );
+    let frame_read_timeout = keys.millis_or(
+        "frameReadTimeout",
+        Duration::from_millis(DEFAULT_FRAME_READ_TIMEOUT_MS),
+    );
     crate::sources::refuse_tls(keys, &["ssl"], &[]);
     Some(AvroSourceSettings {
         bind: bind?,
@@ -184,6 +197,7 @@ pub fn plan(keys: &mut ComponentSettings<'_>) -> Option<AvroSourceSettings> {
         },
         max_frame_bytes: usize::try_from(max_frame_bytes).unwrap_or(usize::MAX),
         max_calls_in_flight: usize::try_from(max_calls_in_flight.max(1)).unwrap_or(usize::MAX),
+        frame_read_timeout: (!frame_read_timeout.is_zero()).then_some(frame_read_timeout),
         max_in_flight_bytes: usize::try_from(max_in_flight_bytes)
             .unwrap_or(usize::MAX)
             .min(Semaphore::MAX_PERMITS),
@@ -360,6 +374,7 @@ impl Connection {
         let mut inbound = Inbound::new(settings.frame_limits(), settings.compression);
         let mut session = ServerSession::new(Arc::clone(&endpoint.cache), CallLimits::default());
         let mut answer = Vec::new();
+        let mut partial_frame_since: Option<Instant> = None;
         loop {
             while self.in_flight.len() < settings.max_calls_in_flight {
                 let frame = match inbound.next_frame() {
@@ -385,14 +400,38 @@ impl Connection {
                 }
             }
             let window_open = self.in_flight.len() < settings.max_calls_in_flight;
+            // The frame deadline runs while the client owes the rest of a request, not
+            // while the source keeps it waiting.
+            if window_open && inbound.has_partial_frame() {
+                partial_frame_since.get_or_insert_with(Instant::now);
+            } else {
+                partial_frame_since = None;
+            }
+            let read_limit = match (partial_frame_since, settings.frame_read_timeout) {
+                (Some(since), Some(frame_read_timeout)) => {
+                    let left = frame_read_timeout.saturating_sub(since.elapsed());
+                    Some(
+                        settings
+                            .listener
+                            .idle_timeout
+                            .map_or(left, |idle| idle.min(left)),
+                    )
+                }
+                _ => settings.listener.idle_timeout,
+            };
             let buffer = inbound.read_buffer();
             buffer.reserve(READ_CHUNK_BYTES);
             tokio::select! {
                 Some(delivered) = self.in_flight.join_next() => {
                     self.answer(delivered).await?;
                 }
-                read = settings.listener.read_or_idle(reader.read_buf(buffer)), if window_open => {
+                read = read_within(read_limit, reader.read_buf(buffer)), if window_open => {
                     match read? {
+                        None if partial_frame_since.is_some() => {
+                            counters::increment(&endpoint.counters.event_read_failures);
+                            warn!(%peer, "avro client sent part of a request and not the rest within frameReadTimeout (or idleTimeout); disconnected, nothing of it was delivered");
+                            return Ok(());
+                        }
                         None => {
                             debug!(%peer, "avro client idle past idleTimeout; disconnected");
                             return Ok(());

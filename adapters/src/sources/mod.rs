@@ -289,13 +289,21 @@ impl ListenerLimits {
         &self,
         reader: impl Future<Output = std::io::Result<T>>,
     ) -> std::io::Result<Option<T>> {
-        match self.idle_timeout {
-            None => reader.await.map(Some),
-            Some(idle_timeout) => match tokio::time::timeout(idle_timeout, reader).await {
-                Ok(read) => read.map(Some),
-                Err(_elapsed) => Ok(None),
-            },
-        }
+        read_within(self.idle_timeout, reader).await
+    }
+}
+
+/// Reads with a time limit (`None`: none): `Ok(None)` when nothing came within it.
+pub async fn read_within<T>(
+    limit: Option<Duration>,
+    reader: impl Future<Output = std::io::Result<T>>,
+) -> std::io::Result<Option<T>> {
+    match limit {
+        None => reader.await.map(Some),
+        Some(limit) => match tokio::time::timeout(limit, reader).await {
+            Ok(read) => read.map(Some),
+            Err(_elapsed) => Ok(None),
+        },
     }
 }
 

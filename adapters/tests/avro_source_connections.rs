@@ -1,6 +1,7 @@
-//! The avro source with a client that pipelines its calls (several serials in flight on
-//! one connection, as Avro IPC allows once the handshake is answered): each call is
-//! answered by its serial, `OK` exactly for the calls whose events were committed.
+//! The avro source's connections: a client that pipelines its calls (several serials in
+//! flight on one connection, as Avro IPC allows once the handshake is answered) gets each
+//! call answered by its serial, `OK` exactly for the calls whose events were committed;
+//! a client that trickles a request is cut off at `frameReadTimeout`.
 //!
 //! The client here is `millrace-avro`'s own codec: what is tested is the source's
 //! handling of concurrent calls, not the wire (Apache Avro's Python implementation
@@ -22,6 +23,8 @@ const STUCK_TEST_TIMEOUT: Duration = Duration::from_secs(60);
 const EVENTS_PER_CALL: usize = 10;
 /// Calls sent without waiting, after the first.
 const PIPELINED_CALLS: usize = 16;
+/// Pause between the bytes of a trickled request.
+const TRICKLE_INTERVAL: Duration = Duration::from_millis(50);
 /// Calls whose events the channel has room for (the first one included).
 const CALLS_THE_CHANNEL_HOLDS: usize = 10;
 
@@ -86,11 +89,12 @@ impl PipeliningClient {
     }
 }
 
-#[test]
-fn pipelined_calls_are_answered_by_serial_ok_exactly_for_the_committed_ones() {
+/// channeld with memory channel `c1` (`capacity`, transactions of [`EVENTS_PER_CALL`])
+/// fed by avro source `r1` with `source_keys`; returns it with the source's port once
+/// the source listens.
+fn avro_source_server(capacity: usize, source_keys: &str) -> (Server, u16) {
     let port = free_port();
-    let capacity = CALLS_THE_CHANNEL_HOLDS * EVENTS_PER_CALL;
-    let server = Server::start(ServerSetup::with_config(format!(
+    let mut config = format!(
         "{AGENT}.channels = c1\n\
          {AGENT}.channels.c1.type = memory\n\
          {AGENT}.channels.c1.capacity = {capacity}\n\
@@ -100,14 +104,25 @@ fn pipelined_calls_are_answered_by_serial_ok_exactly_for_the_committed_ones() {
          {AGENT}.sources.r1.type = avro\n\
          {AGENT}.sources.r1.bind = 127.0.0.1\n\
          {AGENT}.sources.r1.port = {port}\n\
-         {AGENT}.sources.r1.channels = c1\n\
-         {AGENT}.sources.r1.maxCallsInFlight = 8\n\
-         {AGENT}.sources.r1.channeldConnections = 8\n"
-    )));
+         {AGENT}.sources.r1.channels = c1\n"
+    );
+    for line in source_keys.lines() {
+        config.push_str(&format!("{AGENT}.sources.r1.{}\n", line.trim()));
+    }
+    let server = Server::start(ServerSetup::with_config(config));
     let listening = wait_until(STUCK_TEST_TIMEOUT, || {
         TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
     assert!(listening, "the avro source never listened on {port}");
+    (server, port)
+}
+
+#[test]
+fn pipelined_calls_are_answered_by_serial_ok_exactly_for_the_committed_ones() {
+    let (server, port) = avro_source_server(
+        CALLS_THE_CHANNEL_HOLDS * EVENTS_PER_CALL,
+        "maxCallsInFlight = 8\nchanneldConnections = 8",
+    );
 
     let mut client = PipeliningClient::connect(port);
     // The first call carries the handshake and is answered alone.
@@ -166,4 +181,51 @@ fn pipelined_calls_are_answered_by_serial_ok_exactly_for_the_committed_ones() {
             "call {call} committed whole and in order"
         );
     }
+}
+
+#[test]
+fn a_client_trickling_a_request_is_cut_off_at_the_frame_read_timeout_and_delivers_nothing() {
+    let (server, port) = avro_source_server(100, "frameReadTimeout = 1000\nidleTimeout = 600000");
+    // A whole, valid call, sent a byte at a time, slower than frameReadTimeout allows
+    // for the whole request though far faster than idleTimeout.
+    let mut session = ClientSession::new(CallLimits::default());
+    let mut request = Vec::new();
+    let mut writer = session.append_batch(&mut request, 1).expect("a request");
+    writer.push([("k", "v")], b"trickled").expect("an event");
+    writer.finish().expect("a frame");
+    let trickle_duration = TRICKLE_INTERVAL * request.len() as u32;
+    assert!(trickle_duration > 4 * Duration::from_millis(1000));
+
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_millis(1)))
+        .expect("a read timeout");
+    let mut sent = 0;
+    let mut closed = false;
+    for byte in &request {
+        if stream.write_all(std::slice::from_ref(byte)).is_err() {
+            closed = true;
+            break;
+        }
+        sent += 1;
+        std::thread::sleep(TRICKLE_INTERVAL);
+        let mut probe = [0u8; 64];
+        if let Ok(0) = stream.read(&mut probe) {
+            closed = true;
+            break;
+        }
+    }
+    assert!(
+        closed,
+        "the source kept a connection that trickled a {}-byte request over {trickle_duration:?}",
+        request.len()
+    );
+    assert!(
+        sent < request.len(),
+        "the connection was closed only after the whole request"
+    );
+    assert!(
+        server.drain_events("c1", 100).is_empty(),
+        "nothing of the cut request is delivered"
+    );
 }
