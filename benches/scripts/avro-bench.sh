@@ -7,6 +7,9 @@
 #              cargo build --release -p millrace-server -p millrace-adapters -p millrace-tools
 #              cargo build --release -p millrace-benches --example avro_load
 #   EVENTS:    events per case (default 2000000)
+#   IN_FLIGHT: source case: calls each connection keeps unanswered (default 1, as Flume's
+#              clients; more pipelines them, see the source's maxCallsInFlight)
+#   CHANNELD_CONNECTIONS: source case: the source's channeldConnections (default 4)
 #
 # source: a release channeld with one file channel (fsync per transaction) fed by an avro
 #         source; avro_load sends appendBatch calls of 100 events of 256 bytes from 4
@@ -22,6 +25,8 @@ cd "$(dirname "$0")/../.."
 bin="${BENCH_BIN:-target/release}"
 examples="$bin/examples"
 events="${EVENTS:-2000000}"
+in_flight="${IN_FLIGHT:-1}"
+channeld_connections="${CHANNELD_CONNECTIONS:-4}"
 for binary in channeld channel-agent channel-bench; do
     [ -x "$bin/$binary" ] || { echo "no $bin/$binary: see the usage above" >&2; exit 1; }
 done
@@ -86,13 +91,14 @@ a1.sources.r1.type = avro
 a1.sources.r1.bind = 127.0.0.1
 a1.sources.r1.port = 47460
 a1.sources.r1.channels = c1
+a1.sources.r1.channeldConnections = $channeld_connections
 a1.server.bind = 127.0.0.1:47461
 a1.server.http = 127.0.0.1:47462
 CONF
     } >"$work/source.conf"
     start_server source
     wait_for_port 47460
-    printf 'source   %s\n' "$("$examples/avro_load" 127.0.0.1:47460 "$events" 4 100 256)"
+    printf 'source   %s\n' "$("$examples/avro_load" 127.0.0.1:47460 "$events" 4 100 256 "$in_flight")"
 }
 
 sink_case() {
