@@ -286,6 +286,8 @@ struct ScriptRuntime {
     deadline_ns: Arc<AtomicU64>,
     /// Set by the hook when it stopped the script.
     timed_out: Arc<AtomicBool>,
+    /// Set by the hook when it asked the script to yield (see [`ScriptRuntime::load`]).
+    yield_asked: Arc<AtomicBool>,
     clock_base: Instant,
     time_limit: Duration,
     memory_limit_bytes: u64,
@@ -316,6 +318,10 @@ impl ScriptRuntime {
         let timed_out = Arc::new(AtomicBool::new(false));
         let hook_deadline = Arc::clone(&deadline_ns);
         let hook_timed_out = Arc::clone(&timed_out);
+        // Set when the hook asked for a yield: if the hook runs again, the yield did not
+        // happen (a C function stood in the way) and this check errors instead.
+        let yield_asked = Arc::new(AtomicBool::new(false));
+        let hook_yield_asked = Arc::clone(&yield_asked);
         lua.set_global_hook(
             HookTriggers::new().every_nth_instruction(HOOK_INSTRUCTION_INTERVAL),
             move |_, _| {
@@ -326,8 +332,8 @@ impl ScriptRuntime {
                 // Yield where the script can be suspended; where it cannot (inside a C
                 // function calling back into Lua), the next check raises an error instead
                 // to unwind to a place where it can.
-                if hook_timed_out.swap(true, Ordering::Relaxed) {
-                    hook_timed_out.store(false, Ordering::Relaxed);
+                hook_timed_out.store(true, Ordering::Relaxed);
+                if hook_yield_asked.fetch_xor(true, Ordering::Relaxed) {
                     Err(mlua::Error::runtime("time limit (timeLimitMs) reached"))
                 } else {
                     Ok(VmState::Yield)
@@ -348,6 +354,7 @@ impl ScriptRuntime {
             lua,
             deadline_ns,
             timed_out,
+            yield_asked,
             clock_base,
             time_limit: settings.time_limit,
             memory_limit_bytes: settings.memory_limit_bytes,
@@ -387,6 +394,7 @@ impl ScriptRuntime {
         let start_ns = u64::try_from(self.clock_base.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let limit_ns = u64::try_from(self.time_limit.as_nanos()).unwrap_or(u64::MAX);
         self.timed_out.store(false, Ordering::Relaxed);
+        self.yield_asked.store(false, Ordering::Relaxed);
         self.deadline_ns
             .store(start_ns.saturating_add(limit_ns), Ordering::Relaxed);
         let outcome = thread.resume::<MultiValue>(arguments);
@@ -777,6 +785,8 @@ mod tests {
         for source in [
             "function intercept(e) while true do end end",
             "function intercept(e) while true do pcall(function() while true do end end) end end",
+            // Inside a C function calling back into Lua, where no yield is possible.
+            "function intercept(e) table.sort({3, 2, 1}, function(a, b) while true do end end) end",
         ] {
             let mut settings = settings(source);
             settings.time_limit = Duration::from_millis(20);
