@@ -34,7 +34,7 @@ use tracing::{error, warn};
 
 use crate::connection::{RetryDelay, StopSignal, MAX_RETRY_DELAY};
 use crate::counters::{self, SourceCounters};
-use crate::interceptors::Interceptor;
+use crate::interceptors::{intercept_all, Interceptor};
 use crate::pool::ServerPool;
 
 /// Header naming the source that set an event aside (Millrace addition).
@@ -43,6 +43,8 @@ pub const DEAD_LETTER_SOURCE_HEADER: &str = "millrace.deadLetter.source";
 pub const DEAD_LETTER_CHANNEL_HEADER: &str = "millrace.deadLetter.channel";
 /// Header saying why it was refused.
 pub const DEAD_LETTER_REASON_HEADER: &str = "millrace.deadLetter.reason";
+/// Header naming the interceptor that failed on the event (instead of a channel).
+pub const DEAD_LETTER_INTERCEPTOR_HEADER: &str = "millrace.deadLetter.interceptor";
 
 /// Why a delivery did not complete.
 #[derive(Debug, Error)]
@@ -172,11 +174,14 @@ struct Share {
     done: usize,
 }
 
-/// An event a channel refused, waiting for the dead-letter channel.
+/// An event a channel (or an interceptor) refused, waiting for the dead-letter channel.
 #[derive(Debug)]
 struct RefusedEvent {
     position: usize,
+    /// The channel that refused it; for an interceptor's failure, the interceptor.
     channel: String,
+    /// Whether an interceptor (named by `channel`) refused it rather than a channel.
+    by_interceptor: bool,
     reason: String,
     event: Event,
 }
@@ -330,13 +335,26 @@ impl ChannelProcessor {
     /// events, so a batch going to one channel is not copied.
     ///
     /// [`attempt`]: Self::attempt
-    pub fn prepare(&mut self, mut events: Vec<Event>) -> PendingDelivery {
-        for event in &mut events {
-            for interceptor in &self.interceptors {
-                interceptor.apply(event);
-            }
-        }
-        let event_count = events.len();
+    pub fn prepare(&mut self, events: Vec<Event>) -> PendingDelivery {
+        let (events, refused) = if self.interceptors.is_empty() {
+            (events, Vec::new())
+        } else {
+            let intercepted = intercept_all(&self.interceptors, events);
+            let refused: Vec<RefusedEvent> = intercepted
+                .failures
+                .into_iter()
+                .enumerate()
+                .map(|(index, failure)| RefusedEvent {
+                    position: intercepted.events.len() + index,
+                    channel: failure.interceptor,
+                    by_interceptor: true,
+                    reason: failure.error.to_string(),
+                    event: failure.event,
+                })
+                .collect();
+            (intercepted.events, refused)
+        };
+        let event_count = events.len() + refused.len();
         let routes: Vec<Route> = events.iter().map(|event| self.route(event)).collect();
         let mut shares: Vec<Share> = Vec::new();
         let single_channel = routes.first().and_then(|first| {
@@ -349,7 +367,7 @@ impl ChannelProcessor {
             shares.push(Share {
                 channel,
                 required: true,
-                positions: (0..event_count).collect(),
+                positions: (0..events.len()).collect(),
                 events,
                 done: 0,
             });
@@ -382,7 +400,7 @@ impl ChannelProcessor {
         }
         PendingDelivery {
             shares,
-            refused: Vec::new(),
+            refused,
             dead_lettered: 0,
             event_count,
             counted: false,
@@ -491,6 +509,7 @@ impl ChannelProcessor {
         refused.push(RefusedEvent {
             position: share.positions[share.done],
             channel: channel.to_string(),
+            by_interceptor: false,
             reason,
             event,
         });
@@ -528,11 +547,16 @@ impl ChannelProcessor {
         };
         while delivery.dead_lettered < delivery.refused.len() {
             let refusal = &delivery.refused[delivery.dead_lettered];
+            let refused_by_header = if refusal.by_interceptor {
+                DEAD_LETTER_INTERCEPTOR_HEADER
+            } else {
+                DEAD_LETTER_CHANNEL_HEADER
+            };
             let event = refusal
                 .event
                 .clone()
                 .with_header(DEAD_LETTER_SOURCE_HEADER, dead_letter.source.clone())
-                .with_header(DEAD_LETTER_CHANNEL_HEADER, refusal.channel.clone())
+                .with_header(refused_by_header, refusal.channel.clone())
                 .with_header(DEAD_LETTER_REASON_HEADER, refusal.reason.clone());
             if let Err(source) = self
                 .put(&dead_letter.channel, std::slice::from_ref(&event))
@@ -545,10 +569,11 @@ impl ChannelProcessor {
                 });
             }
             warn!(
-                channel = %refusal.channel,
+                refused_by = %refusal.channel,
+                by_interceptor = refusal.by_interceptor,
                 dead_letter_channel = %dead_letter.channel,
                 reason = %refusal.reason,
-                "an event refused by its channel was put on the dead-letter channel"
+                "a refused event was put on the dead-letter channel"
             );
             delivery.dead_lettered += 1;
         }

@@ -1,5 +1,13 @@
-//! Flume's common interceptors: headers a source adds to each event before the selector
-//! sees it (`AGENT.sources.NAME.interceptors = i1 i2`, then `interceptors.i1.type`).
+//! Interceptors: what a source does to each event before the selector sees it
+//! (`AGENT.sources.NAME.interceptors = i1 i2`, then `interceptors.i1.type`). The output of
+//! one interceptor is the input of the next; an interceptor may change an event, drop it,
+//! or (a script) turn it into several.
+//!
+//! - Flume's header interceptors, here: `timestamp`, `host`, `static`.
+//! - Flume's body and header interceptors, [`flume`]: `uuid`, `search_replace`,
+//!   `regex_extractor`, `regex_filter`, `remove_header` (Java regexes run by
+//!   [`java_regex`]; Joda date patterns by [`joda`]).
+//! - The script interceptor, [`script`]: Millrace's replacement for custom Java classes.
 //!
 //! ## How the `host` interceptor names this machine
 //!
@@ -28,16 +36,28 @@
 //! name for `useIP = false`. It does not depend on `/etc/hosts` being right, which in
 //! containers often maps the host name to a loopback address.
 
+pub mod flume;
+pub mod java_regex;
+pub mod joda;
+pub mod script;
+
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use millrace_client::Event;
 use millrace_config::{values, ComponentSettings};
 use tracing::warn;
 
+use flume::{
+    RegexExtractor, RegexFilter, RemoveHeader, SearchReplace, UuidInterceptor,
+    REGEX_EXTRACTOR_CLASS, REGEX_FILTER_CLASS, REMOVE_HEADER_CLASS, SEARCH_REPLACE_CLASS,
+    UUID_INTERCEPTOR_CLASS,
+};
+use script::{ScriptError, ScriptInterceptor, ScriptSettings};
+
 /// One configured interceptor.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Interceptor {
     /// `timestamp`: the time the source got the event, in milliseconds since the epoch.
     Timestamp {
@@ -66,6 +86,18 @@ pub enum Interceptor {
         /// `preserveExisting` (true).
         preserve_existing: bool,
     },
+    /// `uuid` (Flume's `UUIDInterceptor$Builder`).
+    Uuid(UuidInterceptor),
+    /// `search_replace`.
+    SearchReplace(SearchReplace),
+    /// `regex_extractor`.
+    RegexExtractor(RegexExtractor),
+    /// `regex_filter`.
+    RegexFilter(RegexFilter),
+    /// `remove_header`.
+    RemoveHeader(RemoveHeader),
+    /// `script` (or `lua`): one Lua state per source, shared by its connections.
+    Script(Arc<ScriptInterceptor>),
 }
 
 /// How the `host` interceptor finds this machine's address and name.
@@ -85,9 +117,59 @@ fn set_header(event: &mut Event, header: &str, value: String, preserve_existing:
     }
 }
 
+/// An event an interceptor failed on, set aside for the dead-letter channel.
+#[derive(Debug)]
+pub struct InterceptorFailure {
+    /// The interceptor's name (`i1`).
+    pub interceptor: String,
+    /// The event as it entered that interceptor.
+    pub event: Event,
+    /// Why.
+    pub error: ScriptError,
+}
+
+/// What a chain of interceptors made of a batch.
+#[derive(Debug, Default)]
+pub struct Intercepted {
+    /// The events that go on, in order.
+    pub events: Vec<Event>,
+    /// The events set aside for the dead-letter channel.
+    pub failures: Vec<InterceptorFailure>,
+}
+
+/// Runs `events` through `interceptors`, in order.
+pub fn intercept_all(interceptors: &[Interceptor], mut events: Vec<Event>) -> Intercepted {
+    let mut failures = Vec::new();
+    for interceptor in interceptors {
+        match interceptor {
+            Interceptor::RegexFilter(filter) => events.retain(|event| filter.keeps(event)),
+            Interceptor::Script(script) => {
+                let mut out = Vec::with_capacity(events.len());
+                for event in events {
+                    if let Err(failure) = script.intercept(event, &mut out) {
+                        failures.push(InterceptorFailure {
+                            interceptor: script.settings.name.clone(),
+                            event: failure.event,
+                            error: failure.error,
+                        });
+                    }
+                }
+                events = out;
+            }
+            _ => {
+                for event in &mut events {
+                    interceptor.apply(event);
+                }
+            }
+        }
+    }
+    Intercepted { events, failures }
+}
+
 impl Interceptor {
-    /// Adds this interceptor's header to `event`.
-    pub fn apply(&self, event: &mut Event) {
+    /// Changes `event` in place, for the interceptors that always keep exactly one event
+    /// (the others are run by [`intercept_all`]).
+    fn apply(&self, event: &mut Event) {
         match self {
             Interceptor::Timestamp {
                 header,
@@ -113,6 +195,11 @@ impl Interceptor {
                 value,
                 preserve_existing,
             } => set_header(event, header, value.clone(), *preserve_existing),
+            Interceptor::Uuid(uuid) => uuid.apply(event),
+            Interceptor::SearchReplace(search_replace) => search_replace.apply(event),
+            Interceptor::RegexExtractor(extractor) => extractor.apply(event),
+            Interceptor::RemoveHeader(remove) => remove.apply(event),
+            Interceptor::RegexFilter(_) | Interceptor::Script(_) => {}
         }
     }
 }
@@ -199,27 +286,42 @@ fn host_header_value(lookup: HostLookup, use_ip: bool) -> Option<&'static str> {
         .as_deref()
 }
 
+/// The interceptor types Millrace runs, for messages.
+const INTERCEPTOR_TYPES: &str = "timestamp, host, static, uuid, search_replace, \
+     regex_extractor, regex_filter, remove_header or script (Flume's class names of these \
+     are accepted too)";
+
+/// The Java class name of Flume's built-in interceptor `simple_name` (`TimestampInterceptor`).
+fn flume_class(simple_name: &str) -> String {
+    format!("org.apache.flume.interceptor.{simple_name}$Builder")
+}
+
+fn type_is(kind: &str, alias: &str, class_name: &str) -> bool {
+    kind.eq_ignore_ascii_case(alias) || kind == class_name
+}
+
 /// Reads `interceptors` and each `interceptors.NAME.*` of a source.
 pub fn plan_interceptors(keys: &mut ComponentSettings<'_>) -> Vec<Interceptor> {
     let Some(names) = keys.text("interceptors") else {
         return Vec::new();
     };
+    let has_dead_letter = keys.is_set("deadLetter.channel");
     let mut interceptors = Vec::new();
     for name in values::space_separated(&names) {
         let prefix = format!("interceptors.{name}.");
         let key = |sub_key: &str| format!("{prefix}{sub_key}");
-        let Some(kind) = keys.required_text(&key("type"), "timestamp, host or static") else {
+        let Some(kind) = keys.required_text(&key("type"), INTERCEPTOR_TYPES) else {
             continue;
         };
-        let kind_lower = kind.to_ascii_lowercase();
-        let interceptor = if kind_lower == "timestamp" || kind.contains("TimestampInterceptor") {
-            Interceptor::Timestamp {
+        let kind = kind.as_str();
+        let interceptor = if type_is(kind, "timestamp", &flume_class("TimestampInterceptor")) {
+            Some(Interceptor::Timestamp {
                 header: keys.text_or(&key("headerName"), "timestamp"),
                 preserve_existing: keys.boolean_or(&key("preserveExisting"), false),
-            }
-        } else if kind_lower == "host" || kind.contains("HostInterceptor") {
+            })
+        } else if type_is(kind, "host", &flume_class("HostInterceptor")) {
             let lookup = keys.choice_or(&key("lookup"), "resolver", &["resolver", "route"]);
-            Interceptor::Host {
+            Some(Interceptor::Host {
                 header: keys.text_or(&key("hostHeader"), "host"),
                 use_ip: keys.boolean_or(&key("useIP"), true),
                 lookup: if lookup == "route" {
@@ -228,21 +330,37 @@ pub fn plan_interceptors(keys: &mut ComponentSettings<'_>) -> Vec<Interceptor> {
                     HostLookup::Resolver
                 },
                 preserve_existing: keys.boolean_or(&key("preserveExisting"), false),
-            }
-        } else if kind_lower == "static" || kind.contains("StaticInterceptor") {
-            Interceptor::Static {
+            })
+        } else if type_is(kind, "static", &flume_class("StaticInterceptor")) {
+            Some(Interceptor::Static {
                 header: keys.text_or(&key("key"), "key"),
                 value: keys.text_or(&key("value"), "value"),
                 preserve_existing: keys.boolean_or(&key("preserveExisting"), true),
-            }
+            })
+        } else if type_is(kind, "uuid", UUID_INTERCEPTOR_CLASS) {
+            Some(Interceptor::Uuid(UuidInterceptor::read(keys, &prefix)))
+        } else if type_is(kind, "search_replace", SEARCH_REPLACE_CLASS) {
+            SearchReplace::read(keys, &prefix).map(Interceptor::SearchReplace)
+        } else if type_is(kind, "regex_extractor", REGEX_EXTRACTOR_CLASS) {
+            RegexExtractor::read(keys, &prefix).map(Interceptor::RegexExtractor)
+        } else if type_is(kind, "regex_filter", REGEX_FILTER_CLASS) {
+            RegexFilter::read(keys, &prefix).map(Interceptor::RegexFilter)
+        } else if type_is(kind, "remove_header", REMOVE_HEADER_CLASS) {
+            RemoveHeader::read(keys, &prefix).map(Interceptor::RemoveHeader)
+        } else if type_is(kind, "script", "script") || type_is(kind, "lua", "lua") {
+            ScriptSettings::read(keys, &prefix, name, has_dead_letter)
+                .map(|settings| Interceptor::Script(Arc::new(ScriptInterceptor::new(settings))))
         } else {
             keys.conflict(
                 &key("type"),
-                format!("expected timestamp, host or static (Millrace runs no Java classes), got {kind:?}"),
+                format!(
+                    "expected {INTERCEPTOR_TYPES}, got {kind:?}: Millrace runs no Java classes; \
+                     write a custom interceptor as a script (type = script, see docs/adapters.md)"
+                ),
             );
-            continue;
+            None
         };
-        interceptors.push(interceptor);
+        interceptors.extend(interceptor);
     }
     interceptors
 }
@@ -272,10 +390,12 @@ mod tests {
         let mut keys = ComponentSettings::new("a.conf", "a1.sources.r1", 1, &settings);
         let interceptors = plan_interceptors(&mut keys);
         assert!(keys.finish().errors.is_empty());
-        let mut event = Event::new("x").with_header("env", "dev");
-        for interceptor in &interceptors {
-            interceptor.apply(&mut event);
-        }
+        let event = intercept_all(
+            &interceptors,
+            vec![Event::new("x").with_header("env", "dev")],
+        )
+        .events
+        .remove(0);
         assert!(event.header("timestamp").unwrap().parse::<u64>().unwrap() > 0);
         assert_eq!(
             event.header("env"),
@@ -314,8 +434,9 @@ mod tests {
             println!("skipped: {host_name} does not resolve");
             return;
         };
-        let mut event = Event::new("x");
-        interceptors[0].apply(&mut event);
+        let event = intercept_all(&interceptors, vec![Event::new("x")])
+            .events
+            .remove(0);
         assert_eq!(event.header("host"), Some(expected.as_str()));
     }
 
@@ -348,15 +469,15 @@ mod tests {
         let mut keys = ComponentSettings::new("a.conf", "a1.sources.r1", 1, &settings);
         let interceptors = plan_interceptors(&mut keys);
         assert!(keys.finish().errors.is_empty());
-        assert_eq!(
-            interceptors,
+        assert!(matches!(
+            interceptors.as_slice(),
             [Interceptor::Host {
-                header: "host".into(),
+                header,
                 use_ip: false,
                 lookup: HostLookup::Route,
                 preserve_existing: false,
-            }]
-        );
+            }] if header == "host"
+        ));
         let settings = [
             raw("interceptors", "h"),
             raw("interceptors.h.type", "host"),
@@ -375,14 +496,17 @@ mod tests {
     fn an_unknown_interceptor_type_is_an_error_naming_the_key() {
         let settings = [
             raw("interceptors", "i1"),
-            raw("interceptors.i1.type", "regex_filter"),
+            raw("interceptors.i1.type", "com.example.MyInterceptor$Builder"),
         ];
         let mut keys = ComponentSettings::new("a.conf", "a1.sources.r1", 1, &settings);
         assert!(plan_interceptors(&mut keys).is_empty());
         let errors = keys.finish().errors;
         assert_eq!(errors.len(), 1);
-        assert!(errors[0]
-            .to_string()
-            .contains("a1.sources.r1.interceptors.i1.type"));
+        let message = errors[0].to_string();
+        assert!(
+            message.contains("a1.sources.r1.interceptors.i1.type"),
+            "{message}"
+        );
+        assert!(message.contains("type = script"), "{message}");
     }
 }
