@@ -22,6 +22,7 @@
 mod adapters;
 pub mod cli;
 pub mod daemon;
+mod commit_timing;
 mod descriptors;
 mod error_mapping;
 mod health;
@@ -32,6 +33,8 @@ mod registry;
 mod reports;
 mod session;
 mod shutdown;
+mod status;
+mod systemd;
 
 // The configuration and the log escaper under the names the modules use.
 use millrace_config as config;

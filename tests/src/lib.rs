@@ -41,6 +41,8 @@ pub use millrace_prerequisites::{
     require, require_tool, running_as_root, running_in_ci, skip, tool_on_path, Missing,
 };
 
+pub mod browser;
+
 /// Longest wait for a server to write its ready file.
 pub const SERVER_START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest wait for a server to exit after SIGTERM.
@@ -1073,4 +1075,23 @@ pub fn successful_lines(output: &Output) -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect()
+}
+
+/// A test that needs a tool this machine lacks: prints one line saying which and how to
+/// get it, and returns (the test passes as skipped) — unless `CI=true`, where it fails.
+pub fn skip_without_tool(message: &str) {
+    eprintln!("skipped: {message}");
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
+}
+
+/// The build directory the tests run from (`target/` or `$CARGO_TARGET_DIR`): where tests
+/// leave artefacts worth looking at (screenshots).
+pub fn target_dir() -> PathBuf {
+    let test_executable = std::env::current_exe().expect("the test executable's path");
+    // <target>/<profile>/deps/<test>-<hash>
+    test_executable
+        .ancestors()
+        .nth(3)
+        .expect("the test executable lives in <target>/<profile>/deps")
+        .to_path_buf()
 }

@@ -12,6 +12,9 @@
 //! - `validate -f FILE -n AGENT` exits 0 with a summary when the configuration is valid,
 //!   78 (EX_CONFIG) listing every error when it is not.
 //!
+//! - `top` shows channels, data dirs and adapters live, from the HTTP listener
+//!   (`--http`, default `127.0.0.1:41451`).
+//!
 //! `--server` defaults to `127.0.0.1:41450`, `--channel` to `default`; the auth token
 //! comes from `--auth-token` or `MILLRACE_AUTH_TOKEN`.
 
@@ -19,11 +22,13 @@ mod offline_commands;
 mod put;
 mod stats;
 mod take;
+mod top;
 mod validate;
 
 use std::path::PathBuf;
 
 pub use offline_commands::{ChannelFilesArgs, CheckpointArgs, InspectArgs, ReplayArgs, VerifyArgs};
+pub use top::TopArgs;
 
 use clap::{Args, Parser, Subcommand};
 use millrace_client::{ClientError, ClientOptions, DEFAULT_SERVER_ADDRESS};
@@ -77,6 +82,9 @@ pub enum Command {
     /// --execute); through the server, or on a stopped channel's files (with -f or
     /// --data-dir).
     Replay(ReplayArgs),
+    /// A live view of a running channeld: channels, data dirs and adapters, refreshed in
+    /// place (plain lines when stdout is not a terminal); reads its HTTP listener.
+    Top(TopArgs),
 }
 
 /// How to reach the server.
@@ -219,6 +227,10 @@ pub enum ChannelctlError {
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
 
+    /// `top` could not install its SIGTERM/SIGINT/SIGHUP handlers.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+
     /// An offline tool failed.
     #[error("{0}")]
     Offline(#[from] crate::offline::ToolError),
@@ -277,6 +289,7 @@ pub fn run(args: ChannelctlArgs) -> Result<(), ChannelctlError> {
             Command::Take(take) => take::run(take).await,
             Command::Stats(stats) => stats::run(stats).await,
             Command::Checkpoint(checkpoint) => offline_commands::checkpoint(checkpoint).await,
+            Command::Top(top) => top::run(top).await,
             Command::Validate(_)
             | Command::Inspect(_)
             | Command::Verify(_)
