@@ -31,7 +31,11 @@ pub const CLI_DOCS_ENV: &str = "MILLRACE_CLI_DOCS_DIR";
 
 /// The shells completions are written for, with the directory and file name each one's
 /// completion loader expects.
-const SHELLS: [(Shell, &str); 3] = [(Shell::Bash, "bash"), (Shell::Zsh, "zsh"), (Shell::Fish, "fish")];
+const SHELLS: [(Shell, &str); 3] = [
+    (Shell::Bash, "bash"),
+    (Shell::Zsh, "zsh"),
+    (Shell::Fish, "fish"),
+];
 
 /// When [`CLI_DOCS_ENV`] is set, writes the man pages and completions of `T`'s command
 /// under it and exits (0, or 1 saying why it could not).

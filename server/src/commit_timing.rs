@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use millrace_engine::file::{DirStats, RecoveryReport};
 use millrace_engine::{
     Arrivals, Channel, ChannelError, ChannelHealth, ChannelStats, CommitAttempt, CommitFuture,
-    Event, FileChannel, PendingCommit, PutAttempt, TakeStop, Transaction,
+    Event, PendingCommit, PutAttempt, TakeStop, Transaction,
 };
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 
@@ -151,12 +151,16 @@ impl Channel for TimedChannel {
         self.inner.dir_stats()
     }
 
-    fn as_file_channel(&self) -> Option<&FileChannel> {
-        self.inner.as_file_channel()
-    }
-
     fn arrivals(&self) -> Option<&Arrivals> {
         self.inner.arrivals()
+    }
+
+    fn peek(
+        &self,
+        max_events: usize,
+        admit: &mut dyn FnMut(&Event) -> bool,
+    ) -> Option<Result<Vec<Event>, ChannelError>> {
+        self.inner.peek(max_events, admit)
     }
 }
 

@@ -328,10 +328,8 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
 async fn prometheus(State(state): State<Arc<HttpState>>) -> Response {
     let adapters = state.adapters.snapshot(Instant::now());
     let registry = Arc::clone(&state.registry);
-    let operator = tokio::task::spawn_blocking(move || {
-        operator_prometheus_text(&registry, &adapters)
-    })
-    .await;
+    let operator =
+        tokio::task::spawn_blocking(move || operator_prometheus_text(&registry, &adapters)).await;
     let operator = match operator {
         Ok(Ok(text)) => text,
         Ok(Err(error)) => return internal_error(format!("could not encode metrics: {error}")),

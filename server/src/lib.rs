@@ -21,8 +21,8 @@
 
 mod adapters;
 pub mod cli;
-pub mod daemon;
 mod commit_timing;
+pub mod daemon;
 mod descriptors;
 mod error_mapping;
 mod health;

@@ -28,8 +28,8 @@ use parking_lot::RwLock;
 use thiserror::Error;
 use tracing::{error, info};
 
-use crate::config::ChannelKind;
 use crate::commit_timing::{CommitTimes, TimedChannel};
+use crate::config::ChannelKind;
 
 /// What opens one configured channel. Runs on a blocking thread.
 pub type ChannelOpener = Box<dyn FnOnce() -> Result<OpenedChannel, OpenError> + Send>;
@@ -366,7 +366,8 @@ impl ChannelRegistry {
                     if let Some(file_channel) = opened.file_channel {
                         let _ = entry.file_channel.set(file_channel);
                     }
-                    let channel = TimedChannel::wrap(opened.channel, Arc::clone(&entry.commit_times));
+                    let channel =
+                        TimedChannel::wrap(opened.channel, Arc::clone(&entry.commit_times));
                     *entry.state.write() = ChannelState::Ready(channel);
                 }
                 Err(locked @ OpenError::Locked { .. }) => {

@@ -30,7 +30,7 @@
 
 use std::fmt::Write as _;
 
-use millrace_engine::storage::{RealFs, Storage};
+use millrace_engine::storage::{IoBackend, RealFs, Storage};
 use millrace_engine::ChannelHealth;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
@@ -51,6 +51,15 @@ pub const STATUS_PAGE_HTML: &str = include_str!("status_page.html");
 /// The last line of an OpenMetrics text.
 const OPENMETRICS_EOF: &str = "# EOF\n";
 
+/// What `statvfs` says an unprivileged writer may still use under `path` (the figure the
+/// space guard compares), or `None` when it cannot be read. Only reads: the I/O backend
+/// of the storage asked does not matter.
+fn usable_space_bytes(path: &std::path::Path) -> Option<u64> {
+    RealFs::new(IoBackend::Pwrite)
+        .available_space_bytes(path)
+        .ok()
+}
+
 /// `GET /status`: per channel its commit figures and its data dirs' usable space
 /// against the guard. Reads free space with `statvfs`: call it where blocking is
 /// allowed.
@@ -66,7 +75,7 @@ pub fn status_json(registry: &ChannelRegistry) -> Value {
             .map(|(path, _)| {
                 json!({
                     "path": path.display().to_string(),
-                    "usable_bytes": RealFs.available_space_bytes(path).ok(),
+                    "usable_bytes": usable_space_bytes(path),
                 })
             })
             .collect();
@@ -186,7 +195,7 @@ pub fn operator_prometheus_text(
                 channel: entry.name().to_string(),
                 dir: path.display().to_string(),
             };
-            if let Ok(bytes) = RealFs.available_space_bytes(&path) {
+            if let Some(bytes) = usable_space_bytes(&path) {
                 usable
                     .get_or_create(&dir_labels)
                     .set(i64::try_from(bytes).unwrap_or(i64::MAX));

@@ -165,10 +165,7 @@ impl Browser {
                 continue;
             };
             if message["id"].as_u64() == Some(id) {
-                assert!(
-                    message.get("error").is_none(),
-                    "{method} failed: {message}"
-                );
+                assert!(message.get("error").is_none(), "{method} failed: {message}");
                 return message["result"].clone();
             }
             self.record_event(&message);

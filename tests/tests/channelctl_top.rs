@@ -52,29 +52,69 @@ fn top_without_a_terminal_prints_a_line_per_channel_and_dir_at_each_refresh() {
     );
     let lines = successful_lines(&output);
     assert_eq!(lines.len(), 3 * 3, "{lines:#?}");
-    let c1: Vec<&String> = lines.iter().filter(|line| line.contains(" channel c1 ")).collect();
+    let c1: Vec<&String> = lines
+        .iter()
+        .filter(|line| line.contains(" channel c1 "))
+        .collect();
     assert_eq!(c1.len(), 3, "{lines:#?}");
     for line in &c1 {
-        for field in ["type=file", "state=open", "size=3", "capacity=200", "fill_percent=1.50"] {
+        for field in [
+            "type=file",
+            "state=open",
+            "size=3",
+            "capacity=200",
+            "fill_percent=1.50",
+        ] {
             assert!(line.contains(field), "{field} missing: {line}");
         }
         assert!(!line.contains("commit_ms=- "), "c1 committed a put: {line}");
     }
-    assert!(c1[0].contains("put_per_s=- "), "no rate from one reading: {}", c1[0]);
-    assert!(c1[2].contains("put_per_s=0.0 "), "a rate from two readings: {}", c1[2]);
-    let m1 = lines.iter().find(|line| line.contains(" channel m1 ")).expect("m1");
-    assert!(m1.contains("type=memory") && m1.contains("capacity=50"), "{m1}");
+    assert!(
+        c1[0].contains("put_per_s=- "),
+        "no rate from one reading: {}",
+        c1[0]
+    );
+    assert!(
+        c1[2].contains("put_per_s=0.0 "),
+        "a rate from two readings: {}",
+        c1[2]
+    );
+    let m1 = lines
+        .iter()
+        .find(|line| line.contains(" channel m1 "))
+        .expect("m1");
+    assert!(
+        m1.contains("type=memory") && m1.contains("capacity=50"),
+        "{m1}"
+    );
     assert!(m1.contains("commit_ms=- "), "m1 never committed: {m1}");
-    let dir = lines.iter().find(|line| line.contains(" dir c1/data ")).expect("c1's dir");
-    assert!(dir.contains("channel=c1") && dir.contains("guard_bytes=1048576"), "{dir}");
-    assert!(!dir.contains("usable_bytes=- "), "free space is read: {dir}");
+    let dir = lines
+        .iter()
+        .find(|line| line.contains(" dir c1/data "))
+        .expect("c1's dir");
+    assert!(
+        dir.contains("channel=c1") && dir.contains("guard_bytes=1048576"),
+        "{dir}"
+    );
+    assert!(
+        !dir.contains("usable_bytes=- "),
+        "free space is read: {dir}"
+    );
 }
 
 #[test]
 fn top_without_a_server_says_it_is_unreachable_and_keeps_trying() {
     let address = format!("127.0.0.1:{}", free_port());
     let output = channelctl(
-        &["top", "--http", &address, "--count", "2", "--interval-ms", "100"],
+        &[
+            "top",
+            "--http",
+            &address,
+            "--count",
+            "2",
+            "--interval-ms",
+            "100",
+        ],
         b"",
     );
     let lines = successful_lines(&output);
@@ -90,7 +130,9 @@ fn top_without_a_server_says_it_is_unreachable_and_keeps_trying() {
 #[test]
 fn top_on_a_terminal_draws_in_place_and_quits_on_q() {
     if Command::new("script").arg("--version").output().is_err() {
-        skip_without_tool("the terminal test of top needs util-linux's script: apt-get install bsdutils");
+        skip_without_tool(
+            "the terminal test of top needs util-linux's script: apt-get install bsdutils",
+        );
         return;
     }
     let server = server_with_a_file_and_a_memory_channel();
@@ -100,7 +142,14 @@ fn top_on_a_terminal_draws_in_place_and_quits_on_q() {
         server.http_address()
     );
     let mut child = Command::new("script")
-        .args(["--quiet", "--flush", "--return", "--command", &command, "/dev/null"])
+        .args([
+            "--quiet",
+            "--flush",
+            "--return",
+            "--command",
+            &command,
+            "/dev/null",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -129,7 +178,11 @@ fn top_on_a_terminal_draws_in_place_and_quits_on_q() {
         let screen = screen.lock().unwrap();
         screen.contains("CHANNEL") && screen.contains("c1/data") && screen.contains("PUT/S")
     });
-    assert!(drawn, "no table on the screen: {:?}", screen.lock().unwrap());
+    assert!(
+        drawn,
+        "no table on the screen: {:?}",
+        screen.lock().unwrap()
+    );
     input.write_all(b"q").expect("type q");
     input.flush().expect("flush");
     let mut exited = None;

@@ -61,8 +61,8 @@ fn roff_flag(flag: &str) -> String {
 }
 
 fn check_page(page: &Path, help: &str) {
-    let roff = std::fs::read_to_string(page)
-        .unwrap_or_else(|error| panic!("{}: {error}", page.display()));
+    let roff =
+        std::fs::read_to_string(page).unwrap_or_else(|error| panic!("{}: {error}", page.display()));
     assert!(roff.starts_with(".ie") || roff.contains(".TH"), "{roff}");
     for flag in long_flags(help) {
         assert!(
@@ -78,7 +78,9 @@ fn every_binary_writes_man_pages_naming_each_flag_and_subcommand_and_completions
     let docs = tempfile::tempdir().expect("a temporary directory");
     let man_available = Command::new("man").arg("--version").output().is_ok();
     if !man_available {
-        println!("man is not installed (apt-get install man-db): the pages are checked as roff only");
+        println!(
+            "man is not installed (apt-get install man-db): the pages are checked as roff only"
+        );
     }
     for name in ["channeld", "channelctl", "channel-agent", "channel-bench"] {
         let binary = binary(name);
@@ -125,7 +127,11 @@ fn every_binary_writes_man_pages_naming_each_flag_and_subcommand_and_completions
                 .output()
                 .expect("man runs");
             let text = String::from_utf8_lossy(&rendered.stdout);
-            assert!(rendered.status.success(), "man -l {name}.1: {}", String::from_utf8_lossy(&rendered.stderr));
+            assert!(
+                rendered.status.success(),
+                "man -l {name}.1: {}",
+                String::from_utf8_lossy(&rendered.stderr)
+            );
             assert!(text.contains("NAME") && text.contains(name), "{text}");
         }
     }

@@ -105,7 +105,11 @@ fn the_debian_package_installs_serves_health_as_its_user_and_purges_cleanly() {
     // Package this run's binaries (the test profile's): no second build.
     let started = Instant::now();
     let out_dir = target_dir().join("debian-test");
-    let binary_dir = binaries().channeld.parent().expect("binaries").to_path_buf();
+    let binary_dir = binaries()
+        .channeld
+        .parent()
+        .expect("binaries")
+        .to_path_buf();
     let built = run(Command::new(workspace().join("deploy/debian/build-deb.sh"))
         .arg(&out_dir)
         .env("MILLRACE_DEB_BINARIES", &binary_dir)
@@ -118,17 +122,26 @@ fn the_debian_package_installs_serves_health_as_its_user_and_purges_cleanly() {
         deb.display(),
         started.elapsed().as_secs_f64()
     );
-    let contents = String::from_utf8(run(Command::new("dpkg-deb").arg("--contents").arg(&deb)).stdout)
-        .expect("UTF-8 listing");
-    let conffiles =
-        String::from_utf8(run(Command::new("dpkg-deb").args(["--info"]).arg(&deb).arg("conffiles")).stdout)
-            .expect("UTF-8 conffiles");
+    let contents =
+        String::from_utf8(run(Command::new("dpkg-deb").arg("--contents").arg(&deb)).stdout)
+            .expect("UTF-8 listing");
+    let conffiles = String::from_utf8(
+        run(Command::new("dpkg-deb")
+            .args(["--info"])
+            .arg(&deb)
+            .arg("conffiles"))
+        .stdout,
+    )
+    .expect("UTF-8 conffiles");
     assert_eq!(conffiles.trim(), CONFIG, "{contents}");
 
     let installed = Installed;
     run(Command::new("dpkg").arg("--install").arg(&deb));
     for path in INSTALLED {
-        assert!(Path::new(path).is_file(), "{path} not installed:\n{contents}");
+        assert!(
+            Path::new(path).is_file(),
+            "{path} not installed:\n{contents}"
+        );
     }
     let passwd = String::from_utf8(run(Command::new("getent").args(["passwd", USER])).stdout)
         .expect("UTF-8");
@@ -141,7 +154,11 @@ fn the_debian_package_installs_serves_health_as_its_user_and_purges_cleanly() {
     assert_eq!(data_dir.permissions().mode() & 0o777, 0o700);
     let uid = data_dir.uid();
     assert_eq!(
-        std::fs::metadata(CONFIG).expect("the config").permissions().mode() & 0o777,
+        std::fs::metadata(CONFIG)
+            .expect("the config")
+            .permissions()
+            .mode()
+            & 0o777,
         0o640
     );
     run(Command::new("/usr/bin/channelctl").args(["validate", "-f", CONFIG, "-n", "channeld"]));
@@ -151,8 +168,20 @@ fn the_debian_package_installs_serves_health_as_its_user_and_purges_cleanly() {
     let ready_file = Path::new(DATA_DIR).join("test-ready.json");
     let child = Command::new("setpriv")
         .args(["--reuid", USER, "--regid", USER, "--init-groups", "--"])
-        .args(["/usr/bin/channeld", "--conf-file", CONFIG, "--name", "channeld"])
-        .args(["--bind", "127.0.0.1:0", "--http", "127.0.0.1:0", "--ready-file"])
+        .args([
+            "/usr/bin/channeld",
+            "--conf-file",
+            CONFIG,
+            "--name",
+            "channeld",
+        ])
+        .args([
+            "--bind",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--ready-file",
+        ])
         .arg(&ready_file)
         .current_dir(DATA_DIR)
         .env("RUST_LOG", "info")
@@ -173,7 +202,9 @@ fn the_debian_package_installs_serves_health_as_its_user_and_purges_cleanly() {
     assert_eq!(health["channels"]["default"]["state"], "open", "{health}");
     let segment_dir = Path::new(DATA_DIR).join("default/data");
     assert_eq!(
-        std::fs::metadata(&segment_dir).expect("the channel's data dir").uid(),
+        std::fs::metadata(&segment_dir)
+            .expect("the channel's data dir")
+            .uid(),
         uid,
         "channeld ran as {USER}"
     );
@@ -195,7 +226,10 @@ fn the_debian_package_installs_serves_health_as_its_user_and_purges_cleanly() {
     for path in INSTALLED.iter().copied().chain([DATA_DIR, CONFIG_DIR]) {
         assert!(!Path::new(path).exists(), "{path} left after the purge");
     }
-    assert!(!succeeds("getent", &["passwd", USER]), "the {USER} user is left");
+    assert!(
+        !succeeds("getent", &["passwd", USER]),
+        "the {USER} user is left"
+    );
     let _ = std::fs::remove_dir_all(&out_dir);
     println!(
         "package test (build, install, serve, purge) took {:.1} s",

@@ -48,9 +48,7 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
         .output()
         .is_err()
     {
-        skip_without_tool(
-            "verifying the unit needs systemd-analyze: apt-get install systemd",
-        );
+        skip_without_tool("verifying the unit needs systemd-analyze: apt-get install systemd");
         return;
     }
     let unit = read_deploy_file("systemd/channeld.service");
@@ -135,9 +133,7 @@ fn channeld_tells_the_notify_socket_it_is_ready_and_then_that_it_stops() {
     let directory = tempfile::tempdir().expect("a temporary directory");
     let socket_path = directory.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).expect("bind the notify socket");
-    socket
-        .set_read_timeout(Some(WAIT))
-        .expect("a read timeout");
+    socket.set_read_timeout(Some(WAIT)).expect("a read timeout");
     let mut server = Server::start(
         ServerSetup::embedded_default().env("NOTIFY_SOCKET", socket_path.display().to_string()),
     );
@@ -152,7 +148,10 @@ fn channeld_tells_the_notify_socket_it_is_ready_and_then_that_it_stops() {
         "first notification: {ready:?}"
     );
     assert!(
-        ready.contains(&format!("STATUS=serving 1 channel(s) on {}", server.protocol_address())),
+        ready.contains(&format!(
+            "STATUS=serving 1 channel(s) on {}",
+            server.protocol_address()
+        )),
         "{ready:?}"
     );
     // Ready means serving: a put is accepted right away.
@@ -163,7 +162,9 @@ fn channeld_tells_the_notify_socket_it_is_ready_and_then_that_it_stops() {
         stopping.lines().any(|line| line == "STOPPING=1"),
         "second notification: {stopping:?}"
     );
-    assert!(server.wait_for_exit(WAIT).is_some_and(|status| status.success()));
+    assert!(server
+        .wait_for_exit(WAIT)
+        .is_some_and(|status| status.success()));
 }
 
 /// Every `millrace_*` name in `text` (PromQL expressions).
@@ -211,7 +212,10 @@ fn alert_expressions() -> Vec<(String, String)> {
                     .is_some_and(|severity| ["warning", "critical"].contains(&severity)),
                 "{alert}: severity"
             );
-            assert!(rule["annotations"]["summary"].is_string(), "{alert}: summary");
+            assert!(
+                rule["annotations"]["summary"].is_string(),
+                "{alert}: summary"
+            );
             expressions.push((alert, rule["expr"].as_str().expect("an expr").to_string()));
         }
     }
@@ -228,10 +232,16 @@ fn dashboard_expressions() -> Vec<(String, String)> {
         let title = panel["title"].as_str().expect("a title").to_string();
         for target in panel["targets"].as_array().into_iter().flatten() {
             assert_eq!(target["datasource"]["uid"], "${datasource}", "{title}");
-            expressions.push((title.clone(), target["expr"].as_str().expect("expr").to_string()));
+            expressions.push((
+                title.clone(),
+                target["expr"].as_str().expect("expr").to_string(),
+            ));
         }
     }
-    for variable in dashboard["templating"]["list"].as_array().expect("variables") {
+    for variable in dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables")
+    {
         if let Some(query) = variable["query"]["query"].as_str() {
             expressions.push((format!("${}", variable["name"]), query.to_string()));
         }
@@ -270,9 +280,15 @@ fn every_metric_the_alerts_and_the_dashboard_name_exists_in_prometheus_text() {
         exposed = exposed_names(&response.body);
         response.body.contains("type=\"SINK\"") && response.body.contains("type=\"SOURCE\"")
     });
-    assert!(reported, "the adapters never reported counters: {exposed:?}");
+    assert!(
+        reported,
+        "the adapters never reported counters: {exposed:?}"
+    );
     let mut missing = Vec::new();
-    for (origin, expression) in alert_expressions().into_iter().chain(dashboard_expressions()) {
+    for (origin, expression) in alert_expressions()
+        .into_iter()
+        .chain(dashboard_expressions())
+    {
         for name in metric_names(&expression) {
             if !exposed.contains(&name) {
                 missing.push(format!("{name} (in {origin})"));
@@ -289,10 +305,18 @@ fn every_metric_the_alerts_and_the_dashboard_name_exists_in_prometheus_text() {
         text.contains("millrace_data_dir_minimum_required_space_bytes{channel=\"c1\",dir=\"c1/data\"} 1048576"),
         "{text}"
     );
-    assert!(text.contains("millrace_adapter_restarts_total{component=\"r1\"} 0"), "{text}");
-    assert!(text.contains("millrace_channel_read_only{channel=\"c1\",type=\"file\"} 0"), "{text}");
     assert!(
-        text.contains("millrace_channel_commit_duration_seconds_count{channel=\"c1\",type=\"file\"}"),
+        text.contains("millrace_adapter_restarts_total{component=\"r1\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("millrace_channel_read_only{channel=\"c1\",type=\"file\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "millrace_channel_commit_duration_seconds_count{channel=\"c1\",type=\"file\"}"
+        ),
         "{text}"
     );
 }
@@ -303,5 +327,8 @@ fn metric_names_are_found_in_expressions() {
         "histogram_quantile(0.99, rate(millrace_a_bucket{x=\"millrace_label\"}[5m])) / millrace_b_total and not_millrace_c",
     );
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    assert_eq!(names, ["millrace_a_bucket", "millrace_b_total", "millrace_label"]);
+    assert_eq!(
+        names,
+        ["millrace_a_bucket", "millrace_b_total", "millrace_label"]
+    );
 }

@@ -70,7 +70,10 @@ fn shown_value(browser: &mut Browser, channel: &str, field: &str) -> Value {
 
 fn shown_text(browser: &mut Browser, channel: &str, field: &str) -> String {
     browser
-        .evaluate(&format!("{}.textContent ?? null", channel_field(channel, field)))
+        .evaluate(&format!(
+            "{}.textContent ?? null",
+            channel_field(channel, field)
+        ))
         .as_str()
         .unwrap_or_default()
         .to_string()
@@ -111,7 +114,10 @@ fn status_page_shows_live_channels_dirs_and_adapters_and_an_unhealthy_channel() 
     let url = format!("http://{}/", server.http_address());
     browser.navigate(&url);
     assert!(
-        browser.wait_for(PAGE_TIMEOUT, "Number(document.body.dataset.polls || 0) >= 2"),
+        browser.wait_for(
+            PAGE_TIMEOUT,
+            "Number(document.body.dataset.polls || 0) >= 2"
+        ),
         "the page never rendered a reading; console: {:?}",
         browser.console()
     );
@@ -137,7 +143,10 @@ fn status_page_shows_live_channels_dirs_and_adapters_and_an_unhealthy_channel() 
         shown_text(&mut browser, "c1", "recovery-path"),
         recovery_path
     );
-    assert_eq!(browser.evaluate("document.getElementById('server-status').textContent"), "degraded");
+    assert_eq!(
+        browser.evaluate("document.getElementById('server-status').textContent"),
+        "degraded"
+    );
 
     // Data dirs: one row each for c1 and c2, with bytes written and free space.
     let dir_rows = browser.evaluate(
@@ -150,8 +159,14 @@ fn status_page_shows_live_channels_dirs_and_adapters_and_an_unhealthy_channel() 
     assert_eq!(rows.len(), 2, "{dir_rows}");
     assert_eq!(rows[0][0], "c1");
     assert_eq!(rows[0][1], "c1/data");
-    assert!(rows[0][2].as_f64() > Some(0.0), "c1 wrote bytes: {dir_rows}");
-    assert!(rows[0][3].as_f64() > Some(0.0), "free space shown: {dir_rows}");
+    assert!(
+        rows[0][2].as_f64() > Some(0.0),
+        "c1 wrote bytes: {dir_rows}"
+    );
+    assert!(
+        rows[0][3].as_f64() > Some(0.0),
+        "free space shown: {dir_rows}"
+    );
     assert_eq!(rows[1][0], "c2");
 
     // Adapters: r1 running, r2 failing with restarts and its error.
@@ -225,7 +240,10 @@ fn status_page_shows_live_channels_dirs_and_adapters_and_an_unhealthy_channel() 
         server.http_json("/health").1
     );
     let reason = shown_text(&mut browser, "c2", "reason");
-    assert!(reason.contains("c2/data"), "the reason names the dir: {reason}");
+    assert!(
+        reason.contains("c2/data"),
+        "the reason names the dir: {reason}"
+    );
     assert_eq!(shown_text(&mut browser, "c1", "state"), "open");
     assert!(browser.wait_for(
         PAGE_TIMEOUT,
@@ -235,9 +253,8 @@ fn status_page_shows_live_channels_dirs_and_adapters_and_an_unhealthy_channel() 
 
     browser.set_viewport(PHONE_VIEWPORT.0, PHONE_VIEWPORT.1, true);
     browser.pump_events(Duration::from_millis(500));
-    let overflow = browser.evaluate(
-        "document.documentElement.scrollWidth - document.documentElement.clientWidth",
-    );
+    let overflow = browser
+        .evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth");
     assert_eq!(overflow, 0, "the phone layout scrolls sideways");
     browser.screenshot(&screenshots.join("phone.png"));
     assert_eq!(

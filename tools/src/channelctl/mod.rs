@@ -12,6 +12,9 @@
 //! - `validate -f FILE -n AGENT` exits 0 with a summary when the configuration is valid,
 //!   78 (EX_CONFIG) listing every error when it is not.
 //!
+//! - `peek` prints the events at the head of a live channel (headers, body as text or
+//!   hex) without taking them.
+//!
 //! - `top` shows channels, data dirs and adapters live, from the HTTP listener
 //!   (`--http`, default `127.0.0.1:41451`).
 //!
@@ -19,6 +22,7 @@
 //! comes from `--auth-token` or `MILLRACE_AUTH_TOKEN`.
 
 mod offline_commands;
+mod peek;
 mod put;
 mod stats;
 mod take;
@@ -28,6 +32,7 @@ mod validate;
 use std::path::PathBuf;
 
 pub use offline_commands::{ChannelFilesArgs, CheckpointArgs, InspectArgs, ReplayArgs, VerifyArgs};
+pub use peek::PeekArgs;
 pub use top::TopArgs;
 
 use clap::{Args, Parser, Subcommand};
@@ -68,6 +73,9 @@ pub enum Command {
     Take(TakeArgs),
     /// Show a channel's counters.
     Stats(StatsArgs),
+    /// Show the events at the head of a live channel, with headers and body, without
+    /// taking them.
+    Peek(PeekArgs),
     /// Check a configuration file without starting channeld.
     Validate(ValidateArgs),
     /// Show a channel's segments, checkpoints, queue, free space and open transactions:
@@ -288,6 +296,7 @@ pub fn run(args: ChannelctlArgs) -> Result<(), ChannelctlError> {
             Command::Put(put) => put::run(put).await,
             Command::Take(take) => take::run(take).await,
             Command::Stats(stats) => stats::run(stats).await,
+            Command::Peek(peek) => peek::run(peek).await,
             Command::Checkpoint(checkpoint) => offline_commands::checkpoint(checkpoint).await,
             Command::Top(top) => top::run(top).await,
             Command::Validate(_)

@@ -190,7 +190,13 @@ pub async fn read(address: &str) -> Result<Reading, ReadingError> {
         get_json(address, "/health"),
         get_json(address, "/status"),
     )?;
-    Ok(parse(&metrics, &health, &status, Instant::now(), SystemTime::now()))
+    Ok(parse(
+        &metrics,
+        &health,
+        &status,
+        Instant::now(),
+        SystemTime::now(),
+    ))
 }
 
 /// A Flume attribute (a string holding a number) as a number; 0 when absent.
@@ -320,7 +326,8 @@ pub fn channel_rates(
     before: Option<&ChannelReading>,
     seconds: f64,
 ) -> ChannelRates {
-    let per_second = |current: u64, previous: u64| current.saturating_sub(previous) as f64 / seconds;
+    let per_second =
+        |current: u64, previous: u64| current.saturating_sub(previous) as f64 / seconds;
     let (put_per_second, take_per_second) = match before {
         Some(before) if seconds > 0.0 => (
             Some(per_second(now.puts, before.puts)),
@@ -376,7 +383,13 @@ mod tests {
                                 "data_dirs": [{"path": "c1/data", "usable_bytes": 5000},
                                               {"path": "c1/data2", "usable_bytes": null}]}},
         });
-        parse(&metrics, &health, &status, Instant::now(), SystemTime::now())
+        parse(
+            &metrics,
+            &health,
+            &status,
+            Instant::now(),
+            SystemTime::now(),
+        )
     }
 
     #[test]
@@ -386,7 +399,14 @@ mod tests {
         assert_eq!(reading.version, "0.1.0");
         let c1 = &reading.channels[0];
         assert_eq!(
-            (c1.name.as_str(), c1.kind.as_str(), c1.size, c1.capacity, c1.puts, c1.takes),
+            (
+                c1.name.as_str(),
+                c1.kind.as_str(),
+                c1.size,
+                c1.capacity,
+                c1.puts,
+                c1.takes
+            ),
             ("c1", "file", 3, 100, 10, 7)
         );
         assert_eq!(c1.recovery.as_deref(), Some("checkpoint"));

@@ -114,7 +114,7 @@ pub fn sparkline(samples: &[f64]) -> String {
 
 fn table(header: &[&str], right_aligned: &[usize], rows: Vec<Vec<String>>) -> Vec<Line> {
     let mut table = Table::new();
-    table.load_preset(NOTHING).set_header(header.to_vec());
+    table.load_style(NOTHING).set_header(header.to_vec());
     for row in rows {
         table.add_row(row);
     }
@@ -176,8 +176,17 @@ pub fn screen(address: &str, reading: &Reading, views: &[ChannelView<'_>]) -> Ve
         .collect();
     lines.extend(table(
         &[
-            "CHANNEL", "TYPE", "STATE", "SIZE", "CAPACITY", "FILL", "PUT/S", "TAKE/S", "COMMIT",
-            "PUTS/S (RECENT)", "RECOVERY",
+            "CHANNEL",
+            "TYPE",
+            "STATE",
+            "SIZE",
+            "CAPACITY",
+            "FILL",
+            "PUT/S",
+            "TAKE/S",
+            "COMMIT",
+            "PUTS/S (RECENT)",
+            "RECOVERY",
         ],
         &[3, 4, 5, 6, 7, 8],
         channel_rows,
@@ -225,7 +234,10 @@ pub fn screen(address: &str, reading: &Reading, views: &[ChannelView<'_>]) -> Ve
                     adapter.name.clone(),
                     adapter.state.clone(),
                     adapter.restarts.to_string(),
-                    adapter.last_error.clone().unwrap_or_else(|| "-".to_string()),
+                    adapter
+                        .last_error
+                        .clone()
+                        .unwrap_or_else(|| "-".to_string()),
                 ]
             })
             .collect();
@@ -328,7 +340,9 @@ pub fn plain_lines(reading: &Reading, views: &[ChannelView<'_>]) -> Vec<String> 
             number(view.rates.put_per_second, 1),
             number(view.rates.take_per_second, 1),
             number(
-                view.rates.commit_mean_us.map(|micros| micros / MICROS_PER_MILLI),
+                view.rates
+                    .commit_mean_us
+                    .map(|micros| micros / MICROS_PER_MILLI),
                 3
             ),
             value(channel.recovery.as_deref().unwrap_or("-")),
@@ -367,7 +381,10 @@ pub fn plain_lines(reading: &Reading, views: &[ChannelView<'_>]) -> Vec<String> 
         ));
     }
     if lines.is_empty() {
-        lines.push(format!("{stamp} server status={} (no channels)", reading.status));
+        lines.push(format!(
+            "{stamp} server status={} (no channels)",
+            reading.status
+        ));
     }
     lines
 }
@@ -408,7 +425,10 @@ mod tests {
         let mut out = Vec::new();
         draw(&mut out, &frame, 6, 3).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(text.contains("line 0") && text.contains("line 1"), "{text:?}");
+        assert!(
+            text.contains("line 0") && text.contains("line 1"),
+            "{text:?}"
+        );
         assert!(!text.contains("is long"), "cut to the width: {text:?}");
         assert!(!text.contains("line 2"), "{text:?}");
         assert!(text.contains("… 3 mo"), "{text:?}");
