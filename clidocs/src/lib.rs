@@ -29,12 +29,14 @@ use clap_complete::Shell;
 /// The environment variable that asks a binary for its man pages and completions.
 pub const CLI_DOCS_ENV: &str = "MILLRACE_CLI_DOCS_DIR";
 
-/// The shells completions are written for, with the directory and file name each one's
-/// completion loader expects.
-const SHELLS: [(Shell, &str); 3] = [
-    (Shell::Bash, "bash"),
-    (Shell::Zsh, "zsh"),
-    (Shell::Fish, "fish"),
+/// The shells completions are written for, with the directory and the file name each
+/// one's completion loader looks for (bash-completion: the command's name; zsh: `_NAME`;
+/// fish: `NAME.fish`).
+#[allow(clippy::type_complexity)]
+const SHELLS: [(Shell, &str, fn(&str) -> String); 3] = [
+    (Shell::Bash, "bash", |name| name.to_string()),
+    (Shell::Zsh, "zsh", |name| format!("_{name}")),
+    (Shell::Fish, "fish", |name| format!("{name}.fish")),
 ];
 
 /// When [`CLI_DOCS_ENV`] is set, writes the man pages and completions of `T`'s command
@@ -63,12 +65,12 @@ pub fn write_cli_docs(command: clap::Command, dir: &Path) -> io::Result<()> {
     let man_dir = dir.join("man");
     std::fs::create_dir_all(&man_dir)?;
     clap_mangen::generate_to(command.clone(), &man_dir)?;
-    for (shell, shell_dir) in SHELLS {
+    let name = command.get_name().to_string();
+    for (shell, shell_dir, file_name) in SHELLS {
         let completions = dir.join("completions").join(shell_dir);
         std::fs::create_dir_all(&completions)?;
-        let mut command = command.clone();
-        let name = command.get_name().to_string();
-        clap_complete::generate_to(shell, &mut command, name, &completions)?;
+        let mut file = std::fs::File::create(completions.join(file_name(&name)))?;
+        clap_complete::generate(shell, &mut command.clone(), name.clone(), &mut file);
     }
     Ok(())
 }

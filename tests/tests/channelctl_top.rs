@@ -21,8 +21,10 @@ fn server_with_a_file_and_a_memory_channel() -> Server {
     let extra = format!(
         "{AGENT}.channels = c1 m1\n\
          {AGENT}.channels.c1.capacity = 200\n\
+         {AGENT}.channels.c1.transactionCapacity = 100\n\
          {AGENT}.channels.m1.type = memory\n\
-         {AGENT}.channels.m1.capacity = 50\n"
+         {AGENT}.channels.m1.capacity = 50\n\
+         {AGENT}.channels.m1.transactionCapacity = 50\n"
     );
     let config = file_channels_config(&["c1"], "")
         .lines()
