@@ -36,8 +36,8 @@ fn read_deploy_file(path: &str) -> String {
 /// The value of `key=` in the unit (the last one, as systemd reads it).
 fn unit_setting(unit: &str, key: &str) -> Option<String> {
     unit.lines()
-        .filter_map(|line| line.strip_prefix(&format!("{key}=")))
-        .last()
+        .rev()
+        .find_map(|line| line.strip_prefix(&format!("{key}=")))
         .map(str::to_string)
 }
 
