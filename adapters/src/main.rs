@@ -6,6 +6,7 @@ use millrace_adapters::cli::{self, AgentArgs};
 use millrace_logging::init_stderr_logging;
 
 fn main() {
+    millrace_clidocs::write_if_requested::<AgentArgs>();
     init_stderr_logging();
     let args = AgentArgs::parse();
     let failure_file = args.failure_file.clone();

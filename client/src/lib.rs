@@ -328,6 +328,7 @@ fn request_name(request: &Request) -> &'static str {
         Request::Replay { .. } => "Replay",
         Request::Inspect { .. } => "Inspect",
         Request::ReportCounters { .. } => "ReportCounters",
+        Request::Peek { .. } => "Peek",
     }
 }
 
@@ -809,6 +810,27 @@ impl Client {
             Response::Inspect(report) => Ok(report.json),
             other => Err(ClientError::UnexpectedResponse {
                 request: "Inspect",
+                response: format!("{other:?}"),
+            }),
+        }
+    }
+
+    /// Copies of up to `max_events` events at the head of `channel`, oldest first,
+    /// without taking them (the server may return fewer: what one frame carries). Needs
+    /// no open transaction; changes nothing on the channel.
+    pub async fn peek(
+        &mut self,
+        channel: &str,
+        max_events: u32,
+    ) -> Result<Vec<Event>, ClientError> {
+        let request = Request::Peek {
+            channel: channel.to_string(),
+            max_events,
+        };
+        match self.call(&request).await? {
+            Response::Events(batch) => Ok(batch.to_events()),
+            other => Err(ClientError::UnexpectedResponse {
+                request: "Peek",
                 response: format!("{other:?}"),
             }),
         }

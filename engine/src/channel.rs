@@ -66,6 +66,34 @@ pub trait Channel: Send + Sync {
     fn arrivals(&self) -> Option<&Arrivals> {
         None
     }
+
+    /// Copies of the events at the head of the queue, oldest first, without taking them:
+    /// at most `max_events`, and only while `admit` says yes (it bounds what the caller can
+    /// carry; the first event it refuses ends the peek). Events taken by open
+    /// transactions are not at the head and are not shown. Changes nothing: no counter,
+    /// no log record, no order. `None` for a channel type that cannot peek.
+    fn peek(
+        &self,
+        max_events: usize,
+        admit: &mut dyn FnMut(&Event) -> bool,
+    ) -> Option<Result<Vec<Event>, ChannelError>> {
+        let _ = (max_events, admit);
+        None
+    }
+}
+
+/// The first `max_events` of `events` while `admit` says yes: a peek at a queue held in
+/// memory.
+pub(crate) fn peek_in_memory<'e>(
+    events: impl Iterator<Item = &'e Event>,
+    max_events: usize,
+    admit: &mut dyn FnMut(&Event) -> bool,
+) -> Vec<Event> {
+    events
+        .take(max_events)
+        .take_while(|event| admit(event))
+        .cloned()
+        .collect()
 }
 
 /// Signals async takers that a channel's events may have changed, so that a take that

@@ -345,6 +345,22 @@ impl Channel for MemoryChannel {
         Some(&self.shared.arrivals)
     }
 
+    fn peek(
+        &self,
+        max_events: usize,
+        admit: &mut dyn FnMut(&Event) -> bool,
+    ) -> Option<Result<Vec<Event>, ChannelError>> {
+        if let Err(closed) = self.shared.check_open() {
+            return Some(Err(closed));
+        }
+        let state = self.shared.state.lock();
+        Some(Ok(crate::channel::peek_in_memory(
+            state.queue.iter(),
+            max_events,
+            admit,
+        )))
+    }
+
     fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError> {
         Ok(Box::new(self.transaction()?))
     }

@@ -294,6 +294,16 @@ impl Channel for SpillableChannel {
         Some(&self.shared.arrivals)
     }
 
+    /// Merges the two tiers by order key under the state lock, which also keeps the
+    /// overflow's head where the keys say it is (takes from the overflow hold it too).
+    fn peek(
+        &self,
+        max_events: usize,
+        admit: &mut dyn FnMut(&Event) -> bool,
+    ) -> Option<Result<Vec<Event>, ChannelError>> {
+        Some(self.peek_events(max_events, admit))
+    }
+
     fn begin(&self) -> Result<Box<dyn Transaction>, ChannelError> {
         self.shared.check_open()?;
         Ok(Box::new(SpillableTransaction {
@@ -694,5 +704,60 @@ impl Drop for SpillableTransaction {
         if !self.finished {
             self.rollback_inner();
         }
+    }
+}
+
+impl SpillableChannel {
+    fn peek_events(
+        &self,
+        max_events: usize,
+        admit: &mut dyn FnMut(&Event) -> bool,
+    ) -> Result<Vec<Event>, ChannelError> {
+        let shared = &self.shared;
+        shared.check_open()?;
+        let state = shared.state.lock();
+        // The head's tiers in order: `None` for an overflow event, the event for a
+        // memory one.
+        let mut memory = state.memory.iter_keyed().peekable();
+        let mut overflow = state.overflow_keys.iter_keyed().peekable();
+        let mut order: Vec<Option<&Event>> = Vec::new();
+        while order.len() < max_events {
+            match (memory.peek(), overflow.peek()) {
+                (Some((memory_key, _)), Some((overflow_key, _))) if overflow_key < memory_key => {
+                    overflow.next();
+                    order.push(None);
+                }
+                (Some(_), _) => order.push(memory.next().map(|(_, event)| event)),
+                (None, Some(_)) => {
+                    overflow.next();
+                    order.push(None);
+                }
+                (None, None) => break,
+            }
+        }
+        let overflow_count = order.iter().filter(|tier| tier.is_none()).count();
+        let mut overflow_events = match (&shared.overflow, overflow_count) {
+            (_, 0) | (None, _) => Vec::new(),
+            (Some(overflow), count) => overflow
+                .peek(count, &mut |_| true)
+                .unwrap_or_else(|| Ok(Vec::new()))?,
+        }
+        .into_iter();
+        let mut events = Vec::with_capacity(order.len());
+        for tier in order {
+            let event = match tier {
+                Some(event) => event.clone(),
+                None => match overflow_events.next() {
+                    Some(event) => event,
+                    // The overflow's head moved: what follows is not the head any more.
+                    None => break,
+                },
+            };
+            if !admit(&event) {
+                break;
+            }
+            events.push(event);
+        }
+        Ok(events)
     }
 }

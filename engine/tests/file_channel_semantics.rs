@@ -520,3 +520,49 @@ fn two_open_takes_rolled_back_in_either_order_return_their_events_in_put_order()
         );
     }
 }
+
+#[test]
+fn peek_after_restart_reads_the_head_from_the_segments_and_changes_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let config = test_config(root.path(), 2);
+    {
+        let channel = open(root.path(), &config);
+        for batch in 0..4 {
+            let names = bodies(batch * 5..batch * 5 + 5, "e");
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            put_committed(&channel, &refs);
+        }
+        assert_eq!(take_committed(&channel, 3), bodies(0..3, "e"));
+        channel.close().unwrap();
+    }
+    let channel = open(root.path(), &config);
+    let before = channel.stats();
+    let peeked = channel
+        .peek(4, &mut |_| true)
+        .expect("a file channel peeks")
+        .expect("peek");
+    assert_eq!(
+        peeked.iter().map(body_text).collect::<Vec<_>>(),
+        bodies(3..7, "e")
+    );
+    let mut admitted = 0;
+    let bounded = channel
+        .peek(100, &mut |_| {
+            admitted += 1;
+            admitted <= 2
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        bounded.len(),
+        2,
+        "the first event admit refuses ends the peek"
+    );
+    let after = channel.stats();
+    assert_eq!(after.channel_size, before.channel_size);
+    assert_eq!(
+        after.event_take_attempt_count,
+        before.event_take_attempt_count
+    );
+    assert_eq!(take_committed(&channel, 100), bodies(3..20, "e"));
+}

@@ -102,6 +102,8 @@ pub enum FrameType {
     Inspect = 0x0C,
     /// An adapter's source or sink counters, for the server's metrics.
     ReportCounters = 0x0D,
+    /// Asks for copies of the events at a channel's head, without taking them.
+    Peek = 0x0E,
 
     /// A failed request, or a rejected handshake (then preceded by [`MAGIC`]).
     Error = 0x80,
@@ -138,6 +140,7 @@ impl FrameType {
             0x0B => FrameType::Replay,
             0x0C => FrameType::Inspect,
             0x0D => FrameType::ReportCounters,
+            0x0E => FrameType::Peek,
             0x80 => FrameType::Error,
             0x81 => FrameType::HelloAccepted,
             0x82 => FrameType::Ok,

@@ -21,12 +21,13 @@
 //! 0x0C Inspect        channel: str8
 //! 0x0D ReportCounters component_type: str8 | component: str8
 //!                     | counter_count: u8 | (name: str8 | value: u64) × counter_count
+//! 0x0E Peek           channel: str8 | max_events: u32 (>= 1)
 //!
 //! 0x80 Error          code: u16 | channel: str8 (empty = none) | message: str16
 //!                     | field_count: u8 | (name: str8 | value: u64) × field_count
 //! 0x81 HelloAccepted  version: u16 | max_frame_bytes: u32 | server_name: str8
 //! 0x82 Ok             (empty)
-//! 0x83 Events         batch
+//! 0x83 Events         batch (answers Take and Peek)
 //! 0x84 StatsReply     counter_count: u8 | (name: str8 | value: u64) × counter_count
 //! 0x85 Pong           (empty)
 //! 0x86 ReplayReport   the plan and outcome              (see [`crate::operator`])
@@ -88,6 +89,33 @@ fn parse_channel(reader: &mut Reader<'_>) -> Result<String, Malformation> {
         }),
         channel => Ok(channel.to_owned()),
     }
+}
+
+/// What `max_events` of a `Take` or a `Peek` must be.
+const MAX_EVENTS_EXPECTED: &str = "at least 1";
+
+/// `max_events` of a `Take` or a `Peek` as read: zero asks for nothing and is refused.
+fn parse_max_events(reader: &mut Reader<'_>) -> Result<u32, Malformation> {
+    match reader.u32("max_events")? {
+        0 => Err(Malformation::InvalidValue {
+            field: "max_events",
+            value: 0,
+            expected: MAX_EVENTS_EXPECTED,
+        }),
+        max_events => Ok(max_events),
+    }
+}
+
+/// `max_events` of a `Take` or a `Peek` about to be sent.
+fn check_max_events(max_events: u32) -> Result<(), EncodeError> {
+    if max_events == 0 {
+        return Err(EncodeError::InvalidValue {
+            field: "max_events",
+            value: 0,
+            expected: MAX_EVENTS_EXPECTED,
+        });
+    }
+    Ok(())
 }
 
 fn parse_max_frame_bytes(reader: &mut Reader<'_>) -> Result<u32, Malformation> {
@@ -413,6 +441,15 @@ pub enum Request {
         /// Its counters, with Flume's names.
         counters: ChannelStats,
     },
+    /// Asks for copies of up to `max_events` events at the head of a channel, oldest
+    /// first, without taking them: needs no transaction and changes nothing. Answered
+    /// with `Events` (as many as fit in one frame; possibly none).
+    Peek {
+        /// The channel.
+        channel: String,
+        /// At most this many events (at least 1). The server may clamp it.
+        max_events: u32,
+    },
 }
 
 impl Request {
@@ -432,6 +469,7 @@ impl Request {
             Request::Replay { .. } => FrameType::Replay,
             Request::Inspect { .. } => FrameType::Inspect,
             Request::ReportCounters { .. } => FrameType::ReportCounters,
+            Request::Peek { .. } => FrameType::Peek,
         }
     }
 
@@ -443,7 +481,8 @@ impl Request {
             | Request::Stats { channel }
             | Request::Checkpoint { channel }
             | Request::Replay { channel, .. }
-            | Request::Inspect { channel } => Some(channel),
+            | Request::Inspect { channel }
+            | Request::Peek { channel, .. } => Some(channel),
             _ => None,
         }
     }
@@ -472,15 +511,18 @@ impl Request {
                 max_events,
                 wait_ms,
             } => {
-                if *max_events == 0 {
-                    return Err(EncodeError::InvalidValue {
-                        field: "max_events",
-                        value: 0,
-                        expected: "at least 1",
-                    });
-                }
+                check_max_events(*max_events)?;
                 put_u32(out, *max_events);
                 put_u32(out, *wait_ms);
+            }
+            Request::Peek {
+                channel,
+                max_events,
+            } => {
+                validate_channel_name(channel)?;
+                check_max_events(*max_events)?;
+                put_short_string(out, channel);
+                put_u32(out, *max_events);
             }
             Request::PutCommit { channel, events } => {
                 validate_channel_name(channel)?;
@@ -515,20 +557,14 @@ impl Request {
             FrameType::Put => Request::Put {
                 events: EventBatch::parse(&mut reader, payload)?,
             },
-            FrameType::Take => {
-                let max_events = reader.u32("max_events")?;
-                if max_events == 0 {
-                    return Err(Malformation::InvalidValue {
-                        field: "max_events",
-                        value: 0,
-                        expected: "at least 1",
-                    });
-                }
-                Request::Take {
-                    max_events,
-                    wait_ms: reader.u32("wait_ms")?,
-                }
-            }
+            FrameType::Take => Request::Take {
+                max_events: parse_max_events(&mut reader)?,
+                wait_ms: reader.u32("wait_ms")?,
+            },
+            FrameType::Peek => Request::Peek {
+                channel: parse_channel(&mut reader)?,
+                max_events: parse_max_events(&mut reader)?,
+            },
             FrameType::Commit => Request::Commit,
             FrameType::Rollback => Request::Rollback,
             FrameType::PutCommit => Request::PutCommit {
@@ -677,7 +713,8 @@ impl Response {
             | FrameType::Checkpoint
             | FrameType::Replay
             | FrameType::Inspect
-            | FrameType::ReportCounters => {
+            | FrameType::ReportCounters
+            | FrameType::Peek => {
                 return Err(Malformation::InvalidValue {
                     field: "frame type",
                     value: u64::from(frame_type.as_byte()),

@@ -155,6 +155,10 @@ fn request() -> impl Strategy<Value = Request> {
             }
         }),
         channel_name().prop_map(|channel| Request::Inspect { channel }),
+        (channel_name(), 1u32..).prop_map(|(channel, max_events)| Request::Peek {
+            channel,
+            max_events,
+        }),
         (channel_name(), channel_name(), 0u64..u64::MAX).prop_map(|(kind, name, value)| {
             Request::ReportCounters {
                 component_type: kind,

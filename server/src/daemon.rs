@@ -386,6 +386,10 @@ async fn serve(
         auth = settings.auth_token.is_some(),
         "channeld serving"
     );
+    crate::systemd::notify_ready(&format!(
+        "serving {} channel(s) on {protocol_address}, HTTP on {http_address}",
+        registry.entries().len()
+    ));
 
     let token_bytes = settings
         .auth_token
@@ -431,6 +435,7 @@ async fn serve(
     }
     .accept_until_draining()
     .await;
+    crate::systemd::notify_stopping("draining: open transactions may finish");
 
     if let Some(adapters) = adapters {
         info!("stopping adapters");

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
-use axum::http::StatusCode;
+use axum::http::header::{ACCEPT, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -31,16 +31,26 @@ use crate::health::health_report;
 use crate::metrics::{metrics_json, prometheus_text};
 use crate::registry::ChannelRegistry;
 use crate::shutdown::{ShutdownPhase, ShutdownWatcher};
+use crate::status::{join_openmetrics, operator_prometheus_text, status_json, STATUS_PAGE_HTML};
 
 /// Flume's content type for `/metrics`.
 const JSON_CONTENT_TYPE: &str = "application/json;charset=utf-8";
 /// The exposition format prometheus-client writes.
 const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const TEXT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
+const HTML_CONTENT_TYPE_NAME: &str = "text/html";
+const HTML_CONTENT_TYPE: &str = "text/html; charset=utf-8";
+/// The page may load nothing from elsewhere and talk only to this listener; its own
+/// inline script and style are allowed.
+const STATUS_PAGE_CONTENT_SECURITY_POLICY: &str = "default-src 'none'; \
+    script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; \
+    img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 const INDEX_TEXT: &str = "channeld\n\
+    GET /                    the status page (to a browser; this list to other clients)\n\
     GET /metrics             channel metrics, Flume's JSON shape\n\
     GET /metrics/prometheus  the same, Prometheus text\n\
-    GET /health              200 when every channel is open, else 503 with the reasons\n";
+    GET /health              200 when every channel is open, else 503 with the reasons\n\
+    GET /status              commit latency and free space, for the status page\n";
 
 /// What the handlers read.
 pub struct HttpState {
@@ -59,6 +69,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/metrics/prometheus", get(prometheus))
         .route("/health", get(health))
+        .route("/status", get(status))
         .with_state(state)
 }
 
@@ -271,8 +282,42 @@ async fn serve_connection<Places: Send>(
     drop(places);
 }
 
-async fn index() -> Response {
-    ([(CONTENT_TYPE, TEXT_CONTENT_TYPE)], INDEX_TEXT).into_response()
+/// The status page to a browser (it asks for HTML), the list of endpoints to others.
+async fn index(headers: HeaderMap) -> Response {
+    let wants_html = headers
+        .get(ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_some_and(|accept| accept.contains(HTML_CONTENT_TYPE_NAME));
+    if wants_html {
+        (
+            [
+                (CONTENT_TYPE, HTML_CONTENT_TYPE),
+                (CONTENT_SECURITY_POLICY, STATUS_PAGE_CONTENT_SECURITY_POLICY),
+            ],
+            STATUS_PAGE_HTML,
+        )
+            .into_response()
+    } else {
+        ([(CONTENT_TYPE, TEXT_CONTENT_TYPE)], INDEX_TEXT).into_response()
+    }
+}
+
+/// `statvfs` may block (a hung network filesystem): off the runtime's threads.
+async fn status(State(state): State<Arc<HttpState>>) -> Response {
+    let registry = Arc::clone(&state.registry);
+    match tokio::task::spawn_blocking(move || status_json(&registry)).await {
+        Ok(body) => ([(CONTENT_TYPE, JSON_CONTENT_TYPE)], body.to_string()).into_response(),
+        Err(error) => internal_error(format!("could not read the status: {error}")),
+    }
+}
+
+fn internal_error(message: String) -> Response {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        [(CONTENT_TYPE, TEXT_CONTENT_TYPE)],
+        format!("{message}\n"),
+    )
+        .into_response()
 }
 
 async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
@@ -281,14 +326,18 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
 }
 
 async fn prometheus(State(state): State<Arc<HttpState>>) -> Response {
-    match prometheus_text(&state.registry) {
+    let adapters = state.adapters.snapshot(Instant::now());
+    let registry = Arc::clone(&state.registry);
+    let operator =
+        tokio::task::spawn_blocking(move || operator_prometheus_text(&registry, &adapters)).await;
+    let operator = match operator {
+        Ok(Ok(text)) => text,
+        Ok(Err(error)) => return internal_error(format!("could not encode metrics: {error}")),
+        Err(error) => return internal_error(format!("could not read the metrics: {error}")),
+    };
+    match prometheus_text(&state.registry).map(|text| join_openmetrics(&text, &operator)) {
         Ok(body) => ([(CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], body).into_response(),
-        Err(error) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            [(CONTENT_TYPE, TEXT_CONTENT_TYPE)],
-            format!("could not encode metrics: {error}\n"),
-        )
-            .into_response(),
+        Err(error) => internal_error(format!("could not encode metrics: {error}")),
     }
 }
 

@@ -21,6 +21,7 @@
 
 mod adapters;
 pub mod cli;
+mod commit_timing;
 pub mod daemon;
 mod descriptors;
 mod error_mapping;
@@ -32,6 +33,8 @@ mod registry;
 mod reports;
 mod session;
 mod shutdown;
+mod status;
+mod systemd;
 
 // The configuration and the log escaper under the names the modules use.
 use millrace_config as config;

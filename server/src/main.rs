@@ -6,6 +6,7 @@ use millrace_server::cli::ChanneldArgs;
 use millrace_server::daemon;
 
 fn main() {
+    millrace_clidocs::write_if_requested::<ChanneldArgs>();
     init_stderr_logging();
     let args = ChanneldArgs::parse();
     if let Err(error) = daemon::run(args) {

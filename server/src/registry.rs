@@ -28,6 +28,7 @@ use parking_lot::RwLock;
 use thiserror::Error;
 use tracing::{error, info};
 
+use crate::commit_timing::{CommitTimes, TimedChannel};
 use crate::config::ChannelKind;
 
 /// What opens one configured channel. Runs on a blocking thread.
@@ -37,6 +38,17 @@ pub type ChannelOpener = Box<dyn FnOnce() -> Result<OpenedChannel, OpenError> + 
 fn channel_opener(name: &str, config: &ChannelConfig, storage: Arc<dyn Storage>) -> ChannelOpener {
     let (name, config) = (name.to_string(), config.clone());
     Box::new(move || open_channel(&name, config, storage))
+}
+
+/// The free-space guard a configured channel applies to its data dirs.
+fn space_guard_bytes(config: &ChannelConfig) -> Option<u64> {
+    match config {
+        ChannelConfig::File(file) => Some(file.effective_minimum_required_space_bytes()),
+        ChannelConfig::Spillable(spillable) => {
+            Some(spillable.overflow.effective_minimum_required_space_bytes())
+        }
+        ChannelConfig::Memory(_) => None,
+    }
 }
 
 /// Why the registry cannot be built.
@@ -72,6 +84,11 @@ pub struct ChannelEntry {
     state: RwLock<ChannelState>,
     /// The channel as a file channel, once opened, when it is one.
     file_channel: OnceLock<Arc<FileChannel>>,
+    /// How long its commits take (the channel is wrapped in a
+    /// [`TimedChannel`](crate::commit_timing::TimedChannel) when it opens).
+    commit_times: Arc<CommitTimes>,
+    /// `minimumRequiredSpace` as the engine applies it, for channels with data dirs.
+    minimum_required_space_bytes: Option<u64>,
 }
 
 impl ChannelEntry {
@@ -88,6 +105,16 @@ impl ChannelEntry {
     /// True when the channel keeps files (file and spillable channels).
     pub fn is_durable(&self) -> bool {
         self.durable
+    }
+
+    /// Its commit latency figures.
+    pub fn commit_times(&self) -> &CommitTimes {
+        &self.commit_times
+    }
+
+    /// The free-space guard of its data dirs (`None` for a memory channel).
+    pub fn minimum_required_space_bytes(&self) -> Option<u64> {
+        self.minimum_required_space_bytes
     }
 
     /// The current state.
@@ -240,6 +267,8 @@ impl ChannelRegistry {
                 durable: !matches!(config, ChannelConfig::Memory(_)),
                 state: RwLock::new(ChannelState::Opening),
                 file_channel: OnceLock::new(),
+                commit_times: Arc::default(),
+                minimum_required_space_bytes: space_guard_bytes(config),
             }));
             openers.push(opener);
         }
@@ -337,7 +366,9 @@ impl ChannelRegistry {
                     if let Some(file_channel) = opened.file_channel {
                         let _ = entry.file_channel.set(file_channel);
                     }
-                    *entry.state.write() = ChannelState::Ready(opened.channel);
+                    let channel =
+                        TimedChannel::wrap(opened.channel, Arc::clone(&entry.commit_times));
+                    *entry.state.write() = ChannelState::Ready(channel);
                 }
                 Err(locked @ OpenError::Locked { .. }) => {
                     return Err(RegistryError::Locked(locked))

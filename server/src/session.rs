@@ -85,6 +85,11 @@ const CLOSE_DRAIN_MAX_BYTES: usize = 1024 * 1024;
 const REPLAY_NEEDS_A_LOG: &str = "only a file channel keeps the log of taken events a replay \
      reads back (a spillable channel's memory tier never reaches disk)";
 /// Why an inspect report needs a file channel, for the `NOT_SUPPORTED` answer.
+/// The most events one `Peek` shows, whatever it asks: a look at the head, not a dump
+/// (`channelctl inspect` reads a stopped channel's every event). Keeps the copies a peek
+/// holds bounded before the frame limit applies.
+const MAX_PEEK_EVENTS: usize = 10_000;
+
 const INSPECT_NEEDS_FILES: &str = "only a file channel has segments and checkpoints to \
      report; `channelctl stats` shows this channel's counters";
 
@@ -890,6 +895,10 @@ impl<Stream: Connection> Session<Stream> {
             Request::Checkpoint { channel } => self.checkpoint(request_id, &channel).await,
             Request::Replay { channel, replay } => self.replay(request_id, &channel, replay).await,
             Request::Inspect { channel } => self.inspect(request_id, &channel).await,
+            Request::Peek {
+                channel,
+                max_events,
+            } => self.peek(request_id, &channel, max_events).await,
             Request::ReportCounters {
                 component_type,
                 component,
@@ -1363,20 +1372,81 @@ impl<Stream: Connection> Session<Stream> {
     /// Builds a file channel's inspect report on the blocking pool (it scans the files).
     /// A channel that failed since it opened can still be inspected; one that is still
     /// recovering or never opened cannot.
-    async fn inspect(
+    /// The named channel when it is open; otherwise the error answered (unknown
+    /// channel, or not open with the reason).
+    fn ready_channel(
         &mut self,
         request_id: RequestId,
         channel_name: &str,
-    ) -> Result<Flow, SessionError> {
+    ) -> Result<(Arc<ChannelEntry>, Arc<dyn Channel>), Flow> {
         let Some(entry) = self.registry.get(channel_name).cloned() else {
-            return Ok(self.respond_error(request_id, ErrorResponse::unknown_channel(channel_name)));
+            return Err(
+                self.respond_error(request_id, ErrorResponse::unknown_channel(channel_name))
+            );
         };
         let Some(channel) = entry.channel() else {
             let reason = entry
                 .unavailable_reason()
                 .unwrap_or_else(|| "the channel is not open".to_string());
             let error = ErrorResponse::channel_unhealthy(channel_name, &reason);
-            return Ok(self.respond_error(request_id, error));
+            return Err(self.respond_error(request_id, error));
+        };
+        Ok((entry, channel))
+    }
+
+    /// `Peek`: copies of the head's events, as many as one `Events` frame carries, read
+    /// on the blocking pool (a file channel reads them from its segments).
+    async fn peek(
+        &mut self,
+        request_id: RequestId,
+        channel_name: &str,
+        max_events: u32,
+    ) -> Result<Flow, SessionError> {
+        let (entry, channel) = match self.ready_channel(request_id, channel_name) {
+            Ok(ready) => ready,
+            Err(flow) => return Ok(flow),
+        };
+        let encoder = self.encoder;
+        let max_events = (max_events as usize).min(MAX_PEEK_EVENTS);
+        let outcome = on_blocking_pool(move || {
+            let mut room = FrameRoom::new(encoder, request_id);
+            match channel.peek(max_events, &mut |event| room.admit(event)) {
+                None => Err(None),
+                Some(Err(error)) => Err(Some(engine_error_response(&error, 0))),
+                Some(Ok(events)) if events.is_empty() => match room.refusal(encoder) {
+                    Some(refusal) => Err(Some(refusal)),
+                    None => room.encode(encoder, request_id, &events).map_err(Some),
+                },
+                Some(Ok(events)) => room.encode(encoder, request_id, &events).map_err(Some),
+            }
+        })
+        .await?;
+        match outcome {
+            Ok(frame) => {
+                self.output.extend_from_slice(&frame);
+                Ok(Flow::Continue)
+            }
+            Err(Some(error)) => Ok(self.respond_error(request_id, error)),
+            Err(None) => {
+                let error = ErrorResponse::not_supported(
+                    channel_name,
+                    entry.type_name(),
+                    "peek",
+                    "this channel type keeps no queue the server can read",
+                );
+                Ok(self.respond_error(request_id, error))
+            }
+        }
+    }
+
+    async fn inspect(
+        &mut self,
+        request_id: RequestId,
+        channel_name: &str,
+    ) -> Result<Flow, SessionError> {
+        let (entry, channel) = match self.ready_channel(request_id, channel_name) {
+            Ok(ready) => ready,
+            Err(flow) => return Ok(flow),
         };
         let Some(file_channel) = entry.file_channel() else {
             let error = ErrorResponse::not_supported(

@@ -41,6 +41,8 @@ pub use millrace_prerequisites::{
     require, require_tool, running_as_root, running_in_ci, skip, tool_on_path, Missing,
 };
 
+pub mod browser;
+
 /// Longest wait for a server to write its ready file.
 pub const SERVER_START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest wait for a server to exit after SIGTERM.
@@ -702,6 +704,31 @@ impl HttpResponse {
     }
 }
 
+/// Reads a response to its end, or to the end of its `Content-Length` body: some servers
+/// (Chromium's DevTools listener) keep the connection open despite `Connection: close`.
+fn read_http_response(stream: &mut TcpStream) -> Vec<u8> {
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let read = stream.read(&mut chunk).expect("read the response");
+        if read == 0 {
+            return raw;
+        }
+        raw.extend_from_slice(&chunk[..read]);
+        let Some(head_end) = raw.windows(4).position(|window| window == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
+        let content_length = head
+            .lines()
+            .filter_map(|line| line.strip_prefix("content-length:"))
+            .find_map(|value| value.trim().parse::<usize>().ok());
+        if content_length.is_some_and(|length| raw.len() >= head_end + 4 + length) {
+            return raw;
+        }
+    }
+}
+
 /// A minimal HTTP/1.1 GET with `Connection: close`, reading to the end. Enough for the
 /// server's fixed-length responses; keeps an HTTP client library out of the tests.
 pub fn http_get(address: &str, path: &str) -> HttpResponse {
@@ -714,8 +741,7 @@ pub fn http_get(address: &str, path: &str) -> HttpResponse {
         "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
     )
     .expect("send the request");
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("read the response");
+    let raw = read_http_response(&mut stream);
     let text = String::from_utf8(raw).expect("a UTF-8 response");
     let (head, body) = text
         .split_once("\r\n\r\n")
@@ -1073,4 +1099,23 @@ pub fn successful_lines(output: &Output) -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect()
+}
+
+/// A test that needs a tool this machine lacks: prints one line saying which and how to
+/// get it, and returns (the test passes as skipped) — unless `CI=true`, where it fails.
+pub fn skip_without_tool(message: &str) {
+    eprintln!("skipped: {message}");
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
+}
+
+/// The build directory the tests run from (`target/` or `$CARGO_TARGET_DIR`): where tests
+/// leave artefacts worth looking at (screenshots).
+pub fn target_dir() -> PathBuf {
+    let test_executable = std::env::current_exe().expect("the test executable's path");
+    // <target>/<profile>/deps/<test>-<hash>
+    test_executable
+        .ancestors()
+        .nth(3)
+        .expect("the test executable lives in <target>/<profile>/deps")
+        .to_path_buf()
 }

@@ -165,6 +165,19 @@ impl Channel for FileChannel {
         Ok(Box::new(self.transaction()?))
     }
 
+    /// Copies the head's pointers under the queue lock, then reads their events without
+    /// it (a read may wait for the device; puts and takes must not). An event taken and
+    /// cleaned up meanwhile cannot be read any more: the peek ends there, since it is no
+    /// longer at the head. A read failure of an event still queued is returned, and does
+    /// not fail the channel (the take that reaches it will).
+    fn peek(
+        &self,
+        max_events: usize,
+        admit: &mut dyn FnMut(&Event) -> bool,
+    ) -> Option<Result<Vec<Event>, ChannelError>> {
+        Some(self.peek_events(max_events, admit))
+    }
+
     fn stats(&self) -> ChannelStats {
         let size = self.shared.queue.state.lock().size();
         self.shared
@@ -248,5 +261,52 @@ impl Transaction for FileTransaction {
     fn rollback(mut self: Box<Self>) -> Result<(), ChannelError> {
         self.rollback_in_memory();
         Ok(())
+    }
+}
+
+impl FileChannel {
+    fn peek_events(
+        &self,
+        max_events: usize,
+        admit: &mut dyn FnMut(&Event) -> bool,
+    ) -> Result<Vec<Event>, ChannelError> {
+        let shared = &self.shared;
+        shared.check_usable()?;
+        let head: Vec<(u64, EventPointer)> = {
+            let state = shared.queue.state.lock();
+            state
+                .queue
+                .iter_keyed()
+                .take(max_events)
+                .map(|(key, pointer)| (key, *pointer))
+                .collect()
+        };
+        let mut events = Vec::with_capacity(head.len());
+        for (key, pointer) in head {
+            let event = match shared.registry.read_event(pointer) {
+                Ok(event) => event,
+                Err(failure) => {
+                    let still_queued = shared
+                        .queue
+                        .state
+                        .lock()
+                        .queue
+                        .iter_keyed()
+                        .any(|(queued_key, _)| queued_key == key);
+                    if still_queued {
+                        return Err(super::transaction::read_failure_error(
+                            &shared.name,
+                            failure,
+                        ));
+                    }
+                    break;
+                }
+            };
+            if !admit(&event) {
+                break;
+            }
+            events.push(event);
+        }
+        Ok(events)
     }
 }

@@ -249,24 +249,7 @@ impl FileTransaction {
     fn fail_unreadable(&self, failure: ReadFailure) -> ChannelError {
         let shared = &self.shared;
         ChannelCounters::add(&shared.counters.take_error, 1);
-        let error = match failure {
-            segments::ReadFailure::Io { path, source } => ChannelError::Io {
-                channel: shared.name.clone(),
-                file: path,
-                operation: "read",
-                source,
-            },
-            segments::ReadFailure::Corrupt {
-                path,
-                offset,
-                detail,
-            } => ChannelError::Corruption {
-                channel: shared.name.clone(),
-                file: path,
-                offset,
-                detail,
-            },
-        };
+        let error = read_failure_error(&shared.name, failure);
         shared.health.fail(error.to_string());
         error
     }
@@ -292,5 +275,27 @@ impl Drop for FileTransaction {
         self.shared
             .open_transactions
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The channel error for an event of `channel` that could not be read.
+pub(super) fn read_failure_error(channel: &str, failure: segments::ReadFailure) -> ChannelError {
+    match failure {
+        segments::ReadFailure::Io { path, source } => ChannelError::Io {
+            channel: channel.to_string(),
+            file: path,
+            operation: "read",
+            source,
+        },
+        segments::ReadFailure::Corrupt {
+            path,
+            offset,
+            detail,
+        } => ChannelError::Corruption {
+            channel: channel.to_string(),
+            file: path,
+            offset,
+            detail,
+        },
     }
 }

@@ -273,6 +273,40 @@ fn take_of_zero_events_is_malformed() {
 }
 
 #[test]
+fn peek_round_trips_channel_and_count() {
+    for max_events in [1, 10, u32::MAX] {
+        assert_request_round_trips(Request::Peek {
+            channel: "c1".into(),
+            max_events,
+        });
+    }
+}
+
+#[test]
+fn peek_of_zero_events_is_malformed_and_is_not_sent() {
+    let mut payload = vec![2, b'c', b'1'];
+    payload.extend_from_slice(&0u32.to_le_bytes());
+    let bytes = hello_then_frame(FrameType::Peek.as_byte(), &payload);
+    assert!(matches!(
+        malformation_of(decode_requests(&bytes)),
+        Malformation::InvalidValue {
+            field: "max_events",
+            value: 0,
+            ..
+        }
+    ));
+    let refused = Encoder::default().encode_request(
+        RequestId(1),
+        &Request::Peek {
+            channel: "c1".into(),
+            max_events: 0,
+        },
+        &mut Vec::new(),
+    );
+    assert!(refused.is_err(), "{refused:?}");
+}
+
+#[test]
 fn take_cut_short_names_the_missing_field() {
     let bytes = hello_then_frame(FrameType::Take.as_byte(), &[1, 0, 0, 0]);
     assert_eq!(

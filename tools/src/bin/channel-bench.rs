@@ -118,6 +118,7 @@ fn body(size_bytes: usize) -> bytes::Bytes {
 }
 
 fn main() {
+    millrace_clidocs::write_if_requested::<Args>();
     let args = Args::parse();
     if let Err(message) = run(&args) {
         eprintln!("channel-bench: {message}");

@@ -5,6 +5,7 @@ use clap::Parser;
 use millrace_tools::channelctl::{self, ChannelctlArgs, ChannelctlError};
 
 fn main() {
+    millrace_clidocs::write_if_requested::<ChannelctlArgs>();
     let args = ChannelctlArgs::parse();
     if let Err(error) = channelctl::run(args) {
         if !matches!(

@@ -12,18 +12,28 @@
 //! - `validate -f FILE -n AGENT` exits 0 with a summary when the configuration is valid,
 //!   78 (EX_CONFIG) listing every error when it is not.
 //!
+//! - `peek` prints the events at the head of a live channel (headers, body as text or
+//!   hex) without taking them.
+//!
+//! - `top` shows channels, data dirs and adapters live, from the HTTP listener
+//!   (`--http`, default `127.0.0.1:41451`).
+//!
 //! `--server` defaults to `127.0.0.1:41450`, `--channel` to `default`; the auth token
 //! comes from `--auth-token` or `MILLRACE_AUTH_TOKEN`.
 
 mod offline_commands;
+mod peek;
 mod put;
 mod stats;
 mod take;
+mod top;
 mod validate;
 
 use std::path::PathBuf;
 
 pub use offline_commands::{ChannelFilesArgs, CheckpointArgs, InspectArgs, ReplayArgs, VerifyArgs};
+pub use peek::PeekArgs;
+pub use top::TopArgs;
 
 use clap::{Args, Parser, Subcommand};
 use millrace_client::{ClientError, ClientOptions, DEFAULT_SERVER_ADDRESS};
@@ -63,6 +73,9 @@ pub enum Command {
     Take(TakeArgs),
     /// Show a channel's counters.
     Stats(StatsArgs),
+    /// Show the events at the head of a live channel, with headers and body, without
+    /// taking them.
+    Peek(PeekArgs),
     /// Check a configuration file without starting channeld.
     Validate(ValidateArgs),
     /// Show a channel's segments, checkpoints, queue, free space and open transactions:
@@ -77,6 +90,9 @@ pub enum Command {
     /// --execute); through the server, or on a stopped channel's files (with -f or
     /// --data-dir).
     Replay(ReplayArgs),
+    /// A live view of a running channeld: channels, data dirs and adapters, refreshed in
+    /// place (plain lines when stdout is not a terminal); reads its HTTP listener.
+    Top(TopArgs),
 }
 
 /// How to reach the server.
@@ -219,6 +235,10 @@ pub enum ChannelctlError {
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
 
+    /// `top` could not install its SIGTERM/SIGINT/SIGHUP handlers.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+
     /// An offline tool failed.
     #[error("{0}")]
     Offline(#[from] crate::offline::ToolError),
@@ -276,7 +296,9 @@ pub fn run(args: ChannelctlArgs) -> Result<(), ChannelctlError> {
             Command::Put(put) => put::run(put).await,
             Command::Take(take) => take::run(take).await,
             Command::Stats(stats) => stats::run(stats).await,
+            Command::Peek(peek) => peek::run(peek).await,
             Command::Checkpoint(checkpoint) => offline_commands::checkpoint(checkpoint).await,
+            Command::Top(top) => top::run(top).await,
             Command::Validate(_)
             | Command::Inspect(_)
             | Command::Verify(_)
