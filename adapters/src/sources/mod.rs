@@ -6,9 +6,13 @@
 pub mod avro;
 pub mod exec;
 pub mod http;
+pub mod multiport_syslog;
 pub mod netcat;
+pub mod netcat_udp;
+pub mod seq;
 pub mod spooldir;
 pub mod syslog;
+pub mod taildir;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -36,9 +40,13 @@ use crate::pool::{ServerPool, DEFAULT_CHANNELD_CONNECTIONS};
 pub use avro::AvroSourceSettings;
 pub use exec::ExecSettings;
 pub use http::HttpSettings;
+pub use multiport_syslog::MultiportSyslogSettings;
 pub use netcat::NetcatSettings;
+pub use netcat_udp::NetcatUdpSettings;
+pub use seq::SeqSettings;
 pub use spooldir::SpoolDirSettings;
 pub use syslog::SyslogSettings;
+pub use taildir::TaildirSettings;
 
 /// The key every batching source reads its batch size from.
 pub(crate) const BATCH_SIZE_KEY: &str = "batchSize";
@@ -186,6 +194,14 @@ pub enum SourceKind {
     Http(HttpSettings),
     /// `avro`.
     Avro(AvroSourceSettings),
+    /// `TAILDIR`.
+    Taildir(Box<TaildirSettings>),
+    /// `seq`.
+    Seq(SeqSettings),
+    /// `netcatudp`.
+    NetcatUdp(NetcatUdpSettings),
+    /// `multiport_syslogtcp`.
+    MultiportSyslogTcp(MultiportSyslogSettings),
 }
 
 impl SourceKind {
@@ -213,6 +229,18 @@ impl SourceKind {
             }
             SourceKind::Http(settings) => http::run(settings, processors, counters, stop).await,
             SourceKind::Avro(settings) => avro::run(settings, processors, counters, stop).await,
+            SourceKind::Taildir(settings) => {
+                taildir::run(*settings, processors.build(), counters, stop).await
+            }
+            SourceKind::Seq(settings) => {
+                seq::run(settings, processors.build(), counters, stop).await
+            }
+            SourceKind::NetcatUdp(settings) => {
+                netcat_udp::run(settings, processors, counters, stop).await
+            }
+            SourceKind::MultiportSyslogTcp(settings) => {
+                multiport_syslog::run(settings, processors, counters, stop).await
+            }
         };
         pool.close_all_idle();
         outcome
