@@ -273,10 +273,9 @@ a1.channels.c1.type = memory
     let mut found: Vec<(String, Vec<(String, String)>)> = events
         .iter()
         .map(|event| {
-            (
-                String::from_utf8(event.body.to_vec()).unwrap(),
-                event.headers.clone(),
-            )
+            let mut headers = event.headers.clone();
+            headers.sort();
+            (String::from_utf8(event.body.to_vec()).unwrap(), headers)
         })
         .collect();
     found.sort();
@@ -288,16 +287,16 @@ a1.channels.c1.type = memory
             (
                 "from f1".to_string(),
                 vec![
+                    ("file".to_string(), f1_file),
                     ("headerKey1".to_string(), "value1".to_string()),
-                    ("file".to_string(), f1_file)
                 ]
             ),
             (
                 "from f2".to_string(),
                 vec![
+                    ("file".to_string(), f2_file),
                     ("headerKey1".to_string(), "value2".to_string()),
                     ("headerKey2".to_string(), "value2-2".to_string()),
-                    ("file".to_string(), f2_file)
                 ]
             ),
         ]
