@@ -72,4 +72,9 @@ while [ "$size" -lt "$total" ]; do
     kill -0 "$pid" 2>/dev/null || { cat "$work/channeld.log" >&2; exit 1; }
 done
 end=$(date +%s.%N)
-python3 -c "s=$end-$start; print(f'taildir: {$total} lines of 100 bytes from 4 files, batchSize $batch: {s:.2f} s, {$total/s:,.0f} lines/s')"
+# CPU seconds (user + system) of channeld and of the source's channel-agent, so a run on
+# a busy machine still says what the flow costs.
+ticks=$(getconf CLK_TCK)
+cpu_s() { awk -v ticks="$ticks" '{printf "%.2f", ($14 + $15) / ticks}' "/proc/$1/stat"; }
+agent=$(pgrep -P "$pid" channel-agent | head -1)
+python3 -c "s=$end-$start; print(f'taildir: {$total} lines of 100 bytes from 4 files, batchSize $batch: {s:.2f} s, {$total/s:,.0f} lines/s; CPU s: channeld $(cpu_s "$pid"), channel-agent $(cpu_s "$agent")')"

@@ -202,7 +202,7 @@ a1.channels.c1.type = memory
         });
         assert!(connected, "port {port} listens:\n{}", server.stderr());
         let mut stream = stream.unwrap();
-        write!(stream, "<13>Jan  5 12:00:00 myhost message {index}\n").unwrap();
+        writeln!(stream, "<13>Jan  5 12:00:00 myhost message {index}").unwrap();
     }
     let arrived = wait_until(FLOW_TIMEOUT, || server.metrics_channel_size("c1") == 2);
     assert!(arrived, "both messages arrived:\n{}", server.stderr());

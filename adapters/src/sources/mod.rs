@@ -23,7 +23,7 @@ use millrace_client::ClientOptions;
 use millrace_config::values::{self, Expected};
 use millrace_config::{ChannelSelector, ComponentSettings};
 use thiserror::Error;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
@@ -382,4 +382,44 @@ where
             }
         }
     }
+}
+
+/// Waits for a datagram (or `stop`), then takes those already waiting, up to `max` in
+/// all, handing each to `take` with its sender; `false` once `stop` is raised. A failed
+/// receive is counted in `EventReadFail` and ends the round.
+pub(crate) async fn receive_datagrams(
+    socket: &UdpSocket,
+    buffer: &mut [u8],
+    max: usize,
+    stop: &mut StopSignal,
+    counters: &SourceCounters,
+    source_type: &str,
+    mut take: impl FnMut(&[u8], SocketAddr),
+) -> bool {
+    let mut received = tokio::select! {
+        received = socket.recv_from(buffer) => received,
+        () = stop.raised() => return false,
+    };
+    let mut taken = 0;
+    loop {
+        match received {
+            Ok((length, peer)) => {
+                take(&buffer[..length], peer);
+                taken += 1;
+            }
+            Err(error) => {
+                counters::increment(&counters.event_read_failures);
+                warn!(%error, "receiving a {source_type} datagram failed");
+                break;
+            }
+        }
+        if taken >= max {
+            break;
+        }
+        match socket.try_recv_from(buffer) {
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+            other => received = other,
+        }
+    }
+    true
 }

@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use tracing::error;
 
 use super::syslog::{
-    tcp, KeepFields, SyslogSettings, DEFAULT_SYSLOG_BATCH_SIZE, DEFAULT_TCP_EVENT_SIZE_BYTES,
+    read_keep_fields, tcp, SyslogSettings, DEFAULT_SYSLOG_BATCH_SIZE, DEFAULT_TCP_EVENT_SIZE_BYTES,
 };
 use super::{
     host_port, listen_tcp, refuse_tls, serve_connections, ListenerLimits, ProcessorFactory,
@@ -69,14 +69,7 @@ impl MultiportSyslogSettings {
         let host = keys.text_or("host", "0.0.0.0");
         let ports = keys.required("ports", "whitespace-separated port numbers", port_list);
         let event_size_bytes = keys.count_or("eventSize", DEFAULT_TCP_EVENT_SIZE_BYTES as u64);
-        let keep_fields = keys.parsed_or("keepFields", KeepFields::None, |value| {
-            KeepFields::parse(value).map_err(|word| {
-                Expected::new(format!(
-                    "none, all, or a space-separated list of priority, version, timestamp, \
-                     hostname (not {word:?})"
-                ))
-            })
-        });
+        let keep_fields = read_keep_fields(keys);
         let port_header = keys.text("portHeader");
         let client_ip_header = keys.text("clientIPHeader");
         let client_hostname_header = keys.text("clientHostnameHeader");

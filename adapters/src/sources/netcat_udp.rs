@@ -19,7 +19,7 @@ use millrace_config::ComponentSettings;
 use tokio::net::UdpSocket;
 use tracing::{info, warn};
 
-use super::{bind_failure, host_port, ProcessorFactory, SourceError};
+use super::{bind_failure, host_port, receive_datagrams, ProcessorFactory, SourceError};
 use crate::connection::StopSignal;
 use crate::counters::{self, SourceCounters};
 
@@ -83,33 +83,17 @@ pub async fn run(
     let mut datagram = vec![0_u8; MAX_DATAGRAM_BYTES];
     let mut events = Vec::with_capacity(DATAGRAMS_PER_DELIVERY);
     loop {
-        let mut received = tokio::select! {
-            received = socket.recv_from(&mut datagram) => received,
-            () = stop.raised() => break,
-        };
-        loop {
-            match received {
-                Ok((length, peer)) => {
-                    events.push(datagram_event(
-                        &datagram[..length],
-                        peer,
-                        &settings,
-                        &counters,
-                    ));
-                }
-                Err(error) => {
-                    counters::increment(&counters.event_read_failures);
-                    warn!(%error, "receiving a netcatudp datagram failed");
-                    break;
-                }
-            }
-            if events.len() >= DATAGRAMS_PER_DELIVERY {
-                break;
-            }
-            match socket.try_recv_from(&mut datagram) {
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
-                other => received = other,
-            }
+        let receiving = receive_datagrams(
+            &socket,
+            &mut datagram,
+            DATAGRAMS_PER_DELIVERY,
+            &mut stop,
+            &counters,
+            "netcatudp",
+            |bytes, peer| events.push(datagram_event(bytes, peer, &settings, &counters)),
+        );
+        if !receiving.await {
+            break;
         }
         if events.is_empty() {
             continue;

@@ -48,10 +48,14 @@ impl SeqSettings {
         let batch_size = keys.count_or(BATCH_SIZE_KEY, DEFAULT_BATCH_SIZE);
         let pollable = "a pollable source's backoff; Millrace's seq waits 250 ms doubling up to \
                         4 s when the channel is full instead";
-        keys.parsed("backoffSleepIncrement", values::positive_milliseconds)
-            .map(|_| keys.warn("backoffSleepIncrement", pollable));
-        keys.parsed("maxBackoffSleep", values::positive_milliseconds)
-            .map(|_| keys.warn("maxBackoffSleep", pollable));
+        for backoff in ["backoffSleepIncrement", "maxBackoffSleep"] {
+            if keys
+                .parsed(backoff, values::positive_milliseconds)
+                .is_some()
+            {
+                keys.warn(backoff, pollable);
+            }
+        }
         Some(SeqSettings {
             total_events,
             batch_size: usize::try_from(batch_size).unwrap_or(usize::MAX),

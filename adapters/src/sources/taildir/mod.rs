@@ -607,7 +607,11 @@ impl Tailer {
             !done
         });
         for file in self.files.values_mut() {
-            if !file.rotated && file.is_open() && file.unchanged_for() >= idle_timeout {
+            if !file.rotated
+                && file.at_end
+                && file.is_open()
+                && file.unchanged_for() >= idle_timeout
+            {
                 debug!(file = %file.path.display(), "closing an idle file");
                 file.close();
             }
@@ -703,7 +707,6 @@ pub async fn run(
                     ReadOutcome::Lines(batch) => batch,
                     ReadOutcome::Nothing => break,
                     ReadOutcome::Truncated { head, offset } => {
-                        counters::increment(&counters.event_read_failures);
                         let path = file.path.clone();
                         let group_index = file.group;
                         if let Some(copy) = tailer.open_copy(&path, &head, offset, group_index) {
@@ -814,10 +817,7 @@ mod tests {
         loop {
             let mut progressed = false;
             for key in tailer.reading_order() {
-                loop {
-                    let Some(file) = tailer.files.get_mut(&key) else {
-                        break;
-                    };
+                while let Some(file) = tailer.files.get_mut(&key) {
                     let group = &tailer.settings.groups[file.group];
                     match file.read_batch(&tailer.settings, group).unwrap() {
                         ReadOutcome::Lines(batch) => {
