@@ -350,6 +350,8 @@ struct Tailer {
     settings: TaildirSettings,
     files: BTreeMap<FileKey, TailFile>,
     listings: Vec<DirectoryListing>,
+    /// The fingerprints of the position file on disk.
+    stored_prints: Vec<Fingerprint>,
 }
 
 impl Tailer {
@@ -363,6 +365,7 @@ impl Tailer {
             settings,
             files: BTreeMap::new(),
             listings,
+            stored_prints: Vec::new(),
         }
     }
 
@@ -560,7 +563,10 @@ impl Tailer {
     fn positions(&self) -> (Vec<PositionEntry>, Vec<Fingerprint>) {
         let mut entries = Vec::new();
         let mut prints = Vec::new();
-        for file in self.files.values().filter(|file| !file.deleted) {
+        // Files not found in the last listing stay listed too: a listing races with
+        // renames (a file renamed between readdir and stat is found under neither
+        // name), and a restarted source looks for each inode in its directory anyway.
+        for file in self.files.values() {
             entries.push(PositionEntry {
                 inode: file.key.inode,
                 pos: file.committed_pos,
@@ -576,9 +582,24 @@ impl Tailer {
         (entries, prints)
     }
 
-    fn store_positions(&self) -> Result<(), SourceError> {
+    /// Writes the position file. The fingerprints written just before it also keep
+    /// those of the position file being replaced: a crash between the two writes leaves
+    /// the old positions with fingerprints that still match them.
+    fn store_positions(&mut self) -> Result<(), SourceError> {
         let (entries, prints) = self.positions();
-        position::store(&self.settings.position_file, &entries, prints)?;
+        let mut written = prints.clone();
+        written.extend(
+            self.stored_prints
+                .iter()
+                .filter(|old| {
+                    !prints
+                        .iter()
+                        .any(|new| new.inode == old.inode && new.pos == old.pos)
+                })
+                .cloned(),
+        );
+        position::store(&self.settings.position_file, &entries, written)?;
+        self.stored_prints = prints;
         Ok(())
     }
 
@@ -669,6 +690,7 @@ pub async fn run(
         info!(file = %settings.position_file.display(), entries = saved.entries.len(), "TAILDIR positions loaded");
     }
     let mut tailer = Tailer::new(settings);
+    tailer.stored_prints = saved.fingerprints.clone();
     tailer.scan(Some(&saved))?;
     tailer.store_positions()?;
     let mut last_scan = Instant::now();

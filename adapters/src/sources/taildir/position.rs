@@ -24,8 +24,9 @@
 //! the file's first bytes. On restart a file whose first bytes differ from its head (or
 //! that is shorter than its position) was truncated while the source was down (copy-
 //! truncate rotation), and the head finds the copy to finish reading. A fingerprint is
-//! used only when its `pos` equals the position file's for the inode (the two files were
-//! written as a pair); it is only a hint, so it is replaced without fsync.
+//! used only when its `pos` equals the position file's for the inode; the fingerprint file
+//! also keeps the fingerprints of the position file it is about to replace, so a crash
+//! between the two writes leaves matching pairs. It is only a hint, replaced without fsync.
 
 use std::fs::{self, File};
 use std::io::Write;
