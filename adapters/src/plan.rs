@@ -25,8 +25,8 @@ use crate::sinks::{
 };
 use crate::sources::syslog::SyslogTransport;
 use crate::sources::{
-    ExecSettings, HttpSettings, NetcatSettings, SourceKind, SpoolDirSettings, SyslogSettings,
-    BATCH_SIZE_KEY,
+    ExecSettings, HttpSettings, MultiportSyslogSettings, NetcatSettings, NetcatUdpSettings,
+    SeqSettings, SourceKind, SpoolDirSettings, SyslogSettings, TaildirSettings, BATCH_SIZE_KEY,
 };
 
 /// Refusals before an event goes to the dead-letter channel, by default.
@@ -221,7 +221,9 @@ fn unsupported_type(
     }
 }
 
-const SUPPORTED_SOURCES: &str = "netcat, spooldir, exec, syslogtcp, syslogudp, http, avro";
+const SUPPORTED_SOURCES: &str =
+    "netcat, spooldir, exec, syslogtcp, syslogudp, http, avro, TAILDIR, seq, netcatudp, \
+     multiport_syslogtcp";
 
 /// What [`plan_source`] reads besides the source's type-specific keys.
 struct PlannedSource {
@@ -292,11 +294,12 @@ fn plan_source(
     );
     let source_type = source.source_type.as_str();
     // Only sources serving many clients at once can use more than one connection.
-    let serves_many_clients = ["netcat", "syslogtcp", "http", "avro"]
+    let serves_many_clients = ["netcat", "syslogtcp", "multiport_syslogtcp", "http", "avro"]
         .iter()
         .any(|alias| source_type.eq_ignore_ascii_case(alias))
         || source_type.ends_with("NetcatSource")
         || source_type.ends_with("SyslogTcpSource")
+        || source_type.ends_with("MultiportSyslogTCPSource")
         || source_type.ends_with("HTTPSource")
         || source_type.ends_with("AvroSource");
     let channeld_connections = if serves_many_clients {
@@ -338,6 +341,30 @@ fn plan_source(
         HttpSettings::read(&mut keys).map(SourceKind::Http)
     } else if type_is(source_type, "avro", "org.apache.flume.source.AvroSource") {
         crate::sources::avro::plan(&mut keys).map(SourceKind::Avro)
+    } else if type_is(
+        source_type,
+        "TAILDIR",
+        "org.apache.flume.source.taildir.TaildirSource",
+    ) {
+        TaildirSettings::read(&mut keys).map(|settings| SourceKind::Taildir(Box::new(settings)))
+    } else if type_is(
+        source_type,
+        "seq",
+        "org.apache.flume.source.SequenceGeneratorSource",
+    ) {
+        SeqSettings::read(&mut keys).map(SourceKind::Seq)
+    } else if type_is(
+        source_type,
+        "netcatudp",
+        "org.apache.flume.source.NetcatUdpSource",
+    ) {
+        NetcatUdpSettings::read(&mut keys).map(SourceKind::NetcatUdp)
+    } else if type_is(
+        source_type,
+        "multiport_syslogtcp",
+        "org.apache.flume.source.MultiportSyslogTCPSource",
+    ) {
+        MultiportSyslogSettings::read(&mut keys).map(SourceKind::MultiportSyslogTcp)
     } else {
         found.errors.push(unsupported_type(
             config,
@@ -379,6 +406,10 @@ fn batch_size_mut(kind: &mut SourceKind) -> Option<&mut usize> {
         SourceKind::SyslogTcp(settings) | SourceKind::SyslogUdp(settings) => {
             Some(&mut settings.batch_size)
         }
+        SourceKind::Taildir(settings) => Some(&mut settings.batch_size),
+        SourceKind::Seq(settings) => Some(&mut settings.batch_size),
+        SourceKind::MultiportSyslogTcp(settings) => Some(&mut settings.syslog.batch_size),
+        SourceKind::NetcatUdp(_) => None,
         SourceKind::Netcat(_) | SourceKind::Http(_) | SourceKind::Avro(_) => None,
     }
 }

@@ -34,9 +34,13 @@ fn planned_batch_sizes(checked: &CheckedAgent) -> Vec<(String, usize)> {
                     SourceKind::SyslogTcp(settings) | SourceKind::SyslogUdp(settings) => {
                         settings.batch_size
                     }
-                    SourceKind::Netcat(_) | SourceKind::Http(_) | SourceKind::Avro(_) => {
-                        return None
-                    }
+                    SourceKind::Taildir(settings) => settings.batch_size,
+                    SourceKind::Seq(settings) => settings.batch_size,
+                    SourceKind::MultiportSyslogTcp(settings) => settings.syslog.batch_size,
+                    SourceKind::Netcat(_)
+                    | SourceKind::NetcatUdp(_)
+                    | SourceKind::Http(_)
+                    | SourceKind::Avro(_) => return None,
                 };
                 Some((source.name.clone(), batch_size))
             }

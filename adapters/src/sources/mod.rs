@@ -6,9 +6,13 @@
 pub mod avro;
 pub mod exec;
 pub mod http;
+pub mod multiport_syslog;
 pub mod netcat;
+pub mod netcat_udp;
+pub mod seq;
 pub mod spooldir;
 pub mod syslog;
+pub mod taildir;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,7 +23,7 @@ use millrace_client::ClientOptions;
 use millrace_config::values::{self, Expected};
 use millrace_config::{ChannelSelector, ComponentSettings};
 use thiserror::Error;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
@@ -36,9 +40,13 @@ use crate::pool::{ServerPool, DEFAULT_CHANNELD_CONNECTIONS};
 pub use avro::AvroSourceSettings;
 pub use exec::ExecSettings;
 pub use http::HttpSettings;
+pub use multiport_syslog::MultiportSyslogSettings;
 pub use netcat::NetcatSettings;
+pub use netcat_udp::NetcatUdpSettings;
+pub use seq::SeqSettings;
 pub use spooldir::SpoolDirSettings;
 pub use syslog::SyslogSettings;
+pub use taildir::TaildirSettings;
 
 /// The key every batching source reads its batch size from.
 pub(crate) const BATCH_SIZE_KEY: &str = "batchSize";
@@ -186,6 +194,14 @@ pub enum SourceKind {
     Http(HttpSettings),
     /// `avro`.
     Avro(AvroSourceSettings),
+    /// `TAILDIR`.
+    Taildir(Box<TaildirSettings>),
+    /// `seq`.
+    Seq(SeqSettings),
+    /// `netcatudp`.
+    NetcatUdp(NetcatUdpSettings),
+    /// `multiport_syslogtcp`.
+    MultiportSyslogTcp(MultiportSyslogSettings),
 }
 
 impl SourceKind {
@@ -213,6 +229,18 @@ impl SourceKind {
             }
             SourceKind::Http(settings) => http::run(settings, processors, counters, stop).await,
             SourceKind::Avro(settings) => avro::run(settings, processors, counters, stop).await,
+            SourceKind::Taildir(settings) => {
+                taildir::run(*settings, processors.build(), counters, stop).await
+            }
+            SourceKind::Seq(settings) => {
+                seq::run(settings, processors.build(), counters, stop).await
+            }
+            SourceKind::NetcatUdp(settings) => {
+                netcat_udp::run(settings, processors, counters, stop).await
+            }
+            SourceKind::MultiportSyslogTcp(settings) => {
+                multiport_syslog::run(settings, processors, counters, stop).await
+            }
         };
         pool.close_all_idle();
         outcome
@@ -362,4 +390,44 @@ where
             }
         }
     }
+}
+
+/// Waits for a datagram (or `stop`), then takes those already waiting, up to `max` in
+/// all, handing each to `take` with its sender; `false` once `stop` is raised. A failed
+/// receive is counted in `EventReadFail` and ends the round.
+pub(crate) async fn receive_datagrams(
+    socket: &UdpSocket,
+    buffer: &mut [u8],
+    max: usize,
+    stop: &mut StopSignal,
+    counters: &SourceCounters,
+    source_type: &str,
+    mut take: impl FnMut(&[u8], SocketAddr),
+) -> bool {
+    let mut received = tokio::select! {
+        received = socket.recv_from(buffer) => received,
+        () = stop.raised() => return false,
+    };
+    let mut taken = 0;
+    loop {
+        match received {
+            Ok((length, peer)) => {
+                take(&buffer[..length], peer);
+                taken += 1;
+            }
+            Err(error) => {
+                counters::increment(&counters.event_read_failures);
+                warn!(%error, "receiving a {source_type} datagram failed");
+                break;
+            }
+        }
+        if taken >= max {
+            break;
+        }
+        match socket.try_recv_from(buffer) {
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+            other => received = other,
+        }
+    }
+    true
 }

@@ -86,14 +86,7 @@ impl SyslogSettings {
             SyslogTransport::Udp => DEFAULT_UDP_EVENT_SIZE_BYTES,
         };
         let event_size_bytes = keys.count_or("eventSize", default_event_size as u64);
-        let keep_fields = keys.parsed_or("keepFields", KeepFields::None, |value| {
-            KeepFields::parse(value).map_err(|word| {
-                Expected::new(format!(
-                    "none, all, or a space-separated list of priority, version, timestamp, \
-                     hostname (not {word:?})"
-                ))
-            })
-        });
+        let keep_fields = read_keep_fields(keys);
         let client_ip_header = keys.text("clientIPHeader");
         let client_hostname_header = keys.text("clientHostnameHeader");
         let batch_size = keys.count_or(BATCH_SIZE_KEY, DEFAULT_SYSLOG_BATCH_SIZE as u64);
@@ -115,6 +108,18 @@ impl SyslogSettings {
             listener,
         })
     }
+}
+
+/// `keepFields` of a syslog source.
+pub(crate) fn read_keep_fields(keys: &mut ComponentSettings<'_>) -> KeepFields {
+    keys.parsed_or("keepFields", KeepFields::None, |value| {
+        KeepFields::parse(value).map_err(|word| {
+            Expected::new(format!(
+                "none, all, or a space-separated list of priority, version, timestamp, \
+                 hostname (not {word:?})"
+            ))
+        })
+    })
 }
 
 /// The event for one received message from `peer`; counts it as received, and as a

@@ -45,22 +45,34 @@ pub async fn run(
     let connection_counters = Arc::clone(&counters);
     let connection_stop = stop.clone();
     let limits = settings.listener;
-    serve_connections(listener, "syslogtcp", limits, counters, stop, move |stream, peer| {
-        let settings = Arc::clone(&settings);
-        let processors = processors.clone();
-        let counters = Arc::clone(&connection_counters);
-        let stop = connection_stop.clone();
-        async move { serve_connection(stream, peer, &settings, &processors, &counters, stop).await }
-    })
+    serve_connections(
+        listener,
+        "syslogtcp",
+        limits,
+        counters,
+        stop,
+        move |stream, peer| {
+            let settings = Arc::clone(&settings);
+            let processors = processors.clone();
+            let counters = Arc::clone(&connection_counters);
+            let stop = connection_stop.clone();
+            async move {
+                serve_connection(stream, peer, &settings, &processors, &counters, None, stop).await
+            }
+        },
+    )
     .await
 }
 
-async fn serve_connection(
+/// Reads one sender's messages and delivers them; `extra_header` is added to every
+/// event (the local port, for `multiport_syslogtcp`'s `portHeader`).
+pub(crate) async fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     settings: &SyslogSettings,
     processors: &ProcessorFactory,
     counters: &SourceCounters,
+    extra_header: Option<&(String, String)>,
     mut stop: StopSignal,
 ) -> std::io::Result<()> {
     let mut processor = processors.build();
@@ -81,13 +93,12 @@ async fn serve_connection(
         };
         let input_ended = read_bytes == 0;
         while let Some(frame) = framer.next_message(&mut buffer, input_ended) {
-            events.push(message_event(
-                &frame.message,
-                frame.truncated,
-                peer,
-                settings,
-                counters,
-            ));
+            let mut event =
+                message_event(&frame.message, frame.truncated, peer, settings, counters);
+            if let Some(header) = extra_header {
+                event.headers.push(header.clone());
+            }
+            events.push(event);
         }
         for batch in events.chunks(settings.batch_size.max(1)) {
             counters::increment(&counters.append_batches_received);

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use super::{message_event, SyslogSettings};
 use crate::connection::StopSignal;
 use crate::counters::{self, SourceCounters};
-use crate::sources::{bind_failure, host_port, ProcessorFactory, SourceError};
+use crate::sources::{bind_failure, host_port, receive_datagrams, ProcessorFactory, SourceError};
 
 /// Receives datagrams until `stop` is raised.
 pub async fn run(
@@ -39,32 +39,21 @@ pub async fn run(
     let batch_size = settings.batch_size.max(1);
     let mut events = Vec::with_capacity(batch_size);
     loop {
-        let received = tokio::select! {
-            received = socket.recv_from(&mut datagram) => received,
-            () = stop.raised() => break,
-        };
-        let mut received = received;
-        loop {
-            match received {
-                Ok((length, peer)) => {
-                    let bytes = &datagram[..length];
-                    if let Some(event) = datagram_event(bytes, peer, &settings, &counters) {
-                        events.push(event);
-                    }
+        let receiving = receive_datagrams(
+            &socket,
+            &mut datagram,
+            batch_size,
+            &mut stop,
+            &counters,
+            "syslog",
+            |bytes, peer| {
+                if let Some(event) = datagram_event(bytes, peer, &settings, &counters) {
+                    events.push(event);
                 }
-                Err(error) => {
-                    counters::increment(&counters.event_read_failures);
-                    warn!(%error, "receiving a syslog datagram failed");
-                    break;
-                }
-            }
-            if events.len() >= batch_size {
-                break;
-            }
-            match socket.try_recv_from(&mut datagram) {
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
-                other => received = other,
-            }
+            },
+        );
+        if !receiving.await {
+            break;
         }
         if events.is_empty() {
             continue;
