@@ -200,7 +200,7 @@ fn source_listener(kind: &SourceKind) -> Option<(Transport, &str, u16)> {
         SourceKind::SyslogUdp(settings) => (Transport::Udp, settings.host.as_str(), settings.port),
         SourceKind::Http(settings) => (Transport::Tcp, settings.bind.as_str(), settings.port),
         SourceKind::Avro(settings) => (Transport::Tcp, settings.bind.as_str(), settings.port),
-        SourceKind::SpoolDir(_) | SourceKind::Exec(_) => return None,
+        SourceKind::SpoolDir(_) | SourceKind::Exec(_) | SourceKind::Kafka(_) => return None,
     };
     (port != 0).then_some((transport, host, port))
 }

@@ -221,7 +221,7 @@ fn unsupported_type(
     }
 }
 
-const SUPPORTED_SOURCES: &str = "netcat, spooldir, exec, syslogtcp, syslogudp, http, avro";
+const SUPPORTED_SOURCES: &str = "netcat, spooldir, exec, syslogtcp, syslogudp, http, avro, kafka";
 
 /// What [`plan_source`] reads besides the source's type-specific keys.
 struct PlannedSource {
@@ -338,6 +338,13 @@ fn plan_source(
         HttpSettings::read(&mut keys).map(SourceKind::Http)
     } else if type_is(source_type, "avro", "org.apache.flume.source.AvroSource") {
         crate::sources::avro::plan(&mut keys).map(SourceKind::Avro)
+    } else if type_is(
+        source_type,
+        "kafka",
+        "org.apache.flume.source.kafka.KafkaSource",
+    ) {
+        millrace_kafka::KafkaSourceSettings::read(&mut keys)
+            .map(|settings| SourceKind::Kafka(Box::new(settings)))
     } else {
         found.errors.push(unsupported_type(
             config,
@@ -379,6 +386,7 @@ fn batch_size_mut(kind: &mut SourceKind) -> Option<&mut usize> {
         SourceKind::SyslogTcp(settings) | SourceKind::SyslogUdp(settings) => {
             Some(&mut settings.batch_size)
         }
+        SourceKind::Kafka(settings) => Some(&mut settings.batch_size),
         SourceKind::Netcat(_) | SourceKind::Http(_) | SourceKind::Avro(_) => None,
     }
 }
@@ -437,7 +445,7 @@ fn fit_batch_to_channels(
 }
 
 const SUPPORTED_SINKS: &str = "logger, null, file_roll, spooling_directory (or \
-     com.unrulymedia.flume.SpoolingDirectoryFileSink), forward, avro";
+     com.unrulymedia.flume.SpoolingDirectoryFileSink), forward, avro, kafka";
 
 fn batch_size(value: u64) -> u32 {
     u32::try_from(value).unwrap_or(u32::MAX)
@@ -479,6 +487,9 @@ fn plan_sink(
         } else if type_is(sink_type, "avro", "org.apache.flume.sink.AvroSink") {
             crate::sinks::avro::plan(&mut keys)
                 .map(|(batch, settings)| (batch, SinkKindPlan::Avro(settings)))
+        } else if type_is(sink_type, "kafka", "org.apache.flume.sink.kafka.KafkaSink") {
+            millrace_kafka::KafkaSinkSettings::read(&mut keys)
+                .map(|settings| (settings.batch_size, SinkKindPlan::Kafka(Box::new(settings))))
         } else {
             found.errors.push(unsupported_type(
                 config,

@@ -6,6 +6,7 @@
 pub mod avro;
 pub mod exec;
 pub mod http;
+pub mod kafka;
 pub mod netcat;
 pub mod spooldir;
 pub mod syslog;
@@ -106,6 +107,9 @@ pub enum SourceError {
     /// The channel refused events for what they are.
     #[error("{0}")]
     Delivery(#[from] DeliveryError),
+    /// The Kafka consumer could not be created or subscribed.
+    #[error("{0}")]
+    Kafka(#[from] millrace_kafka::KafkaError),
     /// The command of an `exec` source could not be started.
     #[error("cannot run {command:?}: {source}")]
     Spawn {
@@ -186,6 +190,8 @@ pub enum SourceKind {
     Http(HttpSettings),
     /// `avro`.
     Avro(AvroSourceSettings),
+    /// `kafka`.
+    Kafka(Box<millrace_kafka::KafkaSourceSettings>),
 }
 
 impl SourceKind {
@@ -213,6 +219,7 @@ impl SourceKind {
             }
             SourceKind::Http(settings) => http::run(settings, processors, counters, stop).await,
             SourceKind::Avro(settings) => avro::run(settings, processors, counters, stop).await,
+            SourceKind::Kafka(settings) => kafka::run(*settings, processors, counters, stop).await,
         };
         pool.close_all_idle();
         outcome
