@@ -108,10 +108,11 @@ impl ClientProperties {
 pub fn check_property(name: &str, value: &str) -> Result<(), String> {
     let mut config = ClientConfig::new();
     config.set(name, value);
-    config
-        .create_native_config()
-        .map(drop)
-        .map_err(|error| error.to_string())
+    match config.create_native_config() {
+        Ok(_) => Ok(()),
+        Err(rdkafka::error::KafkaError::ClientConfig(_, description, _, _)) => Err(description),
+        Err(error) => Err(error.to_string()),
+    }
 }
 
 #[cfg(test)]
