@@ -239,8 +239,11 @@ fn kafka_sink_puts_every_event_in_its_topic_exactly_once_in_order_and_drains_the
         "the sink committed its takes"
     );
     assert!(
-        wait_until(FLOW_TIMEOUT, || counter(&server, "SINK.k1", "EventDrainSuccessCount")
-            == count as u64),
+        wait_until(FLOW_TIMEOUT, || counter(
+            &server,
+            "SINK.k1",
+            "EventDrainSuccessCount"
+        ) == count as u64),
         "the sink counted every event delivered"
     );
     assert_eq!(counter(&server, "SINK.k1", "EventSentAgainCount"), 0);
@@ -272,10 +275,17 @@ fn kafka_sink_loses_nothing_through_a_broker_down_a_leader_move_and_injected_err
     for broker in 1..=BROKERS {
         cluster.broker_down(broker).expect("take a broker down");
     }
-    let events: Vec<Event> = numbered("stormy", count).into_iter().map(Event::new).collect();
+    let events: Vec<Event> = numbered("stormy", count)
+        .into_iter()
+        .map(Event::new)
+        .collect();
     put_events(&server, "c1", &events);
     assert!(
-        wait_until(FLOW_TIMEOUT, || counter(&server, "SINK.k1", "EventWriteFail") > 0),
+        wait_until(FLOW_TIMEOUT, || counter(
+            &server,
+            "SINK.k1",
+            "EventWriteFail"
+        ) > 0),
         "a batch failed while the brokers were down"
     );
     for broker in 2..=BROKERS {
@@ -616,7 +626,10 @@ fn flume_kafka_configs_pass_validate_and_a_bad_pass_through_property_names_its_l
         said.contains("bad.properties:7: a1.sinks.k1.kafka.producer.lingerr.ms"),
         "{said}"
     );
-    assert!(said.contains("No such configuration property"), "librdkafka's reason: {said}");
+    assert!(
+        said.contains("No such configuration property"),
+        "librdkafka's reason: {said}"
+    );
     assert!(
         said.contains("a1.sinks.k1.kafka.bootstrap.servers"),
         "the missing key: {said}"
