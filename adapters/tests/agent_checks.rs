@@ -34,6 +34,7 @@ fn planned_batch_sizes(checked: &CheckedAgent) -> Vec<(String, usize)> {
                     SourceKind::SyslogTcp(settings) | SourceKind::SyslogUdp(settings) => {
                         settings.batch_size
                     }
+                    SourceKind::Kafka(settings) => settings.batch_size,
                     SourceKind::Netcat(_) | SourceKind::Http(_) | SourceKind::Avro(_) => {
                         return None
                     }

@@ -120,8 +120,8 @@ pub enum Sink {
     Forward(ForwardSink),
     /// `avro`: Flume's Avro RPC to an avro source.
     Avro(AvroSink),
-    /// `kafka`: records in a Kafka topic.
-    Kafka(KafkaSink),
+    /// `kafka`: records in a Kafka topic (boxed: its settings and producer are large).
+    Kafka(Box<KafkaSink>),
 }
 
 impl Sink {
