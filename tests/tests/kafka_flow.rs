@@ -635,3 +635,56 @@ fn flume_kafka_configs_pass_validate_and_a_bad_pass_through_property_names_its_l
         "the missing key: {said}"
     );
 }
+
+/// CPU seconds (user + system) `pid` has used, from `/proc/<pid>/stat`.
+fn cpu_seconds_of(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");
+    // Fields after the command name (which is in parentheses): utime is the 12th, stime
+    // the 13th of them.
+    let after_name = &stat[stat.rfind(')').expect("a command name") + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    /// The kernel's clock ticks per second on Linux (`getconf CLK_TCK`).
+    const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+    ticks as f64 / CLOCK_TICKS_PER_SECOND
+}
+
+/// A benchmark, not a test (`docs/perf.md`): CPU per event the sink's channel-agent spends
+/// delivering 256-byte events in batches of 100 through the Kafka sink to the mock
+/// cluster, beside the same flow into the null sink.
+///
+/// `MILLRACE_KAFKA_EVENTS=100000 cargo test --release -p millrace-e2e --test kafka_flow -- --ignored --nocapture sink_cpu`
+#[test]
+#[ignore = "a benchmark; run it by name with --ignored"]
+fn sink_cpu_per_event_kafka_beside_null() {
+    let cluster = cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    create_topic(&cluster, "bench");
+    let count = event_count();
+    let body = "x".repeat(256);
+    for (label, sink) in [
+        ("kafka", format!("a1.sinks.k1.type = kafka\na1.sinks.k1.kafka.bootstrap.servers = {bootstrap}\na1.sinks.k1.kafka.topic = bench\na1.sinks.k1.flumeBatchSize = 100\n")),
+        ("null", "a1.sinks.k1.type = null\na1.sinks.k1.batchSize = 100\n".to_string()),
+    ] {
+        let config = format!(
+            "a1.channels = c1\na1.sinks = k1\na1.channels.c1.type = file\na1.sinks.k1.channel = c1\n{sink}"
+        );
+        let server = Server::start(ServerSetup::with_config(config));
+        assert!(wait_until(FLOW_TIMEOUT, || !server.adapter_pids("k1").is_empty()));
+        let pid = server.adapter_pids("k1")[0];
+        let before = cpu_seconds_of(pid);
+        let started = Instant::now();
+        let events: Vec<Event> = (0..count).map(|_| Event::new(body.clone())).collect();
+        put_events(&server, "c1", &events);
+        assert!(wait_until(FLOW_TIMEOUT, || counter(&server, "SINK.k1", "EventDrainSuccessCount")
+            >= count as u64));
+        let elapsed = started.elapsed().as_secs_f64();
+        let cpu = cpu_seconds_of(pid) - before;
+        eprintln!(
+            "sink {label}: {count} events of 256 bytes in {elapsed:.2} s ({:.0} events/s end to end), channel-agent CPU {cpu:.2} s = {:.2} µs/event",
+            count as f64 / elapsed,
+            cpu * 1e6 / count as f64
+        );
+    }
+}
