@@ -186,6 +186,7 @@ fn source_config(bootstrap: &str, topic: &str, extra: &str) -> String {
          a1.sources.r1.kafka.consumer.auto.offset.reset = earliest\n\
          a1.sources.r1.batchSize = {SOURCE_BATCH}\n\
          a1.sources.r1.batchDurationMillis = 200\n\
+         a1.sources.r1.kafka.consumer.session.timeout.ms = 6000\n\
          {extra}"
     )
 }
@@ -340,6 +341,8 @@ fn kafka_source_delivers_every_record_and_a_kill_9_mid_run_loses_none() {
     create_topic(&cluster, "filled");
     let count = event_count();
     fill_topic(&bootstrap, "filled", "filled", count);
+    // A short session timeout: after the kill -9, the restarted source rejoins the group
+    // once the dead member's session expired (Kafka's default waits 45 s).
     let server = Server::start(ServerSetup::with_config(source_config(
         &bootstrap, "filled", "",
     )));
