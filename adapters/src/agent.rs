@@ -104,6 +104,10 @@ fn build_sink(plan: &SinkPlan, server: &ServerAddress, counters: Arc<SinkCounter
         SinkKindPlan::Avro(settings) => {
             Sink::Avro(AvroSink::new(settings.clone(), Arc::clone(&counters)))
         }
+        SinkKindPlan::Kafka(settings) => Sink::Kafka(Box::new(crate::sinks::KafkaSink::new(
+            settings.as_ref().clone(),
+            Arc::clone(&counters),
+        ))),
     };
     let dead_letter = plan
         .dead_letter

@@ -206,7 +206,8 @@ fn source_listener(kind: &SourceKind) -> Option<(Transport, &str, u16)> {
         SourceKind::SpoolDir(_)
         | SourceKind::Exec(_)
         | SourceKind::Taildir(_)
-        | SourceKind::Seq(_) => return None,
+        | SourceKind::Seq(_)
+        | SourceKind::Kafka(_) => return None,
     };
     (port != 0).then_some((transport, host, port))
 }

@@ -92,6 +92,10 @@ counter_set! {
         event_write_failures => "EventWriteFail",
         /// Events moved to the dead-letter channel (a Millrace addition).
         events_dead_lettered => "EventDeadLetterCount",
+        /// Events a failed batch had delivered anyway, sent again with the retried batch:
+        /// the duplicates a failure cost (a Millrace addition; the Kafka sink counts
+        /// the records Kafka acknowledged in a batch that failed).
+        events_sent_again => "EventSentAgainCount",
     }
 }
 

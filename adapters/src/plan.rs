@@ -223,7 +223,7 @@ fn unsupported_type(
 
 const SUPPORTED_SOURCES: &str =
     "netcat, spooldir, exec, syslogtcp, syslogudp, http, avro, TAILDIR, seq, netcatudp, \
-     multiport_syslogtcp";
+     multiport_syslogtcp, kafka";
 
 /// What [`plan_source`] reads besides the source's type-specific keys.
 struct PlannedSource {
@@ -365,6 +365,13 @@ fn plan_source(
         "org.apache.flume.source.MultiportSyslogTCPSource",
     ) {
         MultiportSyslogSettings::read(&mut keys).map(SourceKind::MultiportSyslogTcp)
+    } else if type_is(
+        source_type,
+        "kafka",
+        "org.apache.flume.source.kafka.KafkaSource",
+    ) {
+        millrace_kafka::KafkaSourceSettings::read(&mut keys)
+            .map(|settings| SourceKind::Kafka(Box::new(settings)))
     } else {
         found.errors.push(unsupported_type(
             config,
@@ -410,6 +417,7 @@ fn batch_size_mut(kind: &mut SourceKind) -> Option<&mut usize> {
         SourceKind::Seq(settings) => Some(&mut settings.batch_size),
         SourceKind::MultiportSyslogTcp(settings) => Some(&mut settings.syslog.batch_size),
         SourceKind::NetcatUdp(_) => None,
+        SourceKind::Kafka(settings) => Some(&mut settings.batch_size),
         SourceKind::Netcat(_) | SourceKind::Http(_) | SourceKind::Avro(_) => None,
     }
 }
@@ -468,7 +476,7 @@ fn fit_batch_to_channels(
 }
 
 const SUPPORTED_SINKS: &str = "logger, null, file_roll, spooling_directory (or \
-     com.unrulymedia.flume.SpoolingDirectoryFileSink), forward, avro";
+     com.unrulymedia.flume.SpoolingDirectoryFileSink), forward, avro, kafka";
 
 fn batch_size(value: u64) -> u32 {
     u32::try_from(value).unwrap_or(u32::MAX)
@@ -510,6 +518,9 @@ fn plan_sink(
         } else if type_is(sink_type, "avro", "org.apache.flume.sink.AvroSink") {
             crate::sinks::avro::plan(&mut keys)
                 .map(|(batch, settings)| (batch, SinkKindPlan::Avro(settings)))
+        } else if type_is(sink_type, "kafka", "org.apache.flume.sink.kafka.KafkaSink") {
+            millrace_kafka::KafkaSinkSettings::read(&mut keys)
+                .map(|settings| (settings.batch_size, SinkKindPlan::Kafka(Box::new(settings))))
         } else {
             found.errors.push(unsupported_type(
                 config,

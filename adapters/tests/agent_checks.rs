@@ -37,6 +37,7 @@ fn planned_batch_sizes(checked: &CheckedAgent) -> Vec<(String, usize)> {
                     SourceKind::Taildir(settings) => settings.batch_size,
                     SourceKind::Seq(settings) => settings.batch_size,
                     SourceKind::MultiportSyslogTcp(settings) => settings.syslog.batch_size,
+                    SourceKind::Kafka(settings) => settings.batch_size,
                     SourceKind::Netcat(_)
                     | SourceKind::NetcatUdp(_)
                     | SourceKind::Http(_)

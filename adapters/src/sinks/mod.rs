@@ -7,6 +7,7 @@
 
 pub mod avro;
 mod forward;
+pub mod kafka;
 mod logger;
 mod rolling_file;
 
@@ -18,6 +19,7 @@ use crate::file_problem::FileProblem;
 
 pub use avro::{AvroSink, AvroSinkSettings};
 pub use forward::{ForwardSettings, ForwardSink, ForwardTarget};
+pub use kafka::KafkaSink;
 pub use logger::{format_flume_event, LoggerSink, DEFAULT_MAX_BYTES_TO_LOG};
 pub use rolling_file::{
     RollingFileSettings, RollingFileSink, SPOOLING_DIRECTORY_SINK_ALIAS,
@@ -40,6 +42,8 @@ pub enum SinkKindPlan {
     Forward(ForwardTarget),
     /// `avro`.
     Avro(AvroSinkSettings),
+    /// `kafka`.
+    Kafka(Box<millrace_kafka::KafkaSinkSettings>),
 }
 
 /// Reads a null sink's keys (Flume's `NullSink`): its batch size.
@@ -95,6 +99,9 @@ pub enum SinkError {
         #[source]
         source: Box<avro::AvroSinkError>,
     },
+    /// Kafka did not acknowledge every record of the batch.
+    #[error("kafka sink: {0}")]
+    Kafka(#[source] Box<millrace_kafka::SendError>),
     /// Writing to standard output failed.
     #[error("cannot write to standard output: {0}")]
     Stdout(#[source] std::io::Error),
@@ -113,6 +120,8 @@ pub enum Sink {
     Forward(ForwardSink),
     /// `avro`: Flume's Avro RPC to an avro source.
     Avro(AvroSink),
+    /// `kafka`: records in a Kafka topic (boxed: its settings and producer are large).
+    Kafka(Box<KafkaSink>),
 }
 
 impl Sink {
@@ -121,6 +130,7 @@ impl Sink {
         match self {
             Sink::Logger(_) | Sink::Null | Sink::Forward(_) | Sink::Avro(_) => Ok(()),
             Sink::RollingFile(sink) => sink.start(),
+            Sink::Kafka(sink) => sink.start(),
         }
     }
 
@@ -132,6 +142,7 @@ impl Sink {
             Sink::RollingFile(sink) => sink.write(events),
             Sink::Forward(sink) => sink.write(events).await,
             Sink::Avro(sink) => sink.write(events).await,
+            Sink::Kafka(sink) => sink.write(events).await,
         }
     }
 
@@ -153,6 +164,10 @@ impl Sink {
             }
             Sink::Avro(sink) => {
                 sink.close();
+                Ok(())
+            }
+            Sink::Kafka(sink) => {
+                sink.stop();
                 Ok(())
             }
             Sink::Logger(_) | Sink::Null => Ok(()),

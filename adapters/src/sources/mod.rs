@@ -6,6 +6,7 @@
 pub mod avro;
 pub mod exec;
 pub mod http;
+pub mod kafka;
 pub mod multiport_syslog;
 pub mod netcat;
 pub mod netcat_udp;
@@ -114,6 +115,9 @@ pub enum SourceError {
     /// The channel refused events for what they are.
     #[error("{0}")]
     Delivery(#[from] DeliveryError),
+    /// The Kafka consumer could not be created or subscribed.
+    #[error("{0}")]
+    Kafka(#[from] millrace_kafka::KafkaError),
     /// The command of an `exec` source could not be started.
     #[error("cannot run {command:?}: {source}")]
     Spawn {
@@ -202,6 +206,8 @@ pub enum SourceKind {
     NetcatUdp(NetcatUdpSettings),
     /// `multiport_syslogtcp`.
     MultiportSyslogTcp(MultiportSyslogSettings),
+    /// `kafka`.
+    Kafka(Box<millrace_kafka::KafkaSourceSettings>),
 }
 
 impl SourceKind {
@@ -241,6 +247,7 @@ impl SourceKind {
             SourceKind::MultiportSyslogTcp(settings) => {
                 multiport_syslog::run(settings, processors, counters, stop).await
             }
+            SourceKind::Kafka(settings) => kafka::run(*settings, processors, counters, stop).await,
         };
         pool.close_all_idle();
         outcome

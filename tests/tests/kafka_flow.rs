@@ -1,0 +1,693 @@
+//! The Kafka sink and source against a real Kafka protocol implementation: librdkafka's
+//! mock cluster (three brokers on loopback ports, replication, leader moves, injected
+//! errors), started in this test process. channeld runs the real channel-agent with
+//! Flume's keys and the mock cluster's bootstrap address.
+//!
+//! Sizes: `MILLRACE_KAFKA_EVENTS` (default 20,000) events per flow; the issue's 100,000
+//! is `MILLRACE_KAFKA_EVENTS=100000 cargo test -p millrace-e2e --test kafka_flow`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use millrace_client::{Client, ClientOptions, Event};
+use millrace_e2e::{channelctl, kill_9_pid, wait_until, Server, ServerSetup};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{json, Value};
+
+/// Brokers in the mock cluster (the issue's three: a leader can move and one can fail).
+const BROKERS: i32 = 3;
+/// Partitions of each test topic.
+const PARTITIONS: i32 = 3;
+/// Replicas of each partition.
+const REPLICATION: i32 = 3;
+/// Longest wait for a flow to move every event.
+const FLOW_TIMEOUT: Duration = Duration::from_secs(120);
+/// Events per flow unless `MILLRACE_KAFKA_EVENTS` says otherwise.
+const DEFAULT_EVENTS: usize = 20_000;
+/// Events per put transaction when filling the channel.
+const PUT_BATCH: usize = 1000;
+/// The source's `batchSize` in these tests.
+const SOURCE_BATCH: usize = 500;
+
+fn event_count() -> usize {
+    std::env::var("MILLRACE_KAFKA_EVENTS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(DEFAULT_EVENTS)
+}
+
+fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+    MockCluster::new(BROKERS).expect("librdkafka's mock cluster")
+}
+
+fn create_topic<C: rdkafka::ClientContext>(cluster: &MockCluster<'_, C>, topic: &str) {
+    cluster
+        .create_topic(topic, PARTITIONS, REPLICATION)
+        .expect("create a topic on the mock cluster");
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+fn numbered(prefix: &str, count: usize) -> Vec<String> {
+    (0..count).map(|n| format!("{prefix}-{n:07}")).collect()
+}
+
+/// The sequence number at the end of a numbered body.
+fn sequence_of(body: &str) -> usize {
+    body.rsplit('-')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a numbered body")
+}
+
+fn put_events(server: &Server, channel: &str, events: &[Event]) {
+    runtime().block_on(async {
+        let mut client = Client::connect(ClientOptions::new(server.protocol_address()))
+            .await
+            .expect("connect");
+        for chunk in events.chunks(PUT_BATCH) {
+            client.put_and_commit(channel, chunk).await.expect("put");
+        }
+    });
+}
+
+/// A record read back from Kafka.
+#[derive(Debug, Clone)]
+struct Record {
+    partition: i32,
+    key: Option<Vec<u8>>,
+    value: Vec<u8>,
+    headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Reads every record of `topic` from the beginning until `expected` arrived and then
+/// nothing more for a moment, or the flow timeout.
+fn read_topic(bootstrap: &str, topic: &str, expected: usize) -> Vec<Record> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "millrace-test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("a test consumer");
+    let mut partitions = TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        partitions
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .expect("assign");
+    }
+    consumer.assign(&partitions).expect("assign");
+    let mut records = Vec::new();
+    let deadline = Instant::now() + FLOW_TIMEOUT;
+    let mut quiet_since = Instant::now();
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                quiet_since = Instant::now();
+                records.push(Record {
+                    partition: message.partition(),
+                    key: message.key().map(<[u8]>::to_vec),
+                    value: message.payload().unwrap_or_default().to_vec(),
+                    headers: message
+                        .headers()
+                        .map(|headers| {
+                            headers
+                                .iter()
+                                .map(|header| {
+                                    (
+                                        header.key.to_string(),
+                                        header.value.unwrap_or_default().to_vec(),
+                                    )
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                });
+            }
+            Some(Err(error)) => eprintln!("test reader: {error}"),
+            None if records.len() >= expected
+                && quiet_since.elapsed() > Duration::from_millis(500) =>
+            {
+                break
+            }
+            None => {}
+        }
+    }
+    records
+}
+
+/// `SINK.<name>` or `SOURCE.<name>` counter `counter` from `/metrics`.
+fn counter(server: &Server, component: &str, counter: &str) -> u64 {
+    let (_, metrics) = server.http_json("/metrics");
+    metrics[component][counter]
+        .as_str()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0)
+}
+
+fn sink_config(bootstrap: &str, topic: &str, extra: &str) -> String {
+    format!(
+        "a1.channels = c1\n\
+         a1.sinks = k1\n\
+         a1.channels.c1.type = file\n\
+         a1.sinks.k1.type = org.apache.flume.sink.kafka.KafkaSink\n\
+         a1.sinks.k1.channel = c1\n\
+         a1.sinks.k1.kafka.bootstrap.servers = {bootstrap}\n\
+         a1.sinks.k1.kafka.topic = {topic}\n\
+         a1.sinks.k1.flumeBatchSize = 100\n\
+         a1.sinks.k1.kafka.producer.linger.ms = 1\n\
+         {extra}"
+    )
+}
+
+fn source_config(bootstrap: &str, topic: &str, extra: &str) -> String {
+    format!(
+        "a1.channels = c1\n\
+         a1.sources = r1\n\
+         a1.channels.c1.type = file\n\
+         a1.sources.r1.type = org.apache.flume.source.kafka.KafkaSource\n\
+         a1.sources.r1.channels = c1\n\
+         a1.sources.r1.kafka.bootstrap.servers = {bootstrap}\n\
+         a1.sources.r1.kafka.topics = {topic}\n\
+         a1.sources.r1.kafka.consumer.group.id = millrace-source\n\
+         a1.sources.r1.kafka.consumer.auto.offset.reset = earliest\n\
+         a1.sources.r1.batchSize = {SOURCE_BATCH}\n\
+         a1.sources.r1.batchDurationMillis = 200\n\
+         a1.sources.r1.kafka.consumer.session.timeout.ms = 6000\n\
+         {extra}"
+    )
+}
+
+/// Every record's value as a numbered body; asserts each of `count` arrived at least
+/// once and each partition holds its records in the order they were put; returns how
+/// many records were duplicates.
+fn check_numbered_records(records: &[Record], prefix: &str, count: usize) -> usize {
+    let mut seen = BTreeSet::new();
+    let mut last_per_partition: BTreeMap<i32, usize> = BTreeMap::new();
+    let mut out_of_order = 0;
+    for record in records {
+        let body = std::str::from_utf8(&record.value).expect("UTF-8 value");
+        assert!(body.starts_with(prefix), "unexpected record {body:?}");
+        let sequence = sequence_of(body);
+        if let Some(last) = last_per_partition.insert(record.partition, sequence) {
+            if sequence <= last && !seen.contains(&sequence) {
+                out_of_order += 1;
+            }
+        }
+        seen.insert(sequence);
+    }
+    let missing: Vec<usize> = (0..count).filter(|n| !seen.contains(n)).take(10).collect();
+    assert!(missing.is_empty(), "lost events, first ones: {missing:?}");
+    assert_eq!(
+        out_of_order, 0,
+        "records out of put order within a partition"
+    );
+    records.len() - count
+}
+
+#[test]
+fn kafka_sink_puts_every_event_in_its_topic_exactly_once_in_order_and_drains_the_channel() {
+    let cluster = cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    create_topic(&cluster, "sunny");
+    let count = event_count();
+    let server = Server::start(ServerSetup::with_config(sink_config(
+        &bootstrap, "sunny", "",
+    )));
+    let events: Vec<Event> = numbered("sunny", count)
+        .into_iter()
+        .map(Event::new)
+        .collect();
+    put_events(&server, "c1", &events);
+    let records = read_topic(&bootstrap, "sunny", count);
+    let duplicates = check_numbered_records(&records, "sunny", count);
+    assert_eq!(duplicates, 0, "no failure, so no duplicate");
+    assert!(
+        wait_until(FLOW_TIMEOUT, || server.metrics_channel_size("c1") == 0),
+        "the sink committed its takes"
+    );
+    assert!(
+        wait_until(FLOW_TIMEOUT, || counter(
+            &server,
+            "SINK.k1",
+            "EventDrainSuccessCount"
+        ) == count as u64),
+        "the sink counted every event delivered"
+    );
+    assert_eq!(counter(&server, "SINK.k1", "EventSentAgainCount"), 0);
+}
+
+#[test]
+fn kafka_sink_loses_nothing_through_a_broker_down_a_leader_move_and_injected_errors() {
+    let cluster = cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    create_topic(&cluster, "stormy");
+    let count = event_count();
+    // A short delivery timeout, so a broker that is down fails batches (and rolls their
+    // takes back) instead of holding them for librdkafka's default five minutes.
+    let server = Server::start(ServerSetup::with_config(sink_config(
+        &bootstrap,
+        "stormy",
+        "a1.sinks.k1.kafka.producer.message.timeout.ms = 1500\n",
+    )));
+    // Before the events arrive: every produce request fails for a while with an error
+    // librdkafka does not retry, a leader moves, and every broker goes down, so the
+    // first batches fail and their takes roll back.
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD; 20],
+    );
+    cluster
+        .partition_leader("stormy", 0, Some(2))
+        .expect("move a leader");
+    for broker in 1..=BROKERS {
+        cluster.broker_down(broker).expect("take a broker down");
+    }
+    let events: Vec<Event> = numbered("stormy", count)
+        .into_iter()
+        .map(Event::new)
+        .collect();
+    put_events(&server, "c1", &events);
+    assert!(
+        wait_until(FLOW_TIMEOUT, || counter(
+            &server,
+            "SINK.k1",
+            "EventWriteFail"
+        ) > 0),
+        "a batch failed while the brokers were down"
+    );
+    for broker in 2..=BROKERS {
+        cluster.broker_up(broker).expect("bring a broker back");
+    }
+    cluster.broker_up(1).expect("bring broker 1 back");
+    cluster.clear_request_errors(RDKafkaApiKey::Produce);
+    assert!(
+        wait_until(FLOW_TIMEOUT, || server.metrics_channel_size("c1") == 0
+            && counter(&server, "SINK.k1", "EventDrainSuccessCount")
+                >= count as u64),
+        "the sink delivered everything after the failures"
+    );
+    let records = read_topic(&bootstrap, "stormy", count);
+    let duplicates = check_numbered_records(&records, "stormy", count);
+    let sent_again = counter(&server, "SINK.k1", "EventSentAgainCount");
+    eprintln!(
+        "stormy: {count} events, {} records, {duplicates} duplicates, EventSentAgainCount {sent_again}, EventWriteFail {}",
+        records.len(),
+        counter(&server, "SINK.k1", "EventWriteFail")
+    );
+}
+
+/// Produces `count` numbered records (keyed by their number) into `topic`.
+fn fill_topic(bootstrap: &str, topic: &str, prefix: &str, count: usize) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .create()
+        .expect("a test producer");
+    runtime().block_on(async {
+        let mut pending = Vec::with_capacity(count);
+        for body in numbered(prefix, count) {
+            let key = body.clone();
+            let delivery = producer
+                .send_result(FutureRecord::to(topic).key(&key).payload(&body))
+                .map_err(|(error, _)| error)
+                .expect("queue a record");
+            pending.push(delivery);
+        }
+        for delivery in pending {
+            delivery.await.expect("delivery").expect("acknowledged");
+        }
+    });
+    producer.flush(Duration::from_secs(10)).expect("flush");
+}
+
+#[test]
+fn kafka_source_delivers_every_record_and_a_kill_9_mid_run_loses_none() {
+    let cluster = cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    create_topic(&cluster, "filled");
+    let count = event_count();
+    fill_topic(&bootstrap, "filled", "filled", count);
+    // A short session timeout: after the kill -9, the restarted source rejoins the group
+    // once the dead member's session expired (Kafka's default waits 45 s).
+    let server = Server::start(ServerSetup::with_config(source_config(
+        &bootstrap, "filled", "",
+    )));
+    assert!(
+        wait_until(FLOW_TIMEOUT, || {
+            let size = server.metrics_channel_size("c1");
+            size != u64::MAX && size >= (count / 3) as u64
+        }),
+        "the source put a third of the records"
+    );
+    let pids = server.adapter_pids("r1");
+    assert!(!pids.is_empty(), "the source runs as its own process");
+    for pid in pids {
+        kill_9_pid(pid);
+    }
+    assert!(
+        wait_until(FLOW_TIMEOUT, || server.metrics_channel_size("c1")
+            >= count as u64),
+        "channeld restarted the source and it read on"
+    );
+    // Let the source finish what is in flight, then take everything.
+    std::thread::sleep(Duration::from_secs(1));
+    let events = server.drain_events("c1", 1000);
+    let mut seen = BTreeSet::new();
+    for event in &events {
+        let body = std::str::from_utf8(&event.body).expect("UTF-8 body");
+        assert_eq!(
+            event.header("key"),
+            Some(body),
+            "the record key is the key header"
+        );
+        assert_eq!(event.header("topic"), Some("filled"));
+        assert!(event.header("partition").is_some() && event.header("offset").is_some());
+        assert!(event.header("timestamp").is_some());
+        seen.insert(sequence_of(body));
+    }
+    let missing: Vec<usize> = (0..count).filter(|n| !seen.contains(n)).take(10).collect();
+    assert!(missing.is_empty(), "lost records, first ones: {missing:?}");
+    let duplicates = events.len() - count;
+    assert!(
+        duplicates <= SOURCE_BATCH * PARTITIONS as usize,
+        "{duplicates} duplicates: more than one batch per partition"
+    );
+    eprintln!(
+        "filled: {count} records, {} events, {duplicates} duplicates after kill -9",
+        events.len()
+    );
+}
+
+fn repository_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs Apache Avro's Python (the interop venv) on `tests/interop/avro_peer.py`.
+fn avro_peer(python: &Path, command: &str, input: &Value) -> Value {
+    let mut child = Command::new(python)
+        .arg(repository_root().join("tests/interop/avro_peer.py"))
+        .arg(command)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the avro peer");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.to_string().as_bytes())
+        .expect("write to the peer");
+    let output = child.wait_with_output().expect("the peer's output");
+    assert!(
+        output.status.success(),
+        "avro_peer {command}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON from the peer")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(&text[at..at + 2], 16).expect("hex"))
+        .collect()
+}
+
+#[test]
+fn flume_event_format_records_decode_with_apache_avros_python_and_its_records_are_read_back() {
+    let Some(python) = millrace_prerequisites::avro_python(&repository_root()) else {
+        return;
+    };
+    let cluster = cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    create_topic(&cluster, "avro-out");
+    create_topic(&cluster, "avro-in");
+    // Sink: events with headers (one of them the record key) and binary bodies.
+    let events: Vec<Event> = (0..20_u8)
+        .map(|n| {
+            Event::new(vec![n, 0xff, 0x00, b'\n', n])
+                .with_header("seq", n.to_string())
+                .with_header("key", format!("k{n}"))
+                .with_header("ünïcode", "välue")
+        })
+        .collect();
+    let config = format!(
+        "{}{}",
+        sink_config(
+            &bootstrap,
+            "avro-out",
+            "a1.sinks.k1.useFlumeEventFormat = true\n\
+             a1.sinks.k1.header.seq = flume-seq\n"
+        ),
+        "a1.sources = r1\n\
+         a1.channels = c1 c2\n\
+         a1.channels.c2.type = memory\n\
+         a1.sources.r1.type = kafka\n\
+         a1.sources.r1.channels = c2\n\
+         a1.sources.r1.kafka.topics = avro-in\n\
+         a1.sources.r1.useFlumeEventFormat = true\n\
+         a1.sources.r1.kafka.consumer.auto.offset.reset = earliest\n\
+         a1.sources.r1.batchDurationMillis = 100\n"
+    )
+    .replace("a1.channels = c1\n", "")
+        + &format!("a1.sources.r1.kafka.bootstrap.servers = {bootstrap}\n");
+    let server = Server::start(ServerSetup::with_config(config));
+    put_events(&server, "c1", &events);
+    let records = read_topic(&bootstrap, "avro-out", events.len());
+    assert_eq!(records.len(), events.len());
+    let datums: Vec<Value> = records
+        .iter()
+        .map(|record| json!(hex(&record.value)))
+        .collect();
+    let decoded = avro_peer(python, "decode-datums", &Value::Array(datums));
+    let mut by_seq: BTreeMap<u8, (&Record, &Value)> = BTreeMap::new();
+    for (record, event) in records.iter().zip(decoded.as_array().expect("a list")) {
+        let seq: u8 = event["headers"]["seq"]
+            .as_str()
+            .expect("seq")
+            .parse()
+            .expect("a number");
+        by_seq.insert(seq, (record, event));
+    }
+    for (n, event) in events.iter().enumerate() {
+        let (record, decoded) = by_seq[&(n as u8)];
+        assert_eq!(
+            unhex(decoded["body"].as_str().expect("body")),
+            event.body.to_vec()
+        );
+        for (name, value) in &event.headers {
+            assert_eq!(
+                decoded["headers"][name].as_str(),
+                Some(value.as_str()),
+                "header {name}"
+            );
+        }
+        assert_eq!(record.key.as_deref(), Some(format!("k{n}").as_bytes()));
+        assert_eq!(
+            record.headers,
+            [("flume-seq".to_string(), n.to_string().into_bytes())],
+            "header.seq copies the seq header into a record header"
+        );
+    }
+
+    // Source: datums encoded by Apache Avro's Python, read back with their headers.
+    let python_events: Vec<Value> = (0..10)
+        .map(|n| json!({"headers": {"origin": "python", "n": n.to_string(), "timestamp": "42"}, "body": hex(format!("from python {n}").as_bytes())}))
+        .collect();
+    let encoded = avro_peer(python, "encode-datums", &Value::Array(python_events));
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .expect("a test producer");
+    runtime().block_on(async {
+        for datum in encoded.as_array().expect("a list") {
+            let value = unhex(datum.as_str().expect("hex"));
+            producer
+                .send(
+                    FutureRecord::<(), _>::to("avro-in")
+                        .payload(&value)
+                        .headers(OwnedHeaders::new().insert(Header {
+                            key: "ignored",
+                            value: Some("x"),
+                        })),
+                    Duration::from_secs(10),
+                )
+                .await
+                .expect("produce a python datum");
+        }
+    });
+    assert!(wait_until(FLOW_TIMEOUT, || server
+        .metrics_channel_size("c2")
+        == 10));
+    let taken = server.drain_events("c2", 100);
+    assert_eq!(taken.len(), 10);
+    for event in &taken {
+        assert_eq!(event.header("origin"), Some("python"));
+        let n = event.header("n").expect("n");
+        assert_eq!(event.body, format!("from python {n}").as_bytes());
+        assert_eq!(
+            event.header("timestamp"),
+            Some("42"),
+            "the embedded timestamp survives"
+        );
+        assert_eq!(event.header("topic"), Some("avro-in"));
+    }
+}
+
+#[test]
+fn flume_kafka_configs_pass_validate_and_a_bad_pass_through_property_names_its_line() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let good = directory.path().join("good.properties");
+    std::fs::write(
+        &good,
+        "a1.channels = c1\n\
+         a1.sources = r1\n\
+         a1.sinks = k1\n\
+         a1.channels.c1.type = file\n\
+         a1.sources.r1.type = org.apache.flume.source.kafka.KafkaSource\n\
+         a1.sources.r1.channels = c1\n\
+         a1.sources.r1.kafka.bootstrap.servers = kafka-1:9092,kafka-2:9092\n\
+         a1.sources.r1.kafka.topics = app-logs, audit\n\
+         a1.sources.r1.kafka.consumer.group.id = flume-ingest\n\
+         a1.sources.r1.batchSize = 1000\n\
+         a1.sources.r1.batchDurationMillis = 2000\n\
+         a1.sources.r1.setTopicHeader = true\n\
+         a1.sources.r1.topicHeader = topic\n\
+         a1.sources.r1.useFlumeEventFormat = false\n\
+         a1.sources.r1.kafka.consumer.security.protocol = SASL_SSL\n\
+         a1.sources.r1.kafka.consumer.sasl.mechanism = SCRAM-SHA-512\n\
+         a1.sources.r1.kafka.consumer.auto.offset.reset = earliest\n\
+         a1.sinks.k1.type = org.apache.flume.sink.kafka.KafkaSink\n\
+         a1.sinks.k1.channel = c1\n\
+         a1.sinks.k1.kafka.bootstrap.servers = kafka-1:9092\n\
+         a1.sinks.k1.kafka.topic = mytopic\n\
+         a1.sinks.k1.flumeBatchSize = 20\n\
+         a1.sinks.k1.kafka.producer.acks = 1\n\
+         a1.sinks.k1.kafka.producer.linger.ms = 1\n\
+         a1.sinks.k1.kafka.producer.compression.type = snappy\n\
+         a1.sinks.k1.useFlumeEventFormat = true\n\
+         a1.sinks.k1.partitionIdHeader = part\n\
+         a1.sinks.k1.allowTopicOverride = false\n",
+    )
+    .expect("write a config");
+    let good_path = good.to_str().expect("UTF-8 path");
+    let output = channelctl(&["validate", "-f", good_path, "-n", "a1"], b"");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let bad = directory.path().join("bad.properties");
+    std::fs::write(
+        &bad,
+        "a1.channels = c1\n\
+         a1.sinks = k1\n\
+         a1.channels.c1.type = memory\n\
+         a1.sinks.k1.type = kafka\n\
+         a1.sinks.k1.channel = c1\n\
+         a1.sinks.k1.kafka.topic = t\n\
+         a1.sinks.k1.kafka.producer.lingerr.ms = 1\n",
+    )
+    .expect("write a config");
+    let output = channelctl(
+        &[
+            "validate",
+            "-f",
+            bad.to_str().expect("UTF-8 path"),
+            "-n",
+            "a1",
+        ],
+        b"",
+    );
+    assert_eq!(output.status.code(), Some(78), "EX_CONFIG");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        said.contains("bad.properties:7: a1.sinks.k1.kafka.producer.lingerr.ms"),
+        "{said}"
+    );
+    assert!(
+        said.contains("No such configuration property"),
+        "librdkafka's reason: {said}"
+    );
+    assert!(
+        said.contains("a1.sinks.k1.kafka.bootstrap.servers"),
+        "the missing key: {said}"
+    );
+}
+
+/// CPU seconds (user + system) `pid` has used, from `/proc/<pid>/stat`.
+fn cpu_seconds_of(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");
+    // Fields after the command name (which is in parentheses): utime is the 12th, stime
+    // the 13th of them.
+    let after_name = &stat[stat.rfind(')').expect("a command name") + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    /// The kernel's clock ticks per second on Linux (`getconf CLK_TCK`).
+    const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+    ticks as f64 / CLOCK_TICKS_PER_SECOND
+}
+
+/// A benchmark, not a test (`docs/perf.md`): CPU per event the sink's channel-agent spends
+/// delivering 256-byte events in batches of 100 through the Kafka sink to the mock
+/// cluster, beside the same flow into the null sink.
+///
+/// `MILLRACE_KAFKA_EVENTS=100000 cargo test --release -p millrace-e2e --test kafka_flow -- --ignored --nocapture sink_cpu`
+#[test]
+#[ignore = "a benchmark; run it by name with --ignored"]
+fn sink_cpu_per_event_kafka_beside_null() {
+    let cluster = cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    create_topic(&cluster, "bench");
+    let count = event_count();
+    let body = "x".repeat(256);
+    for (label, sink) in [
+        ("kafka", format!("a1.sinks.k1.type = kafka\na1.sinks.k1.kafka.bootstrap.servers = {bootstrap}\na1.sinks.k1.kafka.topic = bench\na1.sinks.k1.flumeBatchSize = 100\n")),
+        ("null", "a1.sinks.k1.type = null\na1.sinks.k1.batchSize = 100\n".to_string()),
+    ] {
+        let config = format!(
+            "a1.channels = c1\na1.sinks = k1\na1.channels.c1.type = file\na1.sinks.k1.channel = c1\n{sink}"
+        );
+        let server = Server::start(ServerSetup::with_config(config));
+        assert!(wait_until(FLOW_TIMEOUT, || !server.adapter_pids("k1").is_empty()));
+        let pid = server.adapter_pids("k1")[0];
+        let before = cpu_seconds_of(pid);
+        let started = Instant::now();
+        let events: Vec<Event> = (0..count).map(|_| Event::new(body.clone())).collect();
+        put_events(&server, "c1", &events);
+        assert!(wait_until(FLOW_TIMEOUT, || counter(&server, "SINK.k1", "EventDrainSuccessCount")
+            >= count as u64));
+        let elapsed = started.elapsed().as_secs_f64();
+        let cpu = cpu_seconds_of(pid) - before;
+        eprintln!(
+            "sink {label}: {count} events of 256 bytes in {elapsed:.2} s ({:.0} events/s end to end), channel-agent CPU {cpu:.2} s = {:.2} µs/event",
+            count as f64 / elapsed,
+            cpu * 1e6 / count as f64
+        );
+    }
+}
