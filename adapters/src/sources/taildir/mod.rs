@@ -441,6 +441,7 @@ impl Tailer {
         }
         if let Some(saved) = starting {
             self.resume_rotated(saved);
+            self.resume_unseen_generations(saved);
         }
         Ok(())
     }
@@ -554,6 +555,73 @@ impl Tailer {
                     info!(file = %path.display(), offset_bytes = entry.pos, "TAILDIR reading a file rotated before the restart to its end");
                     file.rotated = true;
                     self.files.insert(key, file);
+                }
+            }
+        }
+    }
+
+    /// Generations rotated away while the source was down that it never followed: a
+    /// file can be created, written and renamed away (or copied away by a copy-truncate
+    /// rotation) entirely while the source is down, so neither its name (the pattern no
+    /// longer matches it) nor its inode (it is not in the position file) leads to it.
+    /// Such a file is in a group's directory, is named after a followed file with a
+    /// suffix (`app.log.3`, `app.log-20240101` for `app.log`), was renamed or created
+    /// after the position file was last written (its ctime), and is not compressed: it
+    /// is read from its start, before the file that replaced it.
+    fn resume_unseen_generations(&mut self, saved: &position::SavedPositions) {
+        let Some(written_at) = saved.written_at else {
+            return;
+        };
+        for (group_index, group) in self.settings.groups.iter().enumerate() {
+            let mut stream_names: Vec<String> = saved
+                .entries
+                .iter()
+                .map(|entry| Path::new(&entry.file))
+                .filter(|path| path.parent() == Some(group.directory.as_path()))
+                .chain(
+                    self.files
+                        .values()
+                        .filter(|file| file.matched && file.group == group_index)
+                        .map(|file| file.path.as_path()),
+                )
+                .filter_map(|path| path.file_name()?.to_str())
+                .filter(|name| group.pattern.is_match(name))
+                .map(str::to_string)
+                .collect();
+            stream_names.sort();
+            stream_names.dedup();
+            if stream_names.is_empty() {
+                continue;
+            }
+            let Ok(candidates) = reader::list_regular_files(&group.directory) else {
+                continue;
+            };
+            for (path, key, _) in candidates {
+                let Some(name) = path.file_name().and_then(|name| name.to_str()) else {
+                    continue;
+                };
+                let known = self.files.contains_key(&key)
+                    || saved.entries.iter().any(|entry| entry.inode == key.inode);
+                let rotated_name = !group.pattern.is_match(name)
+                    && stream_names.iter().any(|stream| {
+                        name.len() > stream.len() && name.starts_with(stream.as_str())
+                    });
+                if known || !rotated_name || !reader::changed_since(&path, written_at) {
+                    continue;
+                }
+                match TailFile::open(&path, group_index, 0) {
+                    Ok(Some(mut file)) if file.key == key => {
+                        if reader::is_compressed(&file.head) {
+                            continue;
+                        }
+                        warn!(file = %path.display(), "a generation rotated away while the source was down, never read before; reading it from its start");
+                        file.rotated = true;
+                        self.files.insert(key, file);
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        warn!(file = %path.display(), %error, "cannot open a generation rotated away while the source was down; its lines are not delivered");
+                    }
                 }
             }
         }
@@ -983,6 +1051,96 @@ mod tests {
         let mut restarted = Tailer::new(config);
         restarted.scan(Some(&saved)).unwrap();
         assert_eq!(read_all(&mut restarted), ["a2", "b1"]);
+    }
+
+    /// Gives the files their modification times in this order, oldest first (the
+    /// source reads rotated generations oldest first; a coarse clock could tie them).
+    fn age_in_order(paths: &[&Path]) {
+        let now = std::time::SystemTime::now();
+        for (index, path) in paths.iter().enumerate() {
+            let age = Duration::from_secs(10 * (paths.len() - index) as u64);
+            fs::File::options()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_modified(now - age)
+                .unwrap();
+        }
+    }
+
+    /// Reads one batch of the only file, commits it and writes the positions.
+    fn read_one_batch_and_stop(config: &TaildirSettings) {
+        fs::create_dir_all(config.position_file.parent().unwrap()).unwrap();
+        let mut tailer = Tailer::new(config.clone());
+        tailer.scan(None).unwrap();
+        let key = tailer.reading_order()[0];
+        let file = tailer.files.get_mut(&key).unwrap();
+        let ReadOutcome::Lines(batch) = file.read_batch(config, &config.groups[0]).unwrap() else {
+            panic!("a line expected");
+        };
+        file.commit(batch.end_pos);
+        tailer.store_positions().unwrap();
+    }
+
+    fn restart(config: TaildirSettings) -> Tailer {
+        let saved = position::load(&config.position_file);
+        let mut restarted = Tailer::new(config);
+        restarted.scan(Some(&saved)).unwrap();
+        restarted
+    }
+
+    #[test]
+    fn a_generation_created_and_renamed_away_while_the_source_was_down_is_read() {
+        let directory = tempfile::tempdir().unwrap();
+        let log = directory.path().join("app.log");
+        append(&log, "a1\na2\n");
+        let config = settings(directory.path(), 1);
+        read_one_batch_and_stop(&config);
+        // Two rename rotations while the source is down: the generation holding b1 is
+        // never seen under a name the pattern matches, nor in the position file.
+        let first = directory.path().join("app.log.1");
+        let second = directory.path().join("app.log.2");
+        fs::rename(&log, &first).unwrap();
+        append(&log, "b1\n");
+        fs::rename(&log, &second).unwrap();
+        append(&log, "c1\n");
+        // Neither an archive nor a file of another name is taken for a generation.
+        fs::write(directory.path().join("app.log.3.gz"), b"\x1f\x8b\x08rest\n").unwrap();
+        fs::write(directory.path().join("notes.txt"), b"not a log\n").unwrap();
+        age_in_order(&[&first, &second, &log]);
+        let mut restarted = restart(config);
+        assert_eq!(read_all(&mut restarted), ["a2", "b1", "c1"]);
+    }
+
+    #[test]
+    fn two_copy_truncate_rotations_while_the_source_was_down_lose_no_generation() {
+        let directory = tempfile::tempdir().unwrap();
+        let log = directory.path().join("app.log");
+        append(&log, "gen1-line1\ngen1-line2\n");
+        let config = settings(directory.path(), 1);
+        read_one_batch_and_stop(&config);
+        let first = directory.path().join("app.log.1");
+        let second = directory.path().join("app.log.2");
+        let truncate = || {
+            fs::OpenOptions::new()
+                .write(true)
+                .open(&log)
+                .unwrap()
+                .set_len(0)
+                .unwrap();
+        };
+        fs::copy(&log, &first).unwrap();
+        truncate();
+        append(&log, "gen2-line1\n");
+        fs::copy(&log, &second).unwrap();
+        truncate();
+        append(&log, "gen3-line1\n");
+        age_in_order(&[&first, &second, &log]);
+        let mut restarted = restart(config);
+        assert_eq!(
+            read_all(&mut restarted),
+            ["gen1-line2", "gen2-line1", "gen3-line1"]
+        );
     }
 
     #[test]
