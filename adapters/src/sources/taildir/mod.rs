@@ -408,9 +408,10 @@ impl Tailer {
                 StartAt::Offset(offset) => TailFile::open(&found.path, index, offset),
                 StartAt::End => TailFile::open(&found.path, index, found.size_bytes),
                 StartAt::AfterTruncation { copy, offset } => {
-                    if let Some(copy) = self.open_copy(&found.path, &copy, offset, index) {
-                        self.files.insert(copy.key, copy);
-                    }
+                    let known: Vec<u64> = starting
+                        .map(|saved| saved.entries.iter().map(|entry| entry.inode).collect())
+                        .unwrap_or_default();
+                    self.follow_copy(&found.path, &copy, offset, index, &known);
                     TailFile::open(&found.path, index, 0)
                 }
             };
@@ -427,9 +428,11 @@ impl Tailer {
                 }
             }
         }
+        let mut renamed_away: Vec<(PathBuf, PathBuf, usize)> = Vec::new();
         for file in self.files.values_mut().filter(|file| !file.matched) {
             // Renamed to a name the pattern does not match, or deleted: keep reading it
             // through its descriptor; remember its new name if it is still here.
+            let stream = file.path.clone();
             match seen.iter().find(|(key, _)| *key == file.key) {
                 Some((_, path)) => file.path = path.clone(),
                 None => file.deleted = true,
@@ -437,11 +440,16 @@ impl Tailer {
             if !file.rotated {
                 file.rotated = true;
                 info!(file = %file.path.display(), "a followed file was rotated away or deleted; reading it to its end");
+                if !file.deleted {
+                    renamed_away.push((stream, file.path.clone(), file.group));
+                }
             }
+        }
+        for (stream, rotated, group) in renamed_away {
+            self.follow_later_generations(&stream, &rotated, group, &[]);
         }
         if let Some(saved) = starting {
             self.resume_rotated(saved);
-            self.resume_unseen_generations(saved);
         }
         Ok(())
     }
@@ -487,17 +495,21 @@ impl Tailer {
         }
     }
 
-    /// The copy a copy-truncate rotation made of a file: in its directory, not followed,
-    /// starting with `head` and at least `offset` long; opened at `offset`.
-    fn open_copy(
-        &self,
+    /// Follows the copy a copy-truncate rotation made of a file (in its directory, not
+    /// followed, starting with `head` and at least `offset` long) from `offset`, and the
+    /// copies made after it (see [`Tailer::follow_later_generations`]).
+    fn follow_copy(
+        &mut self,
         original: &Path,
         head: &[u8],
         offset: u64,
         group: usize,
-    ) -> Option<TailFile> {
-        let directory = original.parent()?;
-        let candidates = reader::list_regular_files(directory).ok()?;
+        known_inodes: &[u64],
+    ) {
+        let Some(directory) = original.parent() else {
+            return;
+        };
+        let candidates = reader::list_regular_files(directory).unwrap_or_default();
         for (path, key, size_bytes) in candidates {
             if path == original || self.files.contains_key(&key) || size_bytes < offset {
                 continue;
@@ -505,18 +517,71 @@ impl Tailer {
             if !reader::starts_with(&path, head) {
                 continue;
             }
-            match TailFile::open(&path, group, offset) {
-                Ok(Some(mut copy)) => {
-                    info!(copy = %path.display(), original = %original.display(), offset_bytes = offset, "reading the rest of a truncated file from its copy");
-                    copy.rotated = true;
-                    copy.head = head.to_vec();
-                    return Some(copy);
-                }
-                _ => continue,
+            if let Ok(Some(mut copy)) = TailFile::open(&path, group, offset) {
+                info!(copy = %path.display(), original = %original.display(), offset_bytes = offset, "reading the rest of a truncated file from its copy");
+                copy.rotated = true;
+                copy.head = head.to_vec();
+                self.files.insert(copy.key, copy);
+                self.follow_later_generations(original, &path, group, known_inodes);
+                return;
             }
         }
         warn!(file = %original.display(), offset_bytes = offset, "no copy of the truncated file found; lines written after the last read and before the truncation are not delivered");
-        None
+    }
+
+    /// The generations of `stream` (a followed file's path) rotated away after
+    /// `rotated`, which were never followed: a file can be rotated away more than once
+    /// before the source reads it again (while the source is down, or while it reads
+    /// other files), and then neither the pattern nor an inode leads to the middle
+    /// generations. They are the files of its directory named after it with a suffix
+    /// (`app.log.3`, `app.log-20240101` for `app.log`) that the pattern does not match,
+    /// renamed or created after `rotated` (their ctime, or at the same time: timestamps
+    /// are coarse, and reading twice beats losing), not compressed, not followed
+    /// and not in `known_inodes` (the position file's, read from their own positions).
+    /// They are read from their start, oldest first, before the file that replaced them.
+    fn follow_later_generations(
+        &mut self,
+        stream: &Path,
+        rotated: &Path,
+        group_index: usize,
+        known_inodes: &[u64],
+    ) {
+        let (Some(directory), Some(stream_name)) = (
+            stream.parent(),
+            stream.file_name().and_then(|name| name.to_str()),
+        ) else {
+            return;
+        };
+        let Some(rotated_at) = reader::changed_at(rotated) else {
+            return;
+        };
+        let pattern = &self.settings.groups[group_index].pattern;
+        let candidates = reader::list_regular_files(directory).unwrap_or_default();
+        for (path, key, _) in candidates {
+            let Some(name) = path.file_name().and_then(|name| name.to_str()) else {
+                continue;
+            };
+            let later_generation = name.len() > stream_name.len()
+                && name.starts_with(stream_name)
+                && !pattern.is_match(name)
+                && !self.files.contains_key(&key)
+                && !known_inodes.contains(&key.inode)
+                && reader::changed_at(&path).is_some_and(|changed| changed >= rotated_at);
+            if !later_generation {
+                continue;
+            }
+            match TailFile::open(&path, group_index, 0) {
+                Ok(Some(mut file)) if file.key == key && !reader::is_compressed(&file.head) => {
+                    warn!(file = %path.display(), stream = %stream.display(), "a generation rotated away before it was ever read; reading it from its start");
+                    file.rotated = true;
+                    self.files.insert(key, file);
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    warn!(file = %path.display(), %error, "cannot open a rotated-away generation; its lines are not delivered");
+                }
+            }
+        }
     }
 
     /// Files in the position file that no longer match (rotated before the restart):
@@ -555,76 +620,33 @@ impl Tailer {
                     info!(file = %path.display(), offset_bytes = entry.pos, "TAILDIR reading a file rotated before the restart to its end");
                     file.rotated = true;
                     self.files.insert(key, file);
+                    if let Some(stream) = self.stream_of(&path, recorded, group) {
+                        let known: Vec<u64> =
+                            saved.entries.iter().map(|entry| entry.inode).collect();
+                        self.follow_later_generations(&stream, &path, group, &known);
+                    }
                 }
             }
         }
     }
 
-    /// Generations rotated away while the source was down that it never followed: a
-    /// file can be created, written and renamed away (or copied away by a copy-truncate
-    /// rotation) entirely while the source is down, so neither its name (the pattern no
-    /// longer matches it) nor its inode (it is not in the position file) leads to it.
-    /// Such a file is in a group's directory, is named after a followed file with a
-    /// suffix (`app.log.3`, `app.log-20240101` for `app.log`), was renamed or created
-    /// after the position file was last written (its ctime), and is not compressed: it
-    /// is read from its start, before the file that replaced it.
-    fn resume_unseen_generations(&mut self, saved: &position::SavedPositions) {
-        let Some(written_at) = saved.written_at else {
-            return;
-        };
-        for (group_index, group) in self.settings.groups.iter().enumerate() {
-            let mut stream_names: Vec<String> = saved
-                .entries
-                .iter()
-                .map(|entry| Path::new(&entry.file))
-                .filter(|path| path.parent() == Some(group.directory.as_path()))
-                .chain(
-                    self.files
-                        .values()
-                        .filter(|file| file.matched && file.group == group_index)
-                        .map(|file| file.path.as_path()),
-                )
-                .filter_map(|path| path.file_name()?.to_str())
-                .filter(|name| group.pattern.is_match(name))
-                .map(str::to_string)
-                .collect();
-            stream_names.sort();
-            stream_names.dedup();
-            if stream_names.is_empty() {
-                continue;
-            }
-            let Ok(candidates) = reader::list_regular_files(&group.directory) else {
-                continue;
-            };
-            for (path, key, _) in candidates {
-                let Some(name) = path.file_name().and_then(|name| name.to_str()) else {
-                    continue;
-                };
-                let known = self.files.contains_key(&key)
-                    || saved.entries.iter().any(|entry| entry.inode == key.inode);
-                let rotated_name = !group.pattern.is_match(name)
-                    && stream_names.iter().any(|stream| {
-                        name.len() > stream.len() && name.starts_with(stream.as_str())
-                    });
-                if known || !rotated_name || !reader::changed_since(&path, written_at) {
-                    continue;
-                }
-                match TailFile::open(&path, group_index, 0) {
-                    Ok(Some(mut file)) if file.key == key => {
-                        if reader::is_compressed(&file.head) {
-                            continue;
-                        }
-                        warn!(file = %path.display(), "a generation rotated away while the source was down, never read before; reading it from its start");
-                        file.rotated = true;
-                        self.files.insert(key, file);
-                    }
-                    Ok(_) => {}
-                    Err(error) => {
-                        warn!(file = %path.display(), %error, "cannot open a generation rotated away while the source was down; its lines are not delivered");
-                    }
-                }
-            }
+    /// The followed file whose rotated generation `rotated` is: `recorded` (the name it
+    /// had in the position file) when its group's pattern matches it, else the longest
+    /// followed name of the group that `rotated`'s name starts with.
+    fn stream_of(&self, rotated: &Path, recorded: &Path, group: usize) -> Option<PathBuf> {
+        let pattern = &self.settings.groups[group].pattern;
+        let name_of = |path: &Path| path.file_name()?.to_str().map(str::to_string);
+        if name_of(recorded).is_some_and(|name| pattern.is_match(&name)) {
+            return Some(recorded.to_path_buf());
         }
+        let rotated_name = name_of(rotated)?;
+        self.files
+            .values()
+            .filter(|file| file.matched && file.group == group)
+            .filter_map(|file| Some((name_of(&file.path)?, file.path.clone())))
+            .filter(|(name, _)| rotated_name.len() > name.len() && rotated_name.starts_with(name))
+            .max_by_key(|(name, _)| name.len())
+            .map(|(_, path)| path)
     }
 
     /// The position file's entries and the fingerprints beside them.
@@ -799,9 +821,7 @@ pub async fn run(
                     ReadOutcome::Truncated { head, offset } => {
                         let path = file.path.clone();
                         let group_index = file.group;
-                        if let Some(copy) = tailer.open_copy(&path, &head, offset, group_index) {
-                            tailer.files.insert(copy.key, copy);
-                        }
+                        tailer.follow_copy(&path, &head, offset, group_index, &[]);
                         positions_changed = true;
                         // Read the copy first: its lines came before the file's new ones.
                         break;
@@ -923,9 +943,7 @@ mod tests {
                         ReadOutcome::Nothing => break,
                         ReadOutcome::Truncated { head, offset } => {
                             let (path, group) = (file.path.clone(), file.group);
-                            if let Some(copy) = tailer.open_copy(&path, &head, offset, group) {
-                                tailer.files.insert(copy.key, copy);
-                            }
+                            tailer.follow_copy(&path, &head, offset, group, &[]);
                             progressed = true;
                             break;
                         }
@@ -1104,10 +1122,10 @@ mod tests {
         append(&log, "b1\n");
         fs::rename(&log, &second).unwrap();
         append(&log, "c1\n");
+        age_in_order(&[&first, &second, &log]);
         // Neither an archive nor a file of another name is taken for a generation.
         fs::write(directory.path().join("app.log.3.gz"), b"\x1f\x8b\x08rest\n").unwrap();
         fs::write(directory.path().join("notes.txt"), b"not a log\n").unwrap();
-        age_in_order(&[&first, &second, &log]);
         let mut restarted = restart(config);
         assert_eq!(read_all(&mut restarted), ["a2", "b1", "c1"]);
     }

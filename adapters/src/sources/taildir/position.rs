@@ -31,7 +31,6 @@
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use tracing::warn;
@@ -80,9 +79,6 @@ pub struct SavedPositions {
     pub entries: Vec<PositionEntry>,
     /// The fingerprints that match an entry's position.
     pub fingerprints: Vec<Fingerprint>,
-    /// When the position file was last written (its mtime): files rotated away after
-    /// it were rotated while the source was down.
-    pub written_at: Option<SystemTime>,
 }
 
 impl SavedPositions {
@@ -133,13 +129,9 @@ pub fn load(position_file: &Path) -> SavedPositions {
         .filter(|file| file.version == FINGERPRINT_VERSION)
         .map(|file| file.files)
         .unwrap_or_default();
-    let written_at = fs::metadata(position_file)
-        .and_then(|metadata| metadata.modified())
-        .ok();
     SavedPositions {
         entries,
         fingerprints,
-        written_at,
     }
 }
 

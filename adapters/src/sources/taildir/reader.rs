@@ -366,16 +366,13 @@ pub fn starts_with(path: &Path, head: &[u8]) -> bool {
         .is_some_and(|found| found.starts_with(head))
 }
 
-/// Whether the file at `path` was renamed, created or written at or after `since` (its
-/// ctime; at, because timestamps are coarse). `false` when it cannot be looked at.
-pub fn changed_since(path: &Path, since: SystemTime) -> bool {
-    fs::metadata(path).is_ok_and(|metadata| {
-        let changed = u64::try_from(metadata.ctime()).ok().and_then(|seconds| {
-            let nanos = u32::try_from(metadata.ctime_nsec()).ok()?;
-            UNIX_EPOCH.checked_add(Duration::new(seconds, nanos))
-        });
-        changed.is_some_and(|changed| changed >= since)
-    })
+/// When the file at `path` was last renamed, created or written (its ctime); `None`
+/// when it cannot be looked at.
+pub fn changed_at(path: &Path) -> Option<SystemTime> {
+    let metadata = fs::metadata(path).ok()?;
+    let seconds = u64::try_from(metadata.ctime()).ok()?;
+    let nanos = u32::try_from(metadata.ctime_nsec()).ok()?;
+    UNIX_EPOCH.checked_add(Duration::new(seconds, nanos))
 }
 
 /// The first bytes of the compressed formats rotated logs are kept in (gzip, bzip2, xz,
