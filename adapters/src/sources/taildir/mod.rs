@@ -24,6 +24,11 @@
 //!   starts with the same bytes and is at least as long as the position. The first
 //!   bytes are remembered beside the position file (see [`position`]), so this works
 //!   across a restart too.
+//! - **Every generation is read.** A file rotated away more than once before the source
+//!   reads it again (while the source is down, or busy with other files) leaves middle
+//!   generations no name or inode leads to; they are found as the files named after it
+//!   with a suffix, not compressed, renamed or created since the generation found (see
+//!   `Tailer::follow_later_generations`).
 //! - **Flume's keys and position file.** Every key of Flume's `TaildirSource` is read
 //!   with its default; a position file written by Flume is honoured, and Flume can read
 //!   ours.
@@ -497,7 +502,7 @@ impl Tailer {
 
     /// Follows the copy a copy-truncate rotation made of a file (in its directory, not
     /// followed, starting with `head` and at least `offset` long) from `offset`, and the
-    /// copies made after it (see [`Tailer::follow_later_generations`]).
+    /// copies made after it (see `Tailer::follow_later_generations`).
     fn follow_copy(
         &mut self,
         original: &Path,
