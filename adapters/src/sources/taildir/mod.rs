@@ -24,6 +24,11 @@
 //!   starts with the same bytes and is at least as long as the position. The first
 //!   bytes are remembered beside the position file (see [`position`]), so this works
 //!   across a restart too.
+//! - **Every generation is read.** A file rotated away more than once before the source
+//!   reads it again (while the source is down, or busy with other files) leaves middle
+//!   generations no name or inode leads to; they are found as the files named after it
+//!   with a suffix, not compressed, renamed or created since the generation found (see
+//!   `Tailer::follow_later_generations`).
 //! - **Flume's keys and position file.** Every key of Flume's `TaildirSource` is read
 //!   with its default; a position file written by Flume is honoured, and Flume can read
 //!   ours.
@@ -408,9 +413,10 @@ impl Tailer {
                 StartAt::Offset(offset) => TailFile::open(&found.path, index, offset),
                 StartAt::End => TailFile::open(&found.path, index, found.size_bytes),
                 StartAt::AfterTruncation { copy, offset } => {
-                    if let Some(copy) = self.open_copy(&found.path, &copy, offset, index) {
-                        self.files.insert(copy.key, copy);
-                    }
+                    let known: Vec<u64> = starting
+                        .map(|saved| saved.entries.iter().map(|entry| entry.inode).collect())
+                        .unwrap_or_default();
+                    self.follow_copy(&found.path, &copy, offset, index, &known);
                     TailFile::open(&found.path, index, 0)
                 }
             };
@@ -427,9 +433,11 @@ impl Tailer {
                 }
             }
         }
+        let mut renamed_away: Vec<(PathBuf, PathBuf, usize)> = Vec::new();
         for file in self.files.values_mut().filter(|file| !file.matched) {
             // Renamed to a name the pattern does not match, or deleted: keep reading it
             // through its descriptor; remember its new name if it is still here.
+            let stream = file.path.clone();
             match seen.iter().find(|(key, _)| *key == file.key) {
                 Some((_, path)) => file.path = path.clone(),
                 None => file.deleted = true,
@@ -437,7 +445,13 @@ impl Tailer {
             if !file.rotated {
                 file.rotated = true;
                 info!(file = %file.path.display(), "a followed file was rotated away or deleted; reading it to its end");
+                if !file.deleted {
+                    renamed_away.push((stream, file.path.clone(), file.group));
+                }
             }
+        }
+        for (stream, rotated, group) in renamed_away {
+            self.follow_later_generations(&stream, &rotated, group, &[]);
         }
         if let Some(saved) = starting {
             self.resume_rotated(saved);
@@ -486,17 +500,21 @@ impl Tailer {
         }
     }
 
-    /// The copy a copy-truncate rotation made of a file: in its directory, not followed,
-    /// starting with `head` and at least `offset` long; opened at `offset`.
-    fn open_copy(
-        &self,
+    /// Follows the copy a copy-truncate rotation made of a file (in its directory, not
+    /// followed, starting with `head` and at least `offset` long) from `offset`, and the
+    /// copies made after it (see `Tailer::follow_later_generations`).
+    fn follow_copy(
+        &mut self,
         original: &Path,
         head: &[u8],
         offset: u64,
         group: usize,
-    ) -> Option<TailFile> {
-        let directory = original.parent()?;
-        let candidates = reader::list_regular_files(directory).ok()?;
+        known_inodes: &[u64],
+    ) {
+        let Some(directory) = original.parent() else {
+            return;
+        };
+        let candidates = reader::list_regular_files(directory).unwrap_or_default();
         for (path, key, size_bytes) in candidates {
             if path == original || self.files.contains_key(&key) || size_bytes < offset {
                 continue;
@@ -504,18 +522,71 @@ impl Tailer {
             if !reader::starts_with(&path, head) {
                 continue;
             }
-            match TailFile::open(&path, group, offset) {
-                Ok(Some(mut copy)) => {
-                    info!(copy = %path.display(), original = %original.display(), offset_bytes = offset, "reading the rest of a truncated file from its copy");
-                    copy.rotated = true;
-                    copy.head = head.to_vec();
-                    return Some(copy);
-                }
-                _ => continue,
+            if let Ok(Some(mut copy)) = TailFile::open(&path, group, offset) {
+                info!(copy = %path.display(), original = %original.display(), offset_bytes = offset, "reading the rest of a truncated file from its copy");
+                copy.rotated = true;
+                copy.head = head.to_vec();
+                self.files.insert(copy.key, copy);
+                self.follow_later_generations(original, &path, group, known_inodes);
+                return;
             }
         }
         warn!(file = %original.display(), offset_bytes = offset, "no copy of the truncated file found; lines written after the last read and before the truncation are not delivered");
-        None
+    }
+
+    /// The generations of `stream` (a followed file's path) rotated away after
+    /// `rotated`, which were never followed: a file can be rotated away more than once
+    /// before the source reads it again (while the source is down, or while it reads
+    /// other files), and then neither the pattern nor an inode leads to the middle
+    /// generations. They are the files of its directory named after it with a suffix
+    /// (`app.log.3`, `app.log-20240101` for `app.log`) that the pattern does not match,
+    /// renamed or created after `rotated` (their ctime, or at the same time: timestamps
+    /// are coarse, and reading twice beats losing), not compressed, not followed
+    /// and not in `known_inodes` (the position file's, read from their own positions).
+    /// They are read from their start, oldest first, before the file that replaced them.
+    fn follow_later_generations(
+        &mut self,
+        stream: &Path,
+        rotated: &Path,
+        group_index: usize,
+        known_inodes: &[u64],
+    ) {
+        let (Some(directory), Some(stream_name)) = (
+            stream.parent(),
+            stream.file_name().and_then(|name| name.to_str()),
+        ) else {
+            return;
+        };
+        let Some(rotated_at) = reader::changed_at(rotated) else {
+            return;
+        };
+        let pattern = &self.settings.groups[group_index].pattern;
+        let candidates = reader::list_regular_files(directory).unwrap_or_default();
+        for (path, key, _) in candidates {
+            let Some(name) = path.file_name().and_then(|name| name.to_str()) else {
+                continue;
+            };
+            let later_generation = name.len() > stream_name.len()
+                && name.starts_with(stream_name)
+                && !pattern.is_match(name)
+                && !self.files.contains_key(&key)
+                && !known_inodes.contains(&key.inode)
+                && reader::changed_at(&path).is_some_and(|changed| changed >= rotated_at);
+            if !later_generation {
+                continue;
+            }
+            match TailFile::open(&path, group_index, 0) {
+                Ok(Some(mut file)) if file.key == key && !reader::is_compressed(&file.head) => {
+                    warn!(file = %path.display(), stream = %stream.display(), "a generation rotated away before it was ever read; reading it from its start");
+                    file.rotated = true;
+                    self.files.insert(key, file);
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    warn!(file = %path.display(), %error, "cannot open a rotated-away generation; its lines are not delivered");
+                }
+            }
+        }
     }
 
     /// Files in the position file that no longer match (rotated before the restart):
@@ -554,9 +625,33 @@ impl Tailer {
                     info!(file = %path.display(), offset_bytes = entry.pos, "TAILDIR reading a file rotated before the restart to its end");
                     file.rotated = true;
                     self.files.insert(key, file);
+                    if let Some(stream) = self.stream_of(&path, recorded, group) {
+                        let known: Vec<u64> =
+                            saved.entries.iter().map(|entry| entry.inode).collect();
+                        self.follow_later_generations(&stream, &path, group, &known);
+                    }
                 }
             }
         }
+    }
+
+    /// The followed file whose rotated generation `rotated` is: `recorded` (the name it
+    /// had in the position file) when its group's pattern matches it, else the longest
+    /// followed name of the group that `rotated`'s name starts with.
+    fn stream_of(&self, rotated: &Path, recorded: &Path, group: usize) -> Option<PathBuf> {
+        let pattern = &self.settings.groups[group].pattern;
+        let name_of = |path: &Path| path.file_name()?.to_str().map(str::to_string);
+        if name_of(recorded).is_some_and(|name| pattern.is_match(&name)) {
+            return Some(recorded.to_path_buf());
+        }
+        let rotated_name = name_of(rotated)?;
+        self.files
+            .values()
+            .filter(|file| file.matched && file.group == group)
+            .filter_map(|file| Some((name_of(&file.path)?, file.path.clone())))
+            .filter(|(name, _)| rotated_name.len() > name.len() && rotated_name.starts_with(name))
+            .max_by_key(|(name, _)| name.len())
+            .map(|(_, path)| path)
     }
 
     /// The position file's entries and the fingerprints beside them.
@@ -731,9 +826,7 @@ pub async fn run(
                     ReadOutcome::Truncated { head, offset } => {
                         let path = file.path.clone();
                         let group_index = file.group;
-                        if let Some(copy) = tailer.open_copy(&path, &head, offset, group_index) {
-                            tailer.files.insert(copy.key, copy);
-                        }
+                        tailer.follow_copy(&path, &head, offset, group_index, &[]);
                         positions_changed = true;
                         // Read the copy first: its lines came before the file's new ones.
                         break;
@@ -855,9 +948,7 @@ mod tests {
                         ReadOutcome::Nothing => break,
                         ReadOutcome::Truncated { head, offset } => {
                             let (path, group) = (file.path.clone(), file.group);
-                            if let Some(copy) = tailer.open_copy(&path, &head, offset, group) {
-                                tailer.files.insert(copy.key, copy);
-                            }
+                            tailer.follow_copy(&path, &head, offset, group, &[]);
                             progressed = true;
                             break;
                         }
@@ -983,6 +1074,96 @@ mod tests {
         let mut restarted = Tailer::new(config);
         restarted.scan(Some(&saved)).unwrap();
         assert_eq!(read_all(&mut restarted), ["a2", "b1"]);
+    }
+
+    /// Gives the files their modification times in this order, oldest first (the
+    /// source reads rotated generations oldest first; a coarse clock could tie them).
+    fn age_in_order(paths: &[&Path]) {
+        let now = std::time::SystemTime::now();
+        for (index, path) in paths.iter().enumerate() {
+            let age = Duration::from_secs(10 * (paths.len() - index) as u64);
+            fs::File::options()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_modified(now - age)
+                .unwrap();
+        }
+    }
+
+    /// Reads one batch of the only file, commits it and writes the positions.
+    fn read_one_batch_and_stop(config: &TaildirSettings) {
+        fs::create_dir_all(config.position_file.parent().unwrap()).unwrap();
+        let mut tailer = Tailer::new(config.clone());
+        tailer.scan(None).unwrap();
+        let key = tailer.reading_order()[0];
+        let file = tailer.files.get_mut(&key).unwrap();
+        let ReadOutcome::Lines(batch) = file.read_batch(config, &config.groups[0]).unwrap() else {
+            panic!("a line expected");
+        };
+        file.commit(batch.end_pos);
+        tailer.store_positions().unwrap();
+    }
+
+    fn restart(config: TaildirSettings) -> Tailer {
+        let saved = position::load(&config.position_file);
+        let mut restarted = Tailer::new(config);
+        restarted.scan(Some(&saved)).unwrap();
+        restarted
+    }
+
+    #[test]
+    fn a_generation_created_and_renamed_away_while_the_source_was_down_is_read() {
+        let directory = tempfile::tempdir().unwrap();
+        let log = directory.path().join("app.log");
+        append(&log, "a1\na2\n");
+        let config = settings(directory.path(), 1);
+        read_one_batch_and_stop(&config);
+        // Two rename rotations while the source is down: the generation holding b1 is
+        // never seen under a name the pattern matches, nor in the position file.
+        let first = directory.path().join("app.log.1");
+        let second = directory.path().join("app.log.2");
+        fs::rename(&log, &first).unwrap();
+        append(&log, "b1\n");
+        fs::rename(&log, &second).unwrap();
+        append(&log, "c1\n");
+        age_in_order(&[&first, &second, &log]);
+        // Neither an archive nor a file of another name is taken for a generation.
+        fs::write(directory.path().join("app.log.3.gz"), b"\x1f\x8b\x08rest\n").unwrap();
+        fs::write(directory.path().join("notes.txt"), b"not a log\n").unwrap();
+        let mut restarted = restart(config);
+        assert_eq!(read_all(&mut restarted), ["a2", "b1", "c1"]);
+    }
+
+    #[test]
+    fn two_copy_truncate_rotations_while_the_source_was_down_lose_no_generation() {
+        let directory = tempfile::tempdir().unwrap();
+        let log = directory.path().join("app.log");
+        append(&log, "gen1-line1\ngen1-line2\n");
+        let config = settings(directory.path(), 1);
+        read_one_batch_and_stop(&config);
+        let first = directory.path().join("app.log.1");
+        let second = directory.path().join("app.log.2");
+        let truncate = || {
+            fs::OpenOptions::new()
+                .write(true)
+                .open(&log)
+                .unwrap()
+                .set_len(0)
+                .unwrap();
+        };
+        fs::copy(&log, &first).unwrap();
+        truncate();
+        append(&log, "gen2-line1\n");
+        fs::copy(&log, &second).unwrap();
+        truncate();
+        append(&log, "gen3-line1\n");
+        age_in_order(&[&first, &second, &log]);
+        let mut restarted = restart(config);
+        assert_eq!(
+            read_all(&mut restarted),
+            ["gen1-line2", "gen2-line1", "gen3-line1"]
+        );
     }
 
     #[test]

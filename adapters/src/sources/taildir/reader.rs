@@ -366,6 +366,33 @@ pub fn starts_with(path: &Path, head: &[u8]) -> bool {
         .is_some_and(|found| found.starts_with(head))
 }
 
+/// When the file at `path` was last renamed, created or written (its ctime); `None`
+/// when it cannot be looked at.
+pub fn changed_at(path: &Path) -> Option<SystemTime> {
+    let metadata = fs::metadata(path).ok()?;
+    let seconds = u64::try_from(metadata.ctime()).ok()?;
+    let nanos = u32::try_from(metadata.ctime_nsec()).ok()?;
+    UNIX_EPOCH.checked_add(Duration::new(seconds, nanos))
+}
+
+/// The first bytes of the compressed formats rotated logs are kept in (gzip, bzip2, xz,
+/// zstd, zip, lz4): such a file is an archive, not lines.
+const COMPRESSED_MAGICS: [&[u8]; 6] = [
+    &[0x1f, 0x8b],
+    b"BZh",
+    &[0xfd, b'7', b'z', b'X', b'Z', 0x00],
+    &[0x28, 0xb5, 0x2f, 0xfd],
+    b"PK\x03\x04",
+    &[0x04, 0x22, 0x4d, 0x18],
+];
+
+/// Whether a file starting with `head` is compressed.
+pub fn is_compressed(head: &[u8]) -> bool {
+    COMPRESSED_MAGICS
+        .iter()
+        .any(|magic| head.starts_with(magic))
+}
+
 /// One regular file of a directory listing.
 #[derive(Debug, Clone)]
 pub struct ListedFile {
