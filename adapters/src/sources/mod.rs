@@ -399,10 +399,78 @@ where
     }
 }
 
+/// Where a datagram source listens and how it reads.
+pub(crate) struct DatagramListener<'a> {
+    /// The source type, for logs (`syslogudp`, `netcatudp`).
+    pub source_type: &'static str,
+    /// The address to bind.
+    pub host: &'a str,
+    /// The port to bind.
+    pub port: u16,
+    /// Room for one datagram.
+    pub buffer_bytes: usize,
+    /// Datagrams delivered together at most.
+    pub batch_size: usize,
+}
+
+/// Binds `listener`'s socket and delivers its datagrams until `stop` is raised: those
+/// already waiting go together (up to `batch_size`) in one attempt, each turned into an
+/// event by `to_event` (`None`: nothing to deliver). UDP has no back-pressure, so what
+/// the channel cannot take now is logged and dropped (refused events go to the
+/// dead-letter channel through the processor).
+pub(crate) async fn serve_datagrams(
+    listener: DatagramListener<'_>,
+    processors: ProcessorFactory,
+    counters: Arc<SourceCounters>,
+    mut stop: StopSignal,
+    mut to_event: impl FnMut(&[u8], SocketAddr) -> Option<millrace_client::Event>,
+) -> Result<(), SourceError> {
+    let source_type = listener.source_type;
+    let address = host_port(listener.host, listener.port);
+    let socket = UdpSocket::bind(&address)
+        .await
+        .map_err(bind_failure(&address))?;
+    let local = socket.local_addr().map_err(bind_failure(&address))?;
+    info!(address = %local, "{source_type} source listening");
+    let mut processor = processors.build();
+    let mut datagram = vec![0_u8; listener.buffer_bytes];
+    let batch_size = listener.batch_size.max(1);
+    let mut events = Vec::with_capacity(batch_size);
+    loop {
+        let receiving = receive_datagrams(
+            &socket,
+            &mut datagram,
+            batch_size,
+            &mut stop,
+            &counters,
+            source_type,
+            |bytes, peer| events.extend(to_event(bytes, peer)),
+        );
+        if !receiving.await {
+            break;
+        }
+        if events.is_empty() {
+            continue;
+        }
+        counters::increment(&counters.append_batches_received);
+        match processor.deliver(&events).await {
+            Ok(()) => counters::increment(&counters.append_batches_accepted),
+            Err(error) => warn!(
+                %error,
+                events = events.len(),
+                "the channel did not take all {source_type} datagrams; the rest are dropped (UDP cannot wait)"
+            ),
+        }
+        events.clear();
+    }
+    processor.close();
+    Ok(())
+}
+
 /// Waits for a datagram (or `stop`), then takes those already waiting, up to `max` in
 /// all, handing each to `take` with its sender; `false` once `stop` is raised. A failed
 /// receive is counted in `EventReadFail` and ends the round.
-pub(crate) async fn receive_datagrams(
+async fn receive_datagrams(
     socket: &UdpSocket,
     buffer: &mut [u8],
     max: usize,

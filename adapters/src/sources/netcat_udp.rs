@@ -16,10 +16,9 @@ use std::sync::Arc;
 
 use millrace_client::Event;
 use millrace_config::ComponentSettings;
-use tokio::net::UdpSocket;
-use tracing::{info, warn};
+use tracing::warn;
 
-use super::{bind_failure, host_port, receive_datagrams, ProcessorFactory, SourceError};
+use super::{serve_datagrams, DatagramListener, ProcessorFactory, SourceError};
 use crate::connection::StopSignal;
 use crate::counters::{self, SourceCounters};
 
@@ -71,44 +70,20 @@ pub async fn run(
     settings: NetcatUdpSettings,
     processors: ProcessorFactory,
     counters: Arc<SourceCounters>,
-    mut stop: StopSignal,
+    stop: StopSignal,
 ) -> Result<(), SourceError> {
-    let address = host_port(&settings.bind, settings.port);
-    let socket = UdpSocket::bind(&address)
-        .await
-        .map_err(bind_failure(&address))?;
-    let local = socket.local_addr().map_err(bind_failure(&address))?;
-    info!(address = %local, "netcatudp source listening");
-    let mut processor = processors.build();
-    let mut datagram = vec![0_u8; MAX_DATAGRAM_BYTES];
-    let mut events = Vec::with_capacity(DATAGRAMS_PER_DELIVERY);
-    loop {
-        let receiving = receive_datagrams(
-            &socket,
-            &mut datagram,
-            DATAGRAMS_PER_DELIVERY,
-            &mut stop,
-            &counters,
-            "netcatudp",
-            |bytes, peer| events.push(datagram_event(bytes, peer, &settings, &counters)),
-        );
-        if !receiving.await {
-            break;
-        }
-        if events.is_empty() {
-            continue;
-        }
-        counters::increment(&counters.append_batches_received);
-        match processor.deliver(&events).await {
-            Ok(()) => counters::increment(&counters.append_batches_accepted),
-            Err(error) => {
-                warn!(%error, events = events.len(), "the channel did not take netcatudp datagrams; dropped (UDP cannot wait)")
-            }
-        }
-        events.clear();
-    }
-    processor.close();
-    Ok(())
+    let listener = DatagramListener {
+        source_type: "netcatudp",
+        host: &settings.bind,
+        port: settings.port,
+        buffer_bytes: MAX_DATAGRAM_BYTES,
+        batch_size: DATAGRAMS_PER_DELIVERY,
+    };
+    let event_counters = Arc::clone(&counters);
+    serve_datagrams(listener, processors, counters, stop, |bytes, peer| {
+        Some(datagram_event(bytes, peer, &settings, &event_counters))
+    })
+    .await
 }
 
 fn datagram_event(

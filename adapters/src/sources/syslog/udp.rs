@@ -12,64 +12,32 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use millrace_client::Event;
-use tokio::net::UdpSocket;
-use tracing::{info, warn};
 
 use super::{message_event, SyslogSettings};
 use crate::connection::StopSignal;
-use crate::counters::{self, SourceCounters};
-use crate::sources::{bind_failure, host_port, receive_datagrams, ProcessorFactory, SourceError};
+use crate::counters::SourceCounters;
+use crate::sources::{serve_datagrams, DatagramListener, ProcessorFactory, SourceError};
 
 /// Receives datagrams until `stop` is raised.
 pub async fn run(
     settings: SyslogSettings,
     processors: ProcessorFactory,
     counters: Arc<SourceCounters>,
-    mut stop: StopSignal,
+    stop: StopSignal,
 ) -> Result<(), SourceError> {
-    let address = host_port(&settings.host, settings.port);
-    let socket = UdpSocket::bind(&address)
-        .await
-        .map_err(bind_failure(&address))?;
-    let local = socket.local_addr().map_err(bind_failure(&address))?;
-    info!(address = %local, "syslogudp source listening");
-    let mut processor = processors.build();
-    // One byte more than a message may have, to tell a cut datagram.
-    let mut datagram = vec![0_u8; settings.event_size_bytes + 1];
-    let batch_size = settings.batch_size.max(1);
-    let mut events = Vec::with_capacity(batch_size);
-    loop {
-        let receiving = receive_datagrams(
-            &socket,
-            &mut datagram,
-            batch_size,
-            &mut stop,
-            &counters,
-            "syslog",
-            |bytes, peer| {
-                if let Some(event) = datagram_event(bytes, peer, &settings, &counters) {
-                    events.push(event);
-                }
-            },
-        );
-        if !receiving.await {
-            break;
-        }
-        if events.is_empty() {
-            continue;
-        }
-        counters::increment(&counters.append_batches_received);
-        match processor.deliver(&events).await {
-            Ok(()) => counters::increment(&counters.append_batches_accepted),
-            Err(error) => warn!(
-                %error,
-                "the channel did not take all syslog datagrams; the rest are dropped (UDP cannot wait)"
-            ),
-        }
-        events.clear();
-    }
-    processor.close();
-    Ok(())
+    let listener = DatagramListener {
+        source_type: "syslogudp",
+        host: &settings.host,
+        port: settings.port,
+        // One byte more than a message may have, to tell a cut datagram.
+        buffer_bytes: settings.event_size_bytes + 1,
+        batch_size: settings.batch_size,
+    };
+    let event_counters = Arc::clone(&counters);
+    serve_datagrams(listener, processors, counters, stop, |bytes, peer| {
+        datagram_event(bytes, peer, &settings, &event_counters)
+    })
+    .await
 }
 
 /// The event of one datagram; `None` for an empty one.
