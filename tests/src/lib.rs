@@ -1086,6 +1086,30 @@ pub fn file_channels_config(names: &[&str], extra: &str) -> String {
     config
 }
 
+/// Config text for agent [`AGENT`] with one channel of each engine type: file `f1`,
+/// memory `m1` and spillable `s1`. The spillable one keeps two events in memory and
+/// spills the rest to its overflow at once, so a read of three or more crosses both tiers.
+pub fn one_channel_of_each_type_config() -> String {
+    let mut config = file_channels_config(&["f1"], "");
+    config = config.replacen(
+        &format!("{AGENT}.channels = f1\n"),
+        &format!("{AGENT}.channels = f1 m1 s1\n"),
+        1,
+    );
+    config.push_str(&format!(
+        "{AGENT}.channels.m1.type = memory\n\
+         {AGENT}.channels.m1.byteCapacity = 1048576\n\
+         {AGENT}.channels.s1.type = spillablememory\n\
+         {AGENT}.channels.s1.memoryCapacity = 2\n\
+         {AGENT}.channels.s1.byteCapacity = 1048576\n\
+         {AGENT}.channels.s1.overflowTimeout = 0\n\
+         {AGENT}.channels.s1.checkpointDir = s1/checkpoint\n\
+         {AGENT}.channels.s1.dataDirs = s1/data\n\
+         {AGENT}.channels.s1.minimumRequiredSpace = 1048576\n"
+    ));
+    config
+}
+
 /// Stdout of a `channelctl` run as lines, after checking it succeeded.
 pub fn successful_lines(output: &Output) -> Vec<String> {
     assert!(

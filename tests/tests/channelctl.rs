@@ -2,8 +2,8 @@
 //! channeld refusing what it cannot run.
 
 use millrace_e2e::{
-    binaries, channelctl, file_channels_config, successful_lines, ChildGuard, Server, ServerSetup,
-    AGENT,
+    binaries, channelctl, file_channels_config, one_channel_of_each_type_config, successful_lines,
+    ChildGuard, Server, ServerSetup, AGENT,
 };
 
 fn numbered_lines(prefix: &str, count: usize) -> Vec<String> {
@@ -214,23 +214,7 @@ fn a_memory_channel_validates_and_serves() {
 
 #[test]
 fn memory_and_spillable_channels_serve_beside_a_file_channel() {
-    let config = format!(
-        "{AGENT}.channels = f1 m1 s1\n\
-         {AGENT}.channels.f1.type = file\n\
-         {AGENT}.channels.f1.checkpointDir = f1/checkpoint\n\
-         {AGENT}.channels.f1.dataDirs = f1/data\n\
-         {AGENT}.channels.f1.minimumRequiredSpace = 1048576\n\
-         {AGENT}.channels.m1.type = memory\n\
-         {AGENT}.channels.m1.byteCapacity = 1048576\n\
-         {AGENT}.channels.s1.type = spillablememory\n\
-         {AGENT}.channels.s1.memoryCapacity = 2\n\
-         {AGENT}.channels.s1.byteCapacity = 1048576\n\
-         {AGENT}.channels.s1.overflowTimeout = 0\n\
-         {AGENT}.channels.s1.checkpointDir = s1/checkpoint\n\
-         {AGENT}.channels.s1.dataDirs = s1/data\n\
-         {AGENT}.channels.s1.minimumRequiredSpace = 1048576\n"
-    );
-    let server = Server::start(ServerSetup::with_config(config));
+    let server = Server::start(ServerSetup::with_config(one_channel_of_each_type_config()));
     for channel in ["f1", "m1", "s1"] {
         let put = server.channelctl(
             "put",

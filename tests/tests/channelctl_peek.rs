@@ -5,32 +5,13 @@
 use std::time::Duration;
 
 use millrace_client::{Client, ClientOptions, Event};
-use millrace_e2e::{bodies_of, successful_lines, Server, ServerSetup, AGENT};
+use millrace_e2e::{
+    bodies_of, one_channel_of_each_type_config, successful_lines, Server, ServerSetup,
+};
 use serde_json::Value;
 
 /// A body that is not text: shown as hex.
 const BINARY_BODY: [u8; 3] = [0xff, 0x00, 0x1b];
-
-/// One channel of each type; the spillable one keeps two events in memory and spills the
-/// rest to its overflow, so a peek crosses both tiers.
-fn three_channel_types() -> String {
-    format!(
-        "{AGENT}.channels = f1 m1 s1\n\
-         {AGENT}.channels.f1.type = file\n\
-         {AGENT}.channels.f1.checkpointDir = f1/checkpoint\n\
-         {AGENT}.channels.f1.dataDirs = f1/data\n\
-         {AGENT}.channels.f1.minimumRequiredSpace = 1048576\n\
-         {AGENT}.channels.m1.type = memory\n\
-         {AGENT}.channels.m1.byteCapacity = 1048576\n\
-         {AGENT}.channels.s1.type = spillablememory\n\
-         {AGENT}.channels.s1.memoryCapacity = 2\n\
-         {AGENT}.channels.s1.byteCapacity = 1048576\n\
-         {AGENT}.channels.s1.overflowTimeout = 0\n\
-         {AGENT}.channels.s1.checkpointDir = s1/checkpoint\n\
-         {AGENT}.channels.s1.dataDirs = s1/data\n\
-         {AGENT}.channels.s1.minimumRequiredSpace = 1048576\n"
-    )
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -91,7 +72,7 @@ fn json_bodies(peeked: &Value) -> Vec<String> {
 
 #[test]
 fn peek_shows_the_head_of_file_memory_and_spillable_channels_and_leaves_every_event_to_take() {
-    let server = Server::start(ServerSetup::with_config(three_channel_types()));
+    let server = Server::start(ServerSetup::with_config(one_channel_of_each_type_config()));
     for channel in ["f1", "m1", "s1"] {
         put_in_pairs(&server, channel, &five_events());
         let attempts_before = take_attempts(&server, channel);
@@ -144,7 +125,7 @@ fn peek_shows_the_head_of_file_memory_and_spillable_channels_and_leaves_every_ev
 
 #[test]
 fn peek_skips_events_an_open_transaction_took_and_shows_them_again_after_its_rollback() {
-    let server = Server::start(ServerSetup::with_config(three_channel_types()));
+    let server = Server::start(ServerSetup::with_config(one_channel_of_each_type_config()));
     for channel in ["f1", "m1", "s1"] {
         put_in_pairs(&server, channel, &five_events());
         runtime().block_on(async {
