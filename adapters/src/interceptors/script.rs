@@ -280,39 +280,39 @@ impl ScriptSettings {
 
 /// The Lua function each event goes through: it builds the event table inside the VM
 /// from the body and the headers (flat name, value arguments), calls the script's
-/// function, keeps what it returned in `holder.results` (`table.pack`) and, when that is
-/// one event with string headers, returns it flattened into one string
-/// (`string.pack("<I4s4s4s4…")`: header count, body, then each name and value, every
-/// string a `u32` length and its bytes). So an event crosses between Rust and Lua once
-/// each way instead of once per value: the per-value crossings were most of the cost
-/// (docs/perf.md, "Interceptors (issue 22)"). For anything else (no event, several, a
-/// number as a header value, a bad result) it returns nil and Rust converts
-/// `holder.results` value by value. The code is written for few VM instructions and C
-/// calls: with the instruction-count hook of the time limit set, every instruction
-/// costs more than usual.
+/// function and, when that returned one event with string headers, keeps it as
+/// `holder.event` and returns it flattened into one string (`string.pack("<I4s4s4s4…")`:
+/// header count, body, then each name and value, every string a `u32` length and its
+/// bytes). So an event crosses between Rust and Lua once each way instead of once per
+/// value: the per-value crossings were most of the cost (docs/perf.md, "Interceptors
+/// (issue 22)"). For anything else (no event, several, a number as a header value, a bad
+/// result) it keeps the results in `holder.results` (`table.pack`) and returns nil, and
+/// Rust converts them value by value. The code is written for few VM instructions and C
+/// calls: with the instruction-count hook of the time limit set, every instruction costs
+/// more than usual.
 const EVENT_WRAPPER: &str = r#"
 local user, holder = ...
-local type, next, rawget, rawlen = type, next, rawget, rawlen
+local type, next, rawget, rawlen, select = type, next, rawget, rawlen, select
 local pack, unpack, pack_results, rep = string.pack, table.unpack, table.pack, string.rep
 local formats = {}
 local flat = {}
-return function(body, ...)
-  local given = { ... }
-  local headers = {}
-  for index = 1, #given, 2 do headers[given[index]] = given[index + 1] end
-  local results = pack_results(user({ headers = headers, body = body }))
-  holder.results = results
-  if results.n ~= 1 then return nil end
-  local event = results[1]
-  if type(event) ~= 'table' or rawlen(event) > 0 then return nil end
+local function slow(...)
+  holder.results = pack_results(...)
+  return nil
+end
+local function finish(...)
+  if select('#', ...) ~= 1 then return slow(...) end
+  local event = ...
+  if type(event) ~= 'table' or rawlen(event) > 0 then return slow(event) end
+  holder.event = event
   local out_body = rawget(event, 'body')
-  if out_body == nil then out_body = '' elseif type(out_body) ~= 'string' then return nil end
+  if out_body == nil then out_body = '' elseif type(out_body) ~= 'string' then return slow(event) end
   local out_headers = rawget(event, 'headers')
   local count = 0
   if out_headers ~= nil then
-    if type(out_headers) ~= 'table' then return nil end
+    if type(out_headers) ~= 'table' then return slow(event) end
     for key, value in next, out_headers do
-      if type(key) ~= 'string' or type(value) ~= 'string' then return nil end
+      if type(key) ~= 'string' or type(value) ~= 'string' then return slow(event) end
       flat[count * 2 + 1] = key
       flat[count * 2 + 2] = value
       count = count + 1
@@ -324,6 +324,12 @@ return function(body, ...)
     formats[count] = format
   end
   return pack(format, count, out_body, unpack(flat, 1, count * 2))
+end
+return function(body, ...)
+  local given = { ... }
+  local headers = {}
+  for index = 1, #given, 2 do headers[given[index]] = given[index + 1] end
+  return finish(user({ headers = headers, body = body }))
 end
 "#;
 
@@ -533,21 +539,28 @@ impl ScriptRuntime {
         let returned: Value = self.run(&function, (&body, headers))?;
         drop(body);
         let produced_before = out.len();
-        if let Value::String(flattened) = &returned {
+        let values: Vec<Value> = if let Value::String(flattened) = &returned {
             if read_flattened(&flattened.as_bytes(), &event.body, &event.headers, out).is_some() {
                 return Ok(());
             }
+            // A header that is not UTF-8: the event, converted below, says which.
             out.truncate(produced_before);
-        }
-        let results: Table = self
-            .holder
-            .raw_get("results")
-            .map_err(|error| self.classify(error))?;
-        let count: usize = results.raw_get("n").map_err(|error| self.classify(error))?;
-        for index in 1..=count {
-            let value = results
-                .raw_get::<Value>(index)
+            vec![self
+                .holder
+                .raw_get::<Value>("event")
+                .map_err(|error| self.classify(error))?]
+        } else {
+            let results: Table = self
+                .holder
+                .raw_get("results")
                 .map_err(|error| self.classify(error))?;
+            let count: usize = results.raw_get("n").map_err(|error| self.classify(error))?;
+            (1..=count)
+                .map(|index| results.raw_get::<Value>(index))
+                .collect::<mlua::Result<_>>()
+                .map_err(|error| self.classify(error))?
+        };
+        for value in values {
             if let Err(problem) = lua_to_events(value, &event.headers, out, 0) {
                 out.truncate(produced_before);
                 return Err(ScriptError::BadResult { problem });
@@ -898,6 +911,32 @@ mod tests {
         assert!(out.iter().all(|event| event.header("h") == Some("v")));
         let two_values = "function intercept(e) return e, { body = 'copy' } end";
         assert_eq!(run(two_values, Event::new("x")).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_header_that_is_not_utf8_is_refused_as_a_bad_result() {
+        let error = run(
+            "function intercept(e) e.headers.bad = 'a\\xffb' return e end",
+            Event::new("x").with_header("kept", "1"),
+        )
+        .unwrap_err();
+        assert!(matches!(error, ScriptError::BadResult { .. }), "{error:?}");
+    }
+
+    #[test]
+    fn a_number_or_boolean_header_value_is_turned_into_text() {
+        let out = run(
+            "function intercept(e) e.headers.n = 7 e.headers.f = true return e end",
+            Event::new("x"),
+        )
+        .unwrap();
+        assert_eq!(
+            out[0].headers,
+            [
+                ("f".to_string(), "true".to_string()),
+                ("n".to_string(), "7".to_string())
+            ]
+        );
     }
 
     #[test]
