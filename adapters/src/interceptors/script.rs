@@ -327,8 +327,20 @@ local function finish(...)
 end
 return function(body, ...)
   local given = { ... }
-  local headers = {}
-  for index = 1, #given, 2 do headers[given[index]] = given[index + 1] end
+  local count = #given
+  local headers
+  -- Constructors size the table once, with a spare slot (the [false] = nil entry is
+  -- counted but not stored) for the header a script typically adds.
+  if count == 4 then
+    headers = { [given[1]] = given[2], [given[3]] = given[4], [false] = nil }
+  elseif count == 2 then
+    headers = { [given[1]] = given[2], [false] = nil }
+  elseif count == 6 then
+    headers = { [given[1]] = given[2], [given[3]] = given[4], [given[5]] = given[6], [false] = nil }
+  else
+    headers = {}
+    for index = 1, count, 2 do headers[given[index]] = given[index + 1] end
+  end
   return finish(user({ headers = headers, body = body }))
 end
 "#;
