@@ -12,6 +12,7 @@
 //! reads the keys every source or sink has (interceptors, dead letter, connections).
 
 use millrace_client::ClientOptions;
+use millrace_config::unprovided::{instead_of, ComponentRole};
 use millrace_config::{
     sort_by_line, AgentConfig, ChannelKind, ChannelSelector, ComponentSettings, ConfigError,
     ConfigErrorKind, ConfigErrors, ConfigWarning, SinkConfig, SinkProcessor, SourceConfig,
@@ -161,16 +162,14 @@ pub fn plan_agent(config: &AgentConfig, file: &str) -> AgentPlan {
                 "{}.sinkgroups.{}.processor.type",
                 config.agent_name, group.name
             );
-            found.errors.push(ConfigError {
-                file: file.to_string(),
-                line: Some(config.line_of(&key).unwrap_or(group.declared_line)),
-                kind: ConfigErrorKind::BadValue {
-                    key,
-                    expected: "default, failover or load_balance (Millrace runs no Java classes)"
-                        .into(),
-                    value: class_name.clone(),
-                },
-            });
+            found.errors.push(refused_type(
+                file,
+                config.line_of(&key).unwrap_or(group.declared_line),
+                key,
+                "default, failover or load_balance".into(),
+                ComponentRole::SinkProcessor,
+                class_name,
+            ));
             continue;
         }
         let sinks = group
@@ -200,22 +199,47 @@ fn type_is(value: &str, alias: &str, class_name: &str) -> bool {
 
 /// A `type` no adapter implements, reported on the `type` line (or the declaration,
 /// for a configuration built without a file).
+///
+/// The message ends with what to run instead, from [`millrace_config::unprovided`].
 fn unsupported_type(
     config: &AgentConfig,
-    list: &str,
+    role: ComponentRole,
     name: &str,
     declared_line: usize,
     value: &str,
-    supported: &str,
     file: &str,
 ) -> ConfigError {
+    let (list, supported) = match role {
+        ComponentRole::Sink => ("sinks", SUPPORTED_SINKS),
+        _ => ("sources", SUPPORTED_SOURCES),
+    };
     let key = format!("{}.{list}.{name}.type", config.agent_name);
+    refused_type(
+        file,
+        config.line_of(&key).unwrap_or(declared_line),
+        key,
+        format!("one of the {list} Millrace runs: {supported}"),
+        role,
+        value,
+    )
+}
+
+/// A refused `type` of `role` at `key`: `expected` names what Millrace runs, and the
+/// message ends with what to run instead of `value`.
+fn refused_type(
+    file: &str,
+    line: usize,
+    key: String,
+    expected: String,
+    role: ComponentRole,
+    value: &str,
+) -> ConfigError {
     ConfigError {
         file: file.to_string(),
-        line: Some(config.line_of(&key).unwrap_or(declared_line)),
+        line: Some(line),
         kind: ConfigErrorKind::BadValue {
             key,
-            expected: format!("one of the {list} Millrace runs: {supported}"),
+            expected: format!("{expected}; {}", instead_of(role, value)),
             value: value.to_string(),
         },
     }
@@ -273,17 +297,14 @@ fn plan_source(
     let interceptors = plan_interceptors(&mut keys);
     if let ChannelSelector::Custom { class_name, .. } = &source.selector {
         let key = format!("{prefix}.selector.type");
-        found.errors.push(ConfigError {
-            file: file.to_string(),
-            line: Some(config.line_of(&key).unwrap_or(source.declared_line)),
-            kind: ConfigErrorKind::BadValue {
-                key,
-                expected: "replicating, multiplexing or load_balancing (Millrace runs no Java \
-                           classes)"
-                    .into(),
-                value: class_name.clone(),
-            },
-        });
+        found.errors.push(refused_type(
+            file,
+            config.line_of(&key).unwrap_or(source.declared_line),
+            key,
+            "replicating, multiplexing or load_balancing".into(),
+            ComponentRole::ChannelSelector,
+            class_name,
+        ));
     }
     let dead_letter_channel = plan_dead_letter_channel(
         &mut keys,
@@ -375,11 +396,10 @@ fn plan_source(
     } else {
         found.errors.push(unsupported_type(
             config,
-            "sources",
+            ComponentRole::Source,
             &source.name,
             source.declared_line,
             source_type,
-            SUPPORTED_SOURCES,
             file,
         ));
         return None;
@@ -524,11 +544,10 @@ fn plan_sink(
         } else {
             found.errors.push(unsupported_type(
                 config,
-                "sinks",
+                ComponentRole::Sink,
                 &sink.name,
                 sink.declared_line,
                 sink_type,
-                SUPPORTED_SINKS,
                 file,
             ));
             return None;

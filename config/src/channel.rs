@@ -44,6 +44,7 @@ use millrace_engine::config::{
 use crate::component_settings::{ComponentSettings, KeyListing};
 use crate::error::Diagnostics;
 use crate::setting::{Component, RawSetting};
+use crate::unprovided::{instead_of, ComponentRole};
 use crate::values::{self, Expected};
 
 const PERCENT: u64 = 100;
@@ -581,7 +582,12 @@ pub(crate) fn parse_channel(
     let file = diagnostics.file().to_string();
     let mut keys = channel.reader(&file);
     let kind = keys.required("type", CHANNEL_TYPE_EXPECTED, |type_name| {
-        ChannelKind::from_type_name(type_name).ok_or_else(|| Expected::new(CHANNEL_TYPE_EXPECTED))
+        ChannelKind::from_type_name(type_name).ok_or_else(|| {
+            Expected::new(format!(
+                "{CHANNEL_TYPE_EXPECTED}; {}",
+                instead_of(ComponentRole::Channel, type_name)
+            ))
+        })
     });
     let Some(kind) = kind else {
         diagnostics.absorb(keys.hand_on().0);

@@ -83,6 +83,7 @@ mod files;
 pub mod properties;
 mod server_settings;
 mod setting;
+pub mod unprovided;
 pub mod values;
 
 use std::path::Path;

@@ -193,7 +193,11 @@ fn unsupported_types_are_reported_on_their_type_lines() {
     assert_one_line(
         &errors,
         "agent.conf:7: a1.sources.r1.type:",
-        &["one of the sources Millrace runs", "\"thrift\""],
+        &[
+            "one of the sources Millrace runs",
+            "\"thrift\"",
+            "the avro source",
+        ],
     );
     assert_one_line(
         &errors,
@@ -209,6 +213,63 @@ fn unsupported_types_are_reported_on_their_type_lines() {
         &errors,
         "agent.conf:14: a1.sinkgroups.g1.processor.type:",
         &["org.example.MyProcessor"],
+    );
+    assert_eq!(errors.len(), 4, "{}", errors.join("\n"));
+}
+
+#[test]
+fn components_millrace_does_not_run_are_refused_naming_the_replacement() {
+    let (output, file) = validate(
+        "a1.channels = c1 c2\n\
+         a1.sources = r1\n\
+         a1.sinks = k1 k2\n\
+         a1.channels.c1.type = memory\n\
+         a1.channels.c2.type = jdbc\n\
+         a1.sources.r1.channels = c1\n\
+         a1.sources.r1.type = netcat\n\
+         a1.sources.r1.bind = 127.0.0.1\n\
+         a1.sources.r1.port = 0\n\
+         a1.sources.r1.interceptors = i1\n\
+         a1.sources.r1.interceptors.i1.type = com.example.flume.AddEnvInterceptor$Builder\n\
+         a1.sinks.k1.channel = c1\n\
+         a1.sinks.k1.type = org.apache.flume.sink.hdfs.HDFSEventSink\n\
+         a1.sinks.k2.channel = c1\n\
+         a1.sinks.k2.type = file_roll\n\
+         a1.sinks.k2.sink.directory = /tmp\n\
+         a1.sinks.k2.sink.serializer = avro_event\n",
+    );
+    let errors = assert_invalid(&output, &file);
+    let table = "docs/adapters.md, \"What we do not run\"";
+    assert_one_line(
+        &errors,
+        "agent.conf:5: a1.channels.c2.type:",
+        &["\"jdbc\"", "the JDBC channel", "a file channel", table],
+    );
+    assert_one_line(
+        &errors,
+        "agent.conf:11: a1.sources.r1.interceptors.i1.type:",
+        &[
+            "AddEnvInterceptor",
+            "runs no Java classes",
+            "the script interceptor (type = script)",
+            table,
+        ],
+    );
+    assert_one_line(
+        &errors,
+        "agent.conf:13: a1.sinks.k1.type:",
+        &[
+            "one of the sinks Millrace runs",
+            "the HDFS sink",
+            "Kafka Connect's HDFS sink connector",
+            "plus an uploader",
+            table,
+        ],
+    );
+    assert_one_line(
+        &errors,
+        "agent.conf:17: a1.sinks.k2.sink.serializer:",
+        &["\"avro_event\"", "the avro_event serializer", "TEXT", table],
     );
     assert_eq!(errors.len(), 4, "{}", errors.join("\n"));
 }

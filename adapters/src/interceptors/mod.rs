@@ -46,6 +46,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use millrace_client::Event;
+use millrace_config::unprovided::{instead_of, ComponentRole};
 use millrace_config::{values, ComponentSettings};
 use tracing::warn;
 
@@ -354,8 +355,8 @@ pub fn plan_interceptors(keys: &mut ComponentSettings<'_>) -> Vec<Interceptor> {
             keys.conflict(
                 &key("type"),
                 format!(
-                    "expected {INTERCEPTOR_TYPES}, got {kind:?}: Millrace runs no Java classes; \
-                     write a custom interceptor as a script (type = script, see docs/adapters.md)"
+                    "expected {INTERCEPTOR_TYPES}, got {kind:?}: {}",
+                    instead_of(ComponentRole::Interceptor, kind)
                 ),
             );
             None

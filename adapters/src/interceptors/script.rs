@@ -60,8 +60,8 @@ use millrace_config::{values, ComponentSettings};
 use mlua::chunk::ChunkMode;
 use mlua::thread::ThreadStatus;
 use mlua::{
-    Function, HookTriggers, Lua, LuaOptions, LuaSerdeExt, LuaString, MultiValue, StdLib, Table,
-    Value, VmState,
+    FromLuaMulti, Function, HookTriggers, IntoLuaMulti, Lua, LuaOptions, LuaSerdeExt, LuaString,
+    MultiValue, StdLib, Table, Thread, Value, Variadic, VmState,
 };
 use thiserror::Error;
 use tracing::{info, warn};
@@ -278,10 +278,84 @@ impl ScriptSettings {
     }
 }
 
+/// The Lua function each event goes through: it builds the event table inside the VM
+/// from the body and the headers (flat name, value arguments), calls the script's
+/// function and, when that returned one event with string headers, keeps it as
+/// `holder.event` and returns it flattened into one string (`string.pack("<I4s4s4s4…")`:
+/// header count, body, then each name and value, every string a `u32` length and its
+/// bytes). So an event crosses between Rust and Lua once each way instead of once per
+/// value: the per-value crossings were most of the cost (docs/perf.md, "Interceptors
+/// (issue 22)"). For anything else (no event, several, a number as a header value, a bad
+/// result) it keeps the results in `holder.results` (`table.pack`) and returns nil, and
+/// Rust converts them value by value. The code is written for few VM instructions and C
+/// calls: with the instruction-count hook of the time limit set, every instruction costs
+/// more than usual.
+const EVENT_WRAPPER: &str = r#"
+local user, holder = ...
+local type, next, rawget, rawlen, select = type, next, rawget, rawlen, select
+local pack, unpack, pack_results, rep = string.pack, table.unpack, table.pack, string.rep
+local formats = {}
+local flat = {}
+local function slow(...)
+  holder.results = pack_results(...)
+  return nil
+end
+local function finish(...)
+  if select('#', ...) ~= 1 then return slow(...) end
+  local event = ...
+  if type(event) ~= 'table' or rawlen(event) > 0 then return slow(event) end
+  holder.event = event
+  local out_body = rawget(event, 'body')
+  if out_body == nil then out_body = '' elseif type(out_body) ~= 'string' then return slow(event) end
+  local out_headers = rawget(event, 'headers')
+  local count = 0
+  if out_headers ~= nil then
+    if type(out_headers) ~= 'table' then return slow(event) end
+    for key, value in next, out_headers do
+      if type(key) ~= 'string' or type(value) ~= 'string' then return slow(event) end
+      flat[count * 2 + 1] = key
+      flat[count * 2 + 2] = value
+      count = count + 1
+    end
+  end
+  local format = formats[count]
+  if format == nil then
+    format = '<I4s4' .. rep('s4', 2 * count)
+    formats[count] = format
+  end
+  return pack(format, count, out_body, unpack(flat, 1, count * 2))
+end
+return function(body, ...)
+  local given = { ... }
+  local count = #given
+  local headers
+  -- Constructors size the table once, with a spare slot (the [false] = nil entry is
+  -- counted but not stored) for the header a script typically adds.
+  if count == 4 then
+    headers = { [given[1]] = given[2], [given[3]] = given[4], [false] = nil }
+  elseif count == 2 then
+    headers = { [given[1]] = given[2], [false] = nil }
+  elseif count == 6 then
+    headers = { [given[1]] = given[2], [given[3]] = given[4], [given[5]] = given[6], [false] = nil }
+  else
+    headers = {}
+    for index = 1, count, 2 do headers[given[index]] = given[index + 1] end
+  end
+  return finish(user({ headers = headers, body = body }))
+end
+"#;
+
 /// A loaded script: its Lua state and function, ready for events.
 struct ScriptRuntime {
     lua: Lua,
+    /// [`EVENT_WRAPPER`] around the script's function.
     function: Function,
+    /// Holds, as `results`, what the script's function returned for the last event (`n`
+    /// and `1..n`), for results the wrapper does not flatten.
+    holder: Table,
+    /// A finished coroutine, reset and reused for the next event (a new one per event
+    /// cost an allocation and a registry slot).
+    idle_thread: Option<Thread>,
     /// Nanoseconds after `clock_base` past which the hook stops the script.
     deadline_ns: Arc<AtomicU64>,
     /// Set by the hook when it stopped the script.
@@ -349,8 +423,11 @@ impl ScriptRuntime {
             .set_mode(ChunkMode::Text)
             .into_function()
             .map_err(load_error)?;
+        let holder = lua.create_table().map_err(load_error)?;
         let mut runtime = ScriptRuntime {
             function: chunk.clone(),
+            holder,
+            idle_thread: None,
             lua,
             deadline_ns,
             timed_out,
@@ -360,7 +437,7 @@ impl ScriptRuntime {
             memory_limit_bytes: settings.memory_limit_bytes,
         };
         runtime
-            .run(&chunk, MultiValue::new())
+            .run::<MultiValue>(&chunk, ())
             .map_err(|error| ScriptError::Load {
                 message: error.to_string(),
             })?;
@@ -376,31 +453,42 @@ impl ScriptRuntime {
                 })
             }
         };
-        runtime.function = function;
+        runtime.function = runtime
+            .lua
+            .load(EVENT_WRAPPER)
+            .set_name("=millrace.eventWrapper")
+            .set_mode(ChunkMode::Text)
+            .call((function, runtime.holder.clone()))
+            .map_err(load_error)?;
         Ok(runtime)
     }
 
     /// Runs `function` with `arguments` in a fresh coroutine under the time and memory
     /// limits.
-    fn run(
+    fn run<R: FromLuaMulti>(
         &mut self,
         function: &Function,
-        arguments: MultiValue,
-    ) -> Result<MultiValue, ScriptError> {
-        let thread = self
-            .lua
-            .create_thread(function.clone())
-            .map_err(|error| self.classify(error))?;
+        arguments: impl IntoLuaMulti,
+    ) -> Result<R, ScriptError> {
+        let thread = match self.idle_thread.take() {
+            Some(thread) => thread.reset(function.clone()).map(|()| thread),
+            None => self.lua.create_thread(function.clone()),
+        }
+        .map_err(|error| self.classify(error))?;
         let start_ns = u64::try_from(self.clock_base.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let limit_ns = u64::try_from(self.time_limit.as_nanos()).unwrap_or(u64::MAX);
         self.timed_out.store(false, Ordering::Relaxed);
         self.yield_asked.store(false, Ordering::Relaxed);
         self.deadline_ns
             .store(start_ns.saturating_add(limit_ns), Ordering::Relaxed);
-        let outcome = thread.resume::<MultiValue>(arguments);
+        let outcome = thread.resume::<R>(arguments);
         self.deadline_ns.store(NO_DEADLINE, Ordering::Relaxed);
         let stopped = self.timed_out.swap(false, Ordering::Relaxed);
-        let suspended = thread.status() == ThreadStatus::Resumable;
+        let status = thread.status();
+        let suspended = status == ThreadStatus::Resumable;
+        if status == ThreadStatus::Finished && outcome.is_ok() {
+            self.idle_thread = Some(thread);
+        }
         match outcome {
             Ok(_) if suspended && stopped => {
                 self.collect_garbage();
@@ -450,11 +538,41 @@ impl ScriptRuntime {
 
     /// Calls the function on `event`, adding what it returns to `out`.
     fn intercept(&mut self, event: &Event, out: &mut Vec<Event>) -> Result<(), ScriptError> {
-        let argument = event_to_lua(&self.lua, event).map_err(|error| self.classify(error))?;
+        let body = self
+            .lua
+            .create_string(&event.body)
+            .map_err(|error| self.classify(error))?;
+        let headers: Variadic<&str> = event
+            .headers
+            .iter()
+            .flat_map(|(name, value)| [name.as_str(), value.as_str()])
+            .collect();
         let function = self.function.clone();
-        let returned = self.run(&function, MultiValue::from_iter([Value::Table(argument)]))?;
+        let returned: Value = self.run(&function, (&body, headers))?;
+        drop(body);
         let produced_before = out.len();
-        for value in returned {
+        let values: Vec<Value> = if let Value::String(flattened) = &returned {
+            if read_flattened(&flattened.as_bytes(), &event.body, &event.headers, out).is_some() {
+                return Ok(());
+            }
+            // A header that is not UTF-8: the event, converted below, says which.
+            out.truncate(produced_before);
+            vec![self
+                .holder
+                .raw_get::<Value>("event")
+                .map_err(|error| self.classify(error))?]
+        } else {
+            let results: Table = self
+                .holder
+                .raw_get("results")
+                .map_err(|error| self.classify(error))?;
+            let count: usize = results.raw_get("n").map_err(|error| self.classify(error))?;
+            (1..=count)
+                .map(|index| results.raw_get::<Value>(index))
+                .collect::<mlua::Result<_>>()
+                .map_err(|error| self.classify(error))?
+        };
+        for value in values {
             if let Err(problem) = lua_to_events(value, &event.headers, out, 0) {
                 out.truncate(produced_before);
                 return Err(ScriptError::BadResult { problem });
@@ -518,15 +636,55 @@ fn install_helpers(lua: &Lua, interceptor: &str) -> mlua::Result<()> {
     Ok(())
 }
 
-fn event_to_lua(lua: &Lua, event: &Event) -> mlua::Result<Table> {
-    let headers = lua.create_table_with_capacity(0, event.headers.len())?;
-    for (key, value) in &event.headers {
-        headers.raw_set(key.as_str(), value.as_str())?;
+/// Splits one length-prefixed string of [`EVENT_WRAPPER`]'s output off `bytes`.
+fn take_flattened_string<'a>(bytes: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let length = take_flattened_count(bytes)?;
+    if bytes.len() < length {
+        return None;
     }
-    let table = lua.create_table_with_capacity(0, 2)?;
-    table.raw_set("headers", headers)?;
-    table.raw_set("body", lua.create_string(&event.body)?)?;
-    Ok(table)
+    let (text, rest) = bytes.split_at(length);
+    *bytes = rest;
+    Some(text)
+}
+
+/// Splits one `u32` of [`EVENT_WRAPPER`]'s output off `bytes`.
+fn take_flattened_count(bytes: &mut &[u8]) -> Option<usize> {
+    let (count, rest) = bytes.split_first_chunk::<4>()?;
+    *bytes = rest;
+    usize::try_from(u32::from_le_bytes(*count)).ok()
+}
+
+/// Adds the events [`EVENT_WRAPPER`] flattened into `bytes` to `out` (`reference_*`:
+/// the event the script was given). `None` when a
+/// header is not UTF-8 (the caller then converts the results value by value, which
+/// reports it).
+fn read_flattened(
+    mut bytes: &[u8],
+    reference_body: &bytes::Bytes,
+    reference_headers: &[(String, String)],
+    out: &mut Vec<Event>,
+) -> Option<()> {
+    while !bytes.is_empty() {
+        let header_count = take_flattened_count(&mut bytes)?;
+        let body = take_flattened_string(&mut bytes)?;
+        // A body the script left as it was is shared, not copied.
+        let body = if body == reference_body.as_ref() {
+            reference_body.clone()
+        } else {
+            bytes::Bytes::copy_from_slice(body)
+        };
+        let mut headers = Vec::with_capacity(header_count.min(bytes.len() / 8));
+        for _ in 0..header_count {
+            let name = std::str::from_utf8(take_flattened_string(&mut bytes)?).ok()?;
+            let value = std::str::from_utf8(take_flattened_string(&mut bytes)?).ok()?;
+            headers.push((name.to_string(), value.to_string()));
+        }
+        out.push(Event {
+            headers: in_reference_order(headers, reference_headers),
+            body,
+        });
+    }
+    Some(())
 }
 
 /// Nesting of lists of events a result may have (`{ {a, b}, c }`).
@@ -765,6 +923,32 @@ mod tests {
         assert!(out.iter().all(|event| event.header("h") == Some("v")));
         let two_values = "function intercept(e) return e, { body = 'copy' } end";
         assert_eq!(run(two_values, Event::new("x")).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_header_that_is_not_utf8_is_refused_as_a_bad_result() {
+        let error = run(
+            "function intercept(e) e.headers.bad = 'a\\xffb' return e end",
+            Event::new("x").with_header("kept", "1"),
+        )
+        .unwrap_err();
+        assert!(matches!(error, ScriptError::BadResult { .. }), "{error:?}");
+    }
+
+    #[test]
+    fn a_number_or_boolean_header_value_is_turned_into_text() {
+        let out = run(
+            "function intercept(e) e.headers.n = 7 e.headers.f = true return e end",
+            Event::new("x"),
+        )
+        .unwrap();
+        assert_eq!(
+            out[0].headers,
+            [
+                ("f".to_string(), "true".to_string()),
+                ("n".to_string(), "7".to_string())
+            ]
+        );
     }
 
     #[test]

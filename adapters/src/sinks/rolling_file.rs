@@ -19,6 +19,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use millrace_client::Event;
+use millrace_config::unprovided::{instead_of, ComponentRole};
+use millrace_config::values::Expected;
 use millrace_config::{values, ComponentSettings};
 use tracing::info;
 
@@ -51,6 +53,8 @@ pub struct RollingFileSettings {
 pub const SPOOLING_DIRECTORY_SINK_CLASS: &str = "com.unrulymedia.flume.SpoolingDirectoryFileSink";
 /// Millrace's alias for the spooling-directory file sink.
 pub const SPOOLING_DIRECTORY_SINK_ALIAS: &str = "spooling_directory";
+/// The one serializer the file sinks have: the body as text (Flume's default).
+const TEXT_SERIALIZER: &str = "TEXT";
 /// Flume's default `sink.rollInterval`.
 pub const DEFAULT_ROLL_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -65,7 +69,16 @@ impl RollingFileSettings {
         let directory = keys.required("sink.directory", "a directory path", values::directory);
         let roll_interval = keys.seconds_or("sink.rollInterval", DEFAULT_ROLL_INTERVAL);
         let batch_size = keys.count_or("sink.batchSize", DEFAULT_BATCH_SIZE);
-        keys.choice_or("sink.serializer", "TEXT", &["TEXT"]);
+        keys.parsed_or("sink.serializer", (), |value| {
+            if value.eq_ignore_ascii_case(TEXT_SERIALIZER) {
+                Ok(())
+            } else {
+                Err(Expected::new(format!(
+                    "{TEXT_SERIALIZER}; {}",
+                    instead_of(ComponentRole::Serializer, value)
+                )))
+            }
+        });
         let append_newline = keys.boolean_or("sink.serializer.appendNewline", true);
         keys.choice_or("sink.pathManager", "DEFAULT", &["DEFAULT"]);
         let prefix = keys.text_or("sink.pathManager.prefix", "");
