@@ -240,6 +240,8 @@ impl Deliveries {
 /// The producer's context: delivery reports to their transaction, errors to health.
 struct PutContext {
     health: Arc<Mutex<Option<String>>>,
+    /// `Kafka at <brokers> (topic <topic>)`, for health reasons.
+    cluster: String,
 }
 
 impl ClientContext for PutContext {
@@ -248,7 +250,10 @@ impl ClientContext for PutContext {
             error.rdkafka_error_code(),
             Some(RDKafkaErrorCode::AllBrokersDown)
         ) {
-            *lock(&self.health) = Some(format!("every Kafka broker is down: {reason}"));
+            *lock(&self.health) = Some(format!(
+                "{} is unreachable: every broker is down ({reason})",
+                self.cluster
+            ));
         }
         warn!(%error, reason, "Kafka channel producer error");
     }
@@ -334,6 +339,10 @@ impl KafkaChannel {
             client_config(name, "producer", &config.producer_properties)?
                 .create_with_context(PutContext {
                     health: Arc::clone(&unreachable),
+                    cluster: format!(
+                        "Kafka at {} (topic {})",
+                        config.bootstrap_servers, config.topic
+                    ),
                 })
                 .map_err(|error| OpenError::External {
                     channel: name.to_string(),
