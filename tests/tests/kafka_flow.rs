@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use millrace_client::{Client, ClientOptions, Event};
-use millrace_e2e::{channelctl, kill_9_pid, wait_until, Server, ServerSetup};
+use millrace_e2e::{channelctl, file_channels_config, kill_9_pid, wait_until, Server, ServerSetup};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
@@ -1272,5 +1272,48 @@ fn a_flume_kafka_channel_config_passes_validate_and_says_what_it_ignores() {
     assert!(
         said.contains("a1.channels.c1.pollTimeout"),
         "the User Guide's spelling is named: {said}"
+    );
+}
+
+/// The names of `pid`'s threads (`/proc/<pid>/task/*/comm`).
+fn thread_names(pid: i32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("list the threads")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_string())
+        .collect()
+}
+
+/// librdkafka names its threads `rdk:main`, `rdk:broker…`.
+fn librdkafka_threads(pid: i32) -> usize {
+    thread_names(pid)
+        .iter()
+        .filter(|name| name.starts_with("rdk:"))
+        .count()
+}
+
+#[test]
+fn channeld_starts_librdkafka_only_for_a_configured_kafka_channel() {
+    let plain = Server::start(ServerSetup::with_config(file_channels_config(&["c1"], "")));
+    plain.drain_events("c1", 10);
+    assert_eq!(
+        librdkafka_threads(plain.pid().as_raw_nonzero().get()),
+        0,
+        "threads of a channeld without Kafka: {:?}",
+        thread_names(plain.pid().as_raw_nonzero().get())
+    );
+    let cluster = cluster();
+    create_topic(&cluster, "threads");
+    let with_kafka = Server::start(ServerSetup::with_config(kafka_channel_config(
+        &cluster.bootstrap_servers(),
+        "threads",
+        "millrace-threads",
+        "",
+    )));
+    assert!(
+        wait_until(FLOW_TIMEOUT, || librdkafka_threads(
+            with_kafka.pid().as_raw_nonzero().get()
+        ) > 0),
+        "a Kafka channel's producer runs librdkafka's threads"
     );
 }
