@@ -1317,3 +1317,73 @@ fn channeld_starts_librdkafka_only_for_a_configured_kafka_channel() {
         "a Kafka channel's producer runs librdkafka's threads"
     );
 }
+
+/// A benchmark, not a test (`docs/perf.md`): throughput and channeld CPU per event of
+/// the Kafka channel against the mock cluster, beside the file channel in the same
+/// sitting: 256-byte events put in batches of 100 by one client, then taken in batches
+/// of 100 by one client.
+///
+/// `MILLRACE_KAFKA_EVENTS=100000 cargo test --release -p millrace-e2e --test kafka_flow -- --ignored --nocapture channel_cpu`
+#[test]
+#[ignore = "a benchmark; run it by name with --ignored"]
+fn channel_cpu_per_event_kafka_beside_file() {
+    /// Events per put and per take.
+    const BATCH: usize = 100;
+    let cluster = cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    create_topic(&cluster, "bench-channel");
+    let count = event_count();
+    let body = "x".repeat(256);
+    for (label, config) in [
+        (
+            "kafka",
+            kafka_channel_config(&bootstrap, "bench-channel", "millrace-bench", ""),
+        ),
+        ("file", file_channels_config(&["c1"], "")),
+    ] {
+        let server = Server::start(ServerSetup::with_config(config));
+        let pid = server.pid().as_raw_nonzero().get();
+        let events: Vec<Event> = (0..BATCH).map(|_| Event::new(body.clone())).collect();
+        let cpu_before_puts = cpu_seconds_of(pid);
+        let started = Instant::now();
+        runtime().block_on(async {
+            let mut client = Client::connect(ClientOptions::new(server.protocol_address()))
+                .await
+                .expect("connect");
+            for _ in 0..count / BATCH {
+                client.put_and_commit("c1", &events).await.expect("put");
+            }
+        });
+        let put_seconds = started.elapsed().as_secs_f64();
+        let cpu_puts = cpu_seconds_of(pid) - cpu_before_puts;
+        let cpu_before_takes = cpu_seconds_of(pid);
+        let started = Instant::now();
+        let taken = runtime().block_on(async {
+            let mut client = Client::connect(ClientOptions::new(server.protocol_address()))
+                .await
+                .expect("connect");
+            let mut taken = 0;
+            while taken < count {
+                client.begin("c1").await.expect("begin");
+                taken += client
+                    .take(BATCH as u32, Duration::from_millis(500))
+                    .await
+                    .expect("take")
+                    .len();
+                client.commit().await.expect("commit");
+            }
+            taken
+        });
+        let take_seconds = started.elapsed().as_secs_f64();
+        let cpu_takes = cpu_seconds_of(pid) - cpu_before_takes;
+        eprintln!(
+            "channel {label}: {count} events of 256 bytes, batches of {BATCH}: puts {:.0} events/s \
+             (channeld CPU {:.2} µs/event), takes {:.0} events/s (channeld CPU {:.2} µs/event); \
+             {taken} taken",
+            count as f64 / put_seconds,
+            cpu_puts * 1e6 / count as f64,
+            count as f64 / take_seconds,
+            cpu_takes * 1e6 / count as f64
+        );
+    }
+}
