@@ -454,7 +454,7 @@ impl Shared {
     }
 
     /// A rolled-back record, if any is waiting.
-    fn from_head(&self) -> Option<TakenRecord> {
+    fn pop_rolled_back(&self) -> Option<TakenRecord> {
         let mut book = lock(&self.book);
         let record = book.head.pop_front()?;
         book.in_flight += 1;
@@ -896,7 +896,7 @@ impl KafkaTransaction {
         self.take_room(1)?;
         let shared = Arc::clone(&self.channel);
         shared.check_open()?;
-        if let Some(record) = shared.from_head() {
+        if let Some(record) = shared.pop_rolled_back() {
             return Ok(Some(self.hand_out(record)));
         }
         let consumer = shared.consumer()?;
@@ -904,7 +904,7 @@ impl KafkaTransaction {
         loop {
             {
                 let _polling = lock(&shared.poll_lock);
-                if let Some(record) = shared.from_head() {
+                if let Some(record) = shared.pop_rolled_back() {
                     return Ok(Some(self.hand_out(record)));
                 }
                 let remaining = deadline.saturating_duration_since(Instant::now());
@@ -985,7 +985,7 @@ impl Transaction for KafkaTransaction {
         shared.check_open()?;
         let mut took = 0;
         while took < room {
-            let record = match shared.from_head() {
+            let record = match shared.pop_rolled_back() {
                 Some(record) => record,
                 None => {
                     let consumer = shared.consumer()?;

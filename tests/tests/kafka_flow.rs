@@ -1208,7 +1208,7 @@ fn kafka_channel_records_decode_with_apache_avros_python_and_its_records_are_tak
     );
     let raw_records = read_topic(&bootstrap, "channel-raw", 2);
     let values: BTreeSet<Vec<u8>> = raw_records.iter().map(|r| r.value.clone()).collect();
-    assert!(values.contains(&b"put body".to_vec()), "{raw_records:?}");
+    assert!(values.contains(b"put body".as_slice()), "{raw_records:?}");
     let mut raw_taken = Vec::new();
     let deadline = Instant::now() + FLOW_TIMEOUT;
     while raw_taken.len() < 2 && Instant::now() < deadline {
