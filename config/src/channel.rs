@@ -484,14 +484,6 @@ const JAVA_ONLY_KAFKA_PROPERTIES: &[&str] = &[
     "transactional.id",
 ];
 
-/// A partition number: a Java `int` of at least 0.
-fn partition_number(value: &str) -> Result<i32, Expected> {
-    match values::java_int(value) {
-        Ok(partition) if partition >= 0 => Ok(partition),
-        _ => Err(Expected::new("a partition number from 0 to 2147483647")),
-    }
-}
-
 /// Reads `prefix<property>` keys into `properties` (a later value of one property
 /// replaces the earlier), warning about the `forced` ones and Java-only ones. librdkafka
 /// checks the names and values when the channel opens (this crate does not link it).
@@ -555,7 +547,7 @@ fn read_kafka_keys(keys: &mut ComponentSettings<'_>) -> KafkaChannelConfig {
     let poll_timeout = code_spelling
         .or(guide_spelling)
         .unwrap_or(DEFAULT_KAFKA_POLL_TIMEOUT);
-    let default_partition_id = keys.parsed("defaultPartitionId", partition_number);
+    let default_partition_id = keys.parsed("defaultPartitionId", values::partition_number);
     let partition_id_header = keys.text("partitionIdHeader");
     let transaction_capacity = keys.parsed_or(
         "transactionCapacity",

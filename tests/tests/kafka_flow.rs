@@ -432,6 +432,59 @@ fn unhex(text: &str) -> Vec<u8> {
         .collect()
 }
 
+/// Events with headers (one of them the record key `k<n>`, one with non-ASCII text) and
+/// binary bodies, numbered by their `seq` header.
+fn interop_events() -> Vec<Event> {
+    (0..20_u8)
+        .map(|n| {
+            Event::new(vec![n, 0xff, 0x00, b'\n', n])
+                .with_header("seq", n.to_string())
+                .with_header("key", format!("k{n}"))
+                .with_header("ünïcode", "välue")
+        })
+        .collect()
+}
+
+/// Decodes `records`' values with Apache Avro's Python and checks that each holds the
+/// headers and body of the event of [`interop_events`] its `seq` names, keyed by the
+/// event's `key` header; returns the records by `seq`.
+fn check_records_decode_with_python<'r>(
+    python: &Path,
+    records: &'r [Record],
+    events: &[Event],
+) -> BTreeMap<u8, &'r Record> {
+    assert_eq!(records.len(), events.len());
+    let datums: Vec<Value> = records
+        .iter()
+        .map(|record| json!(hex(&record.value)))
+        .collect();
+    let decoded = avro_peer(python, "decode-datums", &Value::Array(datums));
+    let mut by_seq = BTreeMap::new();
+    for (record, decoded) in records.iter().zip(decoded.as_array().expect("a list")) {
+        let n: u8 = decoded["headers"]["seq"]
+            .as_str()
+            .expect("seq")
+            .parse()
+            .expect("a number");
+        let event = &events[n as usize];
+        assert_eq!(
+            unhex(decoded["body"].as_str().expect("body")),
+            event.body.to_vec()
+        );
+        for (name, value) in &event.headers {
+            assert_eq!(
+                decoded["headers"][name].as_str(),
+                Some(value.as_str()),
+                "header {name}"
+            );
+        }
+        assert_eq!(record.key.as_deref(), Some(format!("k{n}").as_bytes()));
+        by_seq.insert(n, record);
+    }
+    assert_eq!(by_seq.len(), events.len(), "every event once");
+    by_seq
+}
+
 #[test]
 fn flume_event_format_records_decode_with_apache_avros_python_and_its_records_are_read_back() {
     let Some(python) = millrace_prerequisites::avro_python(&repository_root()) else {
@@ -442,14 +495,7 @@ fn flume_event_format_records_decode_with_apache_avros_python_and_its_records_ar
     create_topic(&cluster, "avro-out");
     create_topic(&cluster, "avro-in");
     // Sink: events with headers (one of them the record key) and binary bodies.
-    let events: Vec<Event> = (0..20_u8)
-        .map(|n| {
-            Event::new(vec![n, 0xff, 0x00, b'\n', n])
-                .with_header("seq", n.to_string())
-                .with_header("key", format!("k{n}"))
-                .with_header("ünïcode", "välue")
-        })
-        .collect();
+    let events = interop_events();
     let config = format!(
         "{}{}",
         sink_config(
@@ -473,35 +519,8 @@ fn flume_event_format_records_decode_with_apache_avros_python_and_its_records_ar
     let server = Server::start(ServerSetup::with_config(config));
     put_events(&server, "c1", &events);
     let records = read_topic(&bootstrap, "avro-out", events.len());
-    assert_eq!(records.len(), events.len());
-    let datums: Vec<Value> = records
-        .iter()
-        .map(|record| json!(hex(&record.value)))
-        .collect();
-    let decoded = avro_peer(python, "decode-datums", &Value::Array(datums));
-    let mut by_seq: BTreeMap<u8, (&Record, &Value)> = BTreeMap::new();
-    for (record, event) in records.iter().zip(decoded.as_array().expect("a list")) {
-        let seq: u8 = event["headers"]["seq"]
-            .as_str()
-            .expect("seq")
-            .parse()
-            .expect("a number");
-        by_seq.insert(seq, (record, event));
-    }
-    for (n, event) in events.iter().enumerate() {
-        let (record, decoded) = by_seq[&(n as u8)];
-        assert_eq!(
-            unhex(decoded["body"].as_str().expect("body")),
-            event.body.to_vec()
-        );
-        for (name, value) in &event.headers {
-            assert_eq!(
-                decoded["headers"][name].as_str(),
-                Some(value.as_str()),
-                "header {name}"
-            );
-        }
-        assert_eq!(record.key.as_deref(), Some(format!("k{n}").as_bytes()));
+    let by_seq = check_records_decode_with_python(python, &records, &events);
+    for (n, record) in by_seq {
         assert_eq!(
             record.headers,
             [("flume-seq".to_string(), n.to_string().into_bytes())],
@@ -1091,7 +1110,9 @@ fn kafka_channel_records_decode_with_apache_avros_python_and_its_records_are_tak
          a1.channels.c2.kafka.bootstrap.servers = {bootstrap}\n\
          a1.channels.c2.kafka.topic = channel-in\n\
          a1.channels.c2.parseAsFlumeEvent = true\n\
+         a1.channels.c2.kafka.consumer.group.id = millrace-interop-in\n\
          a1.channels.c3.type = kafka\n\
+         a1.channels.c3.kafka.consumer.group.id = millrace-interop-raw\n\
          a1.channels.c3.kafka.bootstrap.servers = {bootstrap}\n\
          a1.channels.c3.kafka.topic = channel-raw\n\
          a1.channels.c3.parseAsFlumeEvent = false\n",
@@ -1101,41 +1122,10 @@ fn kafka_channel_records_decode_with_apache_avros_python_and_its_records_are_tak
     let server = Server::start(ServerSetup::with_config(config));
     // Put through the channel: Flume-format records with every header, the key header
     // as the record key.
-    let events: Vec<Event> = (0..20_u8)
-        .map(|n| {
-            Event::new(vec![n, 0xff, 0x00, b'\n', n])
-                .with_header("seq", n.to_string())
-                .with_header("key", format!("k{n}"))
-                .with_header("ünïcode", "välue")
-        })
-        .collect();
+    let events = interop_events();
     put_events(&server, "c1", &events);
     let records = read_topic(&bootstrap, "channel-out", events.len());
-    assert_eq!(records.len(), events.len());
-    let datums: Vec<Value> = records
-        .iter()
-        .map(|record| json!(hex(&record.value)))
-        .collect();
-    let decoded = avro_peer(python, "decode-datums", &Value::Array(datums));
-    for (record, decoded) in records.iter().zip(decoded.as_array().expect("a list")) {
-        let n: u8 = decoded["headers"]["seq"]
-            .as_str()
-            .expect("seq")
-            .parse()
-            .expect("a number");
-        let event = &events[n as usize];
-        assert_eq!(
-            unhex(decoded["body"].as_str().expect("body")),
-            event.body.to_vec()
-        );
-        for (name, value) in &event.headers {
-            assert_eq!(
-                decoded["headers"][name].as_str(),
-                Some(value.as_str()),
-                "header {name}"
-            );
-        }
-        assert_eq!(record.key.as_deref(), Some(format!("k{n}").as_bytes()));
+    for record in check_records_decode_with_python(python, &records, &events).values() {
         assert!(record.headers.is_empty(), "no Kafka record headers");
     }
 
