@@ -152,6 +152,26 @@ struct TakeBook {
     in_flight: u64,
 }
 
+impl TakeBook {
+    /// Puts rolled-back `records` in front of the head buffer, in their order; those of
+    /// partitions revoked since they were read are dropped (their next owner reads them
+    /// again from the committed offset).
+    fn return_to_head(&mut self, records: Vec<TakenRecord>) {
+        self.in_flight = self.in_flight.saturating_sub(records.len() as u64);
+        let current: Vec<TakenRecord> = records
+            .into_iter()
+            .filter(|record| {
+                self.partitions
+                    .get(&record.partition)
+                    .is_some_and(|known| known.epoch == record.epoch)
+            })
+            .collect();
+        for record in current.into_iter().rev() {
+            self.head.push_front(record);
+        }
+    }
+}
+
 /// The consumer's context: commits what is finished when partitions are revoked.
 struct TakeContext {
     topic: String,
@@ -588,19 +608,7 @@ impl Shared {
         if records.is_empty() {
             return;
         }
-        let mut book = lock(&self.book);
-        book.in_flight = book.in_flight.saturating_sub(records.len() as u64);
-        let current: Vec<TakenRecord> = records
-            .into_iter()
-            .filter(|record| {
-                book.partitions
-                    .get(&record.partition)
-                    .is_some_and(|known| known.epoch == record.epoch)
-            })
-            .collect();
-        for record in current.into_iter().rev() {
-            book.head.push_front(record);
-        }
+        lock(&self.book).return_to_head(records);
     }
 
     /// The partition a put goes to: `partitionIdHeader`'s value, else
@@ -1045,5 +1053,49 @@ struct Committed;
 impl PendingCommit for Committed {
     fn finish(self: Box<Self>) -> Result<(), ChannelError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn book(next_offset: i64, outstanding: &[i64]) -> PartitionBook {
+        PartitionBook {
+            epoch: 0,
+            next_offset,
+            outstanding: outstanding.iter().copied().collect(),
+            committed: -1,
+        }
+    }
+
+    #[test]
+    fn the_committable_offset_stops_at_the_first_unfinished_record() {
+        // Records 10..20 read; 12 and 15 still held by open transactions.
+        assert_eq!(book(20, &[12, 15]).committable(), 12);
+        // A later transaction finishing first moves nothing past 12.
+        assert_eq!(book(20, &[12]).committable(), 12);
+        // Everything read is finished: commit after the last record read.
+        assert_eq!(book(20, &[]).committable(), 20);
+    }
+
+    #[test]
+    fn a_rollback_puts_events_in_front_in_their_order_and_drops_revoked_ones() {
+        let record = |offset: i64, epoch: u64| TakenRecord {
+            partition: 0,
+            offset,
+            epoch,
+            event: Event::from_body(offset.to_string()),
+        };
+        let mut take_book = TakeBook::default();
+        take_book.partitions.insert(0, book(3, &[0, 1, 2]));
+        take_book.in_flight = 3;
+        // Record 2 was rolled back earlier; 0 and 1 now, with one read under an
+        // assignment since revoked (epoch 7).
+        take_book.head.push_back(record(2, 0));
+        take_book.return_to_head(vec![record(0, 0), record(1, 0), record(9, 7)]);
+        let offsets: Vec<i64> = take_book.head.iter().map(|taken| taken.offset).collect();
+        assert_eq!(offsets, [0, 1, 2]);
+        assert_eq!(take_book.in_flight, 0);
     }
 }
