@@ -72,6 +72,11 @@ const DELIVERY_REPORT_MARGIN: Duration = Duration::from_secs(30);
 /// librdkafka's default `message.timeout.ms`.
 const DEFAULT_MESSAGE_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// `ChannelCapacity` of a Kafka channel without a configured `capacity`: Java's
+/// `Long.MAX_VALUE`, so that `ChannelFillPercentage` reads about 0 (a capacity of 0 would
+/// read as full, and fire every fill alert) while nothing bounds the topic.
+const UNBOUNDED_CAPACITY: u64 = i64::MAX as u64;
+
 /// Locks `mutex`, carrying on with the data if a holder panicked (every update here
 /// leaves the data consistent between statements).
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -777,7 +782,10 @@ impl Channel for KafkaChannel {
         let book = lock(&self.shared.book);
         ChannelStats {
             channel_size: book.head.len() as u64 + book.in_flight,
-            channel_capacity: self.shared.config.capacity,
+            channel_capacity: match self.shared.config.capacity {
+                0 => UNBOUNDED_CAPACITY,
+                configured => configured,
+            },
             event_put_attempt_count: load(&self.shared.counters.put_attempt),
             event_put_success_count: load(&self.shared.counters.put_success),
             event_take_attempt_count: load(&self.shared.counters.take_attempt),

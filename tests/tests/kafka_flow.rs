@@ -1073,6 +1073,10 @@ fn kafka_channel_rollback_returns_events_to_the_head_and_health_follows_the_clus
     let (_, metrics) = server.http_json("/metrics");
     assert_eq!(metrics["CHANNEL.c1"]["EventTakeSuccessCount"], "20");
     assert_eq!(metrics["CHANNEL.c1"]["EventPutSuccessCount"], "20");
+    assert_eq!(
+        metrics["CHANNEL.c1"]["ChannelFillPercentage"], "0.0",
+        "an unbounded channel is never full: {metrics}"
+    );
     // Nothing more: the committed take committed the offsets.
     /// How long an empty channel is watched before it counts as empty.
     const EMPTY_FOR: Duration = Duration::from_secs(2);
