@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use millrace_config::values::{self, Expected};
+use millrace_config::values;
 use millrace_config::ComponentSettings;
 
 use crate::properties::ClientProperties;
