@@ -485,6 +485,47 @@ fn check_records_decode_with_python<'r>(
     by_seq
 }
 
+/// Has Apache Avro's Python encode ten events (`origin = python`, `n`, and
+/// `extra_headers`; body `from python <n>`) and produces each datum as a record value to
+/// `topic`, with `record_headers` if given.
+fn produce_python_datums(
+    python: &Path,
+    bootstrap: &str,
+    topic: &str,
+    extra_headers: &[(&str, &str)],
+    record_headers: Option<OwnedHeaders>,
+) {
+    let python_events: Vec<Value> = (0..10)
+        .map(|n| {
+            let mut headers = serde_json::Map::new();
+            headers.insert("origin".into(), json!("python"));
+            headers.insert("n".into(), json!(n.to_string()));
+            for (name, value) in extra_headers {
+                headers.insert((*name).into(), json!(value));
+            }
+            json!({"headers": headers, "body": hex(format!("from python {n}").as_bytes())})
+        })
+        .collect();
+    let encoded = avro_peer(python, "encode-datums", &Value::Array(python_events));
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("a test producer");
+    runtime().block_on(async {
+        for datum in encoded.as_array().expect("a list") {
+            let value = unhex(datum.as_str().expect("hex"));
+            let mut record = FutureRecord::<(), _>::to(topic).payload(&value);
+            if let Some(headers) = &record_headers {
+                record = record.headers(headers.clone());
+            }
+            producer
+                .send(record, Duration::from_secs(10))
+                .await
+                .expect("produce a python datum");
+        }
+    });
+}
+
 #[test]
 fn flume_event_format_records_decode_with_apache_avros_python_and_its_records_are_read_back() {
     let Some(python) = millrace_prerequisites::avro_python(&repository_root()) else {
@@ -528,32 +569,18 @@ fn flume_event_format_records_decode_with_apache_avros_python_and_its_records_ar
         );
     }
 
-    // Source: datums encoded by Apache Avro's Python, read back with their headers.
-    let python_events: Vec<Value> = (0..10)
-        .map(|n| json!({"headers": {"origin": "python", "n": n.to_string(), "timestamp": "42"}, "body": hex(format!("from python {n}").as_bytes())}))
-        .collect();
-    let encoded = avro_peer(python, "encode-datums", &Value::Array(python_events));
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .create()
-        .expect("a test producer");
-    runtime().block_on(async {
-        for datum in encoded.as_array().expect("a list") {
-            let value = unhex(datum.as_str().expect("hex"));
-            producer
-                .send(
-                    FutureRecord::<(), _>::to("avro-in")
-                        .payload(&value)
-                        .headers(OwnedHeaders::new().insert(Header {
-                            key: "ignored",
-                            value: Some("x"),
-                        })),
-                    Duration::from_secs(10),
-                )
-                .await
-                .expect("produce a python datum");
-        }
-    });
+    // Source: datums encoded by Apache Avro's Python, read back with their headers (a
+    // record header the source is not asked to copy is ignored).
+    produce_python_datums(
+        python,
+        &bootstrap,
+        "avro-in",
+        &[("timestamp", "42")],
+        Some(OwnedHeaders::new().insert(Header {
+            key: "ignored",
+            value: Some("x"),
+        })),
+    );
     assert!(wait_until(FLOW_TIMEOUT, || server
         .metrics_channel_size("c2")
         == 10));
@@ -1134,25 +1161,12 @@ fn kafka_channel_records_decode_with_apache_avros_python_and_its_records_are_tak
     }
 
     // Take through the channel: datums Apache Avro's Python encoded.
-    let python_events: Vec<Value> = (0..10)
-        .map(|n| json!({"headers": {"origin": "python", "n": n.to_string()}, "body": hex(format!("from python {n}").as_bytes())}))
-        .collect();
-    let encoded = avro_peer(python, "encode-datums", &Value::Array(python_events));
+    produce_python_datums(python, &bootstrap, "channel-in", &[], None);
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
         .create()
         .expect("a test producer");
     runtime().block_on(async {
-        for datum in encoded.as_array().expect("a list") {
-            let value = unhex(datum.as_str().expect("hex"));
-            producer
-                .send(
-                    FutureRecord::<(), _>::to("channel-in").payload(&value),
-                    Duration::from_secs(10),
-                )
-                .await
-                .expect("produce a python datum");
-        }
         producer
             .send(
                 FutureRecord::to("channel-raw")
