@@ -36,9 +36,10 @@ use std::collections::BTreeMap;
 
 use millrace_engine::config::{
     key_id_problem, usable_byte_slots, ChannelConfig, Compression,
-    ConfigError as EngineConfigError, EncryptionConfig, FileChannelConfig, KeySource,
-    MemoryChannelConfig, SpillableChannelConfig, DEFAULT_MAX_FILE_SIZE_BYTES,
-    MEMORY_BYTE_SLOT_SIZE_BYTES, MIN_MAX_FILE_SIZE_BYTES,
+    ConfigError as EngineConfigError, EncryptionConfig, FileChannelConfig, KafkaChannelConfig,
+    KeySource, MemoryChannelConfig, SpillableChannelConfig, DEFAULT_KAFKA_CHANNEL_GROUP_ID,
+    DEFAULT_KAFKA_CHANNEL_TOPIC, DEFAULT_KAFKA_POLL_TIMEOUT, DEFAULT_KAFKA_TRANSACTION_CAPACITY,
+    DEFAULT_MAX_FILE_SIZE_BYTES, MEMORY_BYTE_SLOT_SIZE_BYTES, MIN_MAX_FILE_SIZE_BYTES,
 };
 
 use crate::component_settings::{ComponentSettings, KeyListing};
@@ -58,14 +59,17 @@ pub enum ChannelKind {
     Memory,
     /// `spillablememory`: memory first, then a file overflow.
     Spillable,
+    /// `kafka`: a Kafka topic, shared by every channeld (and Flume agent) in its group.
+    Kafka,
 }
 
 impl ChannelKind {
     /// Every kind, in documentation order.
-    pub const ALL: [ChannelKind; 3] = [
+    pub const ALL: [ChannelKind; 4] = [
         ChannelKind::Memory,
         ChannelKind::File,
         ChannelKind::Spillable,
+        ChannelKind::Kafka,
     ];
 
     /// The kind of channel `config` configures.
@@ -74,6 +78,7 @@ impl ChannelKind {
             ChannelConfig::File(_) => ChannelKind::File,
             ChannelConfig::Memory(_) => ChannelKind::Memory,
             ChannelConfig::Spillable(_) => ChannelKind::Spillable,
+            ChannelConfig::Kafka(_) => ChannelKind::Kafka,
         }
     }
 
@@ -83,6 +88,7 @@ impl ChannelKind {
             ChannelKind::File => "file",
             ChannelKind::Memory => "memory",
             ChannelKind::Spillable => "spillablememory",
+            ChannelKind::Kafka => "kafka",
         }
     }
 
@@ -92,6 +98,7 @@ impl ChannelKind {
             ChannelKind::File => "org.apache.flume.channel.file.FileChannel",
             ChannelKind::Memory => "org.apache.flume.channel.MemoryChannel",
             ChannelKind::Spillable => "org.apache.flume.channel.SpillableMemoryChannel",
+            ChannelKind::Kafka => "org.apache.flume.channel.kafka.KafkaChannel",
         }
     }
 
@@ -109,12 +116,14 @@ impl ChannelKind {
             ChannelKind::File => "a file channel key",
             ChannelKind::Memory => "a memory channel key",
             ChannelKind::Spillable => "a spillable memory channel key",
+            ChannelKind::Kafka => "a Kafka channel key",
         }
     }
 }
 
 const CHANNEL_TYPE_EXPECTED: &str =
-    "a channel type: memory, file or spillablememory (or Flume's class name for one of them)";
+    "a channel type: memory, file, spillablememory or kafka (or Flume's class name for one of \
+     them)";
 
 /// A file channel (or spillable overflow) being read. Directories stay `None` until the
 /// end so that unset ones can default to `<base>/<channel>/…`.
@@ -147,6 +156,8 @@ enum ChannelDraft {
     File(Box<FileDraft>, Vec<RawSetting>),
     /// The spillable channel and its overflow's `encryption.*` keys.
     Spillable(Box<SpillableDraft>, Vec<RawSetting>),
+    /// The Kafka channel.
+    Kafka(Box<KafkaChannelConfig>),
 }
 
 fn note_unexpanded_home(keys: &mut ComponentSettings<'_>, key: &str, path: &Path) {
@@ -445,6 +456,181 @@ fn read_spillable_keys(keys: &mut ComponentSettings<'_>) -> SpillableDraft {
     SpillableDraft { config, overflow }
 }
 
+/// Kafka channel keys Flume read up to 1.11.0 and then removed.
+const REMOVED_KAFKA_CHANNEL_KEYS: &[&str] = &[
+    "migrateZookeeperOffsets",
+    "readSmallestOffset",
+    "brokerList",
+    "topic",
+    "groupId",
+    "zookeeperConnect",
+];
+/// Producer properties the Kafka channel sets itself, whatever `kafka.producer.*` says.
+const FORCED_KAFKA_PRODUCER_PROPERTIES: &[&str] = &["bootstrap.servers"];
+/// Consumer properties the Kafka channel sets itself: offsets are committed only at take
+/// commit, so automatic commits and offset stores would lose events.
+const FORCED_KAFKA_CONSUMER_PROPERTIES: &[&str] = &[
+    "bootstrap.servers",
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+];
+/// Java client properties librdkafka has no use for: the channel reads and writes keys
+/// and values as bytes, as Flume's default (de)serializers do.
+const JAVA_ONLY_KAFKA_PROPERTIES: &[&str] = &[
+    "key.serializer",
+    "value.serializer",
+    "key.deserializer",
+    "value.deserializer",
+    "transactional.id",
+];
+
+/// Reads `prefix<property>` keys into `properties` (a later value of one property
+/// replaces the earlier), warning about the `forced` ones and Java-only ones. librdkafka
+/// checks the names and values when the channel opens (this crate does not link it).
+fn read_kafka_pass_through(
+    keys: &mut ComponentSettings<'_>,
+    prefix: &str,
+    forced: &[&str],
+    properties: &mut Vec<(String, String)>,
+) {
+    for (property, value, _line) in keys.with_prefix(prefix) {
+        let key = format!("{prefix}{property}");
+        if forced.contains(&property) {
+            if property != "group.id" {
+                keys.warn(
+                    &key,
+                    format!("ignored: the Kafka channel sets {property} itself (as Flume does)"),
+                );
+            }
+            continue;
+        }
+        if JAVA_ONLY_KAFKA_PROPERTIES.contains(&property) {
+            keys.warn(
+                &key,
+                "accepted but not used: the Kafka channel reads and writes keys and values as \
+                 bytes and puts through librdkafka's idempotent producer, not Kafka \
+                 transactions",
+            );
+            continue;
+        }
+        set_kafka_property(properties, property, value);
+    }
+}
+
+fn set_kafka_property(properties: &mut Vec<(String, String)>, name: &str, value: &str) {
+    match properties.iter_mut().find(|(known, _)| known == name) {
+        Some(entry) => entry.1 = value.to_string(),
+        None => properties.push((name.to_string(), value.to_string())),
+    }
+}
+
+/// The keys of a Kafka channel, with Flume's names and defaults (`docs/kafka.md`).
+fn read_kafka_keys(keys: &mut ComponentSettings<'_>) -> KafkaChannelConfig {
+    let bootstrap_servers = keys
+        .required_text(
+            "kafka.bootstrap.servers",
+            "the Kafka brokers to start from, host:port[,host:port…]",
+        )
+        .unwrap_or_default();
+    let topic = keys.text_or("kafka.topic", DEFAULT_KAFKA_CHANNEL_TOPIC);
+    let group_id = keys.text_or("kafka.consumer.group.id", DEFAULT_KAFKA_CHANNEL_GROUP_ID);
+    let parse_as_flume_event = keys.boolean_or("parseAsFlumeEvent", true);
+    let code_spelling = keys.parsed("kafka.pollTimeout", values::positive_milliseconds);
+    let guide_spelling = keys.parsed("pollTimeout", values::positive_milliseconds);
+    if guide_spelling.is_some() {
+        keys.warn(
+            "pollTimeout",
+            "the Flume User Guide's spelling, which Flume itself ignores; Millrace reads it \
+             as kafka.pollTimeout",
+        );
+    }
+    let poll_timeout = code_spelling
+        .or(guide_spelling)
+        .unwrap_or(DEFAULT_KAFKA_POLL_TIMEOUT);
+    let default_partition_id = keys.parsed("defaultPartitionId", values::partition_number);
+    let partition_id_header = keys.text("partitionIdHeader");
+    let transaction_capacity = keys.parsed_or(
+        "transactionCapacity",
+        DEFAULT_KAFKA_TRANSACTION_CAPACITY,
+        values::positive_integer,
+    );
+    let capacity = keys.parsed_or("capacity", 0, values::positive_integer);
+    if capacity > 0 {
+        keys.warn(
+            "capacity",
+            "reported as ChannelCapacity only: the Kafka topic holds the events and its \
+             retention bounds them (Flume's Kafka channel has no capacity either)",
+        );
+    }
+    for key in REMOVED_KAFKA_CHANNEL_KEYS {
+        keys.accept_with_warning(
+            key,
+            "removed after Flume 1.11 and not used: offsets are read from Kafka only, and \
+             the kafka.* keys name the brokers, topic and group",
+        );
+    }
+    let mut producer_properties = Vec::new();
+    set_kafka_property(&mut producer_properties, "acks", "all");
+    read_kafka_pass_through(
+        keys,
+        "kafka.producer.",
+        FORCED_KAFKA_PRODUCER_PROPERTIES,
+        &mut producer_properties,
+    );
+    let acks_all = producer_properties
+        .iter()
+        .any(|(name, value)| name == "acks" && matches!(value.as_str(), "all" | "-1"));
+    if !producer_properties
+        .iter()
+        .any(|(name, _)| name == "enable.idempotence")
+    {
+        set_kafka_property(
+            &mut producer_properties,
+            "enable.idempotence",
+            if acks_all { "true" } else { "false" },
+        );
+    }
+    set_kafka_property(
+        &mut producer_properties,
+        "bootstrap.servers",
+        &bootstrap_servers,
+    );
+    let mut consumer_properties = Vec::new();
+    set_kafka_property(&mut consumer_properties, "auto.offset.reset", "earliest");
+    read_kafka_pass_through(
+        keys,
+        "kafka.consumer.",
+        FORCED_KAFKA_CONSUMER_PROPERTIES,
+        &mut consumer_properties,
+    );
+    set_kafka_property(
+        &mut consumer_properties,
+        "bootstrap.servers",
+        &bootstrap_servers,
+    );
+    set_kafka_property(&mut consumer_properties, "group.id", &group_id);
+    set_kafka_property(&mut consumer_properties, "enable.auto.commit", "false");
+    set_kafka_property(
+        &mut consumer_properties,
+        "enable.auto.offset.store",
+        "false",
+    );
+    KafkaChannelConfig {
+        bootstrap_servers,
+        topic,
+        group_id,
+        parse_as_flume_event,
+        poll_timeout,
+        default_partition_id,
+        partition_id_header,
+        transaction_capacity,
+        capacity,
+        producer_properties,
+        consumer_properties,
+    }
+}
+
 /// The `encryption.*` keys of a file or spillable channel, in file order, for
 /// [`read_encryption`].
 fn read_encryption_keys(keys: &mut ComponentSettings<'_>) -> Vec<RawSetting> {
@@ -466,6 +652,7 @@ fn read_channel_keys(keys: &mut ComponentSettings<'_>, kind: ChannelKind) -> Cha
             let draft = Box::new(read_spillable_keys(keys));
             ChannelDraft::Spillable(draft, read_encryption_keys(keys))
         }
+        ChannelKind::Kafka => ChannelDraft::Kafka(Box::new(read_kafka_keys(keys))),
     }
 }
 
@@ -608,6 +795,7 @@ pub(crate) fn parse_channel(
         ChannelDraft::Spillable(draft, encryption) => {
             check_spillable(channel, *draft, &encryption, base_dir, diagnostics)
         }
+        ChannelDraft::Kafka(config) => check_kafka(channel, *config, diagnostics),
     }
 }
 
@@ -634,6 +822,20 @@ fn check_memory(
     );
     (diagnostics.error_count() == errors_before).then_some(ParsedChannel {
         config: ChannelConfig::Memory(config),
+        directories: Vec::new(),
+    })
+}
+
+fn check_kafka(
+    channel: &Component,
+    config: KafkaChannelConfig,
+    diagnostics: &mut Diagnostics,
+) -> Option<ParsedChannel> {
+    // Flume reads neither capacity nor transactionCapacity for this channel, so no rule
+    // spans them; only the required brokers can be missing.
+    let _ = (channel, diagnostics);
+    (!config.bootstrap_servers.is_empty()).then_some(ParsedChannel {
+        config: ChannelConfig::Kafka(config),
         directories: Vec::new(),
     })
 }
@@ -1144,13 +1346,18 @@ mod tests {
                 "org.apache.flume.channel.SpillableMemoryChannel",
                 ChannelKind::Spillable,
             ),
+            ("kafka", ChannelKind::Kafka),
+            (
+                "org.apache.flume.channel.kafka.KafkaChannel",
+                ChannelKind::Kafka,
+            ),
         ];
         for (name, kind) in table {
             assert_eq!(ChannelKind::from_type_name(name), Some(kind), "{name}");
         }
         for unsupported in [
             "jdbc",
-            "org.apache.flume.channel.kafka.KafkaChannel",
+            "org.apache.flume.channel.kafka.KafkaChannelX",
             "mem",
             "",
         ] {

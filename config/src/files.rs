@@ -49,7 +49,7 @@ fn encryption_of(channel: &ChannelConfig) -> Option<&EncryptionConfig> {
     match channel {
         ChannelConfig::File(file) => file.encryption.as_ref(),
         ChannelConfig::Spillable(spillable) => spillable.overflow.encryption.as_ref(),
-        ChannelConfig::Memory(_) => None,
+        ChannelConfig::Memory(_) | ChannelConfig::Kafka(_) => None,
     }
 }
 

@@ -150,13 +150,6 @@ pub const UNPROVIDED: &[Unprovided] = &[
         instead: "a file channel (durable, recovered after kill -9 and power loss)",
     },
     Unprovided {
-        role: ComponentRole::Channel,
-        description: "the Kafka channel",
-        type_names: &["org.apache.flume.channel.kafka.KafkaChannel"],
-        instead: "a file channel, with the kafka source or kafka sink where the topic is \
-                  read or written",
-    },
-    Unprovided {
         role: ComponentRole::Interceptor,
         description: "the morphline interceptor",
         type_names: &["org.apache.flume.sink.solr.morphline.MorphlineInterceptor$Builder"],
@@ -185,7 +178,7 @@ pub fn instead_of_custom_class(role: ComponentRole) -> &'static str {
             "a client of channeld (client/) that takes events, or a kafka sink into a Kafka \
              Connect sink connector"
         }
-        ComponentRole::Channel => "a file, memory or spillablememory channel",
+        ComponentRole::Channel => "a file, memory, spillablememory or kafka channel",
         ComponentRole::Interceptor => "the script interceptor (type = script)",
         ComponentRole::ChannelSelector => {
             "the multiplexing selector on a header set by a script interceptor"

@@ -113,6 +113,14 @@ pub fn non_negative_integer(value: &str) -> Result<u64, Expected> {
     integer_in_range(value, 0, i128::from(u64::MAX), "a non-negative integer").map(to_u64)
 }
 
+/// A Kafka partition number: a Java `int` of at least 0 (`defaultPartitionId`).
+pub fn partition_number(value: &str) -> Result<i32, Expected> {
+    match java_int(value) {
+        Ok(partition) if partition >= 0 => Ok(partition),
+        _ => Err(Expected::new("a partition number from 0 to 2147483647")),
+    }
+}
+
 /// Any Java `int`.
 pub fn java_int(value: &str) -> Result<i32, Expected> {
     integer_in_range(

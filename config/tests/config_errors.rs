@@ -68,22 +68,24 @@ fn each_kind_of_mistake_gets_a_precise_message() {
             "missing type, reported on the declaration",
             "a1.channels = c1\n\
              a1.channels.c1.capacity = 10\n",
-            "agent.conf:1: a1.channels.c1.type: expected a channel type: memory, file or \
-             spillablememory (or Flume's class name for one of them), but the key is missing",
+            "agent.conf:1: a1.channels.c1.type: expected a channel type: memory, file, \
+             spillablememory or kafka (or Flume's class name for one of them), but the key is missing",
         ),
         (
             "declared channel with no keys at all",
             "a1.channels = c1 c2\n\
              a1.channels.c1.type = memory\n",
-            "agent.conf:1: a1.channels.c2.type: expected a channel type: memory, file or \
-             spillablememory (or Flume's class name for one of them), but the key is missing",
+            "agent.conf:1: a1.channels.c2.type: expected a channel type: memory, file, \
+             spillablememory or kafka (or Flume's class name for one of them), but the key is missing",
         ),
         (
             "unsupported channel type",
             "a1.channels = c1\n\
              a1.channels.c1.type = jdbc\n",
-            "agent.conf:2: a1.channels.c1.type: expected a channel type: memory, file or \
-             spillablememory (or Flume's class name for one of them), got \"jdbc\"",
+            "agent.conf:2: a1.channels.c1.type: expected a channel type: memory, file, \
+             spillablememory or kafka (or Flume's class name for one of them); Millrace does not \
+             provide the JDBC channel: use a file channel (durable, recovered after kill -9 and \
+             power loss) (docs/adapters.md, \"What we do not run\"), got \"jdbc\"",
         ),
         (
             "transactionCapacity above capacity",
@@ -585,8 +587,10 @@ a1.server.bind = 127.0.0.1:41460
             "agent.conf:4: a1.channels.c1.capacity: expected a positive integer, got \"-1\"",
             "agent.conf:5: a1.channels.c1.keep-alive: expected a non-negative whole number of \
              seconds, got \"3s\"",
-            "agent.conf:6: a1.channels.c2.type: expected a channel type: memory, file or \
-             spillablememory (or Flume's class name for one of them), got \"fiel\"",
+            "agent.conf:6: a1.channels.c2.type: expected a channel type: memory, file, \
+             spillablememory or kafka (or Flume's class name for one of them); Millrace runs no Java \
+             classes: use a file, memory, spillablememory or kafka channel (docs/adapters.md, \
+             \"What we do not run\"), got \"fiel\"",
             "agent.conf:8: a1.sources.r1.channels: expected a channel listed in a1.channels (c1 \
              c2), got \"c3\"",
             "agent.conf:9: a1.server.maxFrameBytes: expected a positive integer, got \"0\"",

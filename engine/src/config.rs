@@ -397,6 +397,47 @@ impl SpillableChannelConfig {
     }
 }
 
+/// Flume's `kafka.topic` default for the Kafka channel.
+pub const DEFAULT_KAFKA_CHANNEL_TOPIC: &str = "flume-channel";
+/// Flume's `kafka.consumer.group.id` default for the Kafka channel.
+pub const DEFAULT_KAFKA_CHANNEL_GROUP_ID: &str = "flume";
+/// Flume's `kafka.pollTimeout` default: how long one poll of the consumer waits.
+pub const DEFAULT_KAFKA_POLL_TIMEOUT: Duration = Duration::from_millis(500);
+/// Millrace's `transactionCapacity` default for the Kafka channel (Flume's Kafka
+/// channel has no bound; Millrace keeps one so that a transaction's events, held in
+/// memory until its commit, stay bounded).
+pub const DEFAULT_KAFKA_TRANSACTION_CAPACITY: u64 = 10_000;
+
+/// Settings of a Kafka channel (`type = org.apache.flume.channel.kafka.KafkaChannel`,
+/// alias `kafka`): plain data. The engine does not implement this channel (it knows no
+/// sockets); `millrace-kafka` does, and `millrace-ops` opens it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaChannelConfig {
+    /// `kafka.bootstrap.servers`.
+    pub bootstrap_servers: String,
+    /// `kafka.topic`.
+    pub topic: String,
+    /// `kafka.consumer.group.id`.
+    pub group_id: String,
+    /// `parseAsFlumeEvent`: values are `AvroFlumeEvent` datums (else bare bodies).
+    pub parse_as_flume_event: bool,
+    /// `kafka.pollTimeout` (or the User Guide's `pollTimeout`).
+    pub poll_timeout: Duration,
+    /// `defaultPartitionId`.
+    pub default_partition_id: Option<i32>,
+    /// `partitionIdHeader`.
+    pub partition_id_header: Option<String>,
+    /// `transactionCapacity`: the most puts, and the most takes, in one transaction.
+    pub transaction_capacity: u64,
+    /// `capacity`, reported as `ChannelCapacity` only: the topic holds the events, and
+    /// its retention (not this number) bounds them.
+    pub capacity: u64,
+    /// The producer's properties in order: defaults, `kafka.producer.*`, forced values.
+    pub producer_properties: Vec<(String, String)>,
+    /// The consumer's properties in order: defaults, `kafka.consumer.*`, forced values.
+    pub consumer_properties: Vec<(String, String)>,
+}
+
 /// A channel's settings, whatever its type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChannelConfig {
@@ -406,6 +447,8 @@ pub enum ChannelConfig {
     Memory(MemoryChannelConfig),
     /// `type = spillablememory`
     Spillable(SpillableChannelConfig),
+    /// `type = kafka`
+    Kafka(KafkaChannelConfig),
 }
 
 impl ChannelConfig {
@@ -417,6 +460,7 @@ impl ChannelConfig {
             ChannelConfig::File(file) => file.transaction_capacity,
             ChannelConfig::Memory(memory) => memory.transaction_capacity,
             ChannelConfig::Spillable(spillable) => spillable.overflow.transaction_capacity,
+            ChannelConfig::Kafka(kafka) => kafka.transaction_capacity,
         }
     }
 }

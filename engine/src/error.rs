@@ -146,6 +146,19 @@ pub enum ChannelError {
         detail: String,
     },
 
+    /// A channel whose events live outside this process (the Kafka channel) could not do
+    /// `operation` there: the cluster is unreachable, refused a record, or an event
+    /// cannot become a record. The transaction is rolled back; retrying may succeed.
+    #[error("channel {channel}: {operation} failed: {reason}")]
+    External {
+        /// The channel.
+        channel: String,
+        /// What was being done (`put`, `commit`, `take`).
+        operation: &'static str,
+        /// What went wrong, with the values involved.
+        reason: String,
+    },
+
     /// A record read back from disk failed its checksum or framing checks.
     #[error("channel {channel}: corrupt record in {file} at offset {offset}: {detail}")]
     Corruption {
@@ -187,6 +200,16 @@ pub(crate) fn is_out_of_space(error: &io::Error) -> bool {
 /// A failure to open a channel.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    /// A channel whose events live outside this process (the Kafka channel) could not be
+    /// set up: its client refused the settings.
+    #[error("channel {channel}: cannot open: {reason}")]
+    External {
+        /// The channel.
+        channel: String,
+        /// Why, with the values involved.
+        reason: String,
+    },
+
     /// The settings break a rule.
     #[error("channel {channel}: invalid configuration: {source}")]
     Config {

@@ -27,12 +27,14 @@
 //!       ◄─commit offsets (offset+1 per partition) after the channel commit
 //! ```
 
+pub mod channel;
 pub mod consumer;
 pub mod producer;
 pub mod properties;
 pub mod record;
 pub mod settings;
 
+pub use channel::KafkaChannel;
 pub use consumer::{ConsumedBatch, EventConsumer};
 pub use producer::{EventProducer, SendError};
 pub use record::{decode_value, encode_value, RecordValueError};

@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use millrace_config::values::{self, Expected};
+use millrace_config::values;
 use millrace_config::ComponentSettings;
 
 use crate::properties::ClientProperties;
@@ -96,14 +96,6 @@ pub struct KafkaSinkSettings {
     pub producer: ClientProperties,
 }
 
-/// A Java `int` of at least 0: a partition number.
-fn partition_id(value: &str) -> Result<i32, Expected> {
-    match values::java_int(value) {
-        Ok(partition) if partition >= 0 => Ok(partition),
-        _ => Err(Expected::new("a partition number from 0 to 2147483647")),
-    }
-}
-
 /// `key`, else the deprecated `old_key` (with a warning naming the new key).
 fn text_or_deprecated(
     keys: &mut ComponentSettings<'_>,
@@ -137,7 +129,7 @@ impl KafkaSinkSettings {
             .unwrap_or_else(|| DEFAULT_SINK_TOPIC.to_string());
         let batch_size = Self::read_batch_size(keys);
         let use_flume_event_format = keys.boolean_or("useFlumeEventFormat", false);
-        let default_partition_id = keys.parsed("defaultPartitionId", partition_id);
+        let default_partition_id = keys.parsed("defaultPartitionId", values::partition_number);
         let partition_id_header = keys.text("partitionIdHeader");
         let allow_topic_override = keys.boolean_or("allowTopicOverride", true);
         let topic_header = keys.text_or("topicHeader", DEFAULT_TOPIC_HEADER);

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use millrace_engine::config::ChannelConfig;
 use millrace_engine::storage::Storage;
 use millrace_engine::{Channel, FileChannel, MemoryChannel, OpenError, SpillableChannel};
+use millrace_kafka::KafkaChannel;
 
 /// A channel just opened: as every user sees it, and as the file channel it is, when it
 /// is one (for the operations only a file channel's log supports, online inspect and
@@ -49,5 +50,8 @@ pub fn open_channel(
         ChannelConfig::Spillable(spillable_config) => OpenedChannel::other(Arc::new(
             SpillableChannel::open_with_storage(name, spillable_config, storage)?,
         )),
+        ChannelConfig::Kafka(kafka_config) => {
+            OpenedChannel::other(Arc::new(KafkaChannel::open(name, kafka_config)?))
+        }
     })
 }

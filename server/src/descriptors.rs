@@ -150,12 +150,18 @@ pub fn file_channel_descriptors(config: &FileChannelConfig) -> u64 {
         + checkpoint_dirs * DESCRIPTORS_PER_CHECKPOINT_DIR
 }
 
+/// Descriptors a Kafka channel may hold: librdkafka's producer and consumer each keep a
+/// socket per broker plus a few wake-up pipes per broker thread; 64 covers two clients
+/// on a cluster of up to a dozen brokers.
+const KAFKA_CHANNEL_DESCRIPTORS: u64 = 64;
+
 /// Descriptors a configured channel may hold (none for a memory channel).
 pub fn channel_descriptors(config: &ChannelConfig) -> u64 {
     match config {
         ChannelConfig::File(file) => file_channel_descriptors(file),
         ChannelConfig::Memory(_) => 0,
         ChannelConfig::Spillable(spillable) => file_channel_descriptors(&spillable.overflow),
+        ChannelConfig::Kafka(_) => KAFKA_CHANNEL_DESCRIPTORS,
     }
 }
 

@@ -141,6 +141,18 @@ pub fn engine_error_response(error: &ChannelError, attempted_events: u64) -> Err
             )
             .for_channel(channel)
         }
+        ChannelError::External {
+            channel,
+            operation,
+            reason,
+        } => ErrorResponse::new(
+            ErrorCode::ChannelUnhealthy,
+            format!(
+                "channel '{channel}': {operation} failed: {reason}. The transaction was \
+                 rolled back; retry once the channel's Kafka cluster is reachable"
+            ),
+        )
+        .for_channel(channel),
         ChannelError::Io { channel, .. }
         | ChannelError::Corruption { channel, .. }
         | ChannelError::DirectoryLost { channel, .. } => {

@@ -47,7 +47,7 @@ fn space_guard_bytes(config: &ChannelConfig) -> Option<u64> {
         ChannelConfig::Spillable(spillable) => {
             Some(spillable.overflow.effective_minimum_required_space_bytes())
         }
-        ChannelConfig::Memory(_) => None,
+        ChannelConfig::Memory(_) | ChannelConfig::Kafka(_) => None,
     }
 }
 
@@ -264,7 +264,8 @@ impl ChannelRegistry {
             entries.push(Arc::new(ChannelEntry {
                 name: name.clone(),
                 type_name: ChannelKind::of(config).alias(),
-                durable: !matches!(config, ChannelConfig::Memory(_)),
+                // The Kafka channel is durable, but in Kafka: no log of channeld's own.
+                durable: !matches!(config, ChannelConfig::Memory(_) | ChannelConfig::Kafka(_)),
                 state: RwLock::new(ChannelState::Opening),
                 file_channel: OnceLock::new(),
                 commit_times: Arc::default(),

@@ -163,6 +163,12 @@ impl ChannelTarget {
                     kind: "memory",
                 })
             }
+            Some(ChannelConfig::Kafka(_)) => {
+                return Err(ToolError::NotFileChannel {
+                    channel: channel.to_string(),
+                    kind: "kafka",
+                })
+            }
             None => {
                 return Err(ToolError::NoSuchChannel {
                     file: file.to_path_buf(),
