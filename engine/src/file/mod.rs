@@ -50,7 +50,8 @@
 //! - [`writer`]: one writer thread per data directory (group commit).
 //! - [`recovery`] with [`recovery_rule`] and [`chunk_reader`]: rebuilding the state at
 //!   open; [`checkpoint`]: the checkpoint file; [`maintenance`]: checkpoints and
-//!   cleanup in the background; [`segments`], [`space`], [`dir_watch`], [`health`].
+//!   cleanup in the background; [`segments`], [`space`], [`dir_watch`], [`health`];
+//!   [`zero_ahead`]: zeroing reserved segment space ahead of the writer.
 
 pub(crate) mod checkpoint;
 pub(crate) mod chunk_reader;
@@ -68,6 +69,7 @@ mod shared;
 mod space;
 mod transaction;
 mod writer;
+mod zero_ahead;
 
 pub use crate::figures::{DirStats, RecoveryPath, RecoveryProgress, RecoveryReport, TruncatedTail};
 pub use commit::SubmittedCommit;
