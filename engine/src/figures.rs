@@ -95,7 +95,4 @@ pub struct DirStats {
     pub transactions: AtomicU64,
     /// Segments created.
     pub segments_created: AtomicU64,
-    /// Reserved segment space overwritten with zeros ahead of the writer, off the
-    /// commit path (see `docs/perf.md`, "Segments zeroed ahead").
-    pub bytes_zeroed_ahead: AtomicU64,
 }

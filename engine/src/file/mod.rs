@@ -50,8 +50,7 @@
 //! - [`writer`]: one writer thread per data directory (group commit).
 //! - [`recovery`] with [`recovery_rule`] and [`chunk_reader`]: rebuilding the state at
 //!   open; [`checkpoint`]: the checkpoint file; [`maintenance`]: checkpoints and
-//!   cleanup in the background; [`segments`], [`space`], [`dir_watch`], [`health`];
-//!   [`zero_ahead`]: zeroing reserved segment space ahead of the writer.
+//!   cleanup in the background; [`segments`], [`space`], [`dir_watch`], [`health`].
 
 pub(crate) mod checkpoint;
 pub(crate) mod chunk_reader;
@@ -69,7 +68,6 @@ mod shared;
 mod space;
 mod transaction;
 mod writer;
-mod zero_ahead;
 
 pub use crate::figures::{DirStats, RecoveryPath, RecoveryProgress, RecoveryReport, TruncatedTail};
 pub use commit::SubmittedCommit;

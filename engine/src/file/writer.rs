@@ -48,7 +48,6 @@ use super::dir_watch::DirWatch;
 use super::health::Health;
 use super::segments::{segment_path, SegmentHandle, SegmentMeta, SegmentRegistry};
 use super::space::SpaceGuard;
-use super::zero_ahead::{ZeroAhead, ZERO_AHEAD_MAX_BYTES_PER_SYNC};
 use crate::clock::unix_time_ms;
 use crate::crypto::RecordKey;
 use crate::error::ChannelError;
@@ -135,21 +134,7 @@ impl DirWriterHandle {
         let stats = Arc::new(DirStats::default());
         let pending_bytes = Arc::new(AtomicU64::new(0));
         let thread_name = format!("millrace-writer-{}", settings.channel);
-        // Without a sync per transaction no round waits for a sync: nothing to gain.
-        let zero_ahead = if settings.fsync_per_transaction {
-            ZeroAhead::spawn(&settings.channel, Arc::clone(&stats))
-                .map_err(|error| {
-                    warn!(channel = %settings.channel, %error,
-                        "could not start the segment zeroing thread; syncs convert reserved extents")
-                })
-                .ok()
-        } else {
-            None
-        };
         let writer = DirWriter {
-            zero_ahead,
-            zeroing_pays: true,
-            written_at_reservation: (0, 0),
             settings,
             stats: Arc::clone(&stats),
             pending_bytes: Arc::clone(&pending_bytes),
@@ -210,13 +195,6 @@ struct ActiveSegment {
 
 struct DirWriter {
     settings: WriterSettings,
-    /// Zeroes reserved space ahead of the writer (with `fsyncPerTransaction` only).
-    zero_ahead: Option<ZeroAhead>,
-    /// Whether the rounds since the last reservation were small enough for zeroing
-    /// ahead to pay (see `zero_ahead`).
-    zeroing_pays: bool,
-    /// `(bytes written, syncs)` at the last reservation.
-    written_at_reservation: (u64, u64),
     stats: Arc<DirStats>,
     pending_bytes: Arc<AtomicU64>,
     active: Option<ActiveSegment>,
@@ -489,23 +467,6 @@ impl DirWriter {
             })?;
             space.consume(dir_index, reserved - active.allocated);
             active.allocated = reserved;
-            let written = (
-                self.stats.bytes_written.load(Ordering::Relaxed),
-                self.stats.syncs.load(Ordering::Relaxed),
-            );
-            let (bytes, syncs) = (
-                written.0 - self.written_at_reservation.0,
-                written.1 - self.written_at_reservation.1,
-            );
-            // No sync since the last reservation (one huge round): bandwidth-bound.
-            self.zeroing_pays = syncs > 0 && bytes / syncs <= ZERO_AHEAD_MAX_BYTES_PER_SYNC;
-            self.written_at_reservation = written;
-            if let Some(zero_ahead) = &self.zero_ahead {
-                zero_ahead.reserved(reserved, self.zeroing_pays);
-            }
-        }
-        if let Some(zero_ahead) = &self.zero_ahead {
-            zero_ahead.claim(position, end);
         }
         match durability {
             Durability::Deferred => {
@@ -649,15 +610,6 @@ impl DirWriter {
         );
         self.stats.segments_created.fetch_add(1, Ordering::Relaxed);
         debug!(channel = %settings.channel, segment = %path.display(), "segment created");
-        if let Some(zero_ahead) = &self.zero_ahead {
-            zero_ahead.start_segment(
-                Arc::clone(&file),
-                path.clone(),
-                SEGMENT_HEADER_BYTES as u64,
-                allocated,
-                self.zeroing_pays,
-            );
-        }
         self.active = Some(ActiveSegment {
             segment_id,
             path,
@@ -673,10 +625,6 @@ impl DirWriter {
     fn close_active(&mut self) -> Result<(), RoundFailure> {
         if self.active.is_none() {
             return Ok(());
-        }
-        // The zeroing helper lets go of the file before it is trimmed.
-        if let Some(zero_ahead) = &self.zero_ahead {
-            zero_ahead.stop_segment();
         }
         self.sync_active()?;
         let active = self.active.take().expect("checked above");

@@ -22,7 +22,6 @@ mod uring;
 pub use real::RealFs;
 pub use seam::{
     DirHandle, DirLock, DirMoved, FileIdentity, FileMode, Storage, StorageFile, WriteSyncError,
-    ZEROING_ALIGNMENT_BYTES,
 };
 pub use sim::{CrashMode, SimFs, SimFsOptions};
 pub use uring::{io_uring_available, IoBackend, IoBackendChoice};

@@ -12,7 +12,6 @@ use std::os::fd::AsRawFd;
 
 use super::seam::{
     DirHandle, DirLock, DirMoved, FileIdentity, FileMode, Storage, StorageFile, WriteSyncError,
-    ZEROING_ALIGNMENT_BYTES,
 };
 use super::uring::{self, IoBackend, IoBackendChoice, WriteOutcome};
 
@@ -49,9 +48,6 @@ impl RealFs {
         self.io_backend
     }
 }
-
-/// The most zeros one direct write of [`StorageFile::write_zeros_durably`] carries.
-const ZEROING_WRITE_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug)]
 struct RealFile {
@@ -275,48 +271,6 @@ impl StorageFile for RealFile {
             .write_all_at(buf, offset)
             .map_err(WriteSyncError::Write)?;
         self.file.sync_data().map_err(WriteSyncError::Sync)
-    }
-
-    /// With direct I/O through a second open of the same file, so that the zeros never
-    /// wait in the page cache as dirty pages that the writer's own `fdatasync`, running
-    /// meanwhile, would have to write out too. File systems without direct I/O
-    /// (`EINVAL` on open, e.g. tmpfs) answer `Ok(false)`.
-    fn write_zeros_durably(&self, offset: u64, len: u64) -> io::Result<bool> {
-        if !offset.is_multiple_of(ZEROING_ALIGNMENT_BYTES)
-            || !len.is_multiple_of(ZEROING_ALIGNMENT_BYTES)
-        {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "zeroing {len} bytes at offset {offset}: both must be multiples of \
-                     {ZEROING_ALIGNMENT_BYTES}"
-                ),
-            ));
-        }
-        let reopened = OpenOptions::new()
-            .write(true)
-            .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
-            .open(format!("/proc/self/fd/{}", self.file.as_raw_fd()));
-        let direct = match reopened {
-            Ok(direct) => direct,
-            Err(error) if error.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
-                return Ok(false)
-            }
-            Err(error) => return Err(error),
-        };
-        let alignment = ZEROING_ALIGNMENT_BYTES as usize;
-        let backing = vec![0u8; ZEROING_WRITE_BYTES + alignment];
-        let start = backing.as_ptr().align_offset(alignment);
-        let zeros = &backing[start..start + ZEROING_WRITE_BYTES];
-        let end = offset + len;
-        let mut position = offset;
-        while position < end {
-            let piece = (end - position).min(ZEROING_WRITE_BYTES as u64) as usize;
-            direct.write_all_at(&zeros[..piece], position)?;
-            position += piece as u64;
-        }
-        direct.sync_data()?;
-        Ok(true)
     }
 
     fn prefetch(&self, offset: u64, len: u64) {

@@ -151,17 +151,6 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
         self.sync_data().map_err(WriteSyncError::Sync)
     }
 
-    /// Overwrites `len` bytes at `offset` with zeros and makes them durable, so that
-    /// records written there later land on blocks the file system already counts as
-    /// written: their `fdatasync` then carries no conversion of reserved-but-unwritten
-    /// extents (see `docs/perf.md`, "Segments zeroed ahead"). `offset` and `len` are
-    /// multiples of [`ZEROING_ALIGNMENT_BYTES`]. `Ok(false)`, with nothing written, where
-    /// the storage does not do this (the default, which the simulated disk keeps, so that
-    /// its fault schedules see only the writer's own writes).
-    fn write_zeros_durably(&self, _offset: u64, _len: u64) -> io::Result<bool> {
-        Ok(false)
-    }
-
     /// Hints that `len` bytes at `offset` will be read soon, so the system can start
     /// reading them in the background. Only a hint: the default does nothing.
     fn prefetch(&self, _offset: u64, _len: u64) {}
@@ -193,10 +182,6 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
         Ok(())
     }
 }
-
-/// The alignment of [`StorageFile::write_zeros_durably`]'s offset and length: the
-/// largest logical block size direct I/O asks for on common devices.
-pub const ZEROING_ALIGNMENT_BYTES: u64 = 4096;
 
 /// A held directory lock; dropping it releases the lock.
 pub trait DirLock: Send + Sync + fmt::Debug {}
