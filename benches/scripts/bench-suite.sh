@@ -2,10 +2,13 @@
 # The performance issue's channel-bench cases in one sitting, for docs/perf.md.
 #
 # Usage: benches/scripts/bench-suite.sh [CASE ...]
-#   CASE: probe puts takes mixed batch1 4k memput memtake (default: all, in that order)
+#   CASE: probe puts takes mixed batch1 4k memput memtake (default: all, in that order),
+#         or batch1one (batches of 1 from a single producer; not in the default run)
 #   BENCH_DIR: where the channel's files and the probe file go (default: a new directory
 #              under ./target, on the same disk as the build)
 #   BENCH_BIN: where the release binaries are (default: ./target/release)
+#   BENCH_PORT: channeld's protocol port (default 47450; the HTTP port is the next one),
+#               so that two suites on one machine do not meet
 #
 # Starts a release channeld with one file channel (c1: one data dir, capacity 10 M,
 # fsync per transaction) and one memory channel (m1), runs each case with --json and
@@ -23,8 +26,8 @@ for binary in channeld channel-bench; do
 done
 work="${BENCH_DIR:-$(mktemp -d "$PWD/target/bench-suite.XXXXXX")}"
 mkdir -p "$work"
-protocol_port=47450
-http_port=47451
+protocol_port="${BENCH_PORT:-47450}"
+http_port=$((protocol_port + 1))
 
 cat >"$work/bench.conf" <<EOF
 a1.channels = c1 m1
@@ -98,6 +101,7 @@ for case in "${cases[@]}"; do
         takes) bench takes --channel c1 --mode take --events 2000000 --consumers 4 --batch 100 --pipeline 8 ;;
         mixed) bench mixed --channel c1 --mode mixed --events 1000000 --producers 4 --consumers 4 --batch 100 --pipeline 16 ;;
         batch1) bench batch1 --channel c1 --mode put --events 200000 --producers 16 --batch 1 ;;
+        batch1one) bench batch1one --channel c1 --mode put --events 20000 --producers 1 --batch 1 ;;
         4k) bench 4k --channel c1 --mode put --events 200000 --size 4096 --producers 4 --batch 100 --pipeline 4 ;;
         memput) bench memput --channel m1 --mode put --events 4000000 --producers 4 --batch 100 --pipeline 16 ;;
         memtake) bench memtake --channel m1 --mode take --events 4000000 --consumers 4 --batch 100 --pipeline 8 ;;
