@@ -362,7 +362,7 @@ pub static SERVER_SETTINGS: &[ServerSettingSpec] = &[
     ServerSettingSpec {
         key: "ioBackend",
         default: Some("auto"),
-        description: "how log writers write and sync: io_uring when it can be used (auto), \
+        description: "how log writers write and sync: pwrite + fdatasync (auto, measured best), \
                       io_uring (refuse to start without it) or pwrite",
         apply: |settings, value| {
             settings.io_backend = value

@@ -90,10 +90,11 @@ fn a_storage_keeps_the_backend_it_was_built_with() {
             .io_backend(),
         IoBackend::Pwrite
     );
-    let automatic = if io_uring_available() {
-        IoBackend::IoUring
-    } else {
+    assert_eq!(RealFs::auto().io_backend(), IoBackend::Pwrite);
+    assert_eq!(
+        RealFs::with_choice(IoBackendChoice::Auto)
+            .unwrap()
+            .io_backend(),
         IoBackend::Pwrite
-    };
-    assert_eq!(RealFs::auto().io_backend(), automatic);
+    );
 }

@@ -37,8 +37,8 @@ impl RealFs {
         choice.resolve().map(RealFs::new)
     }
 
-    /// The real filesystem with io_uring when this process may create a ring, else
-    /// pwrite ([`IoBackendChoice::Auto`]).
+    /// The real filesystem with the backend [`IoBackendChoice::Auto`] takes (pwrite +
+    /// fdatasync).
     pub fn auto() -> Self {
         RealFs::new(uring::auto_backend())
     }

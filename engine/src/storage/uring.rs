@@ -9,8 +9,12 @@
 //! Which of the two ways a file is written is a property of the storage value
 //! ([`RealFs`](super::RealFs)), chosen when it is built: channeld builds its storage from
 //! `server.ioBackend`, and one process may hold storages with either backend (tests run
-//! both side by side). Containers often forbid io_uring; [`IoBackendChoice::Auto`] probes
-//! for it and falls back to plain `pwrite` + `fdatasync`.
+//! both side by side). [`IoBackendChoice::Auto`] takes plain `pwrite` + `fdatasync`: ext4
+//! cannot complete an `fsync` inline, so io_uring hands every sync to an io-wq worker
+//! thread, one more thread wake-up per round, and on the reference machine a lone
+//! committer was a quarter faster and cheaper without it, with nothing measured slower
+//! (`docs/perf.md`, "The log writer's backend"). io_uring is there when asked for
+//! (containers often forbid it; asking then fails at start).
 
 use std::cell::RefCell;
 use std::io;
@@ -37,7 +41,7 @@ pub enum IoBackend {
 /// Which backend is asked for: a configuration switch (channeld's `server.ioBackend`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum IoBackendChoice {
-    /// io_uring when a ring can be created, else pwrite.
+    /// The backend measured best for the log writer: pwrite + fdatasync.
     #[default]
     Auto,
     /// io_uring, or fail to start when it is not available.
@@ -50,10 +54,9 @@ impl IoBackendChoice {
     /// The words the switch accepts, for error messages.
     pub const EXPECTED: &'static str = "auto, io_uring or pwrite";
 
-    /// The backend this choice gives on this machine: `Auto` probes for io_uring (a ring
-    /// is created and dropped). A forced `IoUring` that cannot create a ring fails with
-    /// the reason (containers often forbid io_uring), rather than failing every write
-    /// later.
+    /// The backend this choice gives on this machine. A forced `IoUring` is probed (a
+    /// ring is created and dropped) and, when no ring can be created, fails with the
+    /// reason (containers often forbid io_uring), rather than failing every write later.
     pub fn resolve(self) -> io::Result<IoBackend> {
         match self {
             IoBackendChoice::Auto => Ok(auto_backend()),
@@ -87,13 +90,9 @@ pub fn io_uring_available() -> bool {
     IoUring::new(RING_ENTRIES).is_ok()
 }
 
-/// io_uring when a ring can be created, else pwrite.
+/// What [`IoBackendChoice::Auto`] takes (see the module's documentation for why).
 pub(crate) fn auto_backend() -> IoBackend {
-    if io_uring_available() {
-        IoBackend::IoUring
-    } else {
-        IoBackend::Pwrite
-    }
+    IoBackend::Pwrite
 }
 
 thread_local! {
