@@ -16,13 +16,17 @@
 //! number) fails the batch before anything is sent, naming the event.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use millrace_protocol::Event;
+use parking_lot::Mutex;
+use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use thiserror::Error;
+use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::record::encode_value;
@@ -66,10 +70,79 @@ pub enum SendError {
     },
 }
 
+/// The delivery reports of one batch: librdkafka's poll thread counts each record in,
+/// and the batch's sender wakes when none is pending. One shared count per batch instead
+/// of a future per record.
+#[derive(Debug, Default)]
+struct BatchDeliveries {
+    state: Mutex<DeliveryCount>,
+    all_reported: Notify,
+}
+
+#[derive(Debug, Default)]
+struct DeliveryCount {
+    pending: usize,
+    acknowledged: usize,
+    first_error: Option<String>,
+}
+
+impl BatchDeliveries {
+    fn expecting(records: usize) -> Arc<BatchDeliveries> {
+        let deliveries = Arc::new(BatchDeliveries::default());
+        deliveries.state.lock().pending = records;
+        deliveries
+    }
+
+    fn report(&self, outcome: Result<(), String>) {
+        let mut count = self.state.lock();
+        count.pending = count.pending.saturating_sub(1);
+        match outcome {
+            Ok(()) => count.acknowledged += 1,
+            Err(error) => {
+                count.first_error.get_or_insert(error);
+            }
+        }
+        if count.pending == 0 {
+            self.all_reported.notify_one();
+        }
+    }
+
+    /// Waits until every record of the batch is reported; returns how many were
+    /// acknowledged and the first error.
+    async fn all(&self) -> (usize, Option<String>) {
+        loop {
+            let reported = self.all_reported.notified();
+            {
+                let count = self.state.lock();
+                if count.pending == 0 {
+                    return (count.acknowledged, count.first_error.clone());
+                }
+            }
+            reported.await;
+        }
+    }
+}
+
+/// The sink producer's context: each delivery report goes to its batch.
+struct SinkContext;
+
+impl ClientContext for SinkContext {}
+
+impl ProducerContext for SinkContext {
+    type DeliveryOpaque = Arc<BatchDeliveries>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, deliveries: Arc<BatchDeliveries>) {
+        deliveries.report(match result {
+            Ok(_) => Ok(()),
+            Err((error, _)) => Err(error.to_string()),
+        });
+    }
+}
+
 /// A Kafka producer configured from a Kafka sink's keys.
 pub struct EventProducer {
     settings: KafkaSinkSettings,
-    producer: FutureProducer,
+    producer: ThreadedProducer<SinkContext>,
     /// Whether `kafka.topic` holds `%{header}` escapes.
     topic_has_escapes: bool,
     value: Vec<u8>,
@@ -97,7 +170,7 @@ impl EventProducer {
         let producer = settings
             .producer
             .client_config()
-            .create()
+            .create_with_context(SinkContext)
             .map_err(|source| KafkaError::Create {
                 role: "producer",
                 bootstrap_servers: settings.bootstrap_servers.clone(),
@@ -125,32 +198,19 @@ impl EventProducer {
             .enumerate()
             .map(|(index, event)| self.destination(index, event))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut pending: Vec<DeliveryFuture> = Vec::with_capacity(events.len());
-        let mut refused: Vec<String> = Vec::new();
+        let deliveries = BatchDeliveries::expecting(events.len());
         for (event, destination) in events.iter().zip(&destinations) {
             self.value.clear();
             encode_value(event, self.settings.use_flume_event_format, &mut self.value);
             let headers = self.record_headers(event);
-            match self.enqueue(event, destination, headers, &self.value).await {
-                Ok(delivery) => pending.push(delivery),
-                Err(error) => refused.push(error.to_string()),
+            if let Err(error) = self
+                .enqueue(event, destination, headers, &self.value, &deliveries)
+                .await
+            {
+                deliveries.report(Err(error.to_string()));
             }
         }
-        let mut acknowledged = 0_usize;
-        let mut first_error = refused.first().cloned();
-        for delivery in pending {
-            match delivery.await {
-                Ok(Ok(_delivered)) => acknowledged += 1,
-                Ok(Err((error, _message))) => {
-                    first_error.get_or_insert_with(|| error.to_string());
-                }
-                Err(_canceled) => {
-                    first_error.get_or_insert_with(|| {
-                        "the producer was closed before Kafka answered".into()
-                    });
-                }
-            }
-        }
+        let (acknowledged, first_error) = deliveries.all().await;
         if acknowledged == events.len() {
             return Ok(());
         }
@@ -162,18 +222,21 @@ impl EventProducer {
         })
     }
 
-    /// Queues one record, waiting while librdkafka's local queue is full.
+    /// Queues one record, its report counted in `deliveries`, waiting while librdkafka's
+    /// local queue is full.
     async fn enqueue(
         &self,
         event: &Event,
         destination: &Destination<'_>,
         headers: Option<OwnedHeaders>,
         value: &[u8],
-    ) -> Result<DeliveryFuture, RdKafkaError> {
+        deliveries: &Arc<BatchDeliveries>,
+    ) -> Result<(), RdKafkaError> {
         let key = event.header(KEY_HEADER);
         loop {
-            let mut record: FutureRecord<'_, str, [u8]> =
-                FutureRecord::to(&destination.topic).payload(value);
+            let mut record: BaseRecord<'_, str, [u8], Arc<BatchDeliveries>> =
+                BaseRecord::with_opaque_to(&destination.topic, Arc::clone(deliveries))
+                    .payload(value);
             if let Some(key) = key {
                 record = record.key(key);
             }
@@ -186,8 +249,8 @@ impl EventProducer {
             if let Some(headers) = &headers {
                 record = record.headers(headers.clone());
             }
-            match self.producer.send_result(record) {
-                Ok(delivery) => return Ok(delivery),
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
                 Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     tokio::time::sleep(QUEUE_FULL_RETRY_DELAY).await;
                 }
