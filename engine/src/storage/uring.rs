@@ -217,17 +217,12 @@ mod tests {
     }
 
     #[test]
-    fn pwrite_is_always_available_and_auto_takes_io_uring_exactly_when_a_ring_can_be_created() {
+    fn pwrite_is_always_available_auto_takes_it_and_io_uring_only_where_a_ring_can_be_created() {
         assert_eq!(
             IoBackendChoice::Pwrite.resolve().unwrap(),
             IoBackend::Pwrite
         );
-        let expected = if io_uring_available() {
-            IoBackend::IoUring
-        } else {
-            IoBackend::Pwrite
-        };
-        assert_eq!(IoBackendChoice::Auto.resolve().unwrap(), expected);
+        assert_eq!(IoBackendChoice::Auto.resolve().unwrap(), IoBackend::Pwrite);
         match IoBackendChoice::IoUring.resolve() {
             Ok(backend) => assert_eq!(backend, IoBackend::IoUring),
             Err(error) => {
