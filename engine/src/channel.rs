@@ -398,8 +398,39 @@ impl ChannelCounters {
         Ok(usize::try_from(room).unwrap_or(usize::MAX).min(max_events))
     }
 
-    pub(crate) fn mark_stopped(&self) {
+    /// Records the stop time (the channel was closed).
+    pub fn mark_stopped(&self) {
         self.stop_time_ms.store(unix_time_ms(), Ordering::Relaxed);
+    }
+
+    /// Counts `events` put attempts (for channels outside the engine, such as Kafka's).
+    pub fn count_put_attempts(&self, events: u64) {
+        Self::add(&self.put_attempt, events);
+    }
+
+    /// Counts `events` committed puts.
+    pub fn count_put_successes(&self, events: u64) {
+        Self::add(&self.put_success, events);
+    }
+
+    /// Counts `events` puts whose commit failed.
+    pub fn count_put_errors(&self, events: u64) {
+        Self::add(&self.put_error, events);
+    }
+
+    /// Counts `events` take attempts (including takes that found nothing).
+    pub fn count_take_attempts(&self, events: u64) {
+        Self::add(&self.take_attempt, events);
+    }
+
+    /// Counts `events` committed takes.
+    pub fn count_take_successes(&self, events: u64) {
+        Self::add(&self.take_success, events);
+    }
+
+    /// Counts `events` takes that failed.
+    pub fn count_take_errors(&self, events: u64) {
+        Self::add(&self.take_error, events);
     }
 
     /// Fills the counter fields of a stats snapshot.

@@ -37,8 +37,8 @@ pub mod spillable;
 pub mod storage;
 
 pub use channel::{
-    ArrivalListener, Arrivals, Channel, ChannelHealth, ChannelStats, CommitAttempt, CommitFuture,
-    PendingCommit, PutAttempt, TakeStop, Transaction,
+    ArrivalListener, Arrivals, Channel, ChannelCounters, ChannelHealth, ChannelStats,
+    CommitAttempt, CommitFuture, PendingCommit, PutAttempt, TakeStop, Transaction,
 };
 pub use error::{ChannelError, OpenError};
 pub use event::Event;

@@ -35,13 +35,13 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use millrace_engine::config::KafkaChannelConfig;
 use millrace_engine::{
-    Channel, ChannelError, ChannelHealth, ChannelStats, CommitAttempt, Event, OpenError,
-    PendingCommit, PutAttempt, TakeStop, Transaction,
+    Channel, ChannelCounters, ChannelError, ChannelHealth, ChannelStats, CommitAttempt, Event,
+    OpenError, PendingCommit, PutAttempt, TakeStop, Transaction,
 };
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -85,27 +85,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| {
-            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-        })
-}
-
-/// Flume's channel counters and the Kafka channel's own.
-#[derive(Debug, Default)]
+/// Flume's channel counters (the engine's, shared by every channel type) and the Kafka
+/// channel's own.
+#[derive(Debug)]
 struct Counters {
-    put_attempt: AtomicU64,
-    put_success: AtomicU64,
-    put_error: AtomicU64,
-    take_attempt: AtomicU64,
-    take_success: AtomicU64,
-    take_error: AtomicU64,
+    flume: ChannelCounters,
     rollbacks: AtomicU64,
     offset_commit_errors: AtomicU64,
-    start_time_ms: AtomicU64,
-    stop_time_ms: AtomicU64,
 }
 
 fn add(counter: &AtomicU64, amount: u64) {
@@ -379,8 +365,11 @@ impl KafkaChannel {
         // The consumer's properties are checked now, so a bad one fails the open rather
         // than the first take.
         client_config(name, "consumer", &config.consumer_properties)?;
-        let counters = Arc::new(Counters::default());
-        counters.start_time_ms.store(now_ms(), Ordering::Relaxed);
+        let counters = Arc::new(Counters {
+            flume: ChannelCounters::started_now(),
+            rollbacks: AtomicU64::new(0),
+            offset_commit_errors: AtomicU64::new(0),
+        });
         let producer = Arc::new(producer);
         let stop = Arc::new(Stop::default());
         let watcher = spawn_health_watcher(
@@ -541,7 +530,7 @@ impl Shared {
             }
             Err(error) => {
                 drop(book);
-                add(&self.counters.take_error, 1);
+                self.counters.flume.count_take_errors(1);
                 warn!(channel = %self.name, topic = %self.config.topic, partition, offset, %error, "Kafka channel: skipping a record that is not an AvroFlumeEvent (parseAsFlumeEvent = true); its offset is committed with the next take commit");
                 None
             }
@@ -778,25 +767,18 @@ impl Channel for KafkaChannel {
     }
 
     fn stats(&self) -> ChannelStats {
-        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let book = lock(&self.shared.book);
-        ChannelStats {
-            channel_size: book.head.len() as u64 + book.in_flight,
-            channel_capacity: match self.shared.config.capacity {
-                0 => UNBOUNDED_CAPACITY,
-                configured => configured,
-            },
-            event_put_attempt_count: load(&self.shared.counters.put_attempt),
-            event_put_success_count: load(&self.shared.counters.put_success),
-            event_take_attempt_count: load(&self.shared.counters.take_attempt),
-            event_take_success_count: load(&self.shared.counters.take_success),
-            event_put_error_count: load(&self.shared.counters.put_error),
-            event_take_error_count: load(&self.shared.counters.take_error),
-            checkpoint_write_error_count: 0,
-            checkpoint_backup_write_error_count: 0,
-            start_time_ms: load(&self.shared.counters.start_time_ms),
-            stop_time_ms: load(&self.shared.counters.stop_time_ms),
-        }
+        let channel_size = {
+            let book = lock(&self.shared.book);
+            book.head.len() as u64 + book.in_flight
+        };
+        let channel_capacity = match self.shared.config.capacity {
+            0 => UNBOUNDED_CAPACITY,
+            configured => configured,
+        };
+        self.shared
+            .counters
+            .flume
+            .snapshot(channel_size, channel_capacity)
     }
 
     fn health(&self) -> ChannelHealth {
@@ -824,10 +806,7 @@ impl Channel for KafkaChannel {
         if let Some(consumer) = lock(&self.shared.consumer).take() {
             consumer.unsubscribe();
         }
-        self.shared
-            .counters
-            .stop_time_ms
-            .store(now_ms(), Ordering::Relaxed);
+        self.shared.counters.flume.mark_stopped();
         Ok(())
     }
 }
@@ -866,14 +845,14 @@ impl KafkaTransaction {
         let capacity = self.channel.config.transaction_capacity;
         let room = capacity.saturating_sub(self.taken.len() as u64);
         if room == 0 {
-            add(&self.channel.counters.take_attempt, 1);
+            self.channel.counters.flume.count_take_attempts(1);
             return Err(self.transaction_full("take"));
         }
         Ok(usize::try_from(room).unwrap_or(usize::MAX).min(max_events))
     }
 
     fn hand_out(&mut self, record: TakenRecord) -> Event {
-        add(&self.channel.counters.take_attempt, 1);
+        self.channel.counters.flume.count_take_attempts(1);
         let event = record.event.clone();
         self.taken.push(record);
         event
@@ -881,7 +860,7 @@ impl KafkaTransaction {
 
     fn put_event(&mut self, event: Event) -> Result<(), ChannelError> {
         let shared = &self.channel;
-        add(&shared.counters.put_attempt, 1);
+        shared.counters.flume.count_put_attempts(1);
         shared.check_open()?;
         if self.puts.len() as u64 >= shared.config.transaction_capacity {
             return Err(self.transaction_full("put"));
@@ -930,7 +909,7 @@ impl KafkaTransaction {
                 }
             }
             if Instant::now() >= deadline {
-                add(&shared.counters.take_attempt, 1);
+                shared.counters.flume.count_take_attempts(1);
                 return Ok(None);
             }
         }
@@ -950,15 +929,21 @@ impl KafkaTransaction {
         }
         if !puts.is_empty() {
             if let Err(error) = channel.send_puts(&puts) {
-                add(&channel.counters.put_error, puts.len() as u64);
+                channel.counters.flume.count_put_errors(puts.len() as u64);
                 add(&channel.counters.rollbacks, u64::from(!taken.is_empty()));
                 channel.return_to_head(taken);
                 return Err(error);
             }
-            add(&channel.counters.put_success, puts.len() as u64);
+            channel
+                .counters
+                .flume
+                .count_put_successes(puts.len() as u64);
         }
         channel.finish_takes(&taken);
-        add(&channel.counters.take_success, taken.len() as u64);
+        channel
+            .counters
+            .flume
+            .count_take_successes(taken.len() as u64);
         Ok(())
     }
 }
@@ -1008,13 +993,13 @@ impl Transaction for KafkaTransaction {
                     // Another taker is polling: what it gets is its own; nothing here
                     // without waiting.
                     let Ok(_polling) = shared.poll_lock.try_lock() else {
-                        add(&shared.counters.take_attempt, 1);
+                        shared.counters.flume.count_take_attempts(1);
                         return Ok(TakeStop::Empty);
                     };
                     match shared.poll_once(&consumer, Duration::ZERO) {
                         Some(record) => record,
                         None => {
-                            add(&shared.counters.take_attempt, 1);
+                            shared.counters.flume.count_take_attempts(1);
                             return Ok(TakeStop::Empty);
                         }
                     }
