@@ -1110,6 +1110,20 @@ pub fn one_channel_of_each_type_config() -> String {
     config
 }
 
+/// `bytes` as lowercase hex: how the interop tests pass binary bodies to and from the
+/// Python peers in JSON.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// The bytes of a hex string written by [`hex`] or a Python peer.
+pub fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(&text[at..at + 2], 16).expect("hex"))
+        .collect()
+}
+
 /// Stdout of a `channelctl` run as lines, after checking it succeeded.
 pub fn successful_lines(output: &Output) -> Vec<String> {
     assert!(

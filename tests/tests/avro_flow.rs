@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use millrace_client::Event;
 use millrace_e2e::{
-    channelctl, file_channels_config, free_port, wait_until, Server, ServerSetup, AGENT,
+    channelctl, file_channels_config, free_port, hex, unhex, wait_until, Server, ServerSetup, AGENT,
 };
 use serde_json::{json, Value};
 
@@ -34,17 +34,6 @@ fn python() -> Option<&'static Path> {
 
 fn peer_script() -> PathBuf {
     repository_root().join("tests/interop/avro_peer.py")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Vec<u8> {
-    (0..text.len())
-        .step_by(2)
-        .map(|at| u8::from_str_radix(&text[at..at + 2], 16).expect("hex"))
-        .collect()
 }
 
 /// An event in the peer's JSON shape.

@@ -13,7 +13,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use millrace_client::{Client, ClientOptions, Event};
-use millrace_e2e::{channelctl, file_channels_config, kill_9_pid, wait_until, Server, ServerSetup};
+use millrace_e2e::{
+    channelctl, file_channels_config, hex, kill_9_pid, unhex, wait_until, Server, ServerSetup,
+};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
@@ -419,17 +421,6 @@ fn avro_peer(python: &Path, command: &str, input: &Value) -> Value {
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout).expect("JSON from the peer")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Vec<u8> {
-    (0..text.len())
-        .step_by(2)
-        .map(|at| u8::from_str_radix(&text[at..at + 2], 16).expect("hex"))
-        .collect()
 }
 
 /// Events with headers (one of them the record key `k<n>`, one with non-ASCII text) and
